@@ -1,0 +1,1 @@
+"""Floor 2: model zoo access, DistillationModel, strict weight loading."""

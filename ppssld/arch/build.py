@@ -1,0 +1,144 @@
+"""Build the model an ``Arch`` config describes, loading weights strictly."""
+import logging
+from typing import Any, Dict, List, Optional
+
+import paddle.nn as nn
+
+from ppssld.arch.distillation import BN_MODES, DistillationModel
+from ppssld.arch.weights import load_weights
+from ppssld.arch.zoo import build_backbone
+from ppssld.utils.errors import ConfigError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
+                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax")
+_WARN_KEYS = {"use_sync_bn": "BatchNorm statistics are per process",
+              "infer_add_softmax": "export writes logits; the predictor applies softmax"}
+_warned: set = set()
+
+
+def _warn_once(key: str, where: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning("%s.%s is a PaddleClas key that ppssld ignores (%s)", where, key, _WARN_KEYS[key])
+
+
+def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Layer:
+    """Build one zoo backbone from ``{name, class_num, pretrained, lr_mult_list, ...}``.
+
+    ``pretrained`` is a local path (suffix optional) or false; ``True`` is an error
+    because ppssld never downloads weights.
+    """
+    cfg = dict(cfg)
+    if "name" not in cfg:
+        raise ConfigError(f"{where} has no 'name' (the backbone to build)")
+    name = cfg.pop("name")
+    pretrained = cfg.pop("pretrained", None)
+    use_ssld = cfg.pop("use_ssld", False)
+    for key in list(cfg):
+        if key in _WARN_KEYS:
+            cfg.pop(key)
+            _warn_once(key, where)
+    layer = build_backbone(name, where=where, **cfg)
+    if pretrained is True:
+        ssld = "_ssld" if use_ssld else ""
+        raise ConfigError(f"{where}.pretrained is True, which asks to download {name}{ssld}_pretrained.pdparams; "
+                          f"ppssld never downloads: set {where}.pretrained to a local .pdparams path")
+    if pretrained:
+        load_weights(layer, str(pretrained), strict=strict, where=f"{where}.pretrained={pretrained}")
+        logger.info("%s: loaded %s", where, pretrained)
+    return layer
+
+
+def _model_entries(arch: Dict[str, Any]) -> List[tuple]:
+    models = arch.get("models")
+    if not isinstance(models, list) or not models:
+        raise ConfigError("Arch.models must be a non-empty list like [{Teacher: {...}}, {Student: {...}}]")
+    entries = []
+    for i, item in enumerate(models):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"Arch.models[{i}] must be a one-key mapping {{Name: {{name: Backbone, ...}}}}")
+        (key, cfg), = item.items()
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"Arch.models[{i}].{key} must be a mapping with at least 'name'")
+        entries.append((key, dict(cfg)))
+    names = [k for k, _ in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Arch.models names must be unique, got {names}")
+    return entries
+
+
+def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
+    value = arch.get(key)
+    if value is None:
+        return [None] * count
+    if not isinstance(value, list) or len(value) != count:
+        raise ConfigError(f"Arch.{key} must be a list with one entry per model ({count}), got {value!r}")
+    return value
+
+
+def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None) -> nn.Layer:
+    """Build a plain backbone or a DistillationModel from ``Arch``.
+
+    Args:
+        arch: the ``Arch`` section (not mutated).
+        strict: strict weight loading (``Global.strict_load``).
+        only: build just this named model of a DistillationModel (e.g. the student for export);
+            other models are neither built nor loaded.
+    Returns:
+        The model.
+    """
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise ConfigError("Arch must be a mapping with a 'name'")
+    if arch["name"] != "DistillationModel":
+        return build_single(arch, "Arch", strict)
+    for key in arch:
+        if key not in DISTILL_KEYS:
+            raise ConfigError(f"unknown key Arch.{key} for DistillationModel.{did_you_mean(key, DISTILL_KEYS)} "
+                              f"Valid keys: {', '.join(DISTILL_KEYS)}")
+    for key in _WARN_KEYS:
+        if arch.get(key) is not None:
+            _warn_once(key, "Arch")
+    entries = _model_entries(arch)
+    freeze = _aligned_list(arch, "freeze_params_list", len(entries))
+    pretrained = _aligned_list(arch, "pretrained_list", len(entries))
+    bn_mode = arch.get("teacher_bn_mode", "eval")
+    if bn_mode not in BN_MODES:
+        raise ConfigError(f"Arch.teacher_bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
+    names = [k for k, _ in entries]
+    infer_name = arch.get("infer_model_name")
+    if only is not None and only not in names:
+        raise ConfigError(f"model {only!r} is not among Arch.models {names}.{did_you_mean(only, names)}")
+    if infer_name is not None and infer_name not in names:
+        raise ConfigError(f"Arch.infer_model_name {infer_name!r} is not among {names}.{did_you_mean(infer_name, names)}")
+    built, frozen = {}, []
+    for i, (key, cfg) in enumerate(entries):
+        if only is not None and key != only:
+            continue
+        where = f"Arch.models[{i}].{key}"
+        if pretrained[i]:
+            if cfg.get("pretrained") not in (None, False) and cfg.get("pretrained") != pretrained[i]:
+                raise ConfigError(f"{where}.pretrained and Arch.pretrained_list[{i}] disagree")
+            cfg["pretrained"] = pretrained[i]
+        if freeze[i]:
+            frozen.append(key)
+            if not cfg.get("pretrained") and only is None:
+                raise ConfigError(f"{where} is frozen (freeze_params_list[{i}]) but has no pretrained weights: "
+                                  f"a random frozen teacher teaches nothing. Set {where}.pretrained "
+                                  f"to a local .pdparams path")
+        if only is not None:
+            cfg.pop("pretrained", None)
+        built[key] = build_single(cfg, where, strict)
+    if only is not None:
+        return built[only]
+    return DistillationModel(built, frozen=frozen, infer_model_name=infer_name, frozen_bn_mode=bn_mode)
+
+
+def infer_model_name(arch: Dict[str, Any]) -> Optional[str]:
+    """The name of the model export and evaluation use (None for a plain model)."""
+    if arch.get("name") != "DistillationModel":
+        return None
+    names = [k for k, _ in _model_entries(arch)]
+    frozen = _aligned_list(arch, "freeze_params_list", len(names))
+    return arch.get("infer_model_name") or [n for n, f in zip(names, frozen) if not f][-1]

@@ -1,0 +1,58 @@
+"""The one door to the PaddleClas model zoo: build a backbone from its name."""
+import inspect
+import logging
+from functools import lru_cache
+from typing import Any, Dict, List, Optional
+
+import paddle.nn as nn
+
+from ppssld.utils.errors import ConfigError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _zoo() -> Dict[str, Any]:
+    from paddleclas.ppcls.arch import backbone  # imported lazily: it is slow
+
+    names = {}
+    for name, obj in vars(backbone).items():
+        if name[:1].isupper() and inspect.isfunction(obj):
+            names[name] = obj
+    return names
+
+
+def backbone_names() -> List[str]:
+    """Names of every backbone factory in ``paddleclas.ppcls.arch.backbone``."""
+    return sorted(_zoo())
+
+
+def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Optional[List[float]] = None,
+                   where: str = "Arch", **kwargs: Any) -> nn.Layer:
+    """Build a randomly initialised zoo backbone (weights are loaded by :mod:`ppssld.arch.weights`).
+
+    Args:
+        name: zoo name, e.g. ``ResNet50_vd`` or ``MobileNetV3_small_x0_35``.
+        class_num: classifier size.
+        lr_mult_list: per-stage learning-rate multipliers, passed to the backbone.
+        where: config location for error messages.
+        **kwargs: further constructor arguments of that backbone.
+    Returns:
+        The backbone layer.
+    Raises:
+        ConfigError: unknown name or an argument the backbone does not take.
+    """
+    zoo = _zoo()
+    if name not in zoo:
+        raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(name, zoo)} "
+                          f"{len(zoo)} backbones exist in paddleclas.ppcls.arch.backbone, e.g. "
+                          f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
+    if class_num is not None:
+        kwargs["class_num"] = int(class_num)
+    if lr_mult_list is not None:
+        kwargs["lr_mult_list"] = [float(x) for x in lr_mult_list]
+    try:
+        return zoo[name](pretrained=False, use_ssld=False, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"backbone {name!r} at {where} rejected its arguments "
+                          f"{sorted(kwargs)}: {exc}") from exc

@@ -1,0 +1,39 @@
+"""Logging set-up: one format, rank-aware, optional log file."""
+import logging
+import os
+import sys
+from typing import Optional
+
+FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
+
+
+def get_rank() -> int:
+    """This process's trainer rank (0 outside distributed launch)."""
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> None:
+    """Configure the root ``ppssld`` logger once.
+
+    Non-zero ranks log warnings and errors only, so output is not repeated per process.
+
+    Args:
+        log_file: also append to this file (rank 0 only).
+        level: level for rank 0.
+    """
+    root = logging.getLogger("ppssld")
+    rank = get_rank()
+    root.setLevel(level if rank == 0 else logging.WARNING)
+    if not any(getattr(h, "_ppssld", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+        handler._ppssld = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    if log_file and rank == 0:
+        path = os.path.abspath(log_file)
+        if not any(getattr(h, "baseFilename", None) == path for h in root.handlers):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fh = logging.FileHandler(path, encoding="utf-8")
+            fh.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+            root.addHandler(fh)
+    root.propagate = False
