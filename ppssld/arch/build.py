@@ -78,20 +78,25 @@ def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
     return value
 
 
-def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None) -> nn.Layer:
+def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None,
+                load_pretrained: bool = True) -> nn.Layer:
     """Build a plain backbone or a DistillationModel from ``Arch``.
 
     Args:
         arch: the ``Arch`` section (not mutated).
         strict: strict weight loading (``Global.strict_load``).
-        only: build just this named model of a DistillationModel (e.g. the student for export);
-            other models are neither built nor loaded.
+        only: build just this named model of a DistillationModel (the student for export,
+            the teacher for mining); other models are neither built nor loaded.
+        load_pretrained: load ``pretrained`` weights; False when a checkpoint is loaded next.
     Returns:
         The model.
     """
     if not isinstance(arch, dict) or "name" not in arch:
         raise ConfigError("Arch must be a mapping with a 'name'")
     if arch["name"] != "DistillationModel":
+        arch = dict(arch)
+        if not load_pretrained:
+            arch.pop("pretrained", None)
         return build_single(arch, "Arch", strict)
     for key in arch:
         if key not in DISTILL_KEYS:
@@ -123,11 +128,11 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
             cfg["pretrained"] = pretrained[i]
         if freeze[i]:
             frozen.append(key)
-            if not cfg.get("pretrained") and only is None:
+            if not cfg.get("pretrained") and only is None and load_pretrained:
                 raise ConfigError(f"{where} is frozen (freeze_params_list[{i}]) but has no pretrained weights: "
                                   f"a random frozen teacher teaches nothing. Set {where}.pretrained "
                                   f"to a local .pdparams path")
-        if only is not None:
+        if not load_pretrained:
             cfg.pop("pretrained", None)
         built[key] = build_single(cfg, where, strict)
     if only is not None:
