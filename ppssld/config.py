@@ -7,6 +7,7 @@ registries when :func:`ppssld.engine.builder.validate` runs, right after loading
 import copy
 import logging
 import os
+import re
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
@@ -61,6 +62,21 @@ UNSUPPORTED = {
 _warned: set = set()
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def safe_load(text: Any) -> Any:
+    """Parse YAML text or a stream safely (no Python objects), with exponent floats."""
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Read a YAML config, apply ``-o`` overrides and validate its structure.
 
@@ -76,7 +92,7 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
         raise ConfigError(f"config file {path!r} does not exist")
     with open(path, "r", encoding="utf-8") as handle:
         try:
-            config = yaml.safe_load(handle)
+            config = safe_load(handle)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(config, dict):
@@ -98,7 +114,7 @@ def parse_override(item: str) -> tuple:
     if not key.strip() or any(not p for p in parts):
         raise ConfigError(f"override {item!r}: empty key part in {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
+        value = safe_load(raw) if raw.strip() != "" else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value {raw!r} is not valid YAML: {exc}") from exc
     return parts, value

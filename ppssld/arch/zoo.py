@@ -27,6 +27,25 @@ def backbone_names() -> List[str]:
     return sorted(_zoo())
 
 
+def accepted_params(factory: Any) -> List[str]:
+    """Keyword arguments a zoo factory can use.
+
+    Zoo factories forward ``**kwargs`` to a model class that may itself swallow unknown
+    ``**kwargs``; so the accepted names are the named parameters of the factory and of
+    every layer class defined in the factory's module.
+    """
+    names = set()
+    module = inspect.getmodule(factory)
+    candidates = [factory] + [obj.__init__ for obj in vars(module).values()
+                              if inspect.isclass(obj) and issubclass(obj, nn.Layer)
+                              and getattr(obj, "__module__", "") == module.__name__]
+    for func in candidates:
+        for param in inspect.signature(func).parameters.values():
+            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and param.name != "self":
+                names.add(param.name)
+    return sorted(names - {"pretrained", "use_ssld"})
+
+
 def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Optional[List[float]] = None,
                    where: str = "Arch", **kwargs: Any) -> nn.Layer:
     """Build a randomly initialised zoo backbone (weights are loaded by :mod:`ppssld.arch.weights`).
@@ -47,6 +66,11 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(name, zoo)} "
                           f"{len(zoo)} backbones exist in paddleclas.ppcls.arch.backbone, e.g. "
                           f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
+    accepted = accepted_params(zoo[name])
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(f"backbone {name!r} at {where} rejected its arguments: it has no parameter "
+                              f"{key!r}.{did_you_mean(key, accepted)}")
     if class_num is not None:
         kwargs["class_num"] = int(class_num)
     if lr_mult_list is not None:

@@ -1,0 +1,1 @@
+"""Floor 3: trainer, evaluator, checkpointer, distributed helpers, builders."""

@@ -1,0 +1,168 @@
+"""Build every training piece from a validated config; validate component names on load."""
+import logging
+import os
+import random
+from typing import Any, Dict, Optional
+
+import numpy as np
+import paddle
+
+from ppssld.arch.build import build_model, infer_model_name
+from ppssld.config import get
+from ppssld.engine import distributed
+from ppssld.engine.checkpoint import Checkpointer
+from ppssld.engine.trainer import Trainer
+from ppssld.utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+AMP_LEVELS = ("O1", "O2")
+
+
+def validate(config: Dict[str, Any]) -> None:
+    """Check component names and parameters (losses, metrics, optimizer, data) without building.
+
+    Raises:
+        ConfigError: naming the key and the closest valid names.
+    """
+    from ppssld.data.dataset import validate_dataset_config
+    from ppssld.loss import validate_loss_config
+    from ppssld.metric import validate_metric_config
+    from ppssld.optim import validate_optimizer_config
+
+    if "Arch" not in config:
+        raise ConfigError("the config has no Arch section (the model to train)")
+    for mode in ("Train", "Eval"):
+        if get(config, f"Loss.{mode}") is not None:
+            validate_loss_config(config["Loss"][mode], f"Loss.{mode}")
+        if get(config, f"Metric.{mode}") is not None:
+            validate_metric_config(config["Metric"][mode], f"Metric.{mode}")
+        if get(config, f"DataLoader.{mode}.dataset") is not None:
+            validate_dataset_config(config["DataLoader"][mode]["dataset"], f"DataLoader.{mode}.dataset")
+    if get(config, "Optimizer") is not None:
+        validate_optimizer_config(config["Optimizer"], "Optimizer")
+    level = get(config, "AMP.level", "O1")
+    if get(config, "AMP.use_amp", False) and level not in AMP_LEVELS:
+        raise ConfigError(f"AMP.level must be one of {AMP_LEVELS}, got {level!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and Paddle (same seed on every rank: DataParallel also syncs at start)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def save_dir(config: Dict[str, Any]) -> str:
+    """``<output_dir>/<Arch.name>``, PaddleClas's checkpoint folder."""
+    return os.path.join(get(config, "Global.output_dir", "./output"), config["Arch"]["name"])
+
+
+def prepare_runtime(config: Dict[str, Any]) -> None:
+    """Device, process group and seed from ``Global``."""
+    distributed.init(get(config, "Global.device", "cpu"))
+    seed_everything(int(get(config, "Global.seed", 42)))
+
+
+def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.Layer:
+    """The model of ``Arch`` plus ``Global.pretrained_model`` (strict unless ``Global.strict_load: False``)."""
+    from ppssld.arch.weights import load_weights
+
+    strict = bool(get(config, "Global.strict_load", True))
+    model = build_model(config["Arch"], strict=strict, load_pretrained=True)
+    pretrained = get(config, "Global.pretrained_model")
+    if pretrained and not resume:
+        load_weights(model, str(pretrained), strict=strict, where=f"Global.pretrained_model={pretrained}")
+    return model
+
+
+def _amp_options(config: Dict[str, Any]) -> tuple:
+    if not get(config, "AMP.use_amp", False):
+        return None, None
+    if not paddle.device.is_compiled_with_cuda() or "gpu" not in paddle.device.get_device():
+        logger.warning("AMP.use_amp is True but training runs on CPU: AMP is ignored (float32 is used)")
+        return None, None
+    amp = {"level": get(config, "AMP.level", "O1"), "black_list": ["softmax", "log_softmax", "cross_entropy"]}
+    scaler = paddle.amp.GradScaler(init_loss_scaling=float(get(config, "AMP.scale_loss", 1.0)),
+                                   use_dynamic_loss_scaling=bool(get(config, "AMP.use_dynamic_loss_scaling", True)))
+    return amp, scaler
+
+
+def _visualdl(config: Dict[str, Any]) -> Optional[Any]:
+    if not get(config, "Global.use_visualdl", False) or not distributed.is_main():
+        return None
+    from visualdl import LogWriter
+
+    return LogWriter(logdir=os.path.join(get(config, "Global.output_dir", "./output"), "vdl"))
+
+
+def build_eval_pieces(config: Dict[str, Any]) -> tuple:
+    """(eval loader, metrics, eval loss) from ``DataLoader.Eval``, ``Metric.Eval`` and ``Loss.Eval``."""
+    from ppssld.data.loader import build_dataloader
+    from ppssld.loss import build_loss
+    from ppssld.metric import build_metrics
+
+    if get(config, "DataLoader.Eval") is None:
+        return None, [], None
+    seed = int(get(config, "Global.seed", 42))
+    loader, _ = build_dataloader(config["DataLoader"]["Eval"], "eval", seed=seed, where="DataLoader.Eval")
+    metric_cfg = get(config, "Metric.Eval") or _default_metrics(config)
+    metrics = build_metrics(metric_cfg, "Metric.Eval")
+    loss_cfg = get(config, "Loss.Eval")
+    eval_loss = build_loss(loss_cfg, "Loss.Eval") if loss_cfg else None
+    return loader, metrics, eval_loss
+
+
+def _default_metrics(config: Dict[str, Any]) -> list:
+    name = infer_model_name(config["Arch"])
+    if name is None:
+        return [{"TopkAcc": {"topk": [1, 5]}}]
+    return [{"DistillationTopkAcc": {"model_key": name, "topk": [1, 5]}}]
+
+
+def build_trainer(config: Dict[str, Any]) -> Trainer:
+    """Everything :class:`Trainer` needs, built from ``config`` (which is not mutated).
+
+    Returns:
+        A trainer, already resumed when ``Global.checkpoints`` is set.
+    """
+    from ppssld.data.loader import build_dataloader
+    from ppssld.loss import build_loss
+    from ppssld.metric import build_metrics
+    from ppssld.optim import build_optimizer
+
+    validate(config)
+    prepare_runtime(config)
+    checkpoints = get(config, "Global.checkpoints")
+    model = build_full_model(config, resume=bool(checkpoints))
+    seed = int(get(config, "Global.seed", 42))
+    if get(config, "DataLoader.Train") is None:
+        raise ConfigError("DataLoader.Train is missing: nothing to train on")
+    train_loader, sampler = build_dataloader(config["DataLoader"]["Train"], "train", seed=seed,
+                                             where="DataLoader.Train")
+    if get(config, "Loss.Train") is None:
+        raise ConfigError("Loss.Train is missing: list at least one loss")
+    loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
+    epochs = int(get(config, "Global.epochs", 1))
+    trainable = [p for p in model.parameters() if not p.stop_gradient]
+    optimizer, scheduler = build_optimizer(config.get("Optimizer") or {}, trainable, epochs=epochs,
+                                           steps_per_epoch=len(train_loader), where="Optimizer")
+    amp, scaler = _amp_options(config)
+    if amp and amp["level"] == "O2":
+        model, optimizer = paddle.amp.decorate(models=model, optimizers=optimizer, level="O2",
+                                               master_weight=True)
+    eval_loader, eval_metrics, eval_loss = build_eval_pieces(config)
+    train_metric_cfg = get(config, "Metric.Train")
+    trainer = Trainer(model, train_loader, sampler, loss_fn, optimizer, scheduler,
+                      Checkpointer(save_dir(config)), epochs, eval_loader=eval_loader,
+                      eval_metrics=eval_metrics, eval_loss=eval_loss,
+                      train_metrics=build_metrics(train_metric_cfg, "Metric.Train") if train_metric_cfg else [],
+                      save_interval=get(config, "Global.save_interval", 1),
+                      eval_interval=get(config, "Global.eval_interval", 1),
+                      eval_during_train=get(config, "Global.eval_during_train", True),
+                      start_eval_epoch=get(config, "Global.start_eval_epoch", 0),
+                      print_batch_step=get(config, "Global.print_batch_step", 10),
+                      amp=amp, scaler=scaler, visualdl=_visualdl(config))
+    if checkpoints:
+        trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)))
+    return trainer

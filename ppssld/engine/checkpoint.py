@@ -1,0 +1,121 @@
+"""Checkpoints in PaddleClas's layout, written atomically.
+
+``<dir>/<tag>.pdparams`` (model state), ``<tag>.pdopt`` (list of optimizer states,
+including the LR scheduler) and ``<tag>.pdstates`` (``metric``, ``epoch`` as in
+PaddleClas, plus ``step``, ``best_metric``, RNG states and a ``save_id``). The
+three files are written to temporary names first and renamed afterwards; every file
+carries the same ``save_id`` so a mixed set is detected on load instead of being
+trusted. A kill during a save therefore leaves the previous checkpoint loadable.
+"""
+import logging
+import os
+import random
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import paddle
+
+from ppssld.arch.weights import load_weights, resolve_params_path
+from ppssld.utils.errors import WeightsError
+from ppssld.utils.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+SAVE_ID_KEY = "__ppssld_save_id__"
+
+
+def rng_state() -> Dict[str, Any]:
+    """Capture the Python, numpy and Paddle random states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "paddle": [s for s in paddle.get_rng_state()]}
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    paddle.set_rng_state(state["paddle"])
+
+
+def _tag_path(path: str) -> str:
+    return path[: -len(".pdparams")] if path.endswith(".pdparams") else path
+
+
+class Checkpointer:
+    """Saves and restores training state under one directory.
+
+    Args:
+        save_dir: where ``latest``, ``best_model`` and ``epoch_N`` files go.
+    """
+
+    def __init__(self, save_dir: str) -> None:
+        self.save_dir = save_dir
+
+    def save(self, tag: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer],
+             states: Dict[str, Any]) -> str:
+        """Write ``<tag>.pdparams/.pdopt/.pdstates`` atomically.
+
+        Args:
+            tag: ``latest``, ``best_model`` or ``epoch_N``.
+            model: the (unwrapped) model.
+            optimizer: its optimizer (its state includes the LR scheduler), or None.
+            states: ``epoch``, ``step``, ``metric``, ``best_metric`` ...; RNG states are added.
+        Returns:
+            The path prefix written.
+        """
+        os.makedirs(self.save_dir, exist_ok=True)
+        prefix = os.path.join(self.save_dir, tag)
+        save_id = f"{time.time_ns()}-{tag}"
+        params = dict(model.state_dict())
+        params_payload = {**params, SAVE_ID_KEY: save_id}
+        opt_payload = [optimizer.state_dict()] if optimizer is not None else []
+        opt_payload.append({SAVE_ID_KEY: save_id})
+        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id}
+        with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
+                atomic_path(prefix + ".pdparams") as t_par:
+            paddle.save(opt_payload, t_opt)
+            paddle.save(state_payload, t_st)
+            paddle.save(params_payload, t_par)
+        logger.info("saved checkpoint %s", prefix)
+        return prefix
+
+    @staticmethod
+    def load(path: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer] = None,
+             strict: bool = True, restore_rng: bool = True) -> Dict[str, Any]:
+        """Resume from ``path`` (``.pdparams`` suffix optional).
+
+        Args:
+            path: checkpoint prefix, e.g. ``output/DistillationModel/latest``.
+            model: model to load into (strict key and shape check).
+            optimizer: optimizer to restore, when resuming training.
+            strict: strict weight loading.
+            restore_rng: restore the random states saved with the checkpoint.
+        Returns:
+            The saved states (``epoch``, ``step``, ``best_metric``, ...).
+        Raises:
+            WeightsError: missing files, or files from different saves.
+        """
+        prefix = _tag_path(resolve_params_path(path, "Global.checkpoints"))
+        for ext in (".pdopt", ".pdstates"):
+            if not os.path.isfile(prefix + ext):
+                raise WeightsError(f"checkpoint {prefix}: {prefix + ext} is missing; a resumable checkpoint "
+                                   f"has .pdparams, .pdopt and .pdstates")
+        params = paddle.load(prefix + ".pdparams")
+        opt_list = paddle.load(prefix + ".pdopt")
+        states = paddle.load(prefix + ".pdstates")
+        ids = {params.pop(SAVE_ID_KEY, None), states.pop(SAVE_ID_KEY, None)}
+        if opt_list and isinstance(opt_list[-1], dict) and SAVE_ID_KEY in opt_list[-1]:
+            ids.add(opt_list.pop()[SAVE_ID_KEY])
+        ids.discard(None)
+        if len(ids) > 1:
+            raise WeightsError(f"checkpoint {prefix}: its .pdparams, .pdopt and .pdstates come from different "
+                               f"saves ({sorted(ids)}); the save was interrupted. Use another checkpoint "
+                               f"(e.g. epoch_N)")
+        load_weights(model, params, strict=strict, where=prefix + ".pdparams")
+        if optimizer is not None and opt_list:
+            optimizer.set_state_dict(opt_list[0])
+        if restore_rng and "rng" in states:
+            set_rng_state(states["rng"])
+        logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))
+        return states

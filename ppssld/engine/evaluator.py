@@ -1,0 +1,86 @@
+"""Evaluation: student top-k over the whole eval set, exactly once across ranks."""
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import paddle
+
+from ppssld.engine import distributed
+from ppssld.engine.meters import format_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@paddle.no_grad()
+def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: Optional[Any] = None,
+             epoch: Optional[int] = None, print_batch_step: int = 0) -> Dict[str, float]:
+    """Evaluate ``model`` and log PaddleClas's ``[Eval][Epoch N][Avg]`` line.
+
+    The eval sampler gives every sample to exactly one rank, so loss sums, metric counts and
+    sample counts are summed over ranks: the result equals a single-process evaluation.
+
+    Args:
+        model: a plain backbone or a DistillationModel (its outputs dict is passed to metrics).
+        loader: the eval DataLoader.
+        metrics: metric objects (``reset``, ``update``, ``counts``, ``set_counts``, ``summary``).
+        loss_fn: optional ``Loss.Eval`` combined loss.
+        epoch: epoch number for the log line.
+        print_batch_step: log every this many batches (0: never).
+    Returns:
+        Averages: each loss part and each metric (``top1``, ``top5``, ...).
+    """
+    was_training = model.training
+    model.eval()
+    for metric in metrics:
+        metric.reset()
+    loss_sums: Dict[str, float] = {}
+    seen, tic = 0, time.time()
+    total = len(loader)
+    for step, (images, labels) in enumerate(loader):
+        outputs = model(images)
+        if loss_fn is not None:
+            parts = loss_fn(outputs, labels)
+            for key, value in parts.items():
+                loss_sums[key] = loss_sums.get(key, 0.0) + float(value) * int(labels.shape[0])
+        for metric in metrics:
+            metric.update(outputs, labels)
+        seen += int(labels.shape[0])
+        if print_batch_step and (step + 1) % print_batch_step == 0:
+            logger.info("[Eval][Epoch %s][Iter: %d/%d] %.1f images/s", epoch, step + 1, total,
+                        seen / max(time.time() - tic, 1e-9))
+    keys = sorted(loss_sums)
+    packed = np.array([seen] + [loss_sums[k] for k in keys], dtype=np.float64)
+    packed = distributed.all_reduce_sum(packed)
+    results: Dict[str, float] = {k: float(v) / max(packed[0], 1) for k, v in zip(keys, packed[1:])}
+    for metric in metrics:
+        metric.set_counts(distributed.all_reduce_sum(metric.counts()))
+        results.update(metric.summary())
+    results["samples"] = int(packed[0])
+    logger.info("[Eval][Epoch %s][Avg]%s", epoch if epoch is not None else 0,
+                format_metrics({k: v for k, v in results.items() if k != "samples"}))
+    if was_training:
+        model.train()
+    return results
+
+
+def report_frozen_models(model: paddle.nn.Layer, loader: Any) -> Dict[str, Dict[str, float]]:
+    """Log the top-1/top-5 of each frozen model (the teacher) once, before training.
+
+    Args:
+        model: a DistillationModel (anything else is skipped).
+        loader: the eval DataLoader (None: skipped).
+    Returns:
+        model name -> results.
+    """
+    from ppssld.metric import build_metrics
+
+    reports: Dict[str, Dict[str, float]] = {}
+    if loader is None or not getattr(model, "frozen", None):
+        return reports
+    for name in model.frozen:
+        logger.info("evaluating frozen model %s once before training", name)
+        metrics = build_metrics([{"TopkAcc": {"topk": [1, 5]}}], f"frozen model {name}")
+        layer = getattr(model, name)
+        reports[name] = evaluate(layer, loader, metrics, epoch=0)
+    return reports

@@ -1,0 +1,182 @@
+"""The training loop: ``train_one_epoch`` and ``fit``; nothing else lives here."""
+import logging
+import math
+import time
+from typing import Any, Dict, List, Optional
+
+import paddle
+
+from ppssld.engine import distributed
+from ppssld.engine.checkpoint import Checkpointer
+from ppssld.engine.evaluator import evaluate
+from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """Runs epochs of training, evaluation and checkpointing.
+
+    Args:
+        model: the (unwrapped) model; a DistillationModel or a plain backbone.
+        train_loader / train_sampler: training data; ``train_sampler.set_epoch`` fixes the shuffle.
+        loss_fn: combined ``Loss.Train`` layer returning named parts and ``loss``.
+        optimizer / scheduler: from :func:`ppssld.optim.build_optimizer`; the scheduler steps per iteration.
+        checkpointer: writes checkpoints (rank 0 only).
+        epochs: total epochs (``Global.epochs``).
+        eval_loader / eval_metrics / eval_loss: evaluation pieces (optional).
+        train_metrics: metrics logged on training batches (optional).
+        options: ``save_interval``, ``eval_interval``, ``eval_during_train``, ``start_eval_epoch``,
+            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None).
+    """
+
+    def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
+                 optimizer: Any, scheduler: Any, checkpointer: Checkpointer, epochs: int,
+                 eval_loader: Any = None, eval_metrics: Optional[List[Any]] = None, eval_loss: Any = None,
+                 train_metrics: Optional[List[Any]] = None, **options: Any) -> None:
+        self.model = model
+        self.net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
+        self.train_loader, self.train_sampler = train_loader, train_sampler
+        self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
+        self.checkpointer, self.epochs = checkpointer, int(epochs)
+        self.eval_loader, self.eval_metrics, self.eval_loss = eval_loader, eval_metrics or [], eval_loss
+        self.train_metrics = train_metrics or []
+        self.save_interval = int(options.get("save_interval", 1) or 1)
+        self.eval_interval = int(options.get("eval_interval", 1) or 1)
+        self.eval_during_train = bool(options.get("eval_during_train", True)) and eval_loader is not None
+        self.start_eval_epoch = int(options.get("start_eval_epoch", 0) or 0)
+        self.print_batch_step = int(options.get("print_batch_step", 10) or 10)
+        self.amp = options.get("amp")
+        self.scaler = options.get("scaler")
+        self.visualdl = options.get("visualdl")
+        self.start_epoch, self.global_step = 1, 0
+        self.best_metric, self.best_epoch = -1.0, 0
+        self.history: List[Dict[str, Any]] = []
+
+    def resume(self, path: str, strict: bool = True) -> None:
+        """Restore model, optimizer, scheduler, RNG and counters from a checkpoint."""
+        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict)
+        self.start_epoch = int(states.get("epoch", 0)) + 1
+        self.global_step = int(states.get("step", 0))
+        self.best_metric = float(states.get("best_metric", -1.0))
+        self.best_epoch = int(states.get("best_epoch", 0))
+
+    def _forward_loss(self, images: paddle.Tensor, labels: paddle.Tensor):
+        if self.amp:
+            with paddle.amp.auto_cast(level=self.amp["level"], custom_black_list=self.amp.get("black_list")):
+                outputs = self.net(images)
+        else:
+            outputs = self.net(images)
+        return outputs, self.loss_fn(outputs, labels)
+
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+        """Train for one epoch.
+
+        Args:
+            epoch: 1-based epoch number (also fixes the shuffle via ``set_epoch``).
+        Returns:
+            Sample-weighted averages of every loss part (and train metrics).
+        Raises:
+            TrainingDivergedError: a non-finite loss, naming epoch and step.
+        """
+        self.model.train()
+        if hasattr(self.train_sampler, "set_epoch"):
+            self.train_sampler.set_epoch(epoch)
+        meters: Dict[str, AverageMeter] = {}
+        batch_time, reader_time = AverageMeter(), AverageMeter()
+        steps = len(self.train_loader)
+        tic = time.time()
+        for metric in self.train_metrics:
+            metric.reset()
+        for step, (images, labels) in enumerate(self.train_loader, start=1):
+            reader_time.update(time.time() - tic)
+            outputs, parts = self._forward_loss(images, labels)
+            loss = parts["loss"]
+            value = float(loss)
+            if not math.isfinite(value):
+                raise TrainingDivergedError(
+                    f"loss became {value} at epoch {epoch}, step {step}/{steps} (global step "
+                    f"{self.global_step + 1}); training stopped. The last good checkpoint is "
+                    f"{self.checkpointer.save_dir}/latest. Lower the learning rate or check the data")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.optimizer.clear_grad()
+            self.scheduler.step()
+            self.global_step += 1
+            n = int(labels.shape[0])
+            for key, part in parts.items():
+                meters.setdefault(key, AverageMeter()).update(float(part), n)
+            for metric in self.train_metrics:
+                metric.update(outputs, labels)
+            batch_time.update(time.time() - tic, 1)
+            if step % self.print_batch_step == 0 or step == steps:
+                self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
+            tic = time.time()
+        averages = {k: m.avg for k, m in meters.items()}
+        for metric in self.train_metrics:
+            averages.update(metric.summary())
+        logger.info("[Train][Epoch %d/%d][Avg]%s", epoch, self.epochs, format_metrics(averages))
+        return averages
+
+    def _log_step(self, epoch: int, step: int, steps: int, meters: Dict[str, AverageMeter],
+                  batch_time: AverageMeter, reader_time: AverageMeter, batch_size: int) -> None:
+        remaining = (self.epochs - epoch) * steps + (steps - step)
+        ips = batch_size / max(batch_time.avg, 1e-9)
+        lr = self.optimizer.get_lr()
+        losses = format_metrics({k: m.avg for k, m in meters.items()})
+        logger.info("[Train][Epoch %d/%d][Iter: %d/%d]lr(%s): %.8f, %s, batch_cost: %.5fs, reader_cost: %.5fs, "
+                    "ips: %.5f samples/s, eta: %s", epoch, self.epochs, step, steps, type(self.scheduler).__name__,
+                    lr, losses, batch_time.avg, reader_time.avg, ips, format_eta(remaining * batch_time.avg))
+        if self.visualdl is not None:
+            for key, meter in meters.items():
+                self.visualdl.add_scalar(f"train/{key}", meter.avg, self.global_step)
+            self.visualdl.add_scalar("train/lr", lr, self.global_step)
+            self.visualdl.add_scalar("train/ips", ips, self.global_step)
+
+    def _evaluate(self, epoch: int) -> Dict[str, float]:
+        return evaluate(self.model, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch)
+
+    def _save(self, tag: str, epoch: int, metric: float) -> None:
+        if distributed.is_main():
+            self.checkpointer.save(tag, self.model, self.optimizer,
+                                   {"epoch": epoch, "step": self.global_step, "metric": metric,
+                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch})
+
+    def fit(self) -> Dict[str, Any]:
+        """Train from ``start_epoch`` to ``epochs``, evaluating and checkpointing.
+
+        Returns:
+            ``best_metric``, ``best_epoch`` and the per-epoch history.
+        """
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            train_avg = self.train_one_epoch(epoch)
+            record: Dict[str, Any] = {"epoch": epoch, "train": train_avg}
+            metric = -1.0
+            if self.eval_during_train and epoch >= self.start_eval_epoch and (
+                    epoch % self.eval_interval == 0 or epoch == self.epochs):
+                results = self._evaluate(epoch)
+                record["eval"] = results
+                metric = float(results.get("top1", -1.0))
+                if self.visualdl is not None:
+                    for key, value in results.items():
+                        self.visualdl.add_scalar(f"eval/{key}", value, epoch)
+                if metric > self.best_metric:
+                    self.best_metric, self.best_epoch = metric, epoch
+                    self._save("best_model", epoch, metric)
+                logger.info("[Eval][Epoch %d][best metric: %.5f at epoch %d]", epoch, self.best_metric,
+                            self.best_epoch)
+            if epoch % self.save_interval == 0:
+                self._save(f"epoch_{epoch}", epoch, metric)
+            self._save("latest", epoch, metric)
+            self.history.append(record)
+        distributed.barrier()
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "history": self.history}

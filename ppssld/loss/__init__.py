@@ -1,0 +1,13 @@
+"""Floor 2: losses (divergences, cross-entropies) and their combination from config.
+
+Importing this package registers every loss in :data:`ppssld.utils.registry.LOSSES`.
+"""
+from ppssld.loss import functional
+from ppssld.loss import losses
+from ppssld.loss.combined import CombinedLoss, build_loss, validate_loss_config
+from ppssld.loss.losses import (CELoss, ConfigLoss, DistillationCELoss, DistillationDMLLoss,
+                                DistillationGTCELoss, JSDivLoss, KLDivLoss, PairLoss, SymmetricKLLoss)
+
+__all__ = ["functional", "losses", "CombinedLoss", "build_loss", "validate_loss_config", "CELoss",
+           "ConfigLoss", "DistillationCELoss", "DistillationDMLLoss", "DistillationGTCELoss",
+           "JSDivLoss", "KLDivLoss", "PairLoss", "SymmetricKLLoss"]

@@ -1,0 +1,109 @@
+"""Build the weighted sum of the losses listed in ``Loss.Train`` / ``Loss.Eval``."""
+import copy
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import paddle
+import paddle.nn as nn
+
+from ppssld.loss.losses import ConfigLoss, Outputs
+from ppssld.utils.errors import ConfigError
+from ppssld.utils.registry import LOSSES
+
+logger = logging.getLogger(__name__)
+
+
+class CombinedLoss(nn.Layer):
+    """Weighted sum of config losses.
+
+    ``forward`` returns ``{"loss": total, <part>: weighted part, ...}``; every weight is
+    applied, even with a single loss (PaddleClas ignores ``weight`` when only one loss is
+    listed). Part names repeated across entries get ``_2``, ``_3``... suffixes.
+
+    Args:
+        losses: built config losses, each carrying its ``weight``.
+    """
+
+    def __init__(self, losses: Sequence[ConfigLoss]) -> None:
+        super().__init__()
+        if not losses:
+            raise ConfigError("a loss list must hold at least one loss")
+        self.losses = nn.LayerList(list(losses))
+
+    def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
+        """Compute every part.
+
+        Args:
+            outputs: dict ``model name -> logits`` or a logits Tensor.
+            labels: int64 ``[N]`` (``-1`` = unlabeled); only hard-label losses read it.
+        Returns:
+            ``"loss"`` (weighted total) and one entry per weighted part.
+        """
+        result: Dict[str, paddle.Tensor] = {}
+        for loss in self.losses:
+            for name, value in loss(outputs, labels).items():
+                unique, n = name, 1
+                while unique in result or unique == "loss":
+                    n += 1
+                    unique = f"{name}_{n}"
+                result[unique] = value * loss.weight if loss.weight != 1.0 else value
+        result["loss"] = paddle.add_n(list(result.values()))
+        return result
+
+
+def _entries(cfg_list: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
+    if not isinstance(cfg_list, list) or not cfg_list:
+        raise ConfigError(f"{where} must be a non-empty list of one-key mappings like "
+                          f"[{{JSDivLoss: {{weight: 1.0, model_name_pairs: [[Student, Teacher]]}}}}], "
+                          f"got {cfg_list!r}")
+    entries = []
+    for i, item in enumerate(cfg_list):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"{where}[{i}] must be a one-key mapping {{LossName: {{params}}}}, got {item!r}")
+        (name, params), = item.items()
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}[{i}].{name} parameters must be a mapping, got {params!r}")
+        entries.append((str(name), copy.deepcopy(params)))
+    return entries
+
+
+def _build_one(name: str, params: Dict[str, Any], where: str) -> ConfigLoss:
+    LOSSES.check_kwargs(name, params, where)
+    try:
+        loss = LOSSES.build(name, params, where)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    loss.config_name = name
+    loss.where = where
+    return loss
+
+
+def build_loss(cfg_list: Any, where: str = "Loss.Train") -> CombinedLoss:
+    """Build a :class:`CombinedLoss` from a YAML loss list.
+
+    Args:
+        cfg_list: ``[{LossName: {weight: ..., ...}}, ...]`` (not mutated).
+        where: config location used in error messages.
+    Returns:
+        The combined loss.
+    Raises:
+        ConfigError: bad structure, unknown loss name or parameter, bad value.
+    """
+    losses = [_build_one(name, params, f"{where}[{i}].{name}")
+              for i, (name, params) in enumerate(_entries(cfg_list, where))]
+    logger.debug("%s: %s", where, ", ".join(f"{l.config_name} x{l.weight:g}" for l in losses))
+    return CombinedLoss(losses)
+
+
+def validate_loss_config(cfg_list: Any, where: str = "Loss.Train") -> None:
+    """Check a loss list (structure, names, parameters and values) without keeping anything.
+
+    The loss objects hold no tensors, so constructing them is the check; nothing is returned.
+
+    Raises:
+        ConfigError: as :func:`build_loss`.
+    """
+    for i, (name, params) in enumerate(_entries(cfg_list, where)):
+        _build_one(name, params, f"{where}[{i}].{name}")

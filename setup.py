@@ -1,0 +1,31 @@
+"""ppssld: SSLD distillation for PaddleClas backbones.
+
+The Paddle build is the user's choice and is not a requirement here:
+``pip install paddlepaddle==3.3.1`` (CPU) or the ``paddlepaddle-gpu`` wheel for your CUDA.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="ppssld",
+    version="0.1.0",
+    description="SSLD knowledge distillation for PaddleClas backbones",
+    packages=find_packages(include=["ppssld", "ppssld.*"]),
+    python_requires=">=3.8",
+    install_requires=[
+        "paddleclas==2.6.0",
+        "numpy==1.24.4",            # paddleclas 2.6.0 pins it; everything else must fit beside it
+        "opencv-python<=4.6.0.66",
+        "pyyaml>=5.4",
+        "Pillow",
+        "tqdm",
+        "visualdl",
+        "matplotlib",
+        "scikit-learn",            # ships the 8x8 digits set used by tools/prepare_data.py
+        "imagehash==4.3.2",        # near-duplicate removal in tools/select_unlabeled.py
+        "PyWavelets<1.6",          # imagehash dependency; 1.6+ needs numpy>=1.25
+        "psutil",
+    ],
+    extras_require={
+        "test": ["pytest"],
+    },
+)

@@ -1,0 +1,126 @@
+"""Model zoo access, strict weight loading, DistillationModel freezing and key layout."""
+import numpy as np
+import paddle
+import pytest
+
+from ppssld.arch.build import build_model, infer_model_name
+from ppssld.arch.distillation import DistillationModel
+from ppssld.arch.weights import load_weights, strip_prefix
+from ppssld.arch.zoo import build_backbone
+from ppssld.utils.errors import ConfigError, WeightsError
+from tests.conftest import save_random_backbone
+
+
+def _arch(teacher_path, bn_mode="eval"):
+    return {"name": "DistillationModel", "freeze_params_list": [True, False], "infer_model_name": "Student",
+            "teacher_bn_mode": bn_mode,
+            "models": [{"Teacher": {"name": "ResNet18", "class_num": 4, "pretrained": teacher_path}},
+                       {"Student": {"name": "MobileNetV3_small_x0_35", "class_num": 4}}]}
+
+
+def _snapshot(model, prefix):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def test_unknown_backbone_and_bad_argument_are_named():
+    with pytest.raises(ConfigError, match=r"unknown backbone 'ResNet19'.*Did you mean 'ResNet18'"):
+        build_backbone("ResNet19", class_num=3)
+    with pytest.raises(ConfigError, match="ResNet18.*no parameter 'colour'"):
+        build_backbone("ResNet18", class_num=3, colour=1)
+
+
+def test_pretrained_true_asks_for_a_local_path():
+    with pytest.raises(ConfigError, match="download ResNet18_ssld_pretrained.*never downloads"):
+        build_model({"name": "ResNet18", "class_num": 3, "pretrained": True, "use_ssld": True})
+
+
+def test_frozen_model_without_weights_is_refused():
+    arch = _arch(None)
+    with pytest.raises(ConfigError, match=r"Arch.models\[0\].Teacher is frozen.*no pretrained weights"):
+        build_model(arch)
+
+
+def test_strict_loading_lists_missing_unexpected_and_shape(tmp_path):
+    model = build_backbone("MobileNetV3_small_x0_35", class_num=4)
+    state = dict(model.state_dict())
+    first = next(iter(state))
+    state.pop(first)
+    state["extra.weight"] = paddle.zeros([2])
+    fc = [k for k in model.state_dict() if k.endswith("weight") and k != first][-1]
+    state[fc] = paddle.zeros([3, 3])
+    with pytest.raises(WeightsError) as info:
+        load_weights(model, state, where="t.pdparams")
+    text = str(info.value)
+    assert f"missing {first}" in text and "unexpected extra.weight" in text and f"shape {fc}" in text
+    problems = load_weights(model, state, strict=False)
+    assert len(problems) == 3
+    with pytest.raises(WeightsError, match="not found.*also tried"):
+        load_weights(model, str(tmp_path / "nothing"))
+
+
+def test_keys_are_prefixed_and_match_paddleclas_distillation_model(tmp_path):
+    from paddleclas.ppcls.arch import DistillationModel as PaddleClasDistillationModel
+
+    teacher = save_random_backbone(str(tmp_path / "t.pdparams"))
+    ours = build_model(_arch(teacher[: -len(".pdparams")]))
+    assert isinstance(ours, DistillationModel) and infer_model_name(_arch(teacher)) == "Student"
+    keys = list(ours.state_dict())
+    assert all(k.startswith(("Teacher.", "Student.")) for k in keys)
+    theirs = PaddleClasDistillationModel(models=[{"Teacher": {"name": "ResNet18", "class_num": 4}},
+                                                 {"Student": {"name": "MobileNetV3_small_x0_35", "class_num": 4}}],
+                                         freeze_params_list=[True, False])
+    assert sorted(theirs.state_dict()) == sorted(keys)
+    load_weights(ours, theirs.state_dict())  # theirs -> ours, strict
+    load_weights(theirs, ours.state_dict())  # ours -> theirs, strict
+    x = paddle.rand([2, 3, 32, 32])
+    ours.eval(), theirs.eval()
+    np.testing.assert_allclose(ours(x)["Student"].numpy(), theirs(x)["Student"].numpy(), rtol=1e-5, atol=1e-6)
+    student = strip_prefix(ours.state_dict(), "Student")
+    load_weights(build_backbone("MobileNetV3_small_x0_35", class_num=4), student)
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_teacher_is_frozen_bit_identical_and_student_learns(tmp_path, bn_mode):
+    teacher = save_random_backbone(str(tmp_path / "t.pdparams"))
+    model = build_model(_arch(teacher, bn_mode))
+    model.train()
+    assert model.Teacher.training is (bn_mode == "train") and model.Student.training
+    before_t, before_s = _snapshot(model, "Teacher."), _snapshot(model, "Student.")
+    assert any("_mean" in k for k in before_t)
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    assert len(params) == len([p for p in model.Student.parameters() if not p.stop_gradient])
+    opt = paddle.optimizer.Momentum(0.1, parameters=params)
+    for _ in range(3):
+        out = model(paddle.rand([4, 3, 32, 32]) * 3)
+        assert out["Teacher"].stop_gradient
+        loss = paddle.nn.functional.mse_loss(out["Student"], out["Teacher"])
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    after_t, after_s = _snapshot(model, "Teacher."), _snapshot(model, "Student.")
+    for key in before_t:
+        assert np.array_equal(before_t[key], after_t[key]), key
+    assert any(not np.array_equal(before_s[k], after_s[k]) for k in before_s)
+
+
+def test_bn_modes_differ_train_uses_batch_statistics(tmp_path):
+    teacher = save_random_backbone(str(tmp_path / "t.pdparams"))
+    x = paddle.rand([4, 3, 32, 32]) * 5 + 2
+    outs = {}
+    for mode in ("eval", "train"):
+        model = build_model(_arch(teacher, mode))
+        model.train()
+        outs[mode] = model(x)["Teacher"].numpy()
+        model.eval()
+        outs[mode + "_evalmode"] = model(x)["Teacher"].numpy()
+    assert not np.allclose(outs["eval"], outs["train"])
+    np.testing.assert_allclose(outs["eval"], outs["eval_evalmode"], rtol=1e-6)
+    np.testing.assert_allclose(outs["eval"], outs["train_evalmode"], rtol=1e-6)
+
+
+def test_only_builds_a_single_model_without_the_teacher(tmp_path):
+    arch = _arch(str(tmp_path / "missing_teacher.pdparams"))
+    student = build_model(arch, only="Student")
+    assert not isinstance(student, DistillationModel)
+    with pytest.raises(ConfigError, match="Did you mean 'Student'"):
+        build_model(arch, only="Studnt")
