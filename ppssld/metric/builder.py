@@ -1,0 +1,59 @@
+"""Build the metrics listed in ``Metric.Train`` / ``Metric.Eval``."""
+import copy
+import logging
+from typing import Any, Dict, List, Tuple
+
+from ppssld.utils.errors import ConfigError
+from ppssld.utils.registry import METRICS
+
+logger = logging.getLogger(__name__)
+
+
+def _entries(cfg_list: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
+    if not isinstance(cfg_list, list) or not cfg_list:
+        raise ConfigError(f"{where} must be a non-empty list of one-key mappings like "
+                          f"[{{TopkAcc: {{topk: [1, 5]}}}}], got {cfg_list!r}")
+    entries = []
+    for i, item in enumerate(cfg_list):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"{where}[{i}] must be a one-key mapping {{MetricName: {{params}}}}, got {item!r}")
+        (name, params), = item.items()
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}[{i}].{name} parameters must be a mapping, got {params!r}")
+        entries.append((str(name), copy.deepcopy(params)))
+    return entries
+
+
+def _build_one(name: str, params: Dict[str, Any], where: str) -> Any:
+    METRICS.check_kwargs(name, params, where)
+    try:
+        return METRICS.build(name, params, where)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def build_metrics(cfg_list: Any, where: str = "Metric.Eval") -> list:
+    """Build metric objects from ``[{TopkAcc: {topk: [1, 5]}}, ...]``.
+
+    Args:
+        cfg_list: the YAML list (not mutated).
+        where: config location for error messages.
+    Returns:
+        Metric objects (``reset``, ``update``, ``counts``, ``set_counts``, ``summary``).
+    Raises:
+        ConfigError: bad structure, unknown metric or parameter, bad value.
+    """
+    metrics = [_build_one(name, params, f"{where}[{i}].{name}")
+               for i, (name, params) in enumerate(_entries(cfg_list, where))]
+    keys = [k for m in metrics for k in (f"top{t}" for t in m.topk)]
+    if len(set(keys)) != len(keys):
+        logger.warning("%s: several metrics report the same keys %s; later ones overwrite earlier ones",
+                       where, sorted(k for k in set(keys) if keys.count(k) > 1))
+    return metrics
+
+
+def validate_metric_config(cfg_list: Any, where: str = "Metric.Eval") -> None:
+    """Check a metric list (structure, names, parameters, values); metrics hold no tensors."""
+    for i, (name, params) in enumerate(_entries(cfg_list, where)):
+        _build_one(name, params, f"{where}[{i}].{name}")
