@@ -9,6 +9,7 @@ trusted. A kill during a save therefore leaves the previous checkpoint loadable.
 """
 import logging
 import os
+import pickle
 import random
 import time
 from typing import Any, Dict, Optional
@@ -25,17 +26,55 @@ logger = logging.getLogger(__name__)
 SAVE_ID_KEY = "__ppssld_save_id__"
 
 
-def rng_state() -> Dict[str, Any]:
-    """Capture the Python, numpy and Paddle random states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "paddle": [s for s in paddle.get_rng_state()]}
+def rng_state() -> np.ndarray:
+    """Capture the Python, numpy and Paddle random states.
+
+    Returns:
+        The pickled states as a uint8 array (paddle.save holds neither the state objects nor bytes).
+    """
+    blob = pickle.dumps({"python": random.getstate(), "numpy": np.random.get_state(),
+                         "paddle": paddle.get_rng_state()})
+    return np.frombuffer(blob, dtype=np.uint8).copy()
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(packed: Any) -> None:
     """Restore what :func:`rng_state` captured."""
+    array = packed.numpy() if hasattr(packed, "numpy") else np.asarray(packed)
+    state = pickle.loads(array.astype(np.uint8).tobytes())  # noqa: S301 - our own checkpoint, already a pickle via paddle.load
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     paddle.set_rng_state(state["paddle"])
+
+
+def _rename_accumulators(state: Dict[str, Any], mapping: Dict[str, str]) -> Dict[str, Any]:
+    """Rename optimizer-state keys ``<param name>_<accumulator>`` through ``mapping``.
+
+    Paddle keys accumulators by generated parameter names (``conv2d_54.w_0``), which change
+    with construction order; checkpoints store the structured names (``Student.conv.weight``)
+    instead so they load into any process. Keys matching no parameter are kept as they are.
+    """
+    ordered = sorted(mapping, key=len, reverse=True)
+    renamed = {}
+    for key, value in state.items():
+        target = key
+        for old in ordered:
+            if key.startswith(old + "_"):
+                target = mapping[old] + key[len(old):]
+                break
+        renamed[target] = value
+    return renamed
+
+
+def optimizer_state_for_save(optimizer: Any, model: paddle.nn.Layer) -> Dict[str, Any]:
+    """The optimizer state with accumulators keyed by structured parameter names."""
+    mapping = {p.name: n for n, p in model.named_parameters()}
+    return _rename_accumulators(optimizer.state_dict(), mapping)
+
+
+def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any]) -> None:
+    """Load an optimizer state saved by ppssld (structured names) or by PaddleClas (generated names)."""
+    mapping = {n: p.name for n, p in model.named_parameters()}
+    optimizer.set_state_dict(_rename_accumulators(state, mapping))
 
 
 def _tag_path(path: str) -> str:
@@ -69,7 +108,7 @@ class Checkpointer:
         save_id = f"{time.time_ns()}-{tag}"
         params = dict(model.state_dict())
         params_payload = {**params, SAVE_ID_KEY: save_id}
-        opt_payload = [optimizer.state_dict()] if optimizer is not None else []
+        opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
         state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id}
         with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
@@ -114,7 +153,7 @@ class Checkpointer:
                                f"(e.g. epoch_N)")
         load_weights(model, params, strict=strict, where=prefix + ".pdparams")
         if optimizer is not None and opt_list:
-            optimizer.set_state_dict(opt_list[0])
+            restore_optimizer_state(optimizer, model, opt_list[0])
         if restore_rng and "rng" in states:
             set_rng_state(states["rng"])
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))

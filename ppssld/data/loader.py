@@ -1,0 +1,84 @@
+"""build_dataloader: PaddleClas ``DataLoader.Train`` / ``DataLoader.Eval`` mapping -> paddle DataLoader."""
+import logging
+from typing import Any, Dict, Iterator, Tuple
+
+import paddle
+
+from ppssld.data.dataset import build_dataset
+from ppssld.data.sampler import DistributedBatchSampler
+from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.registry import SAMPLERS
+
+logger = logging.getLogger(__name__)
+
+LOADER_KEYS = ("dataset", "sampler", "loader")
+LOADER_OPTIONS = ("num_workers", "use_shared_memory")
+
+
+class DataLoader(paddle.io.DataLoader):
+    """paddle.io.DataLoader that reports skipped bad images once each pass over the data ends."""
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from super().__iter__()
+        if hasattr(self.dataset, "bad_image_report"):
+            self.dataset.bad_image_report()
+
+
+def _mode(mode: str) -> str:
+    key = str(mode).lower()
+    if key not in ("train", "eval"):
+        raise ConfigError(f"mode must be 'train' or 'eval', got {mode!r}")
+    return key
+
+
+def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0,
+                     where: str = "DataLoader.Train") -> Tuple[paddle.io.DataLoader, DistributedBatchSampler]:
+    """Build the dataset, the distributed batch sampler and the loader.
+
+    Args:
+        loader_cfg: ``{dataset: {...}, sampler: {name, batch_size, drop_last, shuffle}, loader: {num_workers,
+            use_shared_memory}}``.
+        mode: ``"train"`` (padded shards, same step count on every rank) or ``"eval"`` (every sample once).
+        seed: shuffle and augmentation seed (the same on every rank).
+        where: config location for error messages.
+    Returns:
+        ``(loader, sampler)``; batches are ``(images float32 [N,3,H,W], labels int64 [N])``, unlabeled = -1;
+        call ``sampler.set_epoch(epoch)`` before each epoch. ``loader.dataset`` is the dataset.
+    Raises:
+        ConfigError: unknown keys or values, with the closest valid names.
+    """
+    mode = _mode(mode)
+    if not isinstance(loader_cfg, dict):
+        raise ConfigError(f"{where} must be a mapping with dataset, sampler and loader")
+    for key in loader_cfg:
+        if key not in LOADER_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(key, LOADER_KEYS)} "
+                              f"Valid keys: {', '.join(LOADER_KEYS)}")
+    if "dataset" not in loader_cfg:
+        raise ConfigError(f"{where} has no dataset")
+    dataset = build_dataset(loader_cfg["dataset"], f"{where}.dataset")
+    dataset.set_seed(seed)
+
+    sampler_cfg = dict(loader_cfg.get("sampler") or {})
+    name = sampler_cfg.pop("name", "DistributedBatchSampler")
+    for key in ("dataset", "seed", "mode", "num_replicas", "rank"):
+        if key in sampler_cfg:
+            raise ConfigError(f"{where}.sampler.{key} is set by ppssld, not by the config; remove it")
+    sampler_cfg.setdefault("batch_size", 1)
+    sampler = SAMPLERS.build(name, sampler_cfg, f"{where}.sampler", dataset=dataset, seed=seed, mode=mode)
+    sampler.set_epoch(0)
+
+    options = dict(loader_cfg.get("loader") or {})
+    for key in options:
+        if key not in LOADER_OPTIONS:
+            raise ConfigError(f"{where}.loader: unknown key {key!r}.{did_you_mean(key, LOADER_OPTIONS)} "
+                              f"Valid keys: {', '.join(LOADER_OPTIONS)}")
+    num_workers = options.get("num_workers", 0)
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ConfigError(f"{where}.loader.num_workers must be an int >= 0, got {num_workers!r}")
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                        use_shared_memory=bool(options.get("use_shared_memory", True)), return_list=True)
+    logger.info("%s: %d images (%d labeled, %d unlabeled), %d batches of %d per rank (rank %d of %d), "
+                "%d workers", where, len(dataset), dataset.num_labeled, dataset.num_unlabeled, len(sampler),
+                sampler.batch_size, sampler.local_rank, sampler.nranks, num_workers)
+    return loader, sampler

@@ -1,0 +1,100 @@
+"""DistributedBatchSampler: reproducible per-epoch shuffle, one shard per rank.
+
+The permutation of an epoch is a pure function of (seed, epoch), identical on every rank;
+rank ``r`` of ``w`` takes positions ``r, r + w, r + 2w, ...``.
+
+* ``mode="train"``: the permutation is padded (by repeating its head) to a multiple of the
+  world size, so every rank runs the same number of steps (PaddleClas behaviour).
+* ``mode="eval"``: no padding and no ``drop_last``: every sample is seen exactly once over all
+  ranks, so summed metrics equal a single-process evaluation. Ranks may differ by one sample.
+"""
+import logging
+import math
+from typing import Any, Iterator, List, Optional
+
+import numpy as np
+import paddle
+
+from ppssld.utils.errors import ConfigError
+from ppssld.utils.registry import SAMPLERS
+
+logger = logging.getLogger(__name__)
+
+MODES = ("train", "eval")
+
+
+def epoch_permutation(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of ``range(size)`` for (seed, epoch); the same on every machine and rank."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, 0x55D]).permutation(size)
+
+
+@SAMPLERS.register(name="DistributedBatchSampler", aliases=("BatchSampler",))
+class DistributedBatchSampler(paddle.io.BatchSampler):
+    """Batches of indices for this rank.
+
+    Args:
+        dataset: the dataset (its ``set_epoch`` is called too, to key augmentation to the epoch).
+        batch_size: samples per batch on each rank.
+        shuffle: shuffle every epoch.
+        drop_last: drop this rank's last incomplete batch (train mode only).
+        num_replicas: world size (default: from paddle.distributed).
+        rank: this rank (default: from paddle.distributed).
+        seed: shuffle seed.
+        mode: ``"train"`` or ``"eval"``.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
+                 mode: str = "train") -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.mode = mode
+        if mode == "eval" and drop_last:
+            logger.warning("drop_last is ignored for evaluation: every sample is evaluated exactly once")
+            drop_last = False
+        self.drop_last = bool(drop_last)
+        self.nranks = int(num_replicas) if num_replicas is not None else paddle.distributed.get_world_size()
+        self.local_rank = int(rank) if rank is not None else paddle.distributed.get_rank()
+        if not 0 <= self.local_rank < self.nranks:
+            raise ConfigError(f"rank {self.local_rank} is outside world size {self.nranks}")
+        self.seed = int(seed)
+        self.epoch = 0
+        if len(dataset) == 0:
+            raise ConfigError("the dataset is empty: nothing to sample")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the shuffle (and the dataset's augmentation key) for ``epoch``."""
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    def rank_indices(self) -> List[int]:
+        """This rank's sample indices for the current epoch, in order."""
+        size = len(self.dataset)
+        order = epoch_permutation(size, self.seed, self.epoch) if self.shuffle else np.arange(size)
+        if self.mode == "train":
+            total = int(math.ceil(size / self.nranks)) * self.nranks
+            if total > size:
+                order = np.concatenate([order, np.resize(order, total - size)])
+        return order[self.local_rank::self.nranks].tolist()
+
+    def __iter__(self) -> Iterator[List[int]]:
+        indices = self.rank_indices()
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start:start + self.batch_size]
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        size = len(self.dataset)
+        if self.mode == "train":
+            per_rank = int(math.ceil(size / self.nranks))
+        else:
+            per_rank = len(range(self.local_rank, size, self.nranks))
+        return per_rank // self.batch_size if self.drop_last else int(math.ceil(per_rank / self.batch_size))
