@@ -17,7 +17,7 @@ import os
 import re
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ppssld.utils.errors import DataError
+from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -261,3 +261,49 @@ def write_label_list(path: str, rows: Iterable[Union[Record, Tuple[str, Optional
     lines = [format_record(str(row[0]), None if row[1] is None else int(row[1])) for row in rows]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
+
+
+def as_path_list(value: Union[str, Sequence[str], None], key: str) -> List[str]:
+    """A path or list of paths (None = none) as a list; ConfigError otherwise."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{key} must be a path or a list of paths, got {value!r}")
+
+
+def load_records(image_root: str, labeled_lists: Sequence[str], unlabeled_lists: Sequence[str],
+                 class_num: Optional[int] = None, delimiter: Optional[str] = None,
+                 unlabeled_ignore_labels: bool = False, check_exists: bool = True,
+                 relabel: bool = False) -> Tuple[List[Record], List[Problem]]:
+    """Read and check every list; return all records and all problems.
+
+    Args:
+        image_root: folder the paths are relative to.
+        labeled_lists: labeled list files.
+        unlabeled_lists: unlabeled list files.
+        class_num: label bound, when known.
+        delimiter: field separator.
+        unlabeled_ignore_labels: read labels in unlabeled lists as -1.
+        check_exists: stat every image.
+        relabel: map the distinct labels to 0..K-1.
+    Returns:
+        ``(records, problems)``.
+    """
+    records: List[Record] = []
+    problems: List[Problem] = []
+    for path in labeled_lists:
+        recs, probs = read_label_list_with_problems(path, False, False, delimiter)
+        records += recs
+        problems += probs
+    for path in unlabeled_lists:
+        recs, probs = read_label_list_with_problems(path, True, unlabeled_ignore_labels, delimiter)
+        records += recs
+        problems += probs
+    if relabel:
+        mapping = {old: new for new, old in enumerate(sorted({r.label for r in records if r.label != UNLABELED}))}
+        records = [r._replace(label=mapping.get(r.label, UNLABELED)) for r in records]
+    problems += check_records(records, image_root, class_num, check_exists)
+    return records, problems
