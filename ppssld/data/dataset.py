@@ -14,15 +14,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
-from ppssld.data.label_list import (UNLABELED, Problem, Record, check_records, format_problems,
-                                    read_label_list_with_problems, resolve)
+from ppssld.data.label_list import UNLABELED, as_path_list, format_problems, load_records, resolve
 from ppssld.data.transforms import CHW, Compose, ImageDecodeError, build_transforms, validate_transforms
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
-PathList = Union[str, Sequence[str], None]
 REPORT_FIRST = 5
 _MAX_SUBSTITUTE_TRIES = 16
 
@@ -34,16 +32,6 @@ UNSUPPORTED_KEYS = {
     "sample_per_label": "PK sampling is for metric learning, which ppssld does not support",
     "backend": "set the decoding backend on DecodeImage (backend: cv2 | pil) instead",
 }
-
-
-def _as_list(value: PathList, key: str) -> List[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise ConfigError(f"{key} must be a path or a list of paths, got {value!r}")
 
 
 @DATASETS.register(name="ImageNetDataset")
@@ -65,8 +53,8 @@ class ImageNetDataset(paddle.io.Dataset):
         check_images_exist: check every listed file exists when building (one ``stat`` each).
     """
 
-    def __init__(self, image_root: str, cls_label_path: PathList, transform_ops: Optional[List[Any]] = None,
-                 unlabeled_label_path: PathList = None, class_num: Optional[int] = None,
+    def __init__(self, image_root: str, cls_label_path: Union[str, Sequence[str], None], transform_ops: Optional[List[Any]] = None,
+                 unlabeled_label_path: Union[str, Sequence[str], None] = None, class_num: Optional[int] = None,
                  skip_bad_images: bool = False, delimiter: Optional[str] = None, relabel: bool = False,
                  unlabeled_ignore_labels: bool = False, check_images_exist: bool = True) -> None:
         super().__init__()
@@ -78,8 +66,8 @@ class ImageNetDataset(paddle.io.Dataset):
         self.class_num = class_num
         self.skip_bad_images = bool(skip_bad_images)
         self.transform: Compose = build_transforms(transform_ops, "transform_ops")
-        labeled_lists = _as_list(cls_label_path, "cls_label_path")
-        unlabeled_lists = _as_list(unlabeled_label_path, "unlabeled_label_path")
+        labeled_lists = as_path_list(cls_label_path, "cls_label_path")
+        unlabeled_lists = as_path_list(unlabeled_label_path, "unlabeled_label_path")
         if not labeled_lists and not unlabeled_lists:
             raise ConfigError("give cls_label_path (and/or unlabeled_label_path): the dataset has no list")
         self.records, problems = load_records(image_root, labeled_lists, unlabeled_lists, class_num,
@@ -187,41 +175,6 @@ class ImageNetDataset(paddle.io.Dataset):
             logger.warning("epoch %d: skipped %d unreadable image(s) (replaced by a neighbour with label -1); "
                            "first: %s", self.epoch, count, ", ".join(paths[:REPORT_FIRST]))
         return count, paths[:REPORT_FIRST]
-
-
-def load_records(image_root: str, labeled_lists: Sequence[str], unlabeled_lists: Sequence[str],
-                 class_num: Optional[int] = None, delimiter: Optional[str] = None,
-                 unlabeled_ignore_labels: bool = False, check_exists: bool = True,
-                 relabel: bool = False) -> Tuple[List[Record], List[Problem]]:
-    """Read and check every list; return all records and all problems.
-
-    Args:
-        image_root: folder the paths are relative to.
-        labeled_lists: labeled list files.
-        unlabeled_lists: unlabeled list files.
-        class_num: label bound, when known.
-        delimiter: field separator.
-        unlabeled_ignore_labels: read labels in unlabeled lists as -1.
-        check_exists: stat every image.
-        relabel: map the distinct labels to 0..K-1.
-    Returns:
-        ``(records, problems)``.
-    """
-    records: List[Record] = []
-    problems: List[Problem] = []
-    for path in labeled_lists:
-        recs, probs = read_label_list_with_problems(path, False, False, delimiter)
-        records += recs
-        problems += probs
-    for path in unlabeled_lists:
-        recs, probs = read_label_list_with_problems(path, True, unlabeled_ignore_labels, delimiter)
-        records += recs
-        problems += probs
-    if relabel:
-        mapping = {old: new for new, old in enumerate(sorted({r.label for r in records if r.label != UNLABELED}))}
-        records = [r._replace(label=mapping.get(r.label, UNLABELED)) for r in records]
-    problems += check_records(records, image_root, class_num, check_exists)
-    return records, problems
 
 
 def validate_dataset_config(cfg: Dict[str, Any], where: str = "DataLoader.Train.dataset") -> None:
