@@ -1,0 +1,123 @@
+"""Pre-flight scan: check every list and read every listed image once, reporting all problems together."""
+import logging
+import multiprocessing
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tqdm import tqdm
+
+from ppssld.data.label_list import Problem, Record, as_path_list, load_records, resolve
+from ppssld.data.transforms import ImageDecodeError, decode_image
+from ppssld.utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_JPEG_START = b"\xff\xd8"
+_JPEG_END = b"\xff\xd9"
+LIST_KEYS = ("image_root", "cls_label_path", "unlabeled_label_path", "class_num", "delimiter",
+             "unlabeled_ignore_labels", "relabel")
+
+
+def check_image_file(path: str) -> Optional[str]:
+    """Read and decode one image as training would.
+
+    Args:
+        path: the image file.
+    Returns:
+        None when fine, else what is wrong.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    try:
+        img = decode_image(data)
+    except ImageDecodeError as exc:
+        return f"corrupt or not an image: {exc}"
+    if data.startswith(_JPEG_START) and not data.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
+        return "truncated JPEG (no end-of-image marker): it decodes with a grey lower part"
+    if min(img.shape[:2]) < 1:
+        return f"decodes to an empty image {img.shape}"
+    return None
+
+
+def _check_one(item: Tuple[str, str, int]) -> Optional[Problem]:
+    path, source, line = item
+    message = check_image_file(path)
+    return None if message is None else Problem(source, line, f"image {path}: {message}")
+
+
+def scan_images(items: Sequence[Tuple[str, str, int]], workers: int = 2, desc: str = "images") -> List[Problem]:
+    """Decode every image, in ``workers`` processes, with a progress bar.
+
+    Args:
+        items: ``(full_path, list_file, line)`` triples.
+        workers: processes (0 or 1: in this process).
+        desc: progress bar label.
+    Returns:
+        One problem per unreadable or corrupt image, in list order.
+    """
+    chunk = max(1, min(256, len(items) // max(1, workers * 8)))
+    if workers <= 1:
+        results = [_check_one(item) for item in tqdm(items, desc=desc, unit="img", disable=None)]
+    else:
+        with multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
+            results = list(tqdm(pool.imap(_check_one, items, chunksize=chunk), total=len(items), desc=desc,
+                                unit="img", disable=None))
+            pool.close()
+            pool.join()
+    return [r for r in results if r is not None]
+
+
+def check_dataset(image_root: str, cls_label_path: Any = None, unlabeled_label_path: Any = None,
+                  class_num: Optional[int] = None, delimiter: Optional[str] = None,
+                  unlabeled_ignore_labels: bool = False, relabel: bool = False, workers: int = 2,
+                  name: str = "dataset") -> Dict[str, Any]:
+    """Check the lists of one dataset and every image they name.
+
+    Args:
+        image_root, cls_label_path, unlabeled_label_path, class_num, delimiter, unlabeled_ignore_labels,
+            relabel: as :class:`ppssld.data.dataset.ImageNetDataset`.
+        workers: decoding processes.
+        name: label for the report.
+    Returns:
+        ``{"name", "images", "labeled", "unlabeled", "problems": [str, ...]}``.
+    """
+    problems: List[Problem] = []
+    if not isinstance(image_root, str) or not os.path.isdir(image_root):
+        problems.append(Problem(str(image_root), 0, "image_root is not a folder"))
+        records: List[Record] = []
+    else:
+        records, problems = load_records(image_root, as_path_list(cls_label_path, "cls_label_path"),
+                                         as_path_list(unlabeled_label_path, "unlabeled_label_path"), class_num,
+                                         delimiter, unlabeled_ignore_labels, True, relabel)
+    missing = {(p.source, p.line) for p in problems}
+    items = []
+    for rec in records:
+        full = resolve(image_root, rec.path)
+        if full is not None and (rec.source, rec.line) not in missing:
+            items.append((full, rec.source, rec.line))
+    problems += scan_images(items, workers, desc=name)
+    labeled = sum(1 for r in records if r.label >= 0)
+    return {"name": name, "images": len(records), "labeled": labeled, "unlabeled": len(records) - labeled,
+            "problems": [str(p) for p in problems]}
+
+
+def datasets_from_config(config: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """``(where, list keys)`` of each ``DataLoader.<mode>.dataset`` in a loaded config."""
+    found = []
+    arch_classes = (config.get("Arch") or {}).get("class_num")
+    for mode in ("Train", "Eval"):
+        cfg = ((config.get("DataLoader") or {}).get(mode) or {}).get("dataset")
+        if not cfg:
+            continue
+        if "image_root" not in cfg:
+            raise ConfigError(f"DataLoader.{mode}.dataset has no image_root")
+        keys = {k: cfg[k] for k in LIST_KEYS if k in cfg}
+        if keys.get("class_num") is None and isinstance(arch_classes, int):
+            keys["class_num"] = arch_classes
+        found.append((f"DataLoader.{mode}.dataset", keys))
+    if not found:
+        raise ConfigError("the config has no DataLoader.Train.dataset or DataLoader.Eval.dataset to check")
+    return found

@@ -1,0 +1,52 @@
+"""Prepare a ready-to-train dataset offline: images + PaddleClas label lists.
+
+Examples:
+    python tools/prepare_data.py --dataset fashion_mnist --out dataset/fashion_mnist
+    python tools/prepare_data.py --dataset digits --out dataset/digits --labeled 200 --unlabeled 1000 --seed 0
+    python tools/prepare_data.py --dataset cifar10 --src ~/cifar-10-batches-py --out dataset/cifar10
+    python tools/prepare_data.py --dataset imagefolder --src ~/photos --out dataset/photos
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppssld.data.prepare import DATASETS, format_summary, prepare_dataset  # noqa: E402
+from ppssld.utils.errors import DataError  # noqa: E402
+from ppssld.utils.logger import setup_logging  # noqa: E402
+
+logger = logging.getLogger("ppssld.tools.prepare_data")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description="Write a ready-to-train dataset (images/, train_list.txt, "
+                                     "val_list.txt, label_list.txt, unlabeled_list.txt) into --out.")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--src", default=None, help="source folder (fashion_mnist default: "
+                        "/usr/share/datasets/fashion-mnist; needed for cifar10, cifar100, imagefolder)")
+    parser.add_argument("--labeled", type=int, default=None, help="class-balanced labeled training images")
+    parser.add_argument("--unlabeled", type=int, default=None, help="training images listed without labels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the labeled/unlabeled split")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Prepare, print the per-class summary; return the exit status."""
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        summary = prepare_dataset(args.dataset, args.out, src=args.src, labeled=args.labeled,
+                                  unlabeled=args.unlabeled, seed=args.seed)
+    except DataError as exc:
+        logger.error("%s", exc)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
