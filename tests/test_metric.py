@@ -92,12 +92,16 @@ def test_dict_output_selection():
     ([{"TopKAcc": {"topk": [1]}}], r"Did you mean 'TopkAcc'.*Valid metric names"),
     ([{"TopkAcc": {"top_k": [1]}}], r"Did you mean 'topk'"),
     ([{"TopkAcc": {"topk": [0, 5]}}], "positive int"),
-    ([{"TopkAcc": {"topk": [1, 1]}}], "repeated"),
     ({"TopkAcc": None}, "non-empty list"),
 ])
 def test_config_errors(cfg, pattern):
     with pytest.raises(ConfigError, match=pattern):
         validate_metric_config(cfg, "Metric.Eval")
+
+
+def test_repeated_k_is_deduplicated():
+    metric = build_metrics([{"TopkAcc": {"topk": [1, 1, 2]}}])[0]
+    assert metric.topk == [1, 2] and metric.counts().shape == (3,)
 
 
 def test_out_of_range_label_raises():

@@ -32,9 +32,10 @@ def _check_topk(topk: Any) -> List[int]:
     if not isinstance(topk, (list, tuple)) or not topk or not all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in topk):
         raise ConfigError(f"topk must be a positive int or a non-empty list of them, e.g. [1, 5], got {topk!r}")
-    if len(set(topk)) != len(topk):
-        raise ConfigError(f"topk has repeated values: {topk!r}")
-    return list(topk)
+    unique = list(dict.fromkeys(topk))
+    if len(unique) != len(topk):
+        logger.warning("topk %s has repeated values; using %s", list(topk), unique)
+    return unique
 
 
 def correct_counts(logits: paddle.Tensor, labels: paddle.Tensor, topk: Sequence[int]) -> np.ndarray:
