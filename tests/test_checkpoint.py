@@ -49,9 +49,9 @@ def test_round_trip_restores_model_optimizer_scheduler_and_rng(tmp_path):
     for key in velocities:
         np.testing.assert_array_equal(saved[key].numpy(), restored[key].numpy())
     np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected_draw)
-    # PaddleClas layout: .pdparams is a plain key->tensor dict once our save id is dropped
+    # PaddleClas layout: .pdparams is a plain key->tensor dict with exactly the model's keys
     raw = paddle.load(prefix + ".pdparams")
-    assert set(raw) - set(model.state_dict()) == {"__ppssld_save_id__"}
+    assert set(raw) == set(model.state_dict())
 
 
 def test_missing_or_mixed_files_are_refused(tmp_path):
@@ -62,6 +62,11 @@ def test_missing_or_mixed_files_are_refused(tmp_path):
     os.replace(tmp_path / "b.pdstates", tmp_path / "a.pdstates")
     with pytest.raises(WeightsError, match="different saves"):
         Checkpointer.load(str(tmp_path / "a"), model, opt)
+    other, opt2, _ = _model_and_opt(5)
+    ckpt.save("c", other, opt2, {"epoch": 3})
+    os.replace(tmp_path / "c.pdparams", tmp_path / "a.pdparams")
+    with pytest.raises(WeightsError, match="digest differs"):
+        Checkpointer.load(str(tmp_path / "a"), model)
     with pytest.raises(WeightsError, match=r"b.pdstates is missing"):
         Checkpointer.load(str(tmp_path / "b"), model, opt)
 

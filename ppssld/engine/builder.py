@@ -144,8 +144,7 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
     epochs = int(get(config, "Global.epochs", 1))
-    trainable = [p for p in model.parameters() if not p.stop_gradient]
-    optimizer, scheduler = build_optimizer(config.get("Optimizer") or {}, trainable, epochs=epochs,
+    optimizer, scheduler = build_optimizer(config.get("Optimizer") or {}, model, epochs=epochs,
                                            steps_per_epoch=len(train_loader), where="Optimizer")
     amp, scaler = _amp_options(config)
     if amp and amp["level"] == "O2":

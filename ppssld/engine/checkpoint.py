@@ -1,12 +1,14 @@
 """Checkpoints in PaddleClas's layout, written atomically.
 
-``<dir>/<tag>.pdparams`` (model state), ``<tag>.pdopt`` (list of optimizer states,
-including the LR scheduler) and ``<tag>.pdstates`` (``metric``, ``epoch`` as in
-PaddleClas, plus ``step``, ``best_metric``, RNG states and a ``save_id``). The
-three files are written to temporary names first and renamed afterwards; every file
-carries the same ``save_id`` so a mixed set is detected on load instead of being
-trusted. A kill during a save therefore leaves the previous checkpoint loadable.
+``<dir>/<tag>.pdparams`` (model state only, loadable by PaddleClas), ``<tag>.pdopt``
+(list of optimizer states, including the LR scheduler) and ``<tag>.pdstates``
+(``metric``, ``epoch`` as in PaddleClas, plus ``step``, ``best_metric``, RNG states,
+a ``save_id`` shared with ``.pdopt`` and a digest of the parameters). The three files
+are written to temporary names and renamed only once all are complete, so a kill
+during a save leaves the previous checkpoint loadable; a set mixed from two saves
+(a kill in the microseconds between renames) is detected on load instead of trusted.
 """
+import hashlib
 import logging
 import os
 import pickle
@@ -77,6 +79,17 @@ def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[
     optimizer.set_state_dict(_rename_accumulators(state, mapping))
 
 
+def digest(state: Dict[str, Any]) -> str:
+    """A BLAKE2 digest of a state dict's names and values (detects mixed checkpoint files)."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for key in sorted(state):
+        value = state[key]
+        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        hasher.update(key.encode("utf-8"))
+        hasher.update(np.ascontiguousarray(array).tobytes())
+    return hasher.hexdigest()
+
+
 def _tag_path(path: str) -> str:
     return path[: -len(".pdparams")] if path.endswith(".pdparams") else path
 
@@ -107,10 +120,10 @@ class Checkpointer:
         prefix = os.path.join(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
         params = dict(model.state_dict())
-        params_payload = {**params, SAVE_ID_KEY: save_id}
+        params_payload = params
         opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
-        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id}
+        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id, "params_digest": digest(params)}
         with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
                 atomic_path(prefix + ".pdparams") as t_par:
             paddle.save(opt_payload, t_opt)
@@ -143,7 +156,12 @@ class Checkpointer:
         params = paddle.load(prefix + ".pdparams")
         opt_list = paddle.load(prefix + ".pdopt")
         states = paddle.load(prefix + ".pdstates")
-        ids = {params.pop(SAVE_ID_KEY, None), states.pop(SAVE_ID_KEY, None)}
+        ids = {states.pop(SAVE_ID_KEY, None)}
+        expected = states.pop("params_digest", None)
+        if expected is not None and digest(params) != expected:
+            raise WeightsError(f"checkpoint {prefix}: {prefix}.pdparams does not belong to {prefix}.pdstates "
+                               f"(parameter digest differs); the save was interrupted. Use another checkpoint "
+                               f"(e.g. epoch_N)")
         if opt_list and isinstance(opt_list[-1], dict) and SAVE_ID_KEY in opt_list[-1]:
             ids.add(opt_list.pop()[SAVE_ID_KEY])
         ids.discard(None)

@@ -59,3 +59,30 @@ def barrier() -> None:
     """Wait for every rank (no-op with one process)."""
     if world_size() > 1:
         dist.barrier()
+
+
+def average_buffers(layer: paddle.nn.Layer, skip_prefixes: tuple = ()) -> int:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, in place.
+
+    Each rank updates its running statistics from its own batches; averaging them at the end
+    of an epoch leaves every rank, and the checkpoint, with the same (better-estimated) values.
+
+    Args:
+        layer: the model.
+        skip_prefixes: buffer-name prefixes to leave alone (frozen models never change theirs).
+    Returns:
+        The number of buffers averaged (0 with one process).
+    """
+    if world_size() == 1:
+        return 0
+    count = 0
+    # Paddle keeps BatchNorm running statistics as non-trainable parameters, others as buffers
+    stats = [(n, p) for n, p in layer.named_parameters() if p.stop_gradient] + list(layer.named_buffers())
+    for name, buf in stats:
+        if name.startswith(skip_prefixes) or not paddle.is_floating_point(buf):
+            continue
+        reduced = buf.clone()
+        dist.all_reduce(reduced)
+        buf.set_value(reduced / world_size())
+        count += 1
+    return count

@@ -121,6 +121,8 @@ class Trainer:
             if step % self.print_batch_step == 0 or step == steps:
                 self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
             tic = time.time()
+        frozen = tuple(f"{name}." for name in getattr(self.model, "frozen", []))
+        distributed.average_buffers(self.model, skip_prefixes=frozen)
         averages = {k: m.avg for k, m in meters.items()}
         for metric in self.train_metrics:
             averages.update(metric.summary())
@@ -151,13 +153,17 @@ class Trainer:
                                    {"epoch": epoch, "step": self.global_step, "metric": metric,
                                     "best_metric": self.best_metric, "best_epoch": self.best_epoch})
 
-    def fit(self) -> Dict[str, Any]:
+    def fit(self, stop_after_epoch: Optional[int] = None) -> Dict[str, Any]:
         """Train from ``start_epoch`` to ``epochs``, evaluating and checkpointing.
 
+        Args:
+            stop_after_epoch: end this run early after that epoch (the schedule still spans
+                ``epochs``; resume later with ``Global.checkpoints``).
         Returns:
             ``best_metric``, ``best_epoch`` and the per-epoch history.
         """
-        for epoch in range(self.start_epoch, self.epochs + 1):
+        last = min(self.epochs, stop_after_epoch or self.epochs)
+        for epoch in range(self.start_epoch, last + 1):
             train_avg = self.train_one_epoch(epoch)
             record: Dict[str, Any] = {"epoch": epoch, "train": train_avg}
             metric = -1.0
