@@ -1,0 +1,179 @@
+"""``inference.yml``: the preprocessing, input size, class names and top-k of an exported model.
+
+Every runtime (deploy predictor, PaddleHub module, ONNX check, benchmark) builds its
+preprocessing from this file with :func:`ppssld.data.transforms.build_transforms`, the same
+module the training-time evaluation uses, so they cannot disagree.
+"""
+import copy
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from ppssld.data.transforms import CHW, Compose, build_transforms
+from ppssld.utils.errors import ConfigError
+from ppssld.utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+INFER_CONFIG = "inference.yml"
+EVAL_OPS = "DataLoader.Eval.dataset.transform_ops"
+INFER_OPS = "Infer.transforms"
+DEFAULT_TOPK = 5
+
+
+def _dig(config: Dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or node.get(part) is None:
+            return None
+        node = node[part]
+    return node
+
+
+def transform_ops(config: Dict[str, Any], source: str = "eval") -> List[Any]:
+    """The preprocessing to export: the eval transforms (default) or ``Infer.transforms``.
+
+    The eval dataset turns an HWC result into CHW itself; here that step is written out as a
+    trailing ``ToCHWImage`` so the list alone says what the network receives.
+
+    Args:
+        config: the full config.
+        source: ``"eval"`` (``DataLoader.Eval.dataset.transform_ops``, what accuracy was measured
+            with) or ``"infer"`` (``Infer.transforms``).
+    Returns:
+        A new list of one-key mappings, starting with ``DecodeImage``.
+    Raises:
+        ConfigError: the section is missing, or the list does not start with DecodeImage.
+    """
+    where = {"eval": EVAL_OPS, "infer": INFER_OPS}.get(source)
+    if where is None:
+        raise ConfigError(f"transforms source must be 'eval' or 'infer', got {source!r}")
+    ops = _dig(config, where)
+    if not ops:
+        other = INFER_OPS if source == "eval" else EVAL_OPS
+        raise ConfigError(f"{where} is missing: export needs the preprocessing the model was evaluated with "
+                          f"(or choose {other})")
+    ops = copy.deepcopy(list(ops))
+    chain = build_transforms(ops, where)
+    if not chain.decodes:
+        raise ConfigError(f"{where} must start with DecodeImage so that every runtime decodes images the same way")
+    if chain.output_layout != CHW:
+        ops.append({"ToCHWImage": None})
+    return ops
+
+
+def op_names(ops: List[Any]) -> List[str]:
+    """The op names of a transform list."""
+    return [op if isinstance(op, str) else next(iter(op)) for op in ops]
+
+
+def image_shape(config: Dict[str, Any], ops: List[Any]) -> List[int]:
+    """The network input ``[C, H, W]``: ``Global.image_shape``, else the final crop/resize size.
+
+    Raises:
+        ConfigError: neither is known, or they disagree.
+    """
+    from_ops = _shape_from_ops(ops)
+    given = _dig(config, "Global.image_shape")
+    if given is not None:
+        shape = [int(v) for v in given]
+        if len(shape) != 3:
+            raise ConfigError(f"Global.image_shape must be [C, H, W], got {given!r}")
+        if from_ops is not None and shape != from_ops:
+            raise ConfigError(f"Global.image_shape {shape} disagrees with the transforms' output size "
+                              f"{from_ops}; fix one of them")
+        return shape
+    if from_ops is None:
+        raise ConfigError("set Global.image_shape (e.g. [3, 224, 224]): the transforms end without a fixed size")
+    return from_ops
+
+
+def _shape_from_ops(ops: List[Any]) -> Optional[List[int]]:
+    for item in reversed(ops):
+        if not isinstance(item, dict):
+            continue
+        (name, params), = item.items()
+        params = params or {}
+        if name == "CropImage" or (name == "ResizeImage" and params.get("size") is not None):
+            size = params["size"]
+            width, height = (size, size) if isinstance(size, int) else (size[0], size[1])
+            return [3, int(height), int(width)]
+        if name == "ResizeImage":
+            return None
+    return None
+
+
+def build_infer_config(model_name: str, backbone: str, ops: List[Any], shape: List[int],
+                       class_names: Optional[List[str]], class_num: int, topk: int,
+                       extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The ``inference.yml`` content (PaddleClas layout: ``Global``, ``PreProcess``, ``PostProcess``).
+
+    Args:
+        model_name: e.g. ``MobileNetV3_small_x0_35_ssld``.
+        backbone: zoo name.
+        ops: the transform list (see :func:`transform_ops`).
+        shape: ``[C, H, W]``.
+        class_names: names indexed by class id, or None.
+        class_num: number of outputs.
+        topk: default k of the predictor.
+        extra: further ``Global`` entries (source checkpoint, versions ...).
+    Returns:
+        A plain dict ready for YAML.
+    """
+    glob: Dict[str, Any] = {"model_name": model_name, "backbone": backbone, "image_shape": list(shape),
+                            "class_num": int(class_num), "input_name": "x", "output": "logits"}
+    glob.update(extra or {})
+    topk_cfg: Dict[str, Any] = {"topk": int(max(1, min(topk, class_num)))}
+    if class_names is not None:
+        topk_cfg["label_list"] = list(class_names)
+    return {"Global": glob, "PreProcess": {"transform_ops": copy.deepcopy(ops)}, "PostProcess": {"Topk": topk_cfg}}
+
+
+def config_topk(config: Dict[str, Any]) -> int:
+    """``Infer.PostProcess.topk`` (default 5)."""
+    value = _dig(config, "Infer.PostProcess.topk")
+    return int(value) if value is not None else DEFAULT_TOPK
+
+
+def write_infer_config(path: str, infer_cfg: Dict[str, Any]) -> None:
+    """Write ``inference.yml`` atomically (UTF-8, keys in order)."""
+    atomic_write_text(path, yaml.safe_dump(infer_cfg, sort_keys=False, allow_unicode=True))
+
+
+def read_infer_config(path: str) -> Dict[str, Any]:
+    """Read and check an ``inference.yml``.
+
+    Returns:
+        The dict, with ``PreProcess.transform_ops`` validated.
+    Raises:
+        ConfigError: missing file, bad YAML or missing keys.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path} does not exist")
+    with open(path, "r", encoding="utf-8") as handle:
+        try:
+            cfg = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(cfg, dict) or not _dig(cfg, "PreProcess.transform_ops"):
+        raise ConfigError(f"{path}: PreProcess.transform_ops is missing; re-export the model")
+    build_transforms(cfg["PreProcess"]["transform_ops"], f"{path}:PreProcess.transform_ops")
+    return cfg
+
+
+def preprocessor(infer_cfg: Dict[str, Any]) -> Compose:
+    """The preprocessing chain an ``inference.yml`` describes (from :mod:`ppssld.data.transforms`)."""
+    return build_transforms(infer_cfg["PreProcess"]["transform_ops"], "inference.yml:PreProcess.transform_ops")
+
+
+def label_list(infer_cfg: Dict[str, Any]) -> Optional[List[str]]:
+    """Class names stored in an ``inference.yml`` (None when the export had none)."""
+    names = _dig(infer_cfg, "PostProcess.Topk.label_list")
+    return [str(n) for n in names] if names else None
+
+
+def default_topk(infer_cfg: Dict[str, Any]) -> int:
+    """The exported default k."""
+    return int(_dig(infer_cfg, "PostProcess.Topk.topk") or DEFAULT_TOPK)

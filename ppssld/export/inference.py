@@ -1,0 +1,129 @@
+"""Export a trained model: ``<name>_infer/`` (Paddle Inference + inference.yml), ``<name>_pretrained.pdparams``.
+
+``name`` defaults to ``<Backbone>_ssld`` (e.g. ``MobileNetV3_small_x0_35_ssld``), the suffix
+PaddleClas uses for its SSLD releases.
+"""
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import paddle
+import paddle.nn as nn
+
+from ppssld import __version__
+from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config_topk, image_shape, transform_ops,
+                                        write_infer_config)
+from ppssld.export.labels import config_class_names
+from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
+
+logger = logging.getLogger(__name__)
+
+SSLD_SUFFIX = "_ssld"
+
+
+@dataclass
+class ExportResult:
+    """Paths an export wrote.
+
+    Attributes:
+        name: base name (``MobileNetV3_small_x0_35_ssld``).
+        model_dir: ``<save_dir>/<name>_infer``.
+        pretrained: ``<save_dir>/<name>_pretrained.pdparams``.
+        infer_config: the ``inference.yml`` content.
+        hub_dir: the PaddleHub module folder, if written.
+        onnx: the ONNX file, if written.
+    """
+    name: str
+    model_dir: str
+    pretrained: str
+    infer_config: Dict[str, Any]
+    hub_dir: Optional[str] = None
+    onnx: Optional[str] = None
+
+
+def save_inference_model(layer: nn.Layer, shape: List[int], prefix: str) -> None:
+    """Trace ``layer`` to a static graph with input ``x`` of ``[None] + shape`` and save it.
+
+    Paddle 3.x writes ``prefix.json`` + ``prefix.pdiparams``; Paddle 2.x ``prefix.pdmodel`` + ``.pdiparams``.
+    """
+    spec = [paddle.static.InputSpec(shape=[None] + list(shape), dtype="float32", name="x")]
+    try:
+        static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
+    except TypeError:  # Paddle releases without the full_graph switch
+        static = paddle.jit.to_static(layer, input_spec=spec)
+    paddle.jit.save(static, prefix)
+
+
+def _publish_dir(tmp_dir: str, final_dir: str) -> None:
+    """Move a finished folder into place, replacing an older export only once the new one is complete."""
+    old = None
+    if os.path.exists(final_dir):
+        old = final_dir + ".old-" + os.path.basename(tmp_dir)
+        os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir: Optional[str] = None,
+                 name: Optional[str] = None, transforms_from: str = "eval", hub_name: Optional[str] = None,
+                 with_hub: bool = True, with_onnx: bool = False) -> ExportResult:
+    """Export the inference model of ``config`` from a checkpoint.
+
+    Args:
+        config: the full (loaded) config.
+        weights: checkpoint (default ``Global.pretrained_model``); DistillationModel checkpoints
+            give the ``Arch.infer_model_name`` model's weights, the teacher's are ignored.
+        save_dir: output folder (default ``Global.save_inference_dir``, else ``./inference``).
+        name: base name (default ``<Backbone>_ssld``).
+        transforms_from: ``"eval"`` or ``"infer"`` (see :func:`ppssld.export.infer_config.transform_ops`).
+        hub_name: PaddleHub module name (default: ``name`` lower-cased).
+        with_hub: also write the PaddleHub module to ``<save_dir>/hub/<hub_name>/``.
+        with_onnx: also convert to ``<model_dir>/inference.onnx`` (needs paddle2onnx).
+    Returns:
+        What was written.
+    """
+    ops = transform_ops(config, transforms_from)
+    shape = image_shape(config, ops)
+    strict = bool((config.get("Global") or {}).get("strict_load", True))
+    layer, target, source = build_export_model(config, weights, strict=strict)
+    class_num = count_classes(layer, shape)
+    names = config_class_names(config, class_num)
+    name = name or f"{target.backbone}{SSLD_SUFFIX}"
+    save_dir = save_dir or (config.get("Global") or {}).get("save_inference_dir") or "./inference"
+    os.makedirs(save_dir, exist_ok=True)
+    pretrained = os.path.join(save_dir, f"{name}_pretrained.pdparams")
+    save_pretrained(layer, pretrained)
+    fused = reparameterize(layer)
+    if fused:
+        logger.info("re-parameterised %d blocks for inference", fused)
+    extra = {"source_weights": os.path.abspath(source), "exported_by": f"ppssld {__version__}",
+             "paddle_version": paddle.__version__,
+             "transforms_from": {"eval": "DataLoader.Eval.dataset.transform_ops",
+                                 "infer": "Infer.transforms"}[transforms_from]}
+    if target.key:
+        extra["distillation_model"] = target.key
+    infer_cfg = build_infer_config(name, target.backbone, ops, shape, names, class_num, config_topk(config), extra)
+    model_dir = os.path.join(save_dir, f"{name}_infer")
+    tmp_dir = tempfile.mkdtemp(prefix=f".{name}_infer.", dir=save_dir)
+    try:
+        save_inference_model(layer, shape, os.path.join(tmp_dir, "inference"))
+        write_infer_config(os.path.join(tmp_dir, INFER_CONFIG), infer_cfg)
+        _publish_dir(tmp_dir, model_dir)
+    finally:
+        if os.path.exists(tmp_dir):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info("wrote %s (%s)", model_dir, ", ".join(sorted(os.listdir(model_dir))))
+    result = ExportResult(name, model_dir, pretrained, infer_cfg)
+    if with_onnx:
+        from ppssld.export.onnx import export_onnx
+
+        result.onnx = export_onnx(model_dir)
+    if with_hub:
+        from ppssld.export.hub import write_hub_module
+
+        result.hub_dir = write_hub_module(model_dir, hub_name or name.lower(), os.path.join(save_dir, "hub"))
+    return result

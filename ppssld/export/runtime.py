@@ -1,0 +1,305 @@
+"""Paddle Inference predictor for an exported folder, shared by the deploy CLI and the hub module.
+
+Preprocessing comes from the folder's ``inference.yml`` through :mod:`ppssld.data.transforms`;
+the network returns logits and scores are their softmax.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ppssld.data.transforms import CHW, ImageDecodeError
+from ppssld.export.infer_config import INFER_CONFIG, default_topk, label_list, preprocessor, read_infer_config
+from ppssld.utils.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+PIR_MODEL, LEGACY_MODEL, PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
+PRECISIONS = ("fp32", "fp16")
+
+
+class ModelDirError(ValueError):
+    """An exported model folder that is missing or incomplete."""
+
+
+@dataclass
+class ModelFiles:
+    """The files of an exported folder.
+
+    Attributes:
+        model: ``inference.json`` (Paddle 3.x) or ``inference.pdmodel`` (Paddle 2.x).
+        params: ``inference.pdiparams``.
+        config: ``inference.yml``.
+    """
+    model: str
+    params: str
+    config: str
+
+
+def resolve_model_files(model_dir: str) -> ModelFiles:
+    """Find the model, weights and ``inference.yml`` of an exported folder.
+
+    Raises:
+        ModelDirError: the folder or one of the files is missing, naming what is there.
+    """
+    if not os.path.isdir(model_dir):
+        raise ModelDirError(f"model folder {model_dir!r} does not exist; export one with "
+                            f"tools/export_model.py -c <config> -o Global.pretrained_model=<checkpoint>")
+    present = sorted(os.listdir(model_dir))
+    model = next((os.path.join(model_dir, f) for f in (PIR_MODEL, LEGACY_MODEL) if f in present), None)
+    missing = [] if model else [f"{PIR_MODEL} (or {LEGACY_MODEL})"]
+    missing += [f for f in (PARAMS, INFER_CONFIG) if f not in present]
+    if missing:
+        raise ModelDirError(f"model folder {model_dir!r} is incomplete: missing {', '.join(missing)} "
+                            f"(it holds {present or 'nothing'}); re-run tools/export_model.py")
+    return ModelFiles(model, os.path.join(model_dir, PARAMS), os.path.join(model_dir, INFER_CONFIG))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (returned as float32)."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def topk_results(logits: np.ndarray, k: int, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
+    """Per row: ``{"class_ids", "scores", "label_names"}`` of the k highest softmax scores.
+
+    Ties keep the lower class id first. Without names, ``label_names`` holds empty strings.
+    """
+    probs = softmax(logits)
+    k = max(1, min(int(k), probs.shape[-1]))
+    results = []
+    for row in probs:
+        order = np.argsort(-row, kind="stable")[:k]
+        results.append({"class_ids": [int(i) for i in order],
+                        "scores": [float(row[i]) for i in order],
+                        "label_names": [str(names[i]) if names else "" for i in order]})
+    return results
+
+
+def parse_shape_range(text: str) -> Tuple[List[int], List[int], List[int]]:
+    """``"1,3,224,224:8,3,224,224:32,3,224,224"`` -> (min, opt, max) shapes for TensorRT."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"TensorRT shape range must be 'min:opt:max' with comma-separated dims, got {text!r}")
+    try:
+        shapes = [[int(v) for v in part.split(",")] for part in parts]
+    except ValueError as exc:
+        raise ValueError(f"TensorRT shape range {text!r}: dims must be integers") from exc
+    if len({len(s) for s in shapes}) != 1:
+        raise ValueError(f"TensorRT shape range {text!r}: min, opt and max need the same rank")
+    return shapes[0], shapes[1], shapes[2]
+
+
+class Predictor:
+    """Classify images with an exported Paddle Inference model.
+
+    Args:
+        model_dir: the ``..._infer`` folder.
+        device: ``"cpu"`` or ``"gpu"``.
+        enable_mkldnn: oneDNN kernels on CPU.
+        cpu_threads: math-library threads on CPU.
+        batch_size: largest batch :meth:`run` receives (TensorRT max batch).
+        use_tensorrt: TensorRT subgraphs on GPU.
+        precision: ``"fp32"`` or ``"fp16"`` (TensorRT).
+        trt_shape_range: ``"min:opt:max"`` dims (see :func:`parse_shape_range`); default batch 1 to
+            ``batch_size`` at the exported image size.
+        gpu_id: GPU index.
+        gpu_mem_mb: initial GPU memory pool.
+        ir_optim: graph optimisations.
+    """
+
+    def __init__(self, model_dir: str, device: str = "cpu", enable_mkldnn: bool = False, cpu_threads: int = 1,
+                 batch_size: int = 1, use_tensorrt: bool = False, precision: str = "fp32",
+                 trt_shape_range: Optional[str] = None, gpu_id: int = 0, gpu_mem_mb: int = 500,
+                 ir_optim: bool = True) -> None:
+        self.files = resolve_model_files(model_dir)
+        self.model_dir = model_dir
+        self.infer_cfg = read_infer_config(self.files.config)
+        self.transform = preprocessor(self.infer_cfg)
+        self.names = label_list(self.infer_cfg)
+        self.topk = default_topk(self.infer_cfg)
+        self.image_shape = [int(v) for v in self.infer_cfg["Global"]["image_shape"]]
+        self.batch_size = max(1, int(batch_size))
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        config = self._config(device, enable_mkldnn, cpu_threads, use_tensorrt, precision, trt_shape_range,
+                              gpu_id, gpu_mem_mb, ir_optim)
+        from paddle import inference
+
+        self._predictor = inference.create_predictor(config)
+        self.input_name = self._predictor.get_input_names()[0]
+        self._input = self._predictor.get_input_handle(self.input_name)
+        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+
+    def _config(self, device: str, enable_mkldnn: bool, cpu_threads: int, use_tensorrt: bool, precision: str,
+                trt_shape_range: Optional[str], gpu_id: int, gpu_mem_mb: int, ir_optim: bool) -> Any:
+        import paddle
+        from paddle import inference
+
+        config = inference.Config(self.files.model, self.files.params)
+        config.disable_glog_info()
+        config.switch_ir_optim(bool(ir_optim))
+        if device == "gpu":
+            if not paddle.is_compiled_with_cuda():
+                raise ValueError("device 'gpu' asked for, but this paddle build has no CUDA; "
+                                 "install paddlepaddle-gpu or use --device cpu")
+            config.enable_use_gpu(int(gpu_mem_mb), int(gpu_id))
+            if use_tensorrt:
+                self._tensorrt(config, precision, trt_shape_range)
+        elif device == "cpu":
+            if use_tensorrt:
+                raise ValueError("TensorRT needs --device gpu")
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(max(1, int(cpu_threads)))
+            if enable_mkldnn:
+                config.enable_mkldnn()
+                config.set_mkldnn_cache_capacity(10)
+            else:
+                config.disable_mkldnn()
+        else:
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        return config
+
+    def _tensorrt(self, config: Any, precision: str, trt_shape_range: Optional[str]) -> None:
+        from paddle.inference import PrecisionType
+
+        mode = PrecisionType.Half if precision == "fp16" else PrecisionType.Float32
+        config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=self.batch_size,
+                                      min_subgraph_size=3, precision_mode=mode, use_static=False,
+                                      use_calib_mode=False)
+        if trt_shape_range:
+            low, opt, high = parse_shape_range(trt_shape_range)
+        else:
+            low, opt, high = ([1] + self.image_shape, [self.batch_size] + self.image_shape,
+                              [self.batch_size] + self.image_shape)
+        config.set_trt_dynamic_shape_info({"x": low}, {"x": high}, {"x": opt})
+
+    def preprocess(self, item: Any) -> np.ndarray:
+        """One image (encoded bytes, or an HWC uint8 RGB array) -> CHW float32."""
+        out = self.transform(item)
+        if out.ndim == 3 and self.transform.output_layout != CHW:
+            out = out.transpose((2, 0, 1))
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of an ``[N, C, H, W]`` float32 batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self._input.reshape(list(batch.shape))
+        self._input.copy_from_cpu(batch)
+        self._predictor.run()
+        return self._output.copy_to_cpu()
+
+    def logits(self, items: Sequence[Any]) -> np.ndarray:
+        """Preprocess ``items`` and run them in batches of ``batch_size``."""
+        arrays = [self.preprocess(item) for item in items]
+        outs = [self.run(np.stack(arrays[i:i + self.batch_size])) for i in range(0, len(arrays), self.batch_size)]
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
+
+    def classify(self, items: Sequence[Any], top_k: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Top-k of each item (see :func:`topk_results`)."""
+        return topk_results(self.logits(items), top_k or self.topk, self.names)
+
+
+def list_images(path: str, image_root: Optional[str] = None) -> List[str]:
+    """Images named by ``path``: one image, a folder (recursively, sorted) or a list file.
+
+    A list file (``.txt``/``.list``) holds one path per line, optionally followed by a label
+    (PaddleClas label lists); relative paths are taken from ``image_root`` (default: the list's folder).
+
+    Raises:
+        DataError: ``path`` does not exist or names no image.
+    """
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise DataError(f"folder {path!r} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        return found
+    if not os.path.isfile(path):
+        raise DataError(f"{path!r} does not exist (give an image, a folder or a list file)")
+    if path.lower().endswith((".txt", ".list")):
+        from ppssld.data.label_list import parse_line
+
+        base = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+        with open(path, "r", encoding="utf-8-sig") as handle:
+            rows = [parse_line(line, unlabeled=True, ignore_labels=True)[0] for line in handle if line.strip()]
+        if not rows:
+            raise DataError(f"list file {path!r} is empty")
+        return [row if os.path.isabs(row) else os.path.join(base, row) for row in rows]
+    return [path]
+
+
+def read_image(path: str) -> bytes:
+    """The bytes of an image file (decoding happens in the shared transforms)."""
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def predict_paths(predictor: Predictor, paths: Sequence[str], top_k: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Classify image files; a file that cannot be read or decoded gets an ``error`` entry.
+
+    Returns:
+        One dict per path, in order: ``{"path", "class_ids", "scores", "label_names"}``, plus
+        ``"error"`` (and empty lists) for a failed file.
+    """
+    results: List[Dict[str, Any]] = []
+    for start in range(0, len(paths), predictor.batch_size):
+        chunk = paths[start:start + predictor.batch_size]
+        arrays, good = [], []
+        slots: List[Dict[str, Any]] = []
+        for path in chunk:
+            slot: Dict[str, Any] = {"path": path}
+            try:
+                arrays.append(predictor.preprocess(read_image(path)))
+                good.append(slot)
+            except (OSError, ImageDecodeError, DataError) as exc:
+                logger.error("%s: cannot be classified: %s", path, exc)
+                slot.update({"class_ids": [], "scores": [], "label_names": [], "error": str(exc)})
+            slots.append(slot)
+        if arrays:
+            tops = topk_results(predictor.run(np.stack(arrays)), top_k or predictor.topk, predictor.names)
+            for slot, top in zip(good, tops):
+                slot.update(top)
+        results += slots
+    return results
+
+
+def benchmark(run: Any, arrays: Sequence[np.ndarray], batch_size: int, warmup: int = 3,
+              repeats: int = 10) -> Dict[str, float]:
+    """Time ``run(batch)`` over preprocessed arrays, after ``warmup`` untimed passes.
+
+    Args:
+        run: e.g. :meth:`Predictor.run`.
+        arrays: CHW float32 images.
+        batch_size: images per call.
+        warmup: untimed passes over all batches.
+        repeats: timed passes over all batches.
+    Returns:
+        ``latency_ms_p50``, ``latency_ms_p95`` (per batch), ``throughput_ips`` (images/s),
+        ``batches`` timed, ``batch_size``.
+    """
+    import time
+
+    batches = [np.stack(arrays[i:i + batch_size]) for i in range(0, len(arrays), batch_size)]
+    if not batches:
+        raise DataError("benchmark needs at least one image")
+    for _ in range(max(0, warmup)):
+        for batch in batches:
+            run(batch)
+    times, images = [], 0
+    for _ in range(max(1, repeats)):
+        for batch in batches:
+            start = time.perf_counter()
+            run(batch)
+            times.append(time.perf_counter() - start)
+            images += len(batch)
+    lat = np.array(times) * 1000.0
+    return {"latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p95": float(np.percentile(lat, 95)),
+            "throughput_ips": float(images / sum(times)), "batches": len(times), "batch_size": int(batch_size)}

@@ -1,0 +1,34 @@
+"""Write a PaddleHub module from an exported folder.
+
+tools/export_hub_module.py --model_dir inference/MobileNetV3_small_x0_35_ssld_infer --name mv3_ssld --out hub_modules
+then: hub install hub_modules/mv3_ssld   or   hub.Module(directory="hub_modules/mv3_ssld")
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppssld.export.hub import MODULE_VERSION, write_hub_module  # noqa: E402  (after the path set-up)
+from ppssld.utils.logger import setup_logging  # noqa: E402
+
+
+def main() -> None:
+    """Parse arguments and write the module folder."""
+    parser = argparse.ArgumentParser(description="Write a PaddleHub module for an exported _ssld_infer folder")
+    parser.add_argument("--model_dir", required=True, help="exported folder (inference.json/.pdiparams/.yml)")
+    parser.add_argument("--name", required=True, help="module name, a Python identifier")
+    parser.add_argument("--out", required=True, help="parent folder; the module is written to OUT/NAME/")
+    parser.add_argument("--version", default=MODULE_VERSION, help="module version")
+    parser.add_argument("--summary", default=None, help="one-line description")
+    args = parser.parse_args()
+    setup_logging()
+    try:
+        path = write_hub_module(args.model_dir, args.name, args.out, version=args.version, summary=args.summary)
+    except ValueError as exc:  # ConfigError (name), ModelDirError (incomplete folder)
+        raise SystemExit(f"hub module not written: {exc}") from exc
+    print(f"PaddleHub module: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Export the student: tools/export_model.py -c cfg.yaml -o Global.pretrained_model=output/.../best_model.
+
+Writes <save_inference_dir>/<Student>_ssld_infer/ (Paddle Inference model + inference.yml),
+<save_inference_dir>/<Student>_ssld_pretrained.pdparams (plain backbone keys) and the PaddleHub
+module <save_inference_dir>/hub/<module_name>/.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+from ppssld.export.inference import export_model  # noqa: E402
+
+
+def main() -> None:
+    """Parse arguments, load the config, export."""
+    parser = cli.base_parser("Export the inference (student) model of a config")
+    parser.add_argument("--save_dir", default=None, help="output folder (default Global.save_inference_dir)")
+    parser.add_argument("--name", default=None, help="base name (default <Backbone>_ssld): <name>_infer/, "
+                                                     "<name>_pretrained.pdparams")
+    parser.add_argument("--transforms", choices=("eval", "infer"), default="eval",
+                        help="preprocessing to export: DataLoader.Eval transforms (default) or Infer.transforms")
+    parser.add_argument("--hub_name", default=None, help="PaddleHub module name (default: name, lower case)")
+    parser.add_argument("--no_hub", action="store_true", help="do not write the PaddleHub module")
+    parser.add_argument("--onnx", action="store_true", help="also write inference.onnx (needs paddle2onnx)")
+    args = parser.parse_args()
+    try:
+        config = cli.load(args)
+        result = export_model(config, save_dir=args.save_dir, name=args.name, transforms_from=args.transforms,
+                              hub_name=args.hub_name, with_hub=not args.no_hub, with_onnx=args.onnx)
+    except (ValueError, RuntimeError) as exc:  # ConfigError, WeightsError, ModelDirError, OnnxUnavailable
+        raise SystemExit(f"export failed: {exc}") from exc
+    print(f"inference model: {result.model_dir}")
+    print(f"pretrained weights: {result.pretrained}")
+    if result.hub_dir:
+        print(f"PaddleHub module: {result.hub_dir}")
+    if result.onnx:
+        print(f"ONNX model: {result.onnx}")
+
+
+if __name__ == "__main__":
+    main()
