@@ -81,8 +81,10 @@ class ImageNetDataset(paddle.io.Dataset):
         self.epoch = 0
         self._bad_count = multiprocessing.Value("q", 0) if self.skip_bad_images else None
         self._bad_queue = multiprocessing.Queue() if self.skip_bad_images else None
+        self._error_queue = multiprocessing.Queue()  # a worker's error text, for the main process to raise
         self._bad_local: List[str] = []
         self._reported = 0
+        self.last_bad_report: Tuple[int, List[str]] = (0, [])
         logger.info("dataset %s: %d images (%d labeled, %d unlabeled) from %s", image_root, len(self.records),
                     self.num_labeled, self.num_unlabeled, ", ".join(labeled_lists + unlabeled_lists))
 
@@ -131,8 +133,10 @@ class ImageNetDataset(paddle.io.Dataset):
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.int64]:
         try:
             return self.load(index), np.int64(self.records[index].label)
-        except ImageDecodeError:
-            if not self.skip_bad_images:
+        except DataError as exc:
+            if not self.skip_bad_images or not isinstance(exc, ImageDecodeError):
+                if paddle.io.get_worker_info() is not None:
+                    self._error_queue.put(str(exc))
                 raise
             self._note_bad(self.full_path(index))
         # Substitute the next readable image with label -1, so no loss or metric counts it as the bad one.
@@ -154,6 +158,13 @@ class ImageNetDataset(paddle.io.Dataset):
         else:
             self._bad_queue.put(path)
 
+    def worker_error(self) -> Optional[str]:
+        """The message of a DataError raised in a loader worker, if any (paddle only re-raises a generic error)."""
+        try:
+            return self._error_queue.get(timeout=0.5)
+        except queue.Empty:
+            return None
+
     def bad_image_report(self) -> Tuple[int, List[str]]:
         """Bad images met since the previous call (count, first few paths); logs a warning when any.
 
@@ -174,7 +185,8 @@ class ImageNetDataset(paddle.io.Dataset):
         if count:
             logger.warning("epoch %d: skipped %d unreadable image(s) (replaced by a neighbour with label -1); "
                            "first: %s", self.epoch, count, ", ".join(paths[:REPORT_FIRST]))
-        return count, paths[:REPORT_FIRST]
+        self.last_bad_report = (count, paths[:REPORT_FIRST])
+        return self.last_bad_report
 
 
 def validate_dataset_config(cfg: Dict[str, Any], where: str = "DataLoader.Train.dataset") -> None:

@@ -6,7 +6,7 @@ import paddle
 
 from ppssld.data.dataset import build_dataset
 from ppssld.data.sampler import DistributedBatchSampler
-from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.errors import ConfigError, DataError, did_you_mean
 from ppssld.utils.registry import SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -16,10 +16,17 @@ LOADER_OPTIONS = ("num_workers", "use_shared_memory")
 
 
 class DataLoader(paddle.io.DataLoader):
-    """paddle.io.DataLoader that reports skipped bad images once each pass over the data ends."""
+    """paddle.io.DataLoader that reports skipped bad images when a pass ends, and re-raises a worker's
+    DataError with its own message (paddle replaces it by a generic "blocking queue is killed")."""
 
     def __iter__(self) -> Iterator[Any]:
-        yield from super().__iter__()
+        try:
+            yield from super().__iter__()
+        except (RuntimeError, SystemError, OSError) as exc:
+            message = self.dataset.worker_error() if hasattr(self.dataset, "worker_error") else None
+            if message:
+                raise DataError(message) from exc
+            raise
         if hasattr(self.dataset, "bad_image_report"):
             self.dataset.bad_image_report()
 
