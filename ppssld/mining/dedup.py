@@ -1,21 +1,27 @@
-"""Near-duplicate removal: perceptual hash, vectorised Hamming matching, pixel confirmation.
+"""Near-duplicate removal: perceptual hash candidates, vectorised ranking, pixel confirmation.
 
-Choice of hash and threshold (measured, see ``benchmark/mining_hash_measure.py`` and
-``benchmark/results/mining_hash_measure.md``): on Fashion-MNIST with planted duplicates
-(exact copy, resized, JPEG re-encoded, slightly cropped, brightened) the default
-``phash`` with 64 bits (``hash_size=8``) finds every planted copy within Hamming distance
-:data:`DEFAULT_THRESHOLD`, while many *distinct* same-class images (plain T-shirts, bags,
-sandals) also fall within that distance. A hash match alone therefore over-removes; every
-hash match is confirmed by :func:`pixel_similarity` (best normalised cross-correlation
-over small crop/shift alignments of 32x32 grey images) against
-:data:`DEFAULT_PIXEL_THRESHOLD`. Both numbers are in the measurement results file.
+Three stages, each chosen by measurement (``benchmark/mining_hash_measure.py``, results in
+``benchmark/results/mining_hash_measure.md``) on Fashion-MNIST with planted duplicates
+(exact copy, resized, JPEG re-encoded, slightly cropped, brightened) and distinct images:
 
-Hashes are stored packed (``uint8`` rows of ``bits/8`` bytes); matching is exact and
-vectorised (XOR + popcount lookup over blocks), never a Python loop over pairs.
+1. **Hash.** ``imagehash.dhash``, 64 bits, Hamming distance <= :data:`DEFAULT_THRESHOLD`:
+   the smallest threshold that still catches every planted copy (the crop is the hardest;
+   ``phash`` needs ~26 bits for it, ``dhash`` ~17). On 28-pixel images a hash cannot tell a
+   copy from a distinct look-alike: most distinct images have an eval image within that
+   distance. The hash is therefore a recall-oriented candidate filter, matched exactly and
+   vectorised (XOR + popcount over blocks), never a Python loop over pairs.
+2. **Ranking.** Hash candidates, plus images whose blurred 16x16 thumbnails correlate at
+   >= :data:`DEFAULT_THUMB_MIN` (a slight crop can push a 28-px image past any useful hash
+   threshold), are ranked by thumbnail correlation (one matrix product per block) and
+   the best :data:`DEFAULT_MAX_CHECKS` go to stage 3.
+3. **Pixel check.** The candidate is aligned onto the eval image (``cv2.findTransformECC``,
+   affine, at the smaller image's size up to 32 px), then the high-pass and band-pass
+   correlations must both reach :data:`DEFAULT_PIXEL_THRESHOLDS`. This is what keeps
+   distinct look-alikes; Fashion-MNIST still holds near-twins (mostly plain trousers) whose
+   pixels differ less than a JPEG re-encode does: those are removed and counted.
 """
-import io
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import cv2
 import imagehash
@@ -30,203 +36,209 @@ HASHES: Dict[str, Callable] = {
     "ahash": imagehash.average_hash,
     "whash": imagehash.whash,
 }
-DEFAULT_HASH = "phash"
+DEFAULT_HASH = "dhash"
 DEFAULT_HASH_SIZE = 8
-DEFAULT_THRESHOLD = 12
-DEFAULT_PIXEL_THRESHOLD = 0.95
-PIXEL_SIZE = 32
+DEFAULT_THRESHOLD = 18
+DEFAULT_MAX_CHECKS = 8
+DEFAULT_PIXEL_THRESHOLDS = (0.87, 0.975)  # (high-pass, band-pass) correlation after alignment
+DEFAULT_THUMB_MIN = 0.95
+GREY = 32
+THUMB = 16
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode encoded image bytes to a PIL image (fully loaded).
+class Signature(NamedTuple):
+    """What de-duplication needs of one image (computed once, stored with the scores).
 
-    Raises:
-        ValueError: the bytes are not a readable image.
+    Attributes:
+        hash: packed perceptual hash, uint8 (bits/8,).
+        thumb: unit-norm, zero-mean blurred 16x16 grey thumbnail, float32 (256,).
+        grey: grey image at 32x32, uint8 (1024,).
+        side: the image's shorter side in pixels (the pixel check works at <= this size).
     """
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from exc
-    return img
+    hash: np.ndarray
+    thumb: np.ndarray
+    grey: np.ndarray
+    side: int
 
 
-def hash_bits(kind: str = DEFAULT_HASH, hash_size: int = DEFAULT_HASH_SIZE) -> int:
-    """Number of bits of a hash kind at ``hash_size`` (always ``hash_size**2``)."""
+def signature(rgb: np.ndarray, kind: str = DEFAULT_HASH, hash_size: int = DEFAULT_HASH_SIZE) -> Signature:
+    """Hash, thumbnail and small grey copy of an HWC uint8 RGB (or HW grey) image."""
     if kind not in HASHES:
         raise ValueError(f"unknown hash {kind!r}; choose one of {sorted(HASHES)}")
-    return hash_size * hash_size
-
-
-def image_hash(img: Image.Image, kind: str = DEFAULT_HASH, hash_size: int = DEFAULT_HASH_SIZE) -> np.ndarray:
-    """Perceptual hash of an image, packed.
-
-    Args:
-        img: PIL image (any mode; hashed in grey).
-        kind: one of :data:`HASHES`.
-        hash_size: side of the hash grid (bits = hash_size**2).
-    Returns:
-        ``uint8`` array of ``hash_size**2 / 8`` bytes.
-    """
-    hash_bits(kind, hash_size)
-    bits = HASHES[kind](img.convert("L"), hash_size=hash_size).hash
-    return np.packbits(np.asarray(bits, dtype=bool).ravel())
+    grey = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    bits = HASHES[kind](Image.fromarray(grey), hash_size=hash_size).hash
+    small = cv2.resize(grey.astype(np.float32), (GREY, GREY), interpolation=cv2.INTER_AREA)
+    thumb = cv2.resize(cv2.GaussianBlur(small, (0, 0), 2.0), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    thumb = thumb.ravel() - thumb.mean()
+    thumb = thumb / max(float(np.linalg.norm(thumb)), 1e-6)
+    return Signature(np.packbits(np.asarray(bits, dtype=bool).ravel()), thumb.astype(np.float32),
+                     np.clip(np.rint(small), 0, 255).astype(np.uint8).ravel(), int(min(grey.shape[:2])))
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distances between packed hashes ``a`` (n,B) and ``b`` (m,B) -> (n,m) int."""
-    a = np.atleast_2d(a)
-    b = np.atleast_2d(b)
-    x = np.bitwise_xor(a[:, None, :], b[None, :, :])
-    return _POPCOUNT[x].sum(axis=-1, dtype=np.int32)
+    """Hamming distances between packed hashes ``a`` (n,B) and ``b`` (m,B) -> (n,m) int32."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    return _POPCOUNT[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=-1, dtype=np.int32)
 
 
 def hash_matches(query: np.ndarray, ref: np.ndarray, threshold: int,
-                 block: int = 1 << 22) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs (query i, ref j) with Hamming distance <= ``threshold``.
-
-    Blocked so that at most ``block`` pair-bytes are materialised at once.
+                 block: int = 1 << 23) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs (query i, ref j) with Hamming distance <= ``threshold``, blocked in memory.
 
     Args:
         query: packed hashes (n,B).
         ref: packed hashes (m,B).
-        threshold: largest distance that counts as a match.
-        block: memory bound in bytes for one XOR block.
+        threshold: largest distance that counts.
+        block: bound on the bytes one XOR block materialises.
     Returns:
-        (query indices, ref indices, distances), sorted by query then distance.
+        (query indices, ref indices, distances) sorted by query, then distance, then ref.
     """
-    qi_all, rj_all, d_all = [], [], []
-    n, m = len(query), len(ref)
-    if n == 0 or m == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.int32)
-    nbytes = query.shape[1]
-    rows = max(1, block // max(1, m * nbytes))
-    for start in range(0, n, rows):
+    if len(query) == 0 or len(ref) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+    rows = max(1, block // max(1, len(ref) * query.shape[1]))
+    qs, rs, ds = [], [], []
+    for start in range(0, len(query), rows):
         dist = hamming(query[start:start + rows], ref)
         qi, rj = np.nonzero(dist <= threshold)
-        qi_all.append(qi + start)
-        rj_all.append(rj)
-        d_all.append(dist[qi, rj])
-    qi = np.concatenate(qi_all).astype(np.int64)
-    rj = np.concatenate(rj_all).astype(np.int64)
-    d = np.concatenate(d_all).astype(np.int32)
+        qs.append(qi + start)
+        rs.append(rj)
+        ds.append(dist[qi, rj])
+    qi, rj, d = (np.concatenate(qs).astype(np.int64), np.concatenate(rs).astype(np.int64),
+                 np.concatenate(ds).astype(np.int32))
     order = np.lexsort((rj, d, qi))
     return qi[order], rj[order], d[order]
-
-
-def nearest(query: np.ndarray, ref: np.ndarray, block: int = 1 << 22) -> Tuple[np.ndarray, np.ndarray]:
-    """For each query hash, the nearest ref hash: (ref index, distance) arrays."""
-    m, nbytes = len(ref), query.shape[1]
-    rows = max(1, block // max(1, m * nbytes))
-    idx, dist = [], []
-    for start in range(0, len(query), rows):
-        d = hamming(query[start:start + rows], ref)
-        j = d.argmin(axis=1)
-        idx.append(j)
-        dist.append(d[np.arange(len(j)), j])
-    return np.concatenate(idx), np.concatenate(dist)
-
-
-def grey_array(img: Image.Image, size: int = PIXEL_SIZE) -> np.ndarray:
-    """Grey float32 ``size`` x ``size`` array for the pixel check."""
-    arr = np.asarray(img.convert("L"), dtype=np.float32)
-    return cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     a = a - a.mean()
     b = b - b.mean()
     den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    if den < 1e-6:  # flat images: equal only if both flat and same level
-        return 1.0 if den == 0 and np.allclose(a, b) else 0.0
+    if den < 1e-6:
+        return 1.0 if float(np.abs(a - b).max()) < 1e-3 else 0.0
     return float((a * b).sum() / den)
 
 
-def _views(arr: np.ndarray, max_crop: int) -> List[np.ndarray]:
-    """The image and its crops (each side 0..max_crop px, 32-px scale) resized back."""
-    size = arr.shape[0]
-    views = [arr]
-    steps = sorted({0, max_crop // 2, max_crop}) if max_crop > 0 else [0]
-    for top in steps:
-        for left in steps:
-            for bottom in steps:
-                for right in steps:
-                    if top == left == bottom == right == 0:
-                        continue
-                    crop = arr[top:size - bottom, left:size - right]
-                    views.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR))
-    return views
+def pixel_scores(query: Signature, ref: Signature) -> Tuple[float, float]:
+    """(high-pass, band-pass) correlation of ``query`` aligned onto ``ref``.
+
+    Both grey copies are brought to the smaller of the two sizes (<= 32 px); ``query`` is
+    aligned to ``ref`` by an affine ECC fit (identity when the fit fails), and a 2-px border
+    is ignored. Correlations are invariant to brightness and contrast.
+    """
+    size = max(8, min(GREY, query.side, ref.side))
+    a = query.grey.reshape(GREY, GREY).astype(np.float32)
+    b = ref.grey.reshape(GREY, GREY).astype(np.float32)
+    if size != GREY:
+        a = cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA)
+        b = cv2.resize(b, (size, size), interpolation=cv2.INTER_AREA)
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, warp = cv2.findTransformECC(b, a, warp, cv2.MOTION_AFFINE,
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5), None, 1)
+    except cv2.error:
+        warp = np.eye(2, 3, dtype=np.float32)
+    a = cv2.warpAffine(a, warp, (size, size), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REPLICATE)
+    m = 2
+    high = _ncc((a - cv2.GaussianBlur(a, (0, 0), 1.0))[m:-m, m:-m], (b - cv2.GaussianBlur(b, (0, 0), 1.0))[m:-m, m:-m])
+
+    def band(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (0, 0), 0.8) - cv2.GaussianBlur(x, (0, 0), 2.5)
+
+    return high, _ncc(band(a)[m:-m, m:-m], band(b)[m:-m, m:-m])
 
 
-def pixel_similarity(a: Image.Image, b: Image.Image, max_crop: int = 4) -> float:
-    """Best normalised cross-correlation of two images over small crop alignments.
+class Match(NamedTuple):
+    """A confirmed duplicate: query index, ref index, hash distance, pixel scores."""
+    query: int
+    ref: int
+    distance: int
+    high: float
+    band: float
 
-    Both are turned grey and 32x32; each is also cropped by up to ``max_crop`` px per side
-    (so a slightly cropped copy aligns with its source) and the highest correlation of
-    (crop of one, the other whole) is returned. Invariant to brightness and contrast.
+
+def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int = DEFAULT_THRESHOLD,
+                    max_checks: int = DEFAULT_MAX_CHECKS,
+                    pixel_thresholds: Optional[Tuple[float, float]] = DEFAULT_PIXEL_THRESHOLDS,
+                    thumb_min: float = DEFAULT_THUMB_MIN,
+                    progress: Optional[Callable[[int], None]] = None) -> Tuple[List[Match], Dict[str, int]]:
+    """Confirmed near-duplicates of ``query`` images among ``ref`` images.
 
     Args:
-        a: first image.
-        b: second image.
-        max_crop: largest crop per side, in pixels at 32x32.
+        query: signatures of the pool images.
+        ref: signatures of the evaluation (or training) images.
+        threshold: hash Hamming threshold (stage 1).
+        max_checks: candidates per query that get the pixel check, best thumbnails first.
+        pixel_thresholds: (high-pass, band-pass) minimums; None trusts the candidate stage alone.
+        thumb_min: thumbnail correlation that makes a candidate without a hash match (crops).
+        progress: called with the number of queries done.
     Returns:
-        Similarity in [-1, 1]; 1 means identical up to gain and offset.
+        (matches, one per duplicated query; counters: ``hash_candidates`` queries with a hash
+        match, ``thumb_candidates`` queries with only a thumbnail match, ``pixel_checks`` run,
+        ``rejected_by_pixel_check`` candidate queries kept because every check failed).
     """
-    ga, gb = grey_array(a), grey_array(b)
-    best = _ncc(ga, gb)
-    if best >= 0.999:
-        return best
-    for view in _views(ga, max_crop)[1:]:
-        best = max(best, _ncc(view, gb))
-    for view in _views(gb, max_crop)[1:]:
-        best = max(best, _ncc(ga, view))
-    return best
+    stats = {"hash_candidates": 0, "thumb_candidates": 0, "pixel_checks": 0, "rejected_by_pixel_check": 0}
+    if not query or not ref:
+        return [], stats
+    qh, rh = np.stack([s.hash for s in query]), np.stack([s.hash for s in ref])
+    qt, rt = np.stack([s.thumb for s in query]), np.stack([s.thumb for s in ref])
+    rows = max(1, (1 << 23) // max(1, len(ref) * max(qh.shape[1], 8)))
+    matches: List[Match] = []
+    for start in range(0, len(query), rows):
+        dist = hamming(qh[start:start + rows], rh)
+        corr = qt[start:start + rows] @ rt.T
+        by_hash = dist <= threshold
+        gate = by_hash | (corr >= thumb_min)
+        rank = np.where(gate, corr, -np.inf)
+        top = np.argsort(-rank, axis=1, kind="stable")[:, :max_checks]
+        for row in np.flatnonzero(gate.any(axis=1)):
+            q = start + int(row)
+            stats["hash_candidates"] += int(by_hash[row].any())
+            stats["thumb_candidates"] += int(not by_hash[row].any())
+            best: Optional[Match] = None
+            for r in top[row]:
+                if not gate[row, r]:
+                    break
+                r = int(r)
+                if pixel_thresholds is None:
+                    best = Match(q, r, int(dist[row, r]), float("nan"), float("nan"))
+                    break
+                stats["pixel_checks"] += 1
+                high, band = pixel_scores(query[q], ref[r])
+                if high >= pixel_thresholds[0] and band >= pixel_thresholds[1]:
+                    if best is None or band > best.band:
+                        best = Match(q, r, int(dist[row, r]), high, band)
+            if best is None:
+                stats["rejected_by_pixel_check"] += 1
+            else:
+                matches.append(best)
+        if progress is not None:
+            progress(min(len(query), start + rows))
+    return matches, stats
 
 
-def cosine_matches(query: np.ndarray, ref: np.ndarray, threshold: float,
-                   block: int = 4096) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs with cosine similarity of features >= ``threshold``: (query i, ref j, cosine)."""
+def feature_matches(query: np.ndarray, ref: np.ndarray, threshold: float,
+                    block: int = 4096) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs whose feature cosine similarity is >= ``threshold``: (query i, ref j, cosine).
+
+    For each query only its most similar ref is returned.
+    """
     def unit(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     q, r = unit(query), unit(ref)
-    qi_all, rj_all, s_all = [], [], []
+    qs, rs, ss = [], [], []
     for start in range(0, len(q), block):
         sim = q[start:start + block] @ r.T
-        qi, rj = np.nonzero(sim >= threshold)
-        qi_all.append(qi + start)
-        rj_all.append(rj)
-        s_all.append(sim[qi, rj])
-    if not qi_all:
+        j = sim.argmax(axis=1)
+        s = sim[np.arange(len(j)), j]
+        keep = np.flatnonzero(s >= threshold)
+        qs.append(keep + start)
+        rs.append(j[keep])
+        ss.append(s[keep])
+    if not qs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return (np.concatenate(qi_all).astype(np.int64), np.concatenate(rj_all).astype(np.int64),
-            np.concatenate(s_all).astype(np.float32))
-
-
-def confirm_pairs(pairs: Sequence[Tuple[int, int]], load_query: Callable[[int], Optional[Image.Image]],
-                  load_ref: Callable[[int], Optional[Image.Image]],
-                  pixel_threshold: Optional[float] = DEFAULT_PIXEL_THRESHOLD) -> Dict[int, Tuple[int, float]]:
-    """Confirm candidate pairs with the pixel check; the best confirmed ref per query.
-
-    Args:
-        pairs: (query index, ref index) candidates, any order.
-        load_query: index -> PIL image (None when unreadable: the pair is not confirmed).
-        load_ref: index -> PIL image.
-        pixel_threshold: minimum :func:`pixel_similarity`; None confirms every pair (similarity
-            is still computed and reported).
-    Returns:
-        query index -> (ref index, similarity) for confirmed queries.
-    """
-    confirmed: Dict[int, Tuple[int, float]] = {}
-    for qi, rj in pairs:
-        a, b = load_query(qi), load_ref(rj)
-        if a is None or b is None:
-            continue
-        sim = pixel_similarity(a, b)
-        if pixel_threshold is None or sim >= pixel_threshold:
-            if qi not in confirmed or sim > confirmed[qi][1]:
-                confirmed[qi] = (rj, sim)
-    return confirmed
+    return (np.concatenate(qs).astype(np.int64), np.concatenate(rs).astype(np.int64),
+            np.concatenate(ss).astype(np.float32))
