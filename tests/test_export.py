@@ -202,3 +202,24 @@ def test_class_names_must_match_class_num(tmp_path, exported):
     config = dict(exported["config"], Global=dict(exported["config"]["Global"], class_names=str(names)))
     with pytest.raises(ConfigError, match="3 class names but the model has class_num=4"):
         export_model(config, weights=exported["ckpt"], save_dir=str(tmp_path), with_hub=False)
+
+
+def test_one_command_gives_folder_weights_and_hub_module(tmp_path):
+    import subprocess
+    import sys
+
+    proj = make_project(str(tmp_path), images=2)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root)
+    cmd = [sys.executable, os.path.join(root, "tools", "export_model.py"), "-c", proj["cfg_path"], "-o",
+           f"Global.pretrained_model={proj['ckpt'][:-len('.pdparams')]}", f"Global.save_inference_dir={tmp_path}/x"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "x"
+    assert (out / f"{STUDENT}_ssld_infer" / "inference.json").is_file()
+    assert (out / f"{STUDENT}_ssld_pretrained.pdparams").is_file()
+    assert (out / "hub" / f"{STUDENT.lower()}_ssld" / "module.py").is_file()
+    assert f"PaddleHub module: {out}/hub/{STUDENT.lower()}_ssld" in proc.stdout
+    bad = subprocess.run(cmd[:-2] + ["Global.pretrained_model=/nowhere/best_model"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode == 1 and "export failed" in bad.stderr and "/nowhere/best_model" in bad.stderr
