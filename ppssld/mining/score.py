@@ -1,0 +1,280 @@
+"""Score an image pool with the teacher: batched, chunked, resumable, shardable.
+
+The pool is cut into fixed chunks of ``chunk_size`` images. Each chunk is read, decoded
+once (the de-duplication signature and the teacher's eval transforms both use that array),
+scored in batches of ``batch_size`` and written atomically as ``chunk_NNNNNN.npz``. A
+killed run finds its finished chunks and continues; since a chunk's content and batching
+never depend on what ran before it, the result equals an uninterrupted run. Under
+``paddle.distributed.launch`` rank r takes chunks r, r+W, r+2W, ... and rank 0 merges.
+
+Per image a chunk stores: the top-N probabilities and class indices, whether it could be
+read (and the error when not), the de-duplication signature and, optionally, the
+penultimate feature (float16).
+"""
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ppssld.data.transforms import decode_image
+from ppssld.mining import dedup
+from ppssld.mining.teacher import Teacher
+from ppssld.utils.errors import DataError
+from ppssld.utils.io import atomic_save, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class Scores(NamedTuple):
+    """Merged scores of a whole pool (row i is pool image i)."""
+    ok: np.ndarray        # (n,) bool: the image was read and scored
+    error: List[str]      # (n,) '' or why the image could not be read
+    prob: np.ndarray      # (n, N) float32, descending
+    cls: np.ndarray       # (n, N) int32 class indices (-1 for unread images)
+    hash: np.ndarray      # (n, B) uint8 packed perceptual hash
+    thumb: np.ndarray     # (n, 256) float16
+    grey: np.ndarray      # (n, 1024) uint8
+    side: np.ndarray      # (n,) int32
+    feature: Optional[np.ndarray]  # (n, D) float16 or None
+
+    def signature(self, i: int) -> dedup.Signature:
+        """The de-duplication signature of pool image ``i``."""
+        return dedup.Signature(self.hash[i], self.thumb[i].astype(np.float32), self.grey[i], int(self.side[i]))
+
+
+def dist_env() -> tuple:
+    """(rank, world size) from ``paddle.distributed.launch``'s environment (0, 1 outside it)."""
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0")), int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read and decode one image to HWC uint8 RGB.
+
+    Raises:
+        DataError: missing, unreadable or undecodable file (the message says which).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return decode_image(data)
+
+
+def _load_one(path: str, transform: Callable, kind: str, size: int) -> tuple:
+    try:
+        rgb = read_image(path)
+        return rgb, transform(rgb), dedup.signature(rgb, kind, size), ""
+    except (DataError, ValueError, OSError, cv2.error) as exc:
+        return None, None, None, _message(exc)
+
+
+def _message(exc: Exception) -> str:
+    """``Type: message`` without memory addresses (so reruns write identical reports)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
+
+
+def _fingerprint(paths: Sequence[str]) -> str:
+    digest = hashlib.sha1()
+    for p in paths:
+        digest.update(p.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False) -> None:
+    """Write the manifest, or check that an existing one describes the same run.
+
+    Raises:
+        DataError: the folder holds scores of a different pool, teacher or setting.
+    """
+    path = os.path.join(out_dir, MANIFEST)
+    if os.path.isfile(path):
+        with open(path, "r", encoding="utf-8") as handle:
+            old = json.load(handle)
+        diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+        if diff and not restart:
+            raise DataError(f"{out_dir} holds scores of another run (differs in {', '.join(diff)}); "
+                            f"use a new folder or pass restart=True (--restart) to discard them")
+        if not diff:
+            return
+        for name in os.listdir(out_dir):
+            if name.startswith("chunk_") and name.endswith(".npz"):
+                os.remove(os.path.join(out_dir, name))
+    atomic_write_json(path, manifest)
+
+
+def _chunk_path(out_dir: str, c: int) -> str:
+    return os.path.join(out_dir, f"chunk_{c:06d}.npz")
+
+
+def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transform: Callable, out_dir: str,
+               topn: int = 10, batch_size: int = 64, chunk_size: int = 1024, features: bool = False,
+               hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
+               rank: int = 0, world_size: int = 1, restart: bool = False,
+               max_chunks: Optional[int] = None) -> Dict[str, Any]:
+    """Score this rank's chunks of the pool; finished chunks are skipped.
+
+    Args:
+        teacher: the model.
+        paths: pool image paths relative to ``image_root``.
+        image_root: folder the paths are relative to.
+        transform: the config's eval transforms (HWC RGB array -> CHW float array).
+        out_dir: folder for the manifest and chunks.
+        topn: top-N probabilities kept per image (capped at the class count).
+        batch_size: images per forward pass.
+        chunk_size: images per chunk file (the unit of resumption).
+        features: also store the penultimate feature.
+        hash_kind, hash_size: perceptual hash of the signatures.
+        rank, world_size: this process's shard.
+        restart: discard scores of a different run found in ``out_dir``.
+        max_chunks: stop after this many new chunks (for tests of resumption).
+    Returns:
+        Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = {"version": FORMAT_VERSION, "count": len(paths), "pool_sha1": _fingerprint(paths),
+                "teacher": teacher.description, "topn": int(topn), "chunk_size": int(chunk_size),
+                "features": bool(features), "hash": hash_kind, "hash_size": int(hash_size),
+                "batch_size": int(batch_size)}
+    if rank == 0:
+        check_manifest(out_dir, manifest, restart)
+    else:
+        _wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
+    n_chunks = (len(paths) + chunk_size - 1) // chunk_size
+    mine = [c for c in range(n_chunks) if c % world_size == rank]
+    todo = [c for c in mine if not os.path.isfile(_chunk_path(out_dir, c))]
+    stats = {"chunks": n_chunks, "done_before": len(mine) - len(todo), "scored_now": 0, "images_now": 0}
+    if max_chunks is not None:
+        todo = todo[:max_chunks]
+    if stats["done_before"]:
+        logger.info("resuming: %d of this rank's %d chunks are already scored", stats["done_before"], len(mine))
+    load = lambda c: [_load_one(os.path.join(image_root, p), transform, hash_kind, hash_size)  # noqa: E731
+                      for p in paths[c * chunk_size:(c + 1) * chunk_size]]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, todo[0]) if todo else None
+        for k, c in enumerate(tqdm(todo, desc=f"scoring (rank {rank})", unit="chunk", disable=rank != 0)):
+            loaded = pending.result()
+            pending = pool.submit(load, todo[k + 1]) if k + 1 < len(todo) else None
+            arrays = _score_chunk(teacher, loaded, c * chunk_size, topn, batch_size, features, hash_size)
+            atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
+            stats["scored_now"] += 1
+            stats["images_now"] += len(loaded)
+    stats["seconds"] = time.perf_counter() - start
+    return stats
+
+
+def _save_npz(tmp: str, arrays: Dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, batch_size: int,
+                 features: bool, hash_size: int) -> Dict[str, np.ndarray]:
+    n = len(loaded)
+    ok = np.array([item[0] is not None for item in loaded], dtype=bool)
+    good = np.flatnonzero(ok)
+    probs, feats = [], []
+    for s in range(0, len(good), batch_size):
+        batch = np.stack([loaded[i][1] for i in good[s:s + batch_size]])
+        p, f = teacher(batch, features)
+        probs.append(p)
+        feats.append(f)
+    nbytes = hash_size * hash_size // 8
+    n_top = min(topn, probs[0].shape[1]) if probs else topn
+    prob = np.zeros((n, n_top), np.float32)
+    cls = np.full((n, n_top), -1, np.int32)
+    if probs:
+        p = np.concatenate(probs)
+        order = np.argsort(-p, axis=1, kind="stable")[:, :n_top]
+        prob[good] = np.take_along_axis(p, order, axis=1)
+        cls[good] = order
+    sigs = [item[2] for item in loaded]
+    arrays = {
+        "index": np.arange(offset, offset + n, dtype=np.int64), "ok": ok, "prob": prob, "cls": cls,
+        "error": np.array([item[3] for item in loaded], dtype=str),
+        "hash": np.stack([s.hash if s else np.zeros(nbytes, np.uint8) for s in sigs]),
+        "thumb": np.stack([s.thumb if s else np.zeros(dedup.THUMB ** 2, np.float32) for s in sigs]).astype(np.float16),
+        "grey": np.stack([s.grey if s else np.zeros(dedup.GREY ** 2, np.uint8) for s in sigs]),
+        "side": np.array([s.side if s else 0 for s in sigs], np.int32),
+    }
+    if features:
+        dim = feats[0].shape[1] if feats else 0
+        feature = np.zeros((n, dim), np.float16)
+        if feats:
+            feature[good] = np.concatenate(feats).astype(np.float16)
+        arrays["feature"] = feature
+    return arrays
+
+
+def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline:
+            raise DataError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(1.0)
+
+
+def wait_for_chunks(out_dir: str, count: int, chunk_size: int, timeout: float = 24 * 3600) -> None:
+    """Block until every chunk of a ``count``-image pool exists (rank 0 waits for the others)."""
+    n_chunks = (count + chunk_size - 1) // chunk_size
+    _wait_for(lambda: all(os.path.isfile(_chunk_path(out_dir, c)) for c in range(n_chunks)), timeout,
+              f"all {n_chunks} chunks in {out_dir}")
+
+
+def load_scores(out_dir: str) -> Scores:
+    """Merge every chunk of a finished scoring run.
+
+    Raises:
+        DataError: no manifest, or chunks missing (the run is not finished: run it again).
+    """
+    path = os.path.join(out_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise DataError(f"{out_dir} has no {MANIFEST}: score the pool first")
+    with open(path, "r", encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    n_chunks = (manifest["count"] + manifest["chunk_size"] - 1) // manifest["chunk_size"]
+    missing = [c for c in range(n_chunks) if not os.path.isfile(_chunk_path(out_dir, c))]
+    if missing:
+        raise DataError(f"{out_dir}: {len(missing)} of {n_chunks} chunks are missing (first {missing[:5]}); "
+                        f"the scoring run is unfinished: run it again to resume")
+    parts: Dict[str, List[np.ndarray]] = {}
+    for c in range(n_chunks):
+        with np.load(_chunk_path(out_dir, c), allow_pickle=False) as data:
+            for key in data.files:
+                parts.setdefault(key, []).append(data[key])
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    if len(cat.get("index", [])) != manifest["count"] or not np.array_equal(cat["index"],
+                                                                           np.arange(manifest["count"])):
+        raise DataError(f"{out_dir}: chunks do not cover the pool 0..{manifest['count'] - 1} exactly")
+    return Scores(cat["ok"], [str(e) for e in cat["error"]], cat["prob"], cat["cls"], cat["hash"], cat["thumb"],
+                  cat["grey"], cat["side"], cat.get("feature"))
+
+
+def signatures_of(paths: Sequence[str], image_root: str, kind: str = dedup.DEFAULT_HASH,
+                  size: int = dedup.DEFAULT_HASH_SIZE, desc: str = "hashing") -> tuple:
+    """Signatures of reference images (eval or train list); unreadable ones are reported, not fatal.
+
+    Returns:
+        (list of Signature or None per path, list of (path, error) for unreadable images).
+    """
+    sigs: List[Optional[dedup.Signature]] = []
+    bad = []
+    for p in tqdm(paths, desc=desc, unit="img", mininterval=2.0):
+        try:
+            sigs.append(dedup.signature(read_image(os.path.join(image_root, p)), kind, size))
+        except (DataError, ValueError, OSError) as exc:
+            sigs.append(None)
+            bad.append((p, _message(exc)))
+    return sigs, bad

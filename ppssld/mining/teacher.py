@@ -1,0 +1,112 @@
+"""The frozen teacher used for mining, from a config, a ``.pdparams`` file or an inference model."""
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from ppssld.arch.build import build_model
+from ppssld.arch.weights import load_weights
+from ppssld.arch.zoo import build_backbone
+from ppssld.config import get
+from ppssld.utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class Teacher:
+    """Runs a model in eval mode without gradients; returns softmax probabilities.
+
+    Args:
+        layer: the model (logits out, or probabilities when ``outputs_probs``).
+        description: what was loaded, for manifests and reports.
+        outputs_probs: the model already ends in a softmax.
+    """
+
+    def __init__(self, layer: nn.Layer, description: str, outputs_probs: bool = False) -> None:
+        self.layer = layer
+        self.description = description
+        self.outputs_probs = outputs_probs
+        self.layer.eval()
+        self._feature: Optional[paddle.Tensor] = None
+        self._hook = None
+        linears = [m for m in layer.sublayers(include_self=True) if isinstance(m, nn.Linear)]
+        self.feature_layer = linears[-1] if linears else None
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the penultimate feature (input of the last Linear layer) can be captured."""
+        return self.feature_layer is not None
+
+    def _capture(self, _layer: nn.Layer, inputs: Tuple[Any, ...]) -> None:
+        self._feature = inputs[0]
+
+    def __call__(self, batch: np.ndarray, features: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Probabilities (n, C) float32 and, when asked, penultimate features (n, D).
+
+        Raises:
+            ConfigError: features asked of a model without a final Linear layer.
+        """
+        if features and not self.has_features:
+            raise ConfigError(f"teacher {self.description} has no final Linear layer to take features from "
+                              f"(inference models do not expose them); score without features")
+        if features and self._hook is None:
+            self._hook = self.feature_layer.register_forward_pre_hook(self._capture)
+        self._feature = None
+        with paddle.no_grad():
+            out = self.layer(paddle.to_tensor(np.ascontiguousarray(batch, dtype=np.float32)))
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            if isinstance(out, dict):
+                out = out.get("logits", next(iter(out.values())))
+            probs = out if self.outputs_probs else paddle.nn.functional.softmax(out.astype("float32"), axis=-1)
+            probs = probs.numpy().astype(np.float32)
+        feat = None
+        if features:
+            feat = self._feature.reshape([self._feature.shape[0], -1]).numpy().astype(np.float32)
+        return probs, feat
+
+
+def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teacher:
+    """The teacher of a DistillationModel config (model ``name``) or the model of a plain config.
+
+    Raises:
+        ConfigError: no weights to load (a random teacher would select noise).
+    """
+    arch = config.get("Arch") or {}
+    strict = bool(get(config, "Global.strict_load", True))
+    if arch.get("name") == "DistillationModel":
+        names = [next(iter(m)) for m in arch.get("models") or [] if isinstance(m, dict) and m]
+        index = names.index(name) if name in names else -1
+        entry = (arch.get("models") or [{}])[index].get(name, {}) if index >= 0 else {}
+        listed = (arch.get("pretrained_list") or [None] * len(names))[index] if index >= 0 else None
+        if index >= 0 and not (entry.get("pretrained") or listed):
+            raise ConfigError(f"Arch.models[{index}].{name} has no pretrained weights: set its 'pretrained' "
+                              f"to the teacher's .pdparams (mining with a random teacher selects noise)")
+        layer = build_model(arch, strict=strict, only=name)
+        where = entry.get("pretrained") or listed
+        return Teacher(layer, f"{name}={entry.get('name')} weights={where}")
+    weights = arch.get("pretrained") or get(config, "Global.pretrained_model")
+    if not weights:
+        raise ConfigError("Arch.pretrained (or Global.pretrained_model) must name the teacher's .pdparams: "
+                          "mining with a random teacher selects noise")
+    layer = build_model(arch, strict=strict, load_pretrained=False)
+    load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}")
+    return Teacher(layer, f"{arch.get('name')} weights={weights}")
+
+
+def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bool = True) -> Teacher:
+    """A zoo backbone with weights from a ``.pdparams`` file (keys may carry a ``Teacher.`` prefix)."""
+    layer = build_backbone(backbone, class_num=class_num, where="--teacher-backbone")
+    state = paddle.load(weights if weights.endswith(".pdparams") else weights + ".pdparams")
+    if any(k.startswith("Teacher.") for k in state):
+        state = {k[len("Teacher."):]: v for k, v in state.items() if k.startswith("Teacher.")}
+    load_weights(layer, state, strict=strict, where=weights)
+    return Teacher(layer, f"{backbone} weights={weights}")
+
+
+def teacher_from_inference(prefix: str, outputs_probs: bool = False) -> Teacher:
+    """An exported model (``paddle.jit.save`` prefix); it is assumed to output logits."""
+    layer = paddle.jit.load(prefix)
+    return Teacher(layer, f"inference model {prefix}", outputs_probs=outputs_probs)
