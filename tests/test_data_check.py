@@ -45,7 +45,7 @@ def test_every_problem_in_one_report(tmp_path):
         assert hits and words in hits[0], (line, problems)
     assert any(p.startswith(f"{unl}:2:") and "unlabeled_ignore_labels" in p for p in problems)
     assert len(problems) == len(EXPECTED) + 1
-    assert (report["images"], report["labeled"], report["unlabeled"]) == (10, 9, 1)  # rows that parsed, bad images included
+    assert (report["images"], report["labeled"], report["unlabeled"]) == (10, 9, 1)  # parsed rows
 
 
 def test_clean_data_and_single_process(tmp_path):

@@ -150,3 +150,8 @@ def test_build_dataset_from_mapping(tmp_path):
     ds = build_dataset({"name": "ImageNetDataset", "image_root": str(root),
                         "cls_label_path": write(tmp_path, "t.txt", "img0.png 0\nimg1.png\n"), "transform_ops": OPS})
     assert (ds.num_labeled, ds.num_unlabeled) == (1, 1)
+
+
+def test_missing_required_keys():
+    with pytest.raises(ConfigError, match="missing required key\\(s\\): cls_label_path"):
+        validate_dataset_config({"name": "ImageNetDataset", "image_root": "x"}, "DataLoader.Train.dataset")

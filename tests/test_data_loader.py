@@ -161,3 +161,12 @@ def test_loader_config_errors(tmp_path):
         build_dataloader(dict(_cfg(ds_cfg), samplr={}), "train")
     with pytest.raises(ConfigError, match="mode must be"):
         build_dataloader(_cfg(ds_cfg), "test")
+
+
+def test_class_num_from_the_model_bounds_labels(tmp_path):
+    ds_cfg = _dataset_dir(tmp_path)
+    del ds_cfg["class_num"]
+    with pytest.raises(DataError, match=r"train\.txt:3: label 2 is outside \[0, 2\)"):
+        build_dataloader(_cfg(ds_cfg), "train", class_num=2)
+    loader, _ = build_dataloader(_cfg(ds_cfg), "train", class_num=3)
+    assert loader.dataset.class_num == 3 and "class_num" not in ds_cfg

@@ -4,6 +4,7 @@ Every list problem (missing file, bad label, duplicate, path escaping the root, 
 found when the dataset is built; undecodable images are found when read. Unlabeled rows have
 label -1, so no hard-label loss or metric reads them.
 """
+import inspect
 import logging
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ from ppssld.utils.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
+PathList = Union[str, Sequence[str], None]
 REPORT_FIRST = 5
 _MAX_SUBSTITUTE_TRIES = 16
 
@@ -53,8 +55,8 @@ class ImageNetDataset(paddle.io.Dataset):
         check_images_exist: check every listed file exists when building (one ``stat`` each).
     """
 
-    def __init__(self, image_root: str, cls_label_path: Union[str, Sequence[str], None], transform_ops: Optional[List[Any]] = None,
-                 unlabeled_label_path: Union[str, Sequence[str], None] = None, class_num: Optional[int] = None,
+    def __init__(self, image_root: str, cls_label_path: PathList, transform_ops: Optional[List[Any]] = None,
+                 unlabeled_label_path: PathList = None, class_num: Optional[int] = None,
                  skip_bad_images: bool = False, delimiter: Optional[str] = None, relabel: bool = False,
                  unlabeled_ignore_labels: bool = False, check_images_exist: bool = True) -> None:
         super().__init__()
@@ -204,6 +206,12 @@ def validate_dataset_config(cfg: Dict[str, Any], where: str = "DataLoader.Train.
         if key in kwargs:
             raise ConfigError(f"{where}.{key}: {reason}")
     DATASETS.check_kwargs(cfg["name"], kwargs, where)
+    target = DATASETS.get(cfg["name"], where)
+    params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+    missing = [n for n, p in params.items() if n != "self" and p.default is p.empty and n not in kwargs
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise ConfigError(f"{where} is missing required key(s): {', '.join(missing)}")
     if "transform_ops" in kwargs:
         validate_transforms(kwargs["transform_ops"], f"{where}.transform_ops")
 

@@ -1,6 +1,6 @@
 """build_dataloader: PaddleClas ``DataLoader.Train`` / ``DataLoader.Eval`` mapping -> paddle DataLoader."""
 import logging
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import paddle
 
@@ -38,8 +38,8 @@ def _mode(mode: str) -> str:
     return key
 
 
-def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0,
-                     where: str = "DataLoader.Train") -> Tuple[paddle.io.DataLoader, DistributedBatchSampler]:
+def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0, where: str = "DataLoader.Train",
+                     class_num: Optional[int] = None) -> Tuple[paddle.io.DataLoader, DistributedBatchSampler]:
     """Build the dataset, the distributed batch sampler and the loader.
 
     Args:
@@ -48,6 +48,7 @@ def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0,
         mode: ``"train"`` (padded shards, same step count on every rank) or ``"eval"`` (every sample once).
         seed: shuffle and augmentation seed (the same on every rank).
         where: config location for error messages.
+        class_num: the model's class count; used as the dataset's label bound unless the dataset sets one.
     Returns:
         ``(loader, sampler)``; batches are ``(images float32 [N,3,H,W], labels int64 [N])``, unlabeled = -1;
         call ``sampler.set_epoch(epoch)`` before each epoch. ``loader.dataset`` is the dataset.
@@ -63,7 +64,10 @@ def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0,
                               f"Valid keys: {', '.join(LOADER_KEYS)}")
     if "dataset" not in loader_cfg:
         raise ConfigError(f"{where} has no dataset")
-    dataset = build_dataset(loader_cfg["dataset"], f"{where}.dataset")
+    dataset_cfg = dict(loader_cfg["dataset"]) if isinstance(loader_cfg["dataset"], dict) else loader_cfg["dataset"]
+    if class_num is not None and isinstance(dataset_cfg, dict) and dataset_cfg.get("class_num") is None:
+        dataset_cfg["class_num"] = class_num
+    dataset = build_dataset(dataset_cfg, f"{where}.dataset")
     dataset.set_seed(seed)
 
     sampler_cfg = dict(loader_cfg.get("sampler") or {})

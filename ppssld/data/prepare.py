@@ -309,7 +309,7 @@ def prepare_dataset(name: str, out: str, src: Optional[str] = None, labeled: Opt
     files = {"train_list": "train_list.txt", "val_list": "val_list.txt", "label_list": "label_list.txt"}
     write_label_list(os.path.join(out, files["train_list"]),
                      [(train_paths[i], int(train_labels[i])) for i in labeled_idx])
-    write_label_list(os.path.join(out, files["val_list"]), zip(val_paths, (int(v) for v in val_labels)))
+    write_label_list(os.path.join(out, files["val_list"]), [(p, int(v)) for p, v in zip(val_paths, val_labels)])
     atomic_write_text(os.path.join(out, files["label_list"]),
                       "".join(f"{i} {n}\n" for i, n in enumerate(class_names)))
     stale = [os.path.join(out, "unlabeled_list.txt"), os.path.join(out, "analysis", "unlabeled_true_labels.txt")]
@@ -344,6 +344,8 @@ def format_summary(summary: Dict[str, Any]) -> str:
         lines.append(f"{i:>3} {cls:<{width}}{per['train_labeled'][i]:>9}{per['unlabeled_hidden'][i]:>11}"
                      f"{per['val'][i]:>7}")
     lines.append(f"{'total':<{width + 4}}{summary['train_labeled']:>9}{summary['unlabeled']:>11}{summary['val']:>7}")
+    if summary["unlabeled"]:
+        lines.append("(unlabeled counts use the hidden labels in analysis/, which training never reads)")
     if summary["unused_train"]:
         lines.append(f"({summary['unused_train']} training images are in neither list)")
     out = summary["out"]
