@@ -170,6 +170,8 @@ def test_config_errors_name_the_closest():
         validate_transforms([{"ToCHWImage": None}, {"DecodeImage": None}])
     with pytest.raises(ConfigError, match="put ToCHWImage last"):
         validate_transforms([{"ToCHWImage": None}, {"CropImage": {"size": 2}}])
+    with pytest.raises(ConfigError, match=r"transform_ops\[1\].AutoAugment works on uint8 images"):
+        validate_transforms([{"NormalizeImage": {"order": ""}}, {"AutoAugment": None}])
     with pytest.raises(ConfigError, match=r"transform_ops\[1\].RandFlipImage: flip_code"):
         validate_transforms([{"DecodeImage": None}, {"RandFlipImage": {"flip_code": 5}}])
 

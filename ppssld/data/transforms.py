@@ -359,6 +359,7 @@ class ToCHWImage(Op):
 
 class _PilPolicyOp(Op):
     policy: Callable
+    needs_uint8 = True
 
     def __call__(self, img: np.ndarray, rng: Any = random) -> np.ndarray:
         pil = Image.fromarray(np.ascontiguousarray(img))
@@ -476,6 +477,7 @@ def build_transforms(ops: Optional[List[Any]], where: str = "transform_ops") -> 
         raise ConfigError(f"{where} must be a list of transforms, got {type(ops).__name__}")
     built: List[Tuple[str, Op]] = []
     layout = BYTES
+    normalized = False
     for index, item in enumerate(ops):
         at = f"{where}[{index}]"
         name, params = _split_item(item, at)
@@ -487,6 +489,9 @@ def build_transforms(ops: Optional[List[Any]], where: str = "transform_ops") -> 
         if op.needs != BYTES and op.needs != layout:
             hint = ("put ToCHWImage last" if layout == CHW else "set NormalizeImage order: '' for HWC images")
             raise ConfigError(f"{at}.{name} expects a {op.needs} image but gets {layout} here; {hint}")
+        if normalized and getattr(op, "needs_uint8", False):
+            raise ConfigError(f"{at}.{name} works on uint8 images: put it before NormalizeImage")
+        normalized = normalized or isinstance(op, NormalizeImage)
         layout = op.gives
         built.append((name, op))
     return Compose(built)
