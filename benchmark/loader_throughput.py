@@ -101,10 +101,10 @@ def main() -> None:
                 f"(Decode, Resize 32, RandCrop 32 scale [0.7, 1], flip, normalize, CHW), batch {args.batch_size}, "
                 f"shuffle, shared memory; {args.batches} batches timed after the first, {args.rounds} interleaved "
                 f"rounds. Student training (MobileNetV3_small_x0_35, 32x32, batch 128) ran at ~280 img/s: see "
-                f"train_throughput.md.\n\nLoad average before the run: {load}. On a 2-core machine the workers and "
-                f"the main process (which collates and converts batches to tensors) share the same cores, so extra "
-                f"workers add process overhead here rather than speed; during training the main process is busy "
-                f"with the model, which is where num_workers >= 1 pays off.\n")
+                f"train_throughput.md.\n\nLoad average before the run: {load}. The cores are shared with other "
+                f"jobs, so rounds vary (see the JSON); on 2 cores the workers and the main process (collation, "
+                f"tensor conversion) compete, so more workers need not be faster here. During training the main "
+                f"process is busy with the model, and num_workers >= 1 moves decoding off it.\n")
     path = write_results("loader_throughput", {"dataset": "fashion_mnist train_list.txt", "batch_size": args.batch_size,
                                                "batches_timed": args.batches, "rounds": args.rounds,
                                                "transform_ops": ops, "load_average_before": load,
