@@ -49,7 +49,7 @@ def test_cli_folder_json_and_bad_image(exported, tmp_path):
     assert "error" in broken and broken["class_ids"] == [] and "00001_broken.png" in proc.stdout
     predictor = Predictor(exported["result"].model_dir, batch_size=2)
     expected = predict_paths(predictor, [r["path"] for r in results if "error" not in r], top_k=2)
-    for got, ref in zip([r for r in results if "error" not in r], expected):
+    for got, ref in zip([r for r in results if "error" not in r], expected, strict=True):
         assert set(got) == {"path", "class_ids", "scores", "label_names"}
         assert got["class_ids"] == ref["class_ids"] and len(got["class_ids"]) == 2
         np.testing.assert_allclose(got["scores"], ref["scores"], atol=1e-5)

@@ -153,6 +153,10 @@ def test_plain_config_exports_the_plain_model(tmp_path):
     res = export_model(proj["config"], weights=proj["ckpt"], name="tiny", with_hub=False)
     assert os.path.basename(res.model_dir) == "tiny_infer" and res.pretrained.endswith("tiny_pretrained.pdparams")
     assert "distillation_model" not in res.infer_config["Global"]
+    distill_ckpt = str(tmp_path / "distill.pdparams")
+    paddle.save({f"Student.{k}": paddle.to_tensor(v) for k, v in proj["student"].items()}, distill_ckpt)
+    with pytest.raises(WeightsError, match="DistillationModel checkpoint"):
+        export_model(proj["config"], weights=distill_ckpt, name="tiny", with_hub=False)
 
 
 def test_checkpoint_without_student_keys_is_refused(tmp_path, exported):

@@ -86,11 +86,11 @@ def test_hub_module_loads_and_matches_the_predictor(hub_run):
     report = hub_run["report"]
     assert report["name"] == MODULE and report["version"] == "1.0.0" and report["serving"] == "serving_method"
     reference = predict_paths(Predictor(hub_run["result"].model_dir), hub_run["images"], top_k=3)
-    for got, ref in zip(report["by_paths"], reference):
+    for got, ref in zip(report["by_paths"], reference, strict=True):
         assert list(got) == ref["label_names"] and all(n in NAMES for n in got)
         np.testing.assert_allclose(list(got.values()), ref["scores"], atol=1e-6)
         assert list(got.values()) == sorted(got.values(), reverse=True)
-    for arrays, paths in zip(report["by_arrays"], report["by_paths"]):  # BGR arrays == files
+    for arrays, paths in zip(report["by_arrays"], report["by_paths"], strict=True):  # BGR arrays == files
         assert list(arrays) == list(paths)[:2]
         np.testing.assert_allclose(list(arrays.values()), list(paths.values())[:2], atol=1e-6)
     assert report["served"] == report["by_paths"]

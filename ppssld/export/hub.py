@@ -154,7 +154,7 @@ class HubClassifier:
         out = []
         for top in tops:
             row: Dict[str, float] = {}
-            for cid, score, label in zip(top["class_ids"], top["scores"], top["label_names"]):
+            for cid, score, label in zip(top["class_ids"], top["scores"], top["label_names"], strict=True):
                 key = label or str(cid)
                 row[key if key not in row else f"{key} ({cid})"] = score
             out.append(row)

@@ -100,7 +100,7 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
     fused = reparameterize(layer)
     if fused:
         logger.info("re-parameterised %d blocks for inference", fused)
-    extra = {"source_weights": os.path.abspath(source), "exported_by": f"ppssld {__version__}",
+    extra = {"source_weights": os.path.basename(source), "exported_by": f"ppssld {__version__}",
              "paddle_version": paddle.__version__,
              "transforms_from": {"eval": "DataLoader.Eval.dataset.transform_ops",
                                  "infer": "Infer.transforms"}[transforms_from]}

@@ -37,7 +37,7 @@ def parse_class_names(text: str, source: str = "class names") -> List[str]:
     matches = [_ID_LINE.match(line) for line in lines]
     if all(m is not None and m.group(2) for m in matches):
         by_id: Dict[int, str] = {}
-        for line, match in zip(lines, matches):
+        for match in matches:
             cid, name = int(match.group(1)), match.group(2).strip()
             if cid in by_id:
                 raise ConfigError(f"{source}: class id {cid} appears twice ({by_id[cid]!r} and {name!r})")

@@ -159,7 +159,7 @@ class Predictor:
             if enable_mkldnn:
                 config.enable_mkldnn()
                 config.set_mkldnn_cache_capacity(10)
-            else:
+            elif hasattr(config, "disable_mkldnn"):
                 config.disable_mkldnn()
         else:
             raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
@@ -265,7 +265,7 @@ def predict_paths(predictor: Predictor, paths: Sequence[str], top_k: Optional[in
             slots.append(slot)
         if arrays:
             tops = topk_results(predictor.run(np.stack(arrays)), top_k or predictor.topk, predictor.names)
-            for slot, top in zip(good, tops):
+            for slot, top in zip(good, tops, strict=True):
                 slot.update(top)
         results += slots
     return results

@@ -71,6 +71,11 @@ def select_state(state: Dict[str, Any], target: ExportTarget, source: str) -> Di
         WeightsError: a DistillationModel checkpoint that has no key for the target.
     """
     if target.key is None:
+        prefixed = sorted({k.split(".", 1)[0] for k in state if k.startswith(("Student.", "Teacher."))})
+        if prefixed and len(prefixed) == len({k.split(".", 1)[0] for k in state}):
+            raise WeightsError(f"{source} is a DistillationModel checkpoint (keys start with {prefixed}) but the "
+                               f"config's Arch is the plain model {target.backbone!r}; export it with the "
+                               f"distillation config, or use its <Student>_ssld_pretrained.pdparams")
         return dict(state)
     picked = strip_prefix(state, target.key)
     if picked:
