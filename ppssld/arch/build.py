@@ -147,3 +147,14 @@ def infer_model_name(arch: Dict[str, Any]) -> Optional[str]:
     names = [k for k, _ in _model_entries(arch)]
     frozen = _aligned_list(arch, "freeze_params_list", len(names))
     return arch.get("infer_model_name") or [n for n, f in zip(names, frozen) if not f][-1]
+
+
+def arch_class_num(arch: Dict[str, Any]) -> Optional[int]:
+    """The number of classes the trained model predicts (``Arch.class_num`` or the infer model's)."""
+    if arch.get("name") != "DistillationModel":
+        return int(arch["class_num"]) if arch.get("class_num") is not None else None
+    name = infer_model_name(arch)
+    for key, cfg in _model_entries(arch):
+        if key == name and cfg.get("class_num") is not None:
+            return int(cfg["class_num"])
+    return int(arch["class_num"]) if arch.get("class_num") is not None else None

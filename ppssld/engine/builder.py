@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import paddle
 
-from ppssld.arch.build import build_model, infer_model_name
+from ppssld.arch.build import arch_class_num, build_model, infer_model_name
 from ppssld.config import get
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
@@ -105,7 +105,8 @@ def build_eval_pieces(config: Dict[str, Any]) -> tuple:
     if get(config, "DataLoader.Eval") is None:
         return None, [], None
     seed = int(get(config, "Global.seed", 42))
-    loader, _ = build_dataloader(config["DataLoader"]["Eval"], "eval", seed=seed, where="DataLoader.Eval")
+    loader, _ = build_dataloader(config["DataLoader"]["Eval"], "eval", seed=seed, where="DataLoader.Eval",
+                                 class_num=arch_class_num(config["Arch"]))
     metric_cfg = get(config, "Metric.Eval") or _default_metrics(config)
     metrics = build_metrics(metric_cfg, "Metric.Eval")
     loss_cfg = get(config, "Loss.Eval")
@@ -139,7 +140,7 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     if get(config, "DataLoader.Train") is None:
         raise ConfigError("DataLoader.Train is missing: nothing to train on")
     train_loader, sampler = build_dataloader(config["DataLoader"]["Train"], "train", seed=seed,
-                                             where="DataLoader.Train")
+                                             where="DataLoader.Train", class_num=arch_class_num(config["Arch"]))
     if get(config, "Loss.Train") is None:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")

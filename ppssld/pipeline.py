@@ -1,0 +1,255 @@
+"""The SSLD recipe end to end: prepare -> teacher -> (baseline) -> mine -> distill -> fine-tune -> export.
+
+Each stage writes into ``<output_dir>/<stage>/`` and, once complete, a ``stage.json`` with its
+results; a re-run skips complete stages and resumes an interrupted training stage from its
+``latest`` checkpoint. The stage configs are ordinary training YAMLs; the pipeline only points
+their data, teacher and output paths at the previous stages' outputs through ``-o`` overrides.
+"""
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from ppssld.config import load_config, safe_load
+from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+SCHEMA: Dict[str, Any] = {
+    "output_dir": None,
+    "data": {"dataset": None, "src": None, "labeled": None, "unlabeled": None, "seed": None},
+    "teacher": {"config": None, "overrides": None, "pretrained": None},
+    "baseline": {"enabled": None, "config": None, "overrides": None},
+    "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None},
+    "distill": {"config": None, "overrides": None},
+    "finetune": {"enabled": None, "config": None, "overrides": None},
+    "export": {"enabled": None, "predict": None},
+}
+STAGES = ("data", "teacher", "baseline", "mine", "distill", "finetune", "export")
+
+
+def load_pipeline_config(path: str, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Read and validate a pipeline YAML; ``overrides`` are ``section.key=value`` strings.
+
+    Raises:
+        ConfigError: unknown sections or keys (with the closest valid one), missing stage configs.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"pipeline config {path!r} does not exist")
+    with open(path, "r", encoding="utf-8") as handle:
+        cfg = safe_load(handle) or {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.split(".")
+        node = cfg
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = safe_load(raw)
+    for section, value in cfg.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{path}: unknown section {section!r}.{did_you_mean(section, SCHEMA)} "
+                              f"Valid: {', '.join(SCHEMA)}")
+        if isinstance(SCHEMA[section], dict):
+            for key in value or {}:
+                if key not in SCHEMA[section]:
+                    raise ConfigError(f"{path}: unknown key {section}.{key}.{did_you_mean(key, SCHEMA[section])} "
+                                      f"Valid: {', '.join(SCHEMA[section])}")
+    for section in ("data", "teacher", "distill"):
+        if not cfg.get(section):
+            raise ConfigError(f"{path}: the pipeline needs a {section!r} section")
+    for section in ("teacher", "baseline", "distill", "finetune"):
+        sub = cfg.get(section) or {}
+        if sub.get("enabled", True) and sub and not sub.get("config") and not (section == "teacher"
+                                                                               and sub.get("pretrained")):
+            raise ConfigError(f"{path}: {section}.config (a training YAML) is required")
+    cfg.setdefault("output_dir", "./output/ssld_pipeline")
+    return cfg
+
+
+class Pipeline:
+    """Runs the stages in order, skipping those already complete.
+
+    Args:
+        cfg: a validated pipeline config.
+    """
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.out = cfg["output_dir"]
+        self.results: Dict[str, Dict[str, Any]] = {}
+
+    def stage_dir(self, stage: str) -> str:
+        """``<output_dir>/<stage>``."""
+        return os.path.join(self.out, stage)
+
+    def _enabled(self, stage: str) -> bool:
+        section = self.cfg.get(stage)
+        if stage in ("baseline", "finetune") and not section:
+            return False
+        return bool((section or {}).get("enabled", True))
+
+    def run(self) -> Dict[str, Dict[str, Any]]:
+        """Run every enabled stage; returns each stage's results."""
+        start = time.time()
+        runners: Dict[str, Callable[[], Dict[str, Any]]] = {
+            "data": self._data, "teacher": self._teacher, "baseline": self._baseline, "mine": self._mine,
+            "distill": self._distill, "finetune": self._finetune, "export": self._export}
+        enabled = [s for s in STAGES if self._enabled(s)]
+        for number, stage in enumerate(enabled, start=1):
+            marker = os.path.join(self.stage_dir(stage), "stage.json")
+            if os.path.isfile(marker):
+                with open(marker, "r", encoding="utf-8") as handle:
+                    self.results[stage] = json.load(handle)
+                logger.info("[Pipeline][%d/%d] %s: already complete, skipped (%s)", number, len(enabled), stage,
+                            marker)
+                continue
+            logger.info("[Pipeline][%d/%d] %s: starting (%.0f s elapsed)", number, len(enabled), stage,
+                        time.time() - start)
+            tic = time.time()
+            result = runners[stage]()
+            result["wall_s"] = round(time.time() - tic, 1)
+            os.makedirs(self.stage_dir(stage), exist_ok=True)
+            atomic_write_json(marker, result)
+            self.results[stage] = result
+            logger.info("[Pipeline][%d/%d] %s: done in %.0f s", number, len(enabled), stage, result["wall_s"])
+        return self.results
+
+    # -- stages -------------------------------------------------------------------------------
+    def _data(self) -> Dict[str, Any]:
+        from ppssld.data.prepare import prepare_dataset
+
+        data = self.cfg["data"]
+        name = data.get("dataset", "fashion_mnist")
+        student = prepare_dataset(name, os.path.join(self.stage_dir("data"), "student"), src=data.get("src"),
+                                  labeled=data.get("labeled"), unlabeled=data.get("unlabeled"),
+                                  seed=int(data.get("seed", 0)))
+        result = {"student": self._data_paths("student"),
+                  "counts": {k: student[k] for k in ("train_labeled", "unlabeled", "val")}}
+        if not (self.cfg["teacher"] or {}).get("pretrained"):
+            prepare_dataset(name, os.path.join(self.stage_dir("data"), "teacher"), src=data.get("src"))
+            result["teacher"] = self._data_paths("teacher")
+        return result
+
+    def _data_paths(self, which: str) -> Dict[str, str]:
+        base = os.path.join(self.stage_dir("data"), which)
+        return {"image_root": os.path.join(base, "images"), "train": os.path.join(base, "train_list.txt"),
+                "unlabeled": os.path.join(base, "unlabeled_list.txt"), "val": os.path.join(base, "val_list.txt"),
+                "labels": os.path.join(base, "label_list.txt")}
+
+    def _data_overrides(self, which: str, unlabeled: Optional[str] = None) -> List[str]:
+        paths = self.results["data"][which]
+        items = [f"DataLoader.Train.dataset.image_root={paths['image_root']}",
+                 f"DataLoader.Train.dataset.cls_label_path={paths['train']}",
+                 f"DataLoader.Eval.dataset.image_root={paths['image_root']}",
+                 f"DataLoader.Eval.dataset.cls_label_path={paths['val']}",
+                 f"Global.class_names={paths['labels']}"]
+        if unlabeled is not None:
+            items.append(f"DataLoader.Train.dataset.unlabeled_label_path={unlabeled}")
+        return items
+
+    def _stage_config(self, stage: str, extra: List[str]) -> Dict[str, Any]:
+        section = self.cfg[stage]
+        overrides = list(section.get("overrides") or []) + [f"Global.output_dir={self.stage_dir(stage)}"] + extra
+        return load_config(section["config"], overrides)
+
+    def _train(self, stage: str, extra: List[str]) -> Dict[str, Any]:
+        from ppssld.engine.builder import build_trainer, save_dir
+        from ppssld.engine.evaluator import report_frozen_models
+
+        config = self._stage_config(stage, extra)
+        latest = os.path.join(save_dir(config), "latest.pdparams")
+        if os.path.isfile(latest):
+            logger.info("%s: resuming the interrupted run from %s", stage, latest)
+            config["Global"]["checkpoints"] = latest
+        trainer = build_trainer(config)
+        if trainer.start_epoch == 1:
+            report_frozen_models(trainer.model, trainer.eval_loader)
+        result = trainer.fit()
+        return {"top1": result["best_metric"], "best_epoch": result["best_epoch"],
+                "best_model": os.path.join(save_dir(config), "best_model"), "config": self.cfg[stage]["config"],
+                "arch": config["Arch"]["name"]}
+
+    def _teacher(self) -> Dict[str, Any]:
+        given = self.cfg["teacher"].get("pretrained")
+        if given:
+            return {"best_model": given, "top1": None, "given": True}
+        return self._train("teacher", self._data_overrides("teacher"))
+
+    def _baseline(self) -> Dict[str, Any]:
+        return self._train("baseline", self._data_overrides("student"))
+
+    def _teacher_override(self) -> str:
+        return f"Arch.models.Teacher.pretrained={self.results['teacher']['best_model']}"
+
+    def _mine(self) -> Dict[str, Any]:
+        from ppssld.mining.pipeline import mine
+        from ppssld.mining.teacher import teacher_from_config
+
+        mcfg = self.cfg.get("mine") or {}
+        config = self._stage_config("distill", self._data_overrides("student") + [self._teacher_override()])
+        paths = self.results["data"]["student"]
+        teacher = teacher_from_config(config)
+        report = mine(teacher, config, paths["unlabeled"], paths["image_root"], paths["val"], int(mcfg.get("k", 1000)),
+                      self.stage_dir("mine"), train_list=paths["train"], batch_size=int(mcfg.get("batch_size", 128)),
+                      min_conf=float(mcfg.get("min_conf", 0.0)), cap=mcfg.get("cap"))
+        return {"selected_list": os.path.join(self.stage_dir("mine"), "selected_list.txt"),
+                "selected": report["selected"], "scored": report["scored"],
+                "removed_duplicates": report["dedup"]["removed"],
+                "report": os.path.join(self.stage_dir("mine"), "report.json")}
+
+    def _distill(self) -> Dict[str, Any]:
+        unlabeled = (self.results["mine"]["selected_list"] if "mine" in self.results
+                     else self.results["data"]["student"]["unlabeled"])
+        return self._train("distill", self._data_overrides("student", unlabeled) + [self._teacher_override()])
+
+    def _finetune(self) -> Dict[str, Any]:
+        extra = self._data_overrides("student") + [self._teacher_override(),
+                                                   f"Global.pretrained_model={self.results['distill']['best_model']}"]
+        return self._train("finetune", extra)
+
+    def _export(self) -> Dict[str, Any]:
+        from ppssld.export.inference import export_model
+        from ppssld.export.runtime import Predictor, predict_paths
+
+        last = "finetune" if "finetune" in self.results else "distill"
+        config = self._stage_config(last, self._data_overrides("student") + [self._teacher_override()])
+        result = export_model(config, weights=self.results[last]["best_model"], save_dir=self.stage_dir("export"))
+        image = (self.cfg.get("export") or {}).get("predict") or self._first_val_image()
+        predictions = predict_paths(Predictor(result.model_dir), [image], top_k=3)
+        return {"model_dir": result.model_dir, "pretrained": result.pretrained, "hub_dir": result.hub_dir,
+                "predicted_image": image, "prediction": predictions[0]}
+
+    def _first_val_image(self) -> str:
+        paths = self.results["data"]["student"]
+        with open(paths["val"], "r", encoding="utf-8") as handle:
+            first = handle.readline().rsplit(" ", 1)[0].strip()
+        return os.path.join(paths["image_root"], first)
+
+
+def summary_table(results: Dict[str, Dict[str, Any]]) -> str:
+    """The final markdown table: each model's top-1 and where its artefacts are."""
+    rows = ["| model | top-1 | artefact |", "|---|---|---|"]
+
+    def pct(value: Any) -> str:
+        return f"{100 * value:.2f}%" if isinstance(value, (int, float)) and value >= 0 else "n/a"
+
+    labels = {"teacher": "teacher", "baseline": "student baseline (CE on labeled)",
+              "distill": "SSLD student (distilled)", "finetune": "SSLD student (fine-tuned)"}
+    for stage, label in labels.items():
+        if stage in results:
+            rows.append(f"| {label} | {pct(results[stage].get('top1'))} | {results[stage].get('best_model')} |")
+    if "mine" in results:
+        m = results["mine"]
+        rows.append(f"| mined unlabeled images | {m['selected']} of {m['scored']} "
+                    f"({m['removed_duplicates']} duplicates removed) | {m['selected_list']} |")
+    if "export" in results:
+        e = results["export"]
+        top = e["prediction"]
+        label = (top.get("label_names") or top.get("class_ids") or ["?"])[0]
+        rows.append(f"| exported `_ssld` model | predicts {label!s} for {os.path.basename(e['predicted_image'])} | "
+                    f"{e['model_dir']} |")
+    return "\n".join(rows)

@@ -1,0 +1,63 @@
+"""The main job end to end on the scikit-learn digits (tiny epochs), then a re-run that skips every stage."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+QS = os.path.join(ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
+FAST = ["Global.epochs=1", "DataLoader.Train.sampler.batch_size=64", "DataLoader.Train.loader.num_workers=0",
+        "DataLoader.Eval.loader.num_workers=0", "Global.print_batch_step=100"]
+
+
+def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
+    out = tmp_path / "run"
+    cfg = {"output_dir": str(out),
+           "data": {"dataset": "digits", "labeled": 300, "unlabeled": 900, "seed": 0},
+           "teacher": {"config": os.path.join(QS, "teacher_ResNet18.yaml"), "overrides": FAST},
+           "baseline": {"enabled": True, "config": os.path.join(QS, "student_MV3_small_x0_35_ce.yaml"),
+                        "overrides": FAST},
+           "mine": {"k": 20},
+           "distill": {"config": os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"), "overrides": FAST},
+           "finetune": {"config": os.path.join(QS, "finetune_R18_MV3_small_x0_35.yaml"), "overrides": FAST},
+           "export": {"enabled": True}}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "ssld_pipeline.py"), "-c", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for stage in ("data", "teacher", "baseline", "mine", "distill", "finetune", "export"):
+        assert (out / stage / "stage.json").is_file(), stage
+    mined = json.loads((out / "mine" / "stage.json").read_text())
+    assert 0 < mined["selected"] <= 200 and mined["scored"] <= 900
+    selected = (out / "mine" / "selected_list.txt").read_text().split("\n")
+    assert all(len(line.split()) <= 1 or line.split()[-1] == "-1" for line in selected if line)
+    export = json.loads((out / "export" / "stage.json").read_text())
+    assert os.path.basename(export["model_dir"]) == "MobileNetV3_small_x0_35_ssld_infer"
+    assert os.path.isfile(export["pretrained"]) and export["prediction"]["class_ids"]
+    summary = (out / "summary.md").read_text()
+    for label in ("teacher", "student baseline", "SSLD student (fine-tuned)", "exported `_ssld` model"):
+        assert label in summary
+    assert "| model | top-1 | artefact |" in proc.stdout
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count("already complete, skipped") == 7, rerun.stdout[-3000:]
+
+
+def test_pipeline_config_errors_name_the_key(tmp_path):
+    from ppssld.pipeline import load_pipeline_config
+    from ppssld.utils.errors import ConfigError
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"data": {"dataset": "digits"}, "teacher": {"pretrained": "t.pdparams"},
+                                    "distil": {"config": "x.yaml"}}))
+    with pytest.raises(ConfigError, match="Did you mean 'distill'"):
+        load_pipeline_config(str(path))
+    path.write_text(yaml.safe_dump({"data": {"dataset": "digits", "labelled": 5}, "teacher": {"pretrained": "t"},
+                                    "distill": {"config": "x.yaml"}}))
+    with pytest.raises(ConfigError, match="Did you mean 'labeled'"):
+        load_pipeline_config(str(path))
