@@ -93,7 +93,8 @@ def main() -> None:
     t0 = time.perf_counter()
     found, pstats = dedup.find_duplicates(ps, es)
     ms_planted = (time.perf_counter() - t0) / len(ps) * 1000
-    caught = {m.query for m in found if m.ref == planted_src[m.query]}
+    caught = {m.query for m in found}
+    own_source = sum(int(m.ref == planted_src[m.query]) for m in found)
     t0 = time.perf_counter()
     removed, dstats = dedup.find_duplicates(ds, es)
     ms_distinct = (time.perf_counter() - t0) / len(ds) * 1000
@@ -107,7 +108,7 @@ def main() -> None:
         "max_checks": dedup.DEFAULT_MAX_CHECKS, "pixel_thresholds": list(dedup.DEFAULT_PIXEL_THRESHOLDS),
         "planted_pixel_min_by_kind": {k: [round(float(v), 4) for v in pscore[kinds == k].min(axis=0)]
                                       for k in VARIANTS},
-        "planted_caught": len(caught), "planted_missed_by_kind":
+        "planted_caught": len(caught), "planted_matched_to_own_source": own_source, "planted_missed_by_kind":
             {k: int(((kinds == k) & ~np.isin(np.arange(len(ps)), list(caught))).sum()) for k in VARIANTS},
         "distinct_removed_by_hash_alone": len(loose),
         "distinct_removed": len(removed), "distinct_removed_same_class": same,
@@ -135,8 +136,9 @@ def main() -> None:
     c = result["chosen"]
     lines += ["", f"## Chosen: {c['hash']} {c['hash_size'] ** 2}-bit, Hamming <= {c['threshold']}, "
               f"best {c['max_checks']} by thumbnail, pixel check (high-pass, band-pass) >= {c['pixel_thresholds']}",
-              "", f"- planted caught: {c['planted_caught']} / {len(planted)} (missed by kind "
-              f"{c['planted_missed_by_kind']})",
+              "", f"- planted copies removed: {c['planted_caught']} / {len(planted)} (missed by kind "
+              f"{c['planted_missed_by_kind']}; {c['planted_matched_to_own_source']} matched to their own source, "
+              f"the rest to a near-twin of it)",
               f"- lowest planted pixel scores by kind (high-pass, band-pass): {c['planted_pixel_min_by_kind']}",
               f"- distinct images removed by the hash alone: {c['distinct_removed_by_hash_alone']} / {args.distinct}",
               f"- distinct images removed after the pixel check: {c['distinct_removed']} / {args.distinct} "

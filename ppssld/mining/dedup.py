@@ -1,24 +1,26 @@
 """Near-duplicate removal: perceptual hash candidates, vectorised ranking, pixel confirmation.
 
-Three stages, each chosen by measurement (``benchmark/mining_hash_measure.py``, results in
-``benchmark/results/mining_hash_measure.md``) on Fashion-MNIST with planted duplicates
-(exact copy, resized, JPEG re-encoded, slightly cropped, brightened) and distinct images:
+Three stages, chosen by measurement (``benchmark/mining_hash_measure.py``, results in
+``benchmark/results/mining_hash_measure.md``: 2,000 Fashion-MNIST test images as the eval
+set, 500 planted copies of 100 of them (exact, resized, JPEG, ~5% crop, brightened), 2,000
+distinct training images):
 
-1. **Hash.** ``imagehash.dhash``, 64 bits, Hamming distance <= :data:`DEFAULT_THRESHOLD`:
-   the smallest threshold that still catches every planted copy (the crop is the hardest;
-   ``phash`` needs ~26 bits for it, ``dhash`` ~17). On 28-pixel images a hash cannot tell a
-   copy from a distinct look-alike: most distinct images have an eval image within that
-   distance. The hash is therefore a recall-oriented candidate filter, matched exactly and
-   vectorised (XOR + popcount over blocks), never a Python loop over pairs.
+1. **Hash.** ``imagehash.dhash``, 64 bits, Hamming distance <= :data:`DEFAULT_THRESHOLD` (18).
+   The largest planted distance was 15 for dhash (crop), against 30 for phash, 12 for whash
+   (but 5x slower and 5x more candidates) and 8 for ahash (2.4x more candidates). On
+   28-pixel images no hash separates copies from distinct look-alikes: 1,973 of the 2,000
+   distinct images have an eval image within 15 bits. The hash is a recall-oriented
+   candidate filter, matched exactly and vectorised (XOR + popcount over blocks).
 2. **Ranking.** Hash candidates, plus images whose blurred 16x16 thumbnails correlate at
-   >= :data:`DEFAULT_THUMB_MIN` (a slight crop can push a 28-px image past any useful hash
-   threshold), are ranked by thumbnail correlation (one matrix product per block) and
-   the best :data:`DEFAULT_MAX_CHECKS` go to stage 3.
+   >= :data:`DEFAULT_THUMB_MIN`, are ranked by thumbnail correlation (one matrix product
+   per block); the best :data:`DEFAULT_MAX_CHECKS` go to stage 3.
 3. **Pixel check.** The candidate is aligned onto the eval image (``cv2.findTransformECC``,
-   affine, at the smaller image's size up to 32 px), then the high-pass and band-pass
-   correlations must both reach :data:`DEFAULT_PIXEL_THRESHOLDS`. This is what keeps
-   distinct look-alikes; Fashion-MNIST still holds near-twins (mostly plain trousers) whose
-   pixels differ less than a JPEG re-encode does: those are removed and counted.
+   affine, at the smaller image's size up to 32 px); high-pass and band-pass correlations
+   must reach :data:`DEFAULT_PIXEL_THRESHOLDS` (lowest planted scores: resized 0.88 / 0.98,
+   crop 0.91 / 0.98). Measured: 494 of 500 planted copies removed (6 crops missed); of the
+   2,000 distinct images, 1,999 would go by hash alone and 245 (12%, 138 of them trousers)
+   after the pixel check: Fashion-MNIST near-twins whose 28-px pixels differ less than a
+   JPEG re-encode. The report counts both (``removed`` and ``rejected_by_pixel_check``).
 """
 import logging
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple

@@ -5,6 +5,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from ppssld.config import get
 from ppssld.data.label_list import IMAGE_EXTENSIONS, read_label_list, write_label_list
@@ -102,8 +103,10 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         ref_sigs, bad = signatures_of(ref_paths, root, desc=f"hashing {against} list")
         bad_refs += [{"image": p, "list": against, "error": e} for p, e in bad]
         keep = [j for j, s in enumerate(ref_sigs) if s is not None]
-        matches, st = dedup.find_duplicates(pool_sigs, [ref_sigs[j] for j in keep], hash_threshold,
-                                            pixel_thresholds=pixel_thresholds)
+        with tqdm(total=len(pool_sigs), desc=f"de-duplicating against {against}", unit="img") as bar:
+            matches, st = dedup.find_duplicates(pool_sigs, [ref_sigs[j] for j in keep], hash_threshold,
+                                                pixel_thresholds=pixel_thresholds,
+                                                progress=lambda done: bar.update(done - bar.n))
         dedup_stats[against] = dict(st, reference_images=len(ref_paths), removed=len(matches))
         kept_paths = [ref_paths[j] for j in keep]
         for m, row in zip(matches, duplicate_entries(matches, [paths[i] for i in ok_idx], kept_paths, against)):

@@ -122,7 +122,7 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
                topn: int = 10, batch_size: int = 64, chunk_size: int = 1024, features: bool = False,
                hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
                rank: int = 0, world_size: int = 1, restart: bool = False,
-               max_chunks: Optional[int] = None) -> Dict[str, Any]:
+               max_chunks: Optional[int] = None, prefetch: bool = True) -> Dict[str, Any]:
     """Score this rank's chunks of the pool; finished chunks are skipped.
 
     Args:
@@ -139,6 +139,7 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         rank, world_size: this process's shard.
         restart: discard scores of a different run found in ``out_dir``.
         max_chunks: stop after this many new chunks (for tests of resumption).
+        prefetch: read the next chunk in a background thread while the teacher runs.
     Returns:
         Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``.
     """
@@ -163,10 +164,10 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
                       for p in paths[c * chunk_size:(c + 1) * chunk_size]]
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, todo[0]) if todo else None
+        pending = pool.submit(load, todo[0]) if todo and prefetch else None
         for k, c in enumerate(tqdm(todo, desc=f"scoring (rank {rank})", unit="chunk", disable=rank != 0)):
-            loaded = pending.result()
-            pending = pool.submit(load, todo[k + 1]) if k + 1 < len(todo) else None
+            loaded = pending.result() if prefetch else load(c)
+            pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
             arrays = _score_chunk(teacher, loaded, c * chunk_size, topn, batch_size, features, hash_size)
             atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
             stats["scored_now"] += 1
