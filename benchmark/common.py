@@ -1,6 +1,5 @@
 """Shared helpers for benchmark scripts: machine description and results files."""
 import datetime
-import json
 import os
 import platform
 import subprocess

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/python tools/ssld_pipeline.py -c ppcls_configs/quick_start/fashion_mnist/pipeline.yaml "$@"
+.venv/bin/python tools/ssld_pipeline.py -c ppcls_configs/quick_start/fashion_mnist/ssld_pipeline.yaml "$@"

@@ -99,3 +99,14 @@ def distill_config(root: str, paths: Dict[str, str], teacher: str, out: str, epo
                        "Eval": loader_cfg(root, paths["val_list.txt"], False)},
         "Metric": {"Eval": [{"DistillationTopkAcc": {"model_key": "Student", "topk": [1, 2]}}]},
     }
+
+
+PIPELINE_SUFFIX = "_pipeline.yaml"
+
+
+def shipped_configs(pipelines: bool = False) -> List[str]:
+    """Shipped YAMLs under ppcls_configs/: training configs, or (``pipelines``) ssld_pipeline configs."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "ppcls_configs", "**", "*.yaml"), recursive=True))
+    return [p for p in paths if p.endswith(PIPELINE_SUFFIX) == pipelines]

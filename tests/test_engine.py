@@ -1,6 +1,5 @@
 """Trainer end to end on tiny images: logs, exact resume, NaN stop, eval CLI, shipped configs."""
 import copy
-import glob
 import logging
 import os
 import re
@@ -8,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import paddle
 import pytest
 import yaml
 
@@ -16,7 +14,7 @@ from ppssld.config import load_config
 from ppssld.engine.builder import build_trainer
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.trainer import TrainingDivergedError
-from tests.conftest import ROOT, distill_config, loader_cfg, save_random_backbone
+from tests.conftest import ROOT, distill_config, loader_cfg, save_random_backbone, shipped_configs
 
 
 @pytest.fixture
@@ -111,7 +109,7 @@ def test_eval_cli_ends_with_eval_avg_line(setup):
     assert proc.returncode != 0 and "Did you mean 'epochs'" in proc.stderr
 
 
-SHIPPED = sorted(glob.glob(os.path.join(ROOT, "ppcls_configs", "**", "*.yaml"), recursive=True))
+SHIPPED = shipped_configs()
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[os.path.relpath(p, ROOT) for p in SHIPPED])

@@ -1,5 +1,4 @@
 """Optimizers and LR schedules: closed-form values, decay, lr_mult_list, resume, config errors."""
-import glob
 import math
 import os
 
@@ -190,9 +189,10 @@ def test_repo_configs_validate():
     from ppssld.loss import validate_loss_config
     from ppssld.metric import validate_metric_config
 
-    paths = sorted(glob.glob(os.path.join(ROOT, "ppcls_configs", "**", "*.yaml"), recursive=True))
-    if not paths:
-        pytest.skip("no ppcls_configs in this checkout")
+    from tests.conftest import shipped_configs
+
+    paths = shipped_configs()
+    assert len(paths) >= 6
     for path in paths:
         with open(path, "r", encoding="utf-8") as handle:
             cfg = yaml.safe_load(handle)

@@ -61,3 +61,16 @@ def test_pipeline_config_errors_name_the_key(tmp_path):
                                     "distill": {"config": "x.yaml"}}))
     with pytest.raises(ConfigError, match="Did you mean 'labeled'"):
         load_pipeline_config(str(path))
+
+
+def test_shipped_pipeline_configs_validate_and_name_existing_stage_configs():
+    from ppssld.pipeline import load_pipeline_config
+    from tests.conftest import shipped_configs
+
+    paths = shipped_configs(pipelines=True)
+    assert paths
+    for path in paths:
+        cfg = load_pipeline_config(path)
+        for stage in ("teacher", "baseline", "distill", "finetune"):
+            if (cfg.get(stage) or {}).get("config"):
+                assert os.path.isfile(os.path.join(ROOT, cfg[stage]["config"])), (path, stage)

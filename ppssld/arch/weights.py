@@ -1,7 +1,7 @@
 """Loading weights strictly: every key present, nothing extra, every shape equal."""
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import paddle

@@ -9,7 +9,7 @@ Soft losses (pairs) use every row, unlabeled ones included; hard-label losses sk
 rows whose label is ``-1``.
 """
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import paddle
 import paddle.nn as nn

@@ -1,7 +1,7 @@
 """Build the optimizer and its LR schedule from the ``Optimizer`` section."""
 import copy
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import paddle
 import paddle.nn as nn

@@ -19,7 +19,7 @@ Parameter groups are never used: Paddle's groups overwrite each parameter's
 is implemented by giving those parameters an ``L2Decay(0.0)`` regularizer instead.
 """
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import paddle
 from paddle.regularizer import L1Decay, L2Decay
