@@ -124,3 +124,27 @@ def test_only_builds_a_single_model_without_the_teacher(tmp_path):
     assert not isinstance(student, DistillationModel)
     with pytest.raises(ConfigError, match="Did you mean 'Student'"):
         build_model(arch, only="Studnt")
+
+
+def test_train_only_freezes_everything_but_the_classifier():
+    model = build_model({"name": "MobileNetV3_small_x0_35", "class_num": 4, "train_only": ["fc.*"]})
+    trainable = [n for n, p in model.named_parameters() if not p.stop_gradient]
+    assert trainable == ["fc.weight", "fc.bias"]
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    opt = paddle.optimizer.Momentum(0.5, parameters=[p for p in model.parameters() if not p.stop_gradient])
+    model.train()
+    model(paddle.rand([2, 3, 32, 32])).mean().backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not np.array_equal(before[k], after[k].numpy())}
+    assert {"fc.weight", "fc.bias"} <= changed
+    assert all(k.startswith("fc.") or "_mean" in k or "_variance" in k for k in changed)  # BN stats adapt
+    with pytest.raises(ConfigError, match="pattern 'head.*' matches no trainable parameter"):
+        build_model({"name": "MobileNetV3_small_x0_35", "class_num": 4, "train_only": ["head.*"]})
+
+
+def test_a_zoo_model_with_fixed_parameter_names_can_be_built_twice():
+    first = build_backbone("ResNeXt50_32x4d", class_num=3)
+    second = build_backbone("ResNeXt50_32x4d", class_num=3)
+    assert list(first.state_dict()) == list(second.state_dict())
+    load_weights(second, first.state_dict())

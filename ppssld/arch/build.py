@@ -1,4 +1,5 @@
 """Build the model an ``Arch`` config describes, loading weights strictly."""
+import fnmatch
 import logging
 from typing import Any, Dict, List, Optional
 
@@ -34,6 +35,7 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Lay
     if "name" not in cfg:
         raise ConfigError(f"{where} has no 'name' (the backbone to build)")
     name = cfg.pop("name")
+    train_only = cfg.pop("train_only", None)
     pretrained = cfg.pop("pretrained", None)
     use_ssld = cfg.pop("use_ssld", False)
     for key in list(cfg):
@@ -48,7 +50,37 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Lay
     if pretrained:
         load_weights(layer, str(pretrained), strict=strict, where=f"{where}.pretrained={pretrained}")
         logger.info("%s: loaded %s", where, pretrained)
+    if train_only is not None:
+        restrict_trainable(layer, train_only, f"{where}.train_only")
     return layer
+
+
+def restrict_trainable(layer: nn.Layer, patterns: List[str], where: str) -> int:
+    """Freeze every parameter whose name matches none of ``patterns`` (shell-style, e.g. ``fc.*``).
+
+    Used by the FixRes stage: fine-tune at a larger resolution with all but the classifier frozen
+    (BatchNorm layers stay in train mode, so their statistics adapt to the new resolution).
+
+    Returns:
+        The number of parameters left trainable.
+    Raises:
+        ConfigError: a pattern that matches no parameter, or not a list of strings.
+    """
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns) or not patterns:
+        raise ConfigError(f"{where} must be a non-empty list of parameter-name patterns like ['fc.*'], "
+                          f"got {patterns!r}")
+    names = [n for n, p in layer.named_parameters() if not p.stop_gradient]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(f"{where}: pattern {pattern!r} matches no trainable parameter; names look like "
+                              f"{', '.join(names[-4:])}")
+    kept = 0
+    for name, param in layer.named_parameters():
+        keep = any(fnmatch.fnmatchcase(name, p) for p in patterns) and not param.stop_gradient
+        param.stop_gradient = not keep
+        kept += int(keep)
+    logger.info("%s: %d parameter tensors trainable, the rest frozen", where, kept)
+    return kept
 
 
 def _model_entries(arch: Dict[str, Any]) -> List[tuple]:

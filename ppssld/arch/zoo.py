@@ -4,11 +4,14 @@ import logging
 from functools import lru_cache
 from typing import Any, Dict, List, Optional
 
+import paddle
 import paddle.nn as nn
 
 from ppssld.utils.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
+
+_BUILDS = {"count": 0}
 
 
 @lru_cache(maxsize=1)
@@ -75,8 +78,13 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         kwargs["class_num"] = int(class_num)
     if lr_mult_list is not None:
         kwargs["lr_mult_list"] = [float(x) for x in lr_mult_list]
+    _BUILDS["count"] += 1
     try:
-        return zoo[name](pretrained=False, use_ssld=False, **kwargs)
+        # A fresh name scope per build: some zoo models give their parameters fixed names, which
+        # Paddle refuses to create twice in one process (e.g. mining, then distilling, with the
+        # same teacher); a per-build prefix also keeps generated names unique across models.
+        with paddle.utils.unique_name.guard(f"ppssld{_BUILDS['count']}_"):
+            return zoo[name](pretrained=False, use_ssld=False, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"backbone {name!r} at {where} rejected its arguments "
                           f"{sorted(kwargs)}: {exc}") from exc
