@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from ppssld.config import get
 from ppssld.data.transforms import CHW, Compose, build_transforms
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.io import atomic_write_text
@@ -21,15 +22,6 @@ INFER_CONFIG = "inference.yml"
 EVAL_OPS = "DataLoader.Eval.dataset.transform_ops"
 INFER_OPS = "Infer.transforms"
 DEFAULT_TOPK = 5
-
-
-def _dig(config: Dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or node.get(part) is None:
-            return None
-        node = node[part]
-    return node
 
 
 def transform_ops(config: Dict[str, Any], source: str = "eval") -> List[Any]:
@@ -50,7 +42,7 @@ def transform_ops(config: Dict[str, Any], source: str = "eval") -> List[Any]:
     where = {"eval": EVAL_OPS, "infer": INFER_OPS}.get(source)
     if where is None:
         raise ConfigError(f"transforms source must be 'eval' or 'infer', got {source!r}")
-    ops = _dig(config, where)
+    ops = get(config, where)
     if not ops:
         other = INFER_OPS if source == "eval" else EVAL_OPS
         raise ConfigError(f"{where} is missing: export needs the preprocessing the model was evaluated with "
@@ -76,7 +68,7 @@ def image_shape(config: Dict[str, Any], ops: List[Any]) -> List[int]:
         ConfigError: neither is known, or they disagree.
     """
     from_ops = _shape_from_ops(ops)
-    given = _dig(config, "Global.image_shape")
+    given = get(config, "Global.image_shape")
     if given is not None:
         shape = [int(v) for v in given]
         if len(shape) != 3:
@@ -133,7 +125,7 @@ def build_infer_config(model_name: str, backbone: str, ops: List[Any], shape: Li
 
 def config_topk(config: Dict[str, Any]) -> int:
     """``Infer.PostProcess.topk`` (default 5)."""
-    value = _dig(config, "Infer.PostProcess.topk")
+    value = get(config, "Infer.PostProcess.topk")
     return int(value) if value is not None else DEFAULT_TOPK
 
 
@@ -157,7 +149,7 @@ def read_infer_config(path: str) -> Dict[str, Any]:
             cfg = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(cfg, dict) or not _dig(cfg, "PreProcess.transform_ops"):
+    if not isinstance(cfg, dict) or not get(cfg, "PreProcess.transform_ops"):
         raise ConfigError(f"{path}: PreProcess.transform_ops is missing; re-export the model")
     build_transforms(cfg["PreProcess"]["transform_ops"], f"{path}:PreProcess.transform_ops")
     return cfg
@@ -170,10 +162,10 @@ def preprocessor(infer_cfg: Dict[str, Any]) -> Compose:
 
 def label_list(infer_cfg: Dict[str, Any]) -> Optional[List[str]]:
     """Class names stored in an ``inference.yml`` (None when the export had none)."""
-    names = _dig(infer_cfg, "PostProcess.Topk.label_list")
+    names = get(infer_cfg, "PostProcess.Topk.label_list")
     return [str(n) for n in names] if names else None
 
 
 def default_topk(infer_cfg: Dict[str, Any]) -> int:
     """The exported default k."""
-    return int(_dig(infer_cfg, "PostProcess.Topk.topk") or DEFAULT_TOPK)
+    return int(get(infer_cfg, "PostProcess.Topk.topk") or DEFAULT_TOPK)

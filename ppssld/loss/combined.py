@@ -1,5 +1,4 @@
 """Build the weighted sum of the losses listed in ``Loss.Train`` / ``Loss.Eval``."""
-import copy
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -8,7 +7,7 @@ import paddle.nn as nn
 
 from ppssld.loss.losses import ConfigLoss, Outputs
 from ppssld.utils.errors import ConfigError
-from ppssld.utils.registry import LOSSES
+from ppssld.utils.registry import LOSSES, component_entries
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +51,7 @@ class CombinedLoss(nn.Layer):
 
 
 def _entries(cfg_list: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
-    if not isinstance(cfg_list, list) or not cfg_list:
-        raise ConfigError(f"{where} must be a non-empty list of one-key mappings like "
-                          f"[{{JSDivLoss: {{weight: 1.0, model_name_pairs: [[Student, Teacher]]}}}}], "
-                          f"got {cfg_list!r}")
-    entries = []
-    for i, item in enumerate(cfg_list):
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(f"{where}[{i}] must be a one-key mapping {{LossName: {{params}}}}, got {item!r}")
-        (name, params), = item.items()
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where}[{i}].{name} parameters must be a mapping, got {params!r}")
-        entries.append((str(name), copy.deepcopy(params)))
-    return entries
+    return component_entries(cfg_list, where, "[{JSDivLoss: {weight: 1.0, model_name_pairs: [[Student, Teacher]]}}]")
 
 
 def _build_one(name: str, params: Dict[str, Any], where: str) -> ConfigLoss:

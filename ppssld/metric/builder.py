@@ -1,28 +1,15 @@
 """Build the metrics listed in ``Metric.Train`` / ``Metric.Eval``."""
-import copy
 import logging
 from typing import Any, Dict, List, Tuple
 
 from ppssld.utils.errors import ConfigError
-from ppssld.utils.registry import METRICS
+from ppssld.utils.registry import METRICS, component_entries
 
 logger = logging.getLogger(__name__)
 
 
 def _entries(cfg_list: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
-    if not isinstance(cfg_list, list) or not cfg_list:
-        raise ConfigError(f"{where} must be a non-empty list of one-key mappings like "
-                          f"[{{TopkAcc: {{topk: [1, 5]}}}}], got {cfg_list!r}")
-    entries = []
-    for i, item in enumerate(cfg_list):
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(f"{where}[{i}] must be a one-key mapping {{MetricName: {{params}}}}, got {item!r}")
-        (name, params), = item.items()
-        params = {} if params is None else params
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where}[{i}].{name} parameters must be a mapping, got {params!r}")
-        entries.append((str(name), copy.deepcopy(params)))
-    return entries
+    return component_entries(cfg_list, where, "[{TopkAcc: {topk: [1, 5]}}]")
 
 
 def _build_one(name: str, params: Dict[str, Any], where: str) -> Any:

@@ -1,7 +1,8 @@
 """One small registry type, and the registries of every buildable component."""
+import copy
 import inspect
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ppssld.utils.errors import ConfigError, did_you_mean
 
@@ -90,6 +91,32 @@ class Registry:
         kwargs = dict(kwargs or {})
         self.check_kwargs(name, kwargs, where)
         return self.get(name, where)(**kwargs, **extra)
+
+
+def component_entries(cfg_list: Any, where: str, example: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """Parse a PaddleClas component list ``[{Name: {params}}, ...]`` into (name, params copy) pairs.
+
+    Args:
+        cfg_list: the YAML list (``Loss.Train``, ``Metric.Eval``, ...).
+        where: its config location, for messages.
+        example: a valid example shown in the error, e.g. ``[{TopkAcc: {topk: [1, 5]}}]``.
+    Returns:
+        Names and deep-copied parameter mappings (``None`` parameters become ``{}``).
+    Raises:
+        ConfigError: not a non-empty list of one-key mappings with mapping parameters.
+    """
+    if not isinstance(cfg_list, list) or not cfg_list:
+        raise ConfigError(f"{where} must be a non-empty list of one-key mappings like {example}, got {cfg_list!r}")
+    entries = []
+    for i, item in enumerate(cfg_list):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"{where}[{i}] must be a one-key mapping {{Name: {{params}}}}, got {item!r}")
+        (name, params), = item.items()
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}[{i}].{name} parameters must be a mapping, got {params!r}")
+        entries.append((str(name), copy.deepcopy(params)))
+    return entries
 
 
 def signature_params(target: Callable) -> Optional[List[str]]:
