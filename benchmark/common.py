@@ -11,6 +11,8 @@ RESULTS = os.path.join(ROOT, "benchmark", "results")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import ppssld  # noqa: E402,F401  (chooses the CPU thread count before any script imports paddle)
+
 
 def machine() -> Dict[str, Any]:
     """CPU model, core count, memory, Python and Paddle versions, thread setting."""
