@@ -1,0 +1,61 @@
+"""benchmark/ladder.py in smoke mode on the scikit-learn digits: every rung runs, then a re-run skips them."""
+import json
+import os
+import subprocess
+import sys
+from typing import List
+
+from tests.conftest import ROOT
+
+SCRIPT = os.path.join(ROOT, "benchmark", "ladder.py")
+SMOKE = ["--dataset", "digits", "--scale", "0.01", "--limit-train", "64", "--limit-val", "32", "--batch-size", "16",
+         "--workers", "0", "--k", "3"]
+RUNS = 13  # teacher, 0, 1 x2, 2, 3, 4, 5 x2, 6 x2, transfer x2 (mining is logged apart)
+
+
+def _run(tmp_path, extra: List[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, SCRIPT, "--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+    proc = subprocess.run(cmd + SMOKE + extra, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def test_ladder_smoke_runs_every_step_then_skips_finished_runs(tmp_path):
+    first = _run(tmp_path, [])
+    results = tmp_path / "results"
+    payload = json.loads((results / "ladder.json").read_text())
+    for key in ("command", "machine", "date", "teacher_top1", "steps", "transfer"):
+        assert key in payload, key
+    seeds = {}
+    for step in payload["steps"]:
+        assert set(step) >= {"step", "name", "seed", "epochs", "images_seen", "wall_s", "top1"}
+        assert 0.0 <= step["top1"] <= 1.0 and step["images_seen"] > 0 and step["epochs"] >= 1
+        seeds.setdefault(step["step"], set()).add(step["seed"])
+    assert sorted(seeds) == list(range(7))
+    for step in (1, 5, 6):
+        assert seeds[step] == {1, 2}, (step, seeds[step])
+    for key in ("baseline_step1", "ssld_step6"):
+        assert 0.0 <= payload["transfer"][key]["top1"] <= 1.0
+        assert payload["transfer"][key]["lr_mult_list"] == [0.25, 0.25, 0.5, 0.5, 0.75]
+    assert payload["settings"]["js_weight"] == 4.0 and payload["settings"]["lr"]
+    assert (results / "ladder.png").stat().st_size > 1000
+    assert "| step | name | seed | images seen |" in (results / "ladder.md").read_text()
+    assert first.stdout.count("finished earlier, skipped") == 0
+
+    # A re-run skips everything; a run whose result.json was lost resumes from its last checkpoint.
+    lost = next((tmp_path / "work" / "runs").glob("6_finetune_seed2_*")) / "result.json"
+    lost.unlink()
+    second = _run(tmp_path, [])
+    assert second.stdout.count("finished earlier, skipped") == RUNS - 1 + 1, second.stdout[-3000:]
+    assert "6_finetune_seed2: resuming the interrupted run" in second.stdout
+    again = json.loads((results / "ladder.json").read_text())
+    assert [(s["step"], s["seed"], s["top1"]) for s in again["steps"]] == \
+        [(s["step"], s["seed"], s["top1"]) for s in payload["steps"]]
+
+
+def test_plan_prints_the_budget_table_and_total():
+    proc = subprocess.run([sys.executable, SCRIPT, "--plan"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| T | teacher |" in proc.stdout and "| 5 | js_mined |" in proc.stdout
+    total = float(proc.stdout.split("included):")[1].split("min")[0])
+    assert 60 <= total <= 125, total
