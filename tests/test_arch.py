@@ -148,3 +148,10 @@ def test_a_zoo_model_with_fixed_parameter_names_can_be_built_twice():
     second = build_backbone("ResNeXt50_32x4d", class_num=3)
     assert list(first.state_dict()) == list(second.state_dict())
     load_weights(second, first.state_dict())
+
+
+def test_lr_mult_list_that_a_backbone_ignores_is_refused():
+    layer = build_backbone("ResNet18", class_num=3, lr_mult_list=[0.1, 0.2, 0.3, 0.4, 0.5])
+    assert {round(float(p.optimize_attr["learning_rate"]), 3) for p in layer.parameters()} >= {0.1, 0.5}
+    with pytest.raises(ConfigError, match="MobileNetV3_small_x0_35.*ignores lr_mult_list"):
+        build_backbone("MobileNetV3_small_x0_35", class_num=3, lr_mult_list=[0.25, 0.25, 0.5, 0.5, 0.75])

@@ -84,7 +84,22 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         # Paddle refuses to create twice in one process (e.g. mining, then distilling, with the
         # same teacher); a per-build prefix also keeps generated names unique across models.
         with paddle.utils.unique_name.guard(f"ppssld{_BUILDS['count']}_"):
-            return zoo[name](pretrained=False, use_ssld=False, **kwargs)
+            layer = zoo[name](pretrained=False, use_ssld=False, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"backbone {name!r} at {where} rejected its arguments "
                           f"{sorted(kwargs)}: {exc}") from exc
+    if lr_mult_list is not None:
+        _check_lr_mult_applied(layer, name, [float(x) for x in lr_mult_list], where)
+    return layer
+
+
+def _check_lr_mult_applied(layer: nn.Layer, name: str, mults: List[float], where: str) -> None:
+    """Refuse an ``lr_mult_list`` the backbone accepted but did not apply (some swallow it)."""
+    if all(m == 1.0 for m in mults):
+        return
+    seen = {float(p.optimize_attr.get("learning_rate", 1.0)) for p in layer.parameters()}
+    if seen <= {1.0}:
+        raise ConfigError(f"backbone {name!r} at {where} ignores lr_mult_list {mults}: every parameter kept "
+                          f"learning-rate multiplier 1.0 (paddleclas implements per-stage multipliers for "
+                          f"e.g. ResNet*, PPLCNet*, but not this model). Remove lr_mult_list or pick such a "
+                          f"backbone")
