@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppssld.config import load_config  # noqa: E402
-from ppssld.data.check import check_dataset, datasets_from_config  # noqa: E402
+from ppssld.data.check import check_dataset, datasets_from_config, format_reports  # noqa: E402
 from ppssld.utils.errors import ConfigError  # noqa: E402
 from ppssld.utils.io import atomic_write_json  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
@@ -57,17 +57,8 @@ def main(argv=None) -> int:
         logger.error("give --config, or --image-root with --list / --unlabeled-list")
         return 2
     reports = [check_dataset(workers=args.workers, name=name, **keys) for name, keys in targets]
-    failed = 0
-    for rep in reports:
-        problems = rep["problems"]
-        status = "OK" if not problems else f"{len(problems)} problem(s)"
-        print(f"{rep['name']}: {rep['images']} images ({rep['labeled']} labeled, {rep['unlabeled']} unlabeled): "
-              f"{status}")
-        for line in problems[:args.max_print]:
-            print(f"  {line}")
-        if len(problems) > args.max_print:
-            print(f"  ... and {len(problems) - args.max_print} more" + (" (see --report)" if args.report else ""))
-        failed += len(problems)
+    failed = sum(len(rep["problems"]) for rep in reports)
+    print(format_reports(reports, args.max_print, bool(args.report)))
     if args.report:
         atomic_write_json(args.report, {"datasets": reports, "problems": failed})
     return 1 if failed else 0

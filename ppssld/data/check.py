@@ -121,3 +121,25 @@ def datasets_from_config(config: Dict[str, Any]) -> List[Tuple[str, Dict[str, An
     if not found:
         raise ConfigError("the config has no DataLoader.Train.dataset or DataLoader.Eval.dataset to check")
     return found
+
+
+def format_reports(reports: List[Dict[str, Any]], max_print: int = 50, saved: bool = False) -> str:
+    """The console summary of :func:`check_dataset` reports: one line per dataset, then its problems.
+
+    Args:
+        reports: the reports.
+        max_print: problems listed per dataset.
+        saved: whether the full report was also written to a file (mentioned when lines are cut).
+    Returns:
+        The text.
+    """
+    lines = []
+    for rep in reports:
+        problems = rep["problems"]
+        status = "OK" if not problems else f"{len(problems)} problem(s)"
+        lines.append(f"{rep['name']}: {rep['images']} images ({rep['labeled']} labeled, {rep['unlabeled']} "
+                     f"unlabeled): {status}")
+        lines += [f"  {line}" for line in problems[:max_print]]
+        if len(problems) > max_print:
+            lines.append(f"  ... and {len(problems) - max_print} more" + (" (see --report)" if saved else ""))
+    return "\n".join(lines)
