@@ -19,10 +19,11 @@ logger = logging.getLogger(__name__)
 
 SCHEMA: Dict[str, Any] = {
     "output_dir": None,
-    "data": {"dataset": None, "src": None, "labeled": None, "unlabeled": None, "seed": None},
+    "data": {"dataset": None, "src": None, "labeled": None, "unlabeled": None, "seed": None,
+             "teacher_labeled": None},
     "teacher": {"config": None, "overrides": None, "pretrained": None},
     "baseline": {"enabled": None, "config": None, "overrides": None},
-    "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None},
+    "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None, "pool": None},
     "distill": {"config": None, "overrides": None},
     "finetune": {"enabled": None, "config": None, "overrides": None},
     "export": {"enabled": None, "predict": None},
@@ -130,7 +131,8 @@ class Pipeline:
         result = {"student": self._data_paths("student"),
                   "counts": {k: student[k] for k in ("train_labeled", "unlabeled", "val")}}
         if not (self.cfg["teacher"] or {}).get("pretrained"):
-            prepare_dataset(name, os.path.join(self.stage_dir("data"), "teacher"), src=data.get("src"))
+            prepare_dataset(name, os.path.join(self.stage_dir("data"), "teacher"), src=data.get("src"),
+                            labeled=data.get("teacher_labeled"), seed=int(data.get("seed", 0)))
             result["teacher"] = self._data_paths("teacher")
         return result
 
@@ -193,13 +195,30 @@ class Pipeline:
         config = self._stage_config("distill", self._data_overrides("student") + [self._teacher_override()])
         paths = self.results["data"]["student"]
         teacher = teacher_from_config(config)
-        report = mine(teacher, config, paths["unlabeled"], paths["image_root"], paths["val"], int(mcfg.get("k", 1000)),
+        pool = self._pool_sample(paths["unlabeled"], mcfg.get("pool"))
+        report = mine(teacher, config, pool, paths["image_root"], paths["val"], int(mcfg.get("k", 1000)),
                       self.stage_dir("mine"), train_list=paths["train"], batch_size=int(mcfg.get("batch_size", 128)),
                       min_conf=float(mcfg.get("min_conf", 0.0)), cap=mcfg.get("cap"))
         return {"selected_list": os.path.join(self.stage_dir("mine"), "selected_list.txt"),
                 "selected": report["selected"], "scored": report["scored"],
                 "removed_duplicates": report["dedup"]["removed"],
                 "report": os.path.join(self.stage_dir("mine"), "report.json")}
+
+    def _pool_sample(self, pool: str, size: Optional[int]) -> str:
+        """The whole pool, or a seeded random sample of ``size`` of its images (``mine.pool``)."""
+        if not size:
+            return pool
+        import numpy as np
+
+        from ppssld.data.label_list import read_label_list, write_label_list
+
+        records = read_label_list(pool, unlabeled=True, ignore_labels=True)
+        rng = np.random.RandomState(int(self.cfg["data"].get("seed", 0)))
+        keep = sorted(rng.permutation(len(records))[: int(size)].tolist())
+        path = os.path.join(self.stage_dir("mine"), "pool_sample.txt")
+        write_label_list(path, [(records[i].path, None) for i in keep])
+        logger.info("mining a random sample of %d of the %d pool images (mine.pool)", len(keep), len(records))
+        return path
 
     def _distill(self) -> Dict[str, Any]:
         unlabeled = (self.results["mine"]["selected_list"] if "mine" in self.results

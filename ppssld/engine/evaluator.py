@@ -19,6 +19,8 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
 
     The eval sampler gives every sample to exactly one rank, so loss sums, metric counts and
     sample counts are summed over ranks: the result equals a single-process evaluation.
+    A DistillationModel runs only its ``infer_model`` (the student): the frozen teacher's
+    outputs are not needed to score the student, and skipping them saves its forward pass.
 
     Args:
         model: a plain backbone or a DistillationModel (its outputs dict is passed to metrics).
@@ -37,8 +39,9 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
     loss_sums: Dict[str, float] = {}
     seen, tic = 0, time.time()
     total = len(loader)
+    infer_name = getattr(model, "infer_model_name", None)
     for step, (images, labels) in enumerate(loader):
-        outputs = model(images)
+        outputs = {infer_name: model.infer_model(images)} if infer_name else model(images)
         if loss_fn is not None:
             parts = loss_fn(outputs, labels)
             for key, value in parts.items():
