@@ -155,3 +155,19 @@ def test_lr_mult_list_that_a_backbone_ignores_is_refused():
     assert {round(float(p.optimize_attr["learning_rate"]), 3) for p in layer.parameters()} >= {0.1, 0.5}
     with pytest.raises(ConfigError, match="MobileNetV3_small_x0_35.*ignores lr_mult_list"):
         build_backbone("MobileNetV3_small_x0_35", class_num=3, lr_mult_list=[0.25, 0.25, 0.5, 0.5, 0.75])
+
+
+def test_pretrained_list_loads_each_model_and_conflicts_are_refused(tmp_path):
+    teacher = save_random_backbone(str(tmp_path / "t.pdparams"), seed=3)
+    arch = _arch(None)
+    arch["pretrained_list"] = [teacher, None]
+    model = build_model(arch)
+    saved = paddle.load(teacher)
+    for key, value in model.Teacher.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), saved[key].numpy())
+    arch["models"][0]["Teacher"]["pretrained"] = str(tmp_path / "other.pdparams")
+    with pytest.raises(ConfigError, match=r"pretrained and Arch.pretrained_list\[0\] disagree"):
+        build_model(arch)
+    arch["pretrained_list"] = [teacher]
+    with pytest.raises(ConfigError, match="one entry per model"):
+        build_model(arch)

@@ -145,3 +145,24 @@ def test_shipped_config_builds_and_runs_one_step(path, tiny_data, tmp_path):
     assert np.isfinite(averages["loss"])
     after = trainer.model.state_dict()
     assert any(not np.array_equal(before[k], after[k].numpy()) for k in before)
+
+
+def test_visualdl_scalars_and_amp_warning_on_cpu(setup, caplog):
+    root, paths, teacher, tmp = setup
+    cfg = distill_config(root, paths, teacher, str(tmp / "v"), epochs=1)
+    cfg["Global"]["use_visualdl"] = True
+    cfg["AMP"] = {"use_amp": True, "level": "O1", "scale_loss": 128.0, "use_dynamic_loss_scaling": True}
+    logging.getLogger("ppssld").propagate = True
+    with caplog.at_level(logging.WARNING, logger="ppssld"):
+        trainer = build_trainer(cfg)
+    assert trainer.amp is None and trainer.scaler is None
+    assert any("AMP.use_amp is True but training runs on CPU" in r.getMessage() for r in caplog.records)
+    trainer.fit()
+    trainer.visualdl.close()
+    logs = [f for f in os.listdir(tmp / "v" / "vdl") if f.startswith("vdlrecords")]
+    assert logs and os.path.getsize(tmp / "v" / "vdl" / logs[0]) > 100
+    from visualdl import LogReader
+
+    tags = LogReader(file_path=str(tmp / "v" / "vdl" / logs[0])).get_tags()
+    scalars = set(tags.get("scalar", []))
+    assert {"train/loss", "train/lr", "eval/top1"} <= scalars, scalars
