@@ -23,7 +23,8 @@ SCHEMA: Dict[str, Any] = {
              "teacher_labeled": None},
     "teacher": {"config": None, "overrides": None, "pretrained": None},
     "baseline": {"enabled": None, "config": None, "overrides": None},
-    "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None, "pool": None},
+    "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None, "pool": None,
+             "dedup_train": None},
     "distill": {"config": None, "overrides": None},
     "finetune": {"enabled": None, "config": None, "overrides": None},
     "export": {"enabled": None, "predict": None},
@@ -197,7 +198,8 @@ class Pipeline:
         teacher = teacher_from_config(config)
         pool = self._pool_sample(paths["unlabeled"], mcfg.get("pool"))
         report = mine(teacher, config, pool, paths["image_root"], paths["val"], int(mcfg.get("k", 1000)),
-                      self.stage_dir("mine"), train_list=paths["train"], batch_size=int(mcfg.get("batch_size", 128)),
+                      self.stage_dir("mine"), train_list=paths["train"] if mcfg.get("dedup_train") else None,
+                      batch_size=int(mcfg.get("batch_size", 128)),
                       min_conf=float(mcfg.get("min_conf", 0.0)), cap=mcfg.get("cap"))
         return {"selected_list": os.path.join(self.stage_dir("mine"), "selected_list.txt"),
                 "selected": report["selected"], "scored": report["scored"],
