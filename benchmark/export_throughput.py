@@ -9,8 +9,6 @@ benchmark/results/export_throughput.json and .md.
 import argparse
 import datetime
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 from typing import Any, Dict, List
@@ -113,18 +111,16 @@ def measure(args: argparse.Namespace, root: str) -> Dict[str, Any]:
 
 
 def machine() -> Dict[str, Any]:
-    """CPU model, cores, versions."""
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    """benchmark/common.py's machine description plus the ONNX package versions."""
+    import common
+
     versions = {}
     for mod in ("onnxruntime", "paddle2onnx"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), **versions}
+    return {**common.machine(), **versions}
 
 
 def main() -> None:
@@ -136,10 +132,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         measured = measure(args, root)
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     payload = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
                "date": datetime.datetime.now().isoformat(timespec="seconds"),
-               "machine": {**machine(), "paddle": measured["paddle"], "git_commit": commit.stdout.strip()},
+               "machine": machine(),
                "settings": {k: v for k, v in vars(args).items()}, "results": measured["rows"]}
     os.makedirs(RESULTS, exist_ok=True)
     atomic_write_json(os.path.join(RESULTS, "export_throughput.json"), payload)

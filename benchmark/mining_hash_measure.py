@@ -12,7 +12,6 @@ Writes benchmark/results/mining_hash_measure.json and .md.
 """
 import argparse
 import datetime
-import gzip
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppssld.data import prepare  # noqa: E402
 from ppssld.mining import dedup  # noqa: E402
 from ppssld.mining.planted import VARIANTS, plant  # noqa: E402
 from ppssld.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -32,12 +32,8 @@ HASHES = [("phash", 8), ("dhash", 8), ("ahash", 8), ("whash", 8), ("dhash", 16)]
 
 
 def read_idx(name: str) -> np.ndarray:
-    """Read an IDX .gz file (images -> (n,28,28) uint8, labels -> (n,))."""
-    with gzip.open(os.path.join(ROOT, name)) as handle:
-        data = handle.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    """Read one of the Fashion-MNIST IDX files in :data:`ROOT` with the data layer's reader."""
+    return prepare.read_idx(os.path.join(ROOT, name))
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from ppssld.mining import dedup
-from ppssld.mining.planted import VARIANTS, plant, read_idx
+from ppssld.data.prepare import read_idx
+from ppssld.mining.planted import VARIANTS, plant
 
 ROOT = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "t10k-images-idx3-ubyte.gz")),

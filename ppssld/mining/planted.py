@@ -67,18 +67,6 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (``.gz`` or plain): images -> (n, 28, 28) uint8, labels -> (n,)."""
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def make_planted_set(out: str, eval_images: np.ndarray, eval_labels: np.ndarray, pool_images: np.ndarray,
                      planted_per_kind: int, seed: int = 0, corrupt: int = 0) -> Dict[str, object]:
     """Write a small mining fixture: eval images, a pool of distinct images plus planted copies.
