@@ -4,15 +4,14 @@ Usage: python tools/select_unlabeled.py -c CONFIG [-o key=value] --pool LIST_OR_
        --eval-list LIST --k K --out DIR [--train-list LIST] [--min-conf P] [--cap N] ...
 Sharded: python -m paddle.distributed.launch --gpus 0,1 tools/select_unlabeled.py ... (same arguments).
 """
-import argparse
 import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ppssld  # noqa: E402,F401  (sets CPU threads before paddle)
 from ppssld.config import load_config  # noqa: E402
+from ppssld.engine.cli import base_parser, flat_overrides  # noqa: E402
 from ppssld.mining import dedup, teacher as teachers  # noqa: E402
 from ppssld.mining.pipeline import mine  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
@@ -22,9 +21,7 @@ logger = logging.getLogger("ppssld.tools.select_unlabeled")
 
 def main() -> None:
     """Parse arguments, build the teacher, run the mining pipeline."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-c", "--config", required=True, help="config with the Teacher (or a plain model) and eval transforms")
-    p.add_argument("-o", "--override", action="append", default=[], help="Section.key=value")
+    p = base_parser(__doc__.splitlines()[0])  # -c (config with the Teacher and eval transforms), -o
     p.add_argument("--pool", required=True), p.add_argument("--image-root"), p.add_argument("--eval-list", required=True)
     p.add_argument("--train-list", help="also de-duplicate against this labeled list")
     p.add_argument("--k", type=int, required=True), p.add_argument("--out", required=True)
@@ -39,7 +36,7 @@ def main() -> None:
     p.add_argument("--restart", action="store_true", help="discard scores of a different run in OUT/scores")
     args = p.parse_args()
     setup_logging()
-    config = load_config(args.config, args.override)
+    config = load_config(args.config, flat_overrides(args.override))
     if args.inference_model:
         teacher = teachers.teacher_from_inference(args.inference_model)
     elif args.teacher_weights:
