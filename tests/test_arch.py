@@ -150,11 +150,31 @@ def test_a_zoo_model_with_fixed_parameter_names_can_be_built_twice():
     load_weights(second, first.state_dict())
 
 
-def test_lr_mult_list_that_a_backbone_ignores_is_refused():
+def test_lr_mult_list_is_applied_by_stage_where_the_backbone_drops_it():
+    """ResNet applies lr_mult_list itself; MobileNetV3 swallows it, so ppssld applies it by the model's stages."""
     layer = build_backbone("ResNet18", class_num=3, lr_mult_list=[0.1, 0.2, 0.3, 0.4, 0.5])
     assert {round(float(p.optimize_attr["learning_rate"]), 3) for p in layer.parameters()} >= {0.1, 0.5}
-    with pytest.raises(ConfigError, match="MobileNetV3_small_x0_35.*ignores lr_mult_list"):
-        build_backbone("MobileNetV3_small_x0_35", class_num=3, lr_mult_list=[0.25, 0.25, 0.5, 0.5, 0.75])
+    mv3 = build_backbone("MobileNetV3_small_x0_35", class_num=3, lr_mult_list=[0.1, 0.2, 0.3, 0.4, 0.5])
+    expected = {"conv.": 0.1, "blocks.0.": 0.2, "blocks.1.": 0.3, "blocks.2.": 0.3, "blocks.3.": 0.4,
+                "blocks.7.": 0.4, "blocks.8.": 0.5, "blocks.10.": 0.5, "last_second_conv.": 1.0, "last_conv.": 1.0,
+                "fc.": 1.0}
+    seen = set()
+    for name, param in mv3.named_parameters():
+        prefix = next((k for k in expected if name.startswith(k)), None)
+        if prefix:
+            assert float(param.optimize_attr["learning_rate"]) == pytest.approx(expected[prefix]), name
+            seen.add(prefix)
+    assert seen == set(expected)
+
+
+@pytest.mark.parametrize("name, mults, pattern", [
+    ("MobileNetV3_small_x0_35", [0.1, 0.2, 0.3], r"has 3 values; MobileNetV3_small_x0_35 needs 5"),
+    ("MobileNetV3_large_x1_0", [0.1, 0.2, 0.3, 0.4, 0.5], r"needs 6"),
+    ("PPHGNet_tiny", [0.1, 0.2, 0.3, 0.4, 0.5], r"PPHGNet_tiny.*ignores lr_mult_list.*declares no stages"),
+])
+def test_lr_mult_list_that_cannot_be_applied_is_refused(name, mults, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        build_backbone(name, class_num=3, lr_mult_list=mults)
 
 
 def test_pretrained_list_loads_each_model_and_conflicts_are_refused(tmp_path):

@@ -161,6 +161,34 @@ def test_lr_mult_list_is_honoured_with_no_decay_names():
     assert not np.array_equal(named["blocks.0.conv0.conv.weight"].numpy(), before["blocks.0.conv0.conv.weight"])
 
 
+def test_lr_mult_list_applied_by_ppssld_scales_each_stage_update():
+    """MobileNetV3 drops lr_mult_list; ppssld's per-stage multipliers reach the optimizer step."""
+    from ppssld.arch.zoo import build_backbone
+
+    paddle.seed(0)
+    model = build_backbone("MobileNetV3_small_x0_35", class_num=10, lr_mult_list=[0.0, 0.25, 0.5, 0.75, 2.0])
+    lr = 0.1
+    opt, _ = build_optimizer({"name": "SGD", "lr": {"name": "Constant", "learning_rate": lr}}, model,
+                             epochs=1, steps_per_epoch=1)
+    model.train()
+    images = paddle.to_tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    paddle.nn.functional.cross_entropy(model(images), paddle.to_tensor([1, 2, 3, 4])).backward()
+    named = dict(model.named_parameters())
+    before = {n: p.numpy().copy() for n, p in named.items()}
+    grads = {n: p.grad.numpy().copy() for n, p in named.items() if p.grad is not None}
+    opt.step()
+    mult = {"conv.": 0.0, "blocks.0.": 0.25, "blocks.2.": 0.5, "blocks.5.": 0.75, "blocks.9.": 2.0, "fc.": 1.0}
+    checked = set()
+    for name, grad in grads.items():
+        prefix = next((k for k in mult if name.startswith(k)), None)
+        if prefix is None:
+            continue
+        np.testing.assert_allclose(named[name].numpy(), before[name] - lr * mult[prefix] * grad, rtol=1e-5,
+                                   atol=1e-7, err_msg=name)
+        checked.add(prefix)
+    assert checked == set(mult)
+
+
 # ---------------------------------------------------------------- config errors
 @pytest.mark.parametrize("cfg, pattern", [
     (momentum_cfg({"learning_rate": 0.1}, name="Momentun"), r"Did you mean 'Momentum'.*AdamW"),

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.lr_mult import apply_lr_mult_list
 from ppssld.utils.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -89,17 +90,14 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         raise ConfigError(f"backbone {name!r} at {where} rejected its arguments "
                           f"{sorted(kwargs)}: {exc}") from exc
     if lr_mult_list is not None:
-        _check_lr_mult_applied(layer, name, [float(x) for x in lr_mult_list], where)
+        _ensure_lr_mult_applied(layer, name, zoo[name], [float(x) for x in lr_mult_list], where)
     return layer
 
 
-def _check_lr_mult_applied(layer: nn.Layer, name: str, mults: List[float], where: str) -> None:
-    """Refuse an ``lr_mult_list`` the backbone accepted but did not apply (some swallow it)."""
+def _ensure_lr_mult_applied(layer: nn.Layer, name: str, factory: Any, mults: List[float], where: str) -> None:
+    """Apply an ``lr_mult_list`` the backbone accepted but dropped (by its declared stages), or refuse it."""
     if all(m == 1.0 for m in mults):
         return
     seen = {float(p.optimize_attr.get("learning_rate", 1.0)) for p in layer.parameters()}
     if seen <= {1.0}:
-        raise ConfigError(f"backbone {name!r} at {where} ignores lr_mult_list {mults}: every parameter kept "
-                          f"learning-rate multiplier 1.0 (paddleclas implements per-stage multipliers for "
-                          f"e.g. ResNet*, PPLCNet*, but not this model). Remove lr_mult_list or pick such a "
-                          f"backbone")
+        apply_lr_mult_list(layer, name, factory, mults, where)
