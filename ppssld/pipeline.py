@@ -159,7 +159,9 @@ class Pipeline:
         overrides = list(section.get("overrides") or []) + [f"Global.output_dir={self.stage_dir(stage)}"] + extra
         return load_config(section["config"], overrides)
 
-    def _train(self, stage: str, extra: List[str]) -> Dict[str, Any]:
+    def _train(self, stage: str, extra: List[str], report_teacher: bool = False) -> Dict[str, Any]:
+        """Train one stage; ``report_teacher``: evaluate the frozen teacher once first (a given teacher's
+        top-1 is unknown until then; a teacher trained in the teacher stage was evaluated there)."""
         from ppssld.engine.builder import build_trainer, save_dir
         from ppssld.engine.evaluator import report_frozen_models
 
@@ -169,12 +171,17 @@ class Pipeline:
             logger.info("%s: resuming the interrupted run from %s", stage, latest)
             config["Global"]["checkpoints"] = latest
         trainer = build_trainer(config)
-        if trainer.start_epoch == 1:
-            report_frozen_models(trainer.model, trainer.eval_loader)
+        teacher_top1 = None
+        if report_teacher and trainer.start_epoch == 1:
+            reports = report_frozen_models(trainer.model, trainer.eval_loader)
+            teacher_top1 = next((r["top1"] for r in reports.values() if "top1" in r), None)
         result = trainer.fit()
-        return {"top1": result["best_metric"], "best_epoch": result["best_epoch"],
-                "best_model": os.path.join(save_dir(config), "best_model"), "config": self.cfg[stage]["config"],
-                "arch": config["Arch"]["name"]}
+        out = {"top1": result["best_metric"], "best_epoch": result["best_epoch"],
+               "best_model": os.path.join(save_dir(config), "best_model"), "config": self.cfg[stage]["config"],
+               "arch": config["Arch"]["name"]}
+        if teacher_top1 is not None:
+            out["teacher_top1"] = teacher_top1
+        return out
 
     def _teacher(self) -> Dict[str, Any]:
         given = self.cfg["teacher"].get("pretrained")
@@ -225,7 +232,8 @@ class Pipeline:
     def _distill(self) -> Dict[str, Any]:
         unlabeled = (self.results["mine"]["selected_list"] if "mine" in self.results
                      else self.results["data"]["student"]["unlabeled"])
-        return self._train("distill", self._data_overrides("student", unlabeled) + [self._teacher_override()])
+        return self._train("distill", self._data_overrides("student", unlabeled) + [self._teacher_override()],
+                           report_teacher=self.results["teacher"].get("top1") is None)
 
     def _finetune(self) -> Dict[str, Any]:
         extra = self._data_overrides("student") + [self._teacher_override(),
@@ -262,7 +270,10 @@ def summary_table(results: Dict[str, Dict[str, Any]]) -> str:
               "distill": "SSLD student (distilled)", "finetune": "SSLD student (fine-tuned)"}
     for stage, label in labels.items():
         if stage in results:
-            rows.append(f"| {label} | {pct(results[stage].get('top1'))} | {results[stage].get('best_model')} |")
+            top1 = results[stage].get("top1")
+            if stage == "teacher" and top1 is None:  # a given teacher, evaluated when the distill stage began
+                top1 = results.get("distill", {}).get("teacher_top1")
+            rows.append(f"| {label} | {pct(top1)} | {results[stage].get('best_model')} |")
     if "mine" in results:
         m = results["mine"]
         rows.append(f"| mined unlabeled images | {m['selected']} of {m['scored']} "

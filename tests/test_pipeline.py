@@ -43,6 +43,7 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
     for label in ("teacher", "student baseline", "SSLD student (fine-tuned)", "exported `_ssld` model"):
         assert label in summary
     assert "| model | top-1 | artefact |" in proc.stdout
+    assert "evaluating frozen model" not in proc.stdout + proc.stderr  # the teacher stage already evaluated it
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("already complete, skipped") == 7, rerun.stdout[-3000:]
@@ -74,3 +75,35 @@ def test_shipped_pipeline_configs_validate_and_name_existing_stage_configs():
         for stage in ("teacher", "baseline", "distill", "finetune"):
             if (cfg.get(stage) or {}).get("config"):
                 assert os.path.isfile(os.path.join(ROOT, cfg[stage]["config"])), (path, stage)
+
+
+def test_pipeline_with_a_given_teacher_reports_its_top1_once(tmp_path):
+    """A teacher passed as weights is evaluated once (when distillation starts) and its top-1 is in the table."""
+    teacher = tmp_path / "teacher"
+    train = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", os.path.join(QS, "teacher_ResNet18.yaml"),
+             "-o", f"Global.output_dir={teacher}"] + FAST + [
+        f"DataLoader.{m}.dataset.{k}={tmp_path / 'data' / v}" for m, k, v in (
+            ("Train", "image_root", "images"), ("Eval", "image_root", "images"),
+            ("Train", "cls_label_path", "train_list.txt"), ("Eval", "cls_label_path", "val_list.txt"))] + [
+        f"Global.class_names={tmp_path / 'data' / 'label_list.txt'}"]
+    prep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prepare_data.py"), "--dataset", "digits",
+                           "--out", str(tmp_path / "data")], capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    proc = subprocess.run(train, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    weights = teacher / "ResNet18" / "best_model.pdparams"
+    cfg = {"output_dir": str(tmp_path / "run"),
+           "data": {"dataset": "digits", "labeled": 300, "unlabeled": 900, "seed": 0},
+           "teacher": {"pretrained": str(weights)}, "mine": {"enabled": False},
+           "distill": {"config": os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"), "overrides": FAST},
+           "export": {"enabled": False}}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "ssld_pipeline.py"), "-c", str(path)],
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert (run.stdout + run.stderr).count("evaluating frozen model Teacher") == 1
+    distill = json.loads((tmp_path / "run" / "distill" / "stage.json").read_text())
+    teacher_row = next(line for line in (tmp_path / "run" / "summary.md").read_text().splitlines()
+                       if line.startswith("| teacher |"))
+    assert f"{100 * distill['teacher_top1']:.2f}%" in teacher_row, teacher_row
