@@ -139,6 +139,7 @@ class Ladder:
         self.results: Dict[str, Dict[str, Any]] = {}
         self.tune_report: Dict[str, Any] = {}
         self.done_est = self.done_wall = 0.0
+        self.walls: Dict[str, float] = {}  # label -> wall seconds of every run, this invocation's or an earlier one's
         self.units = self.plan()
 
     # ---- budget ----------------------------------------------------------------------------------------------
@@ -286,7 +287,9 @@ class Ladder:
         if os.path.isfile(marker):
             logger.info("[Ladder] %s: finished earlier, skipped (%s)", label, marker)
             self.progress(label, est, None)
-            return load_json(marker)
+            result = load_json(marker)
+            self.walls[label] = float(result["wall_s"])
+            return result
         config = load_config(yaml_path, overrides + [f"Global.output_dir={out}"])
         latest = os.path.join(save_dir(config), "latest.pdparams")
         if os.path.isfile(latest):
@@ -304,6 +307,7 @@ class Ladder:
                   "config": os.path.basename(yaml_path), "overrides": overrides}
         atomic_write_json(marker, result)
         self.progress(label, est, result["wall_s"])
+        self.walls[label] = float(result["wall_s"])
         return result
 
     def run_step(self, key: str, seed: int, loss: str, which: str, **kw: Any) -> Dict[str, Any]:
@@ -382,6 +386,7 @@ class Ladder:
             logger.info("[Ladder] %s: finished earlier, skipped (%s)", label, marker)
             self.progress(label, 0.0, None)
         result = load_json(marker)
+        self.walls[label] = float(result["wall_s"])
         self.mined = result["selected_list"]
         return result
 
@@ -459,7 +464,9 @@ class Ladder:
                     "lr": self.lr, "lr_source": self.lr_source, "limit_train": a.limit_train, "limit_val": a.limit_val,
                     "top1": "fraction, test set, after the last epoch"}
         return {"teacher_top1": teacher_top1, "steps": steps, "transfer": transfer, "mining": mining,
-                "settings": settings, "tune": self.tune_report, "total_wall_s": round(wall, 1),
+                "settings": settings, "tune": self.tune_report,
+                "total_wall_s": round(sum(self.walls.values()), 1), "invocation_wall_s": round(wall, 1),
+                "wall_s_by_run": self.walls,
                 "budget": self.budget_table()}
 
 
@@ -477,7 +484,15 @@ def markdown(p: Dict[str, Any]) -> str:
              "|" + "---|" * 4]
     rows += [f"| {k} ({v['source_run']}) | {100 * v['top1']:.2f}% | {v['epochs']} | {v['lr_mult_list_applied']} |"
              for k, v in t.items() if isinstance(v, dict)]
-    rows += ["", f"Classifier: {t['ssld_step6']['classifier']}.", "", f"Settings: `{json.dumps(p['settings'])}`",
+    rows += ["", f"Classifier: {t['ssld_step6']['classifier']}.", ""]
+    if p.get("tune"):
+        rows += [f"LR tuning ({p['settings']['lr_source']}):", "", "| loss | held-out top-1 per LR | chosen |",
+                 "|---|---|---|"]
+        rows += [f"| {arm} | " + ", ".join(f"{lr}: {100 * v:.2f}%" for lr, v in r["held_out_top1"].items()) +
+                 f" | {r['chosen']} |" for arm, r in p["tune"].items()]
+        rows.append("")
+    rows += [f"Wall time of every run above, teacher, tuning and mining included (data preparation excluded): "
+             f"{p['total_wall_s'] / 60:.0f} min.", "", f"Settings: `{json.dumps(p['settings'])}`",
              "", "Budget:", "", p["budget"], ""]
     return "\n".join(rows)
 

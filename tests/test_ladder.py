@@ -37,6 +37,8 @@ def test_ladder_smoke_runs_every_step_then_skips_finished_runs(tmp_path):
     for key in ("baseline_step1", "ssld_step6"):
         assert 0.0 <= payload["transfer"][key]["top1"] <= 1.0
         assert payload["transfer"][key]["lr_mult_list"] == [0.25, 0.25, 0.5, 0.5, 0.75]
+        assert payload["transfer"][key]["lr_mult_list_applied"] is True  # by ppssld: MobileNetV3 drops it
+    assert abs(payload["total_wall_s"] - sum(payload["wall_s_by_run"].values())) < 0.5
     assert payload["settings"]["js_weight"] == 4.0 and payload["settings"]["lr"]
     assert (results / "ladder.png").stat().st_size > 1000
     assert "| step | name | seed | images seen |" in (results / "ladder.md").read_text()
@@ -51,6 +53,9 @@ def test_ladder_smoke_runs_every_step_then_skips_finished_runs(tmp_path):
     again = json.loads((results / "ladder.json").read_text())
     assert [(s["step"], s["seed"], s["top1"]) for s in again["steps"]] == \
         [(s["step"], s["seed"], s["top1"]) for s in payload["steps"]]
+    # the total counts every run's own wall time, also of runs an earlier invocation did
+    assert {k: v for k, v in again["wall_s_by_run"].items() if k != "6_finetune_seed2"} == \
+        {k: v for k, v in payload["wall_s_by_run"].items() if k != "6_finetune_seed2"}
 
 
 def test_plan_prints_the_budget_table_and_total():
