@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import textwrap
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -520,7 +521,7 @@ def plot(p: Dict[str, Any], path: str) -> None:
     ax.axhline(100 * p["teacher_top1"], color="r", ls="--", label="teacher")
     top = max([100 * p["teacher_top1"]] + [max(v) for v in by_step.values()])
     ax.set_ylim(max(0.0, min(min(v) for v in by_step.values()) - 5), min(100.0, top + 2))
-    ax.set_xticks(xs, [f"{x}\n{names[x]}" for x in xs], fontsize=7)
+    ax.set_xticks(xs, [f"{x}\n" + textwrap.fill(names[x], 20) for x in xs], fontsize=7)
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(f"SSLD ladder in miniature: {p['settings']['student']} on {p['settings']['dataset']}")
     ax.legend()
