@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 def pool_paths(pool: str, image_root: Optional[str]) -> Tuple[List[str], str]:
-    """Pool image paths and their root, from a list file or a folder (walked recursively).
+    """Distinct pool image paths and their root, from a list file or a folder (walked recursively).
+
+    A list's repeated lines are kept once: oversampling means nothing to mining.
 
     Raises:
         DataError: the pool is neither, or a list needs ``image_root``.
@@ -37,7 +39,17 @@ def pool_paths(pool: str, image_root: Optional[str]) -> Tuple[List[str], str]:
         raise DataError(f"pool {pool!r} is neither a label list nor a folder")
     if image_root is None:
         raise DataError("a pool list needs --image-root (the folder its paths are relative to)")
-    return [r.path for r in read_label_list(pool, unlabeled=True, ignore_labels=True)], image_root
+    records = read_label_list(pool, unlabeled=True, ignore_labels=True)
+    paths, seen = [], set()
+    for rec in records:
+        key = os.path.normpath(rec.path)
+        if key not in seen:
+            seen.add(key)
+            paths.append(rec.path)
+    if len(paths) < len(records):
+        logger.info("pool %s: %d repeated line(s) scored once (an image is selected at most once)", pool,
+                    len(records) - len(paths))
+    return paths, image_root
 
 
 def eval_transform_ops(config: Dict[str, Any]) -> List[Any]:
