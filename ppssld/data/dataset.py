@@ -17,7 +17,8 @@ import numpy as np
 import paddle
 
 from ppssld.data.label_list import UNLABELED, as_path_list, count_repeats, format_problems, load_records, resolve
-from ppssld.data.transforms import CHW, Compose, ImageDecodeError, build_transforms, validate_transforms
+from ppssld.data.image import read_bytes, transform_image
+from ppssld.data.transforms import Compose, ImageDecodeError, build_transforms, validate_transforms
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import DATASETS
 
@@ -116,7 +117,7 @@ class ImageNetDataset(paddle.io.Dataset):
         return random.Random(((self.seed & 0xFFFFFFFF) << 72) | ((self.epoch & 0xFFFFFFFF) << 40) | index)
 
     def load(self, index: int) -> np.ndarray:
-        """Read and transform sample ``index`` into a CHW float32 array.
+        """Read and transform sample ``index`` into a CHW float32 array (:mod:`ppssld.data.image`).
 
         Raises:
             DataError: unreadable or undecodable image, naming the file and its list line.
@@ -124,18 +125,13 @@ class ImageNetDataset(paddle.io.Dataset):
         rec = self.records[index]
         path = self.full_path(index)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            img = self.transform(data, self._rng(index))
-        except (OSError, ImageDecodeError) as exc:
+            return transform_image(read_bytes(path), self.transform, self._rng(index))
+        except ImageDecodeError as exc:
             raise ImageDecodeError(f"image {path} (listed at {rec.source}:{rec.line}) cannot be read: {exc}. "
                                    f"Fix or remove it, set skip_bad_images: true to skip such images, or run "
                                    f"tools/check_data.py to find all of them") from exc
         except DataError as exc:
             raise DataError(f"image {path} (listed at {rec.source}:{rec.line}): {exc}") from exc
-        if img.ndim == 3 and self.transform.output_layout != CHW:
-            img = img.transpose((2, 0, 1))
-        return np.ascontiguousarray(img, dtype=np.float32)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.int64]:
         try:

@@ -2,14 +2,15 @@
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from ppssld.config import get
 from ppssld.data.label_list import IMAGE_EXTENSIONS, read_label_list, write_label_list
-from ppssld.data.transforms import build_transforms
+from ppssld.data.image import load_and_transform
+from ppssld.data.transforms import Compose, build_transforms
 from ppssld.mining import dedup
 from ppssld.mining.report import class_names_from, duplicate_entries, plot_per_class, write_report
 from ppssld.mining.score import dist_env, load_scores, score_pool, signatures_of, wait_for_chunks
@@ -162,14 +163,12 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     return report
 
 
-def _feature_dedup(teacher: Teacher, transform: Callable, root: str, ref_paths: Sequence[str], scores: Any,
+def _feature_dedup(teacher: Teacher, transform: Compose, root: str, ref_paths: Sequence[str], scores: Any,
                    ok_idx: np.ndarray, paths: Sequence[str], threshold: float, batch_size: int,
                    removed: Dict[int, Dict[str, Any]], dedup_stats: Dict[str, Any]) -> None:
-    from ppssld.mining.score import read_image
-
     feats = []
     for s in range(0, len(ref_paths), batch_size):
-        batch = np.stack([transform(read_image(os.path.join(root, p))) for p in ref_paths[s:s + batch_size]])
+        batch = np.stack([load_and_transform(os.path.join(root, p), transform) for p in ref_paths[s:s + batch_size]])
         feats.append(teacher(batch, features=True)[1])
     qi, rj, cos = dedup.feature_matches(scores.feature[ok_idx].astype(np.float32), np.concatenate(feats), threshold)
     for q, r, c in zip(qi, rj, cos):
