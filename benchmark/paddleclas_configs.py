@@ -255,29 +255,42 @@ def measure(base: str, configs: List[str], timeout: float, log_path: str) -> Lis
 
 
 def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Counts per group and status, distillation configs apart, and refusal reasons grouped."""
+    """Counts per group and status (ImageNet also with its Distillation folder, PULC's distillation
+    configs apart), and the reasons for not ok, by kind and by exact cause."""
     counts: Dict[str, Dict[str, int]] = collections.OrderedDict()
-    for res in results:
-        groups = [res["group"]] + ([res["group"].split("/")[0] + " (all)"] if "/" in res["group"] else [])
-        groups += [res["group"] + " (DistillationModel)"] if res.get("distillation") and res["group"] == "PULC" else []
+    for res in sorted(results, key=lambda r: r["group"]):
+        groups = [res["group"]]
+        if res["group"].startswith("ImageNet"):
+            groups.append("ImageNet (all, with Distillation)")
+        if res.get("distillation") and res["group"] == "PULC":
+            groups.append("PULC (DistillationModel)")
         for group in groups:
             row = counts.setdefault(group, collections.Counter())
             row[res["status"]] += 1
             row["total"] += 1
-    reasons = collections.Counter(_reason_class(r) for r in results if r["status"] != "ok")
-    return {"counts": {k: dict(v) for k, v in counts.items()}, "reasons": reasons.most_common()}
+    bad = [r for r in results if r["status"] != "ok"]
+    kinds = collections.Counter(_reason(r, blur=True) for r in bad)
+    causes = collections.Counter(_reason(r, blur=False) for r in bad)
+    return {"counts": {k: dict(v) for k, v in counts.items()}, "kinds": kinds.most_common(),
+            "causes": causes.most_common()}
 
 
-def _reason_class(res: Dict[str, Any]) -> str:
-    """A refusal reason with the config-specific parts (names, indices, numbers) blurred, for counting."""
-    if res["status"] in ("timeout",):
+def _reason(res: Dict[str, Any], blur: bool) -> str:
+    """The reason's first sentence without config-specific parts (file, indices); ``blur`` also hides names."""
+    if res["status"] == "timeout":
         return "timeout"
     text = res.get("reason", "")
-    text = re.sub(r"Arch\.models\[\d+\]\.\w+", "Arch.models[i].<model>", text)
+    text = re.sub(r"^\S+\.ya?ml: ", "", text)
+    text = re.sub(r"Did you mean .*", "", text)
+    text = re.sub(r"(Supported ops|Valid [\w ]+?): .*", "", text)
+    text = re.sub(r" at (Loss|Metric)\.\w+\[\d+\]\.\w+", r" in \1", text)
     text = re.sub(r"\[\d+\]", "[i]", text)
-    text = re.sub(r"'[^']*'", "'…'", text)
-    text = re.sub(r"\d+", "N", text)
-    return f"{res['status']}: {res.get('error_type', '')}: {text[:160]}"
+    text = re.sub(r"backbone '[^']*' at Arch rejected its arguments \[[^]]*\]: ", "backbone rejected: ", text)
+    if blur:
+        text = re.sub(r"'[^']*'", "X", text)
+        text = re.sub(r"\b(DLA|RedNet|HarDNet)\.__init__", "Backbone.__init__", text)
+    text = text.split("; ")[0].strip().rstrip(".")
+    return f"{res['status']}: {text}"
 
 
 def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
@@ -287,9 +300,10 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
         lines.append(f"| {group} | {row['total']} | {row.get('ok', 0)} | {row.get('refused', 0)} | "
                      f"{row.get('crash', 0)} | {row.get('timeout', 0)} |")
     lines += ["", "ok = built (model, loss, optimizer, train and eval data pipelines); for a DistillationModel, "
-              "built and trained one step.", "", "## Why not ok", "", "| count | reason (names blurred) |",
-              "|---|---|"]
-    lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["reasons"]]
+              "built and trained one step.", "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
+    lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["kinds"]]
+    lines += ["", "## Why not ok, by cause", "", "| configs | reason |", "|---|---|"]
+    lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["causes"]]
     lines += ["", "## Every config", "", "| config | status | stage | s | reason |", "|---|---|---|---|---|"]
     for res in results:
         reason = res.get("reason", "") if res["status"] != "ok" else (
@@ -301,6 +315,21 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rewrite_report() -> None:
+    """Regenerate the markdown (and the summary) from the committed JSON, keeping its command and date."""
+    sys.path.insert(0, ROOT)
+    from ppssld.utils.io import atomic_write_json, atomic_write_text
+
+    path = os.path.join(ROOT, "benchmark", "results", RESULT_NAME)
+    with open(path + ".json", "r", encoding="utf-8") as handle:
+        payload = json.load(handle)
+    payload["summary"] = summarize(payload["results"])
+    atomic_write_json(path + ".json", payload)
+    with open(path + ".md", "r", encoding="utf-8") as handle:
+        head = handle.read().split("## Counts", 1)[0]
+    atomic_write_text(path + ".md", head + markdown(payload["results"], payload["summary"]))
+
+
 def main() -> None:
     """Parse arguments, measure, write the results."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -309,11 +338,15 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N configs (after --only)")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds per config (x3 for a training step)")
     p.add_argument("--merge", action="store_true", help="add to (replace rows of) the existing results")
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md from the existing .json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     base = os.path.join(os.path.abspath(args.paddleclas_dir), "ppcls", "configs")
     if args.worker:
         worker(base)
+        return
+    if args.report_only:
+        rewrite_report()
         return
     configs = list_configs(os.path.abspath(args.paddleclas_dir))
     if args.only:
