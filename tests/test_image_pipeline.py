@@ -20,6 +20,7 @@ from ppssld.export.infer_config import (build_infer_config, preprocessor, read_i
 from ppssld.export.runtime import Predictor
 from ppssld.mining.score import load_scores, score_pool
 from ppssld.mining.teacher import Teacher
+from ppssld.utils.errors import ConfigError
 
 NORM = {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                            "order": ""}}
@@ -120,3 +121,6 @@ def test_check_runs_the_dataset_transforms(images, tmp_path):
                                                   "transform_ops": too_big}}}}
     (where, keys), = datasets_from_config(config)
     assert where == "DataLoader.Eval.dataset" and keys["transform_ops"] == too_big
+    config["DataLoader"]["Eval"]["dataset"]["transform_ops"] = [{"DecodeImage": None}, {"Resize": {"size": 8}}]
+    with pytest.raises(ConfigError, match=r"DataLoader\.Eval\.dataset\.transform_ops\[1\]: PaddleClas op 'Resize'"):
+        datasets_from_config(config)

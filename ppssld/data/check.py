@@ -137,7 +137,11 @@ def check_dataset(image_root: str, cls_label_path: Any = None, unlabeled_label_p
 
 
 def datasets_from_config(config: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
-    """``(where, list keys)`` of each ``DataLoader.<mode>.dataset`` in a loaded config."""
+    """``(where, list keys and transforms)`` of each ``DataLoader.<mode>.dataset`` in a loaded config.
+
+    Raises:
+        ConfigError: a dataset without ``image_root``, or a bad transform list (naming its key).
+    """
     found = []
     arch_classes = (config.get("Arch") or {}).get("class_num")
     for mode in ("Train", "Eval"):
@@ -147,6 +151,8 @@ def datasets_from_config(config: Dict[str, Any]) -> List[Tuple[str, Dict[str, An
         if "image_root" not in cfg:
             raise ConfigError(f"DataLoader.{mode}.dataset has no image_root")
         keys = {k: cfg[k] for k in LIST_KEYS if k in cfg}
+        if keys.get("transform_ops") is not None:
+            build_transforms(keys["transform_ops"], f"DataLoader.{mode}.dataset.transform_ops")
         if keys.get("class_num") is None and isinstance(arch_classes, int):
             keys["class_num"] = arch_classes
         found.append((f"DataLoader.{mode}.dataset", keys))
