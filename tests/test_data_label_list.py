@@ -97,6 +97,10 @@ def test_repeated_lines_are_samples_not_problems(tmp_path):
             Record("a.jpg", 0, "l.txt", 4), Record("b.jpg", -1, "u.txt", 1)]
     assert check_records(recs, str(root), class_num=2) == []
     assert count_repeats(recs, str(root)) == 3
+    conflict = [Record("a.jpg", -1, "u.txt", 1), Record("a.jpg", 0, "l.txt", 1), Record("a.jpg", 1, "l.txt", 2)]
+    problems = check_records(conflict, str(root), class_num=2)
+    assert [p.line for p in problems] == [2]
+    assert problems[0].message.startswith("path 'a.jpg' has label 1 here but label 0 at l.txt:1")
 
 
 def test_writer_round_trip(tmp_path):

@@ -193,7 +193,8 @@ def check_records(records: Sequence[Record], image_root: str, class_num: Optiona
         images this way, and each repeat is one more sample.
     """
     problems: List[Problem] = []
-    seen: dict = {}
+    seen: dict = {}        # image -> its first row
+    labeled_at: dict = {}  # image -> its first labeled row
     root = os.path.normpath(os.path.abspath(image_root))
     for rec in records:
         if class_num is not None and rec.label >= class_num:
@@ -206,12 +207,14 @@ def check_records(records: Sequence[Record], image_root: str, class_num: Optiona
                                     f"paths outside it)"))
             continue
         key = os.path.relpath(full, root)
-        first = seen.get(key)
-        if first is not None:
-            if UNLABELED not in (first.label, rec.label) and first.label != rec.label:
-                problems.append(Problem(rec.source, rec.line, f"path {rec.path!r} has label {rec.label} here but "
-                                        f"label {first.label} at {first.source}:{first.line}; an image has one "
-                                        f"label (repeat a line unchanged to oversample an image)"))
+        labeled = labeled_at.get(key)
+        if rec.label != UNLABELED and labeled is not None and labeled.label != rec.label:
+            problems.append(Problem(rec.source, rec.line, f"path {rec.path!r} has label {rec.label} here but "
+                                    f"label {labeled.label} at {labeled.source}:{labeled.line}; an image has one "
+                                    f"label (repeat a line unchanged to oversample an image)"))
+        if rec.label != UNLABELED and labeled is None:
+            labeled_at[key] = rec
+        if key in seen:
             continue  # a repeated line is one more sample of the same image (PaddleClas oversampling)
         seen[key] = rec
         if check_exists and not os.path.isfile(full):
