@@ -5,7 +5,7 @@ python benchmark/paddleclas_configs.py --paddleclas-dir /work/paddleclas [--only
 
 Every YAML under ``ppcls/configs/ImageNet`` and ``ppcls/configs/PULC`` is loaded with
 ``-o Global.device=cpu`` (this machine has no GPU) and a patched copy held in memory (the files
-are never edited): the dataset paths point at four generated 64x48 images and a two-class list,
+are never edited): the dataset paths point at generated 64x48 images and a two-image, two-class list,
 batch size 2, no loader workers, a temporary output folder. ``pretrained: True`` asks for a
 download, which ppssld never does; a frozen model's is replaced by random weights of the same
 model saved to a temporary file, any other is dropped (counted in ``substituted``).
@@ -63,7 +63,7 @@ def group_of(rel: str) -> str:
 # ---- worker side (imports paddle) -----------------------------------------------------------------
 
 def _make_images(folder: str) -> Dict[str, str]:
-    """Four 64x48 PNGs and a two-class list; returns ``{"root", "list"}``."""
+    """Four 64x48 PNGs and a list of two of them (labels 0 and 1); returns ``{"root", "list"}``."""
     import cv2
     import numpy as np
 
