@@ -32,7 +32,8 @@ def _plant(tmp_path):
 
 EXPECTED = {  # line in train.txt -> words in its message
     3: "missing.png' does not exist", 4: "truncated JPEG", 5: "the file is empty", 6: "not a decodable image",
-    7: "'seven' is not an integer", 8: "label 9 is outside [0, 3)", 9: "listed twice", 10: "escapes image_root",
+    7: "'seven' is not an integer", 8: "label 9 is outside [0, 3)", 9: "has label 1 here but label 0",
+    10: "escapes image_root",
 }
 
 

@@ -15,7 +15,8 @@ from ppssld.data.dataset import build_dataset
 from ppssld.export.infer_config import read_infer_config, transform_ops
 from ppssld.export.inference import export_model
 from ppssld.export.labels import parse_class_names
-from ppssld.export.runtime import Predictor, read_image
+from ppssld.data.image import read_bytes as read_image
+from ppssld.export.runtime import Predictor
 from ppssld.export.student import export_target, select_state
 from ppssld.utils.errors import ConfigError, WeightsError
 

@@ -10,8 +10,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.config import load_config  # noqa: E402
+from ppssld.config import get, load_config  # noqa: E402
 from ppssld.engine.cli import base_parser, flat_overrides  # noqa: E402
+from ppssld.engine.distributed import use_device  # noqa: E402
 from ppssld.mining import dedup, teacher as teachers  # noqa: E402
 from ppssld.mining.pipeline import mine  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
@@ -37,6 +38,7 @@ def main() -> None:
     args = p.parse_args()
     setup_logging()
     config = load_config(args.config, flat_overrides(args.override))
+    use_device(get(config, "Global.device"))
     if args.inference_model:
         teacher = teachers.teacher_from_inference(args.inference_model)
     elif args.teacher_weights:

@@ -11,7 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths, read_image  # noqa: E402
+from ppssld.data.image import read_bytes  # noqa: E402
+from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths  # noqa: E402
 from ppssld.utils.io import atomic_write_json  # noqa: E402
 
 
@@ -74,7 +75,7 @@ def main() -> int:
         atomic_write_json(args.json, results)
     if args.benchmark:
         good = [r["path"] for r in results if "error" not in r]
-        arrays = [predictor.preprocess(read_image(p)) for p in good]
+        arrays = [predictor.preprocess(read_bytes(p)) for p in good]
         stats = benchmark(predictor.run, arrays, predictor.batch_size, args.warmup, args.repeats) if arrays else {}
         print("benchmark: " + json.dumps(stats))
     return 1 if any("error" in r for r in results) else 0

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ppssld import __version__
+from ppssld.data.image import read_bytes
 from ppssld.export.infer_config import INFER_CONFIG, label_list, read_infer_config
 from ppssld.export.labels import write_class_names
 from ppssld.export.runtime import Predictor, resolve_model_files, topk_results
@@ -176,12 +177,7 @@ class HubClassifier:
         if not images and not paths:
             raise DataError("give images=[ndarray, ...] or paths=[file, ...]")
         items: List[Any] = [_as_bgr_item(img, i) for i, img in enumerate(images or [])]
-        for path in paths or []:
-            try:
-                with open(path, "rb") as handle:
-                    items.append(handle.read())
-            except OSError as exc:
-                raise DataError(f"cannot read image {path!r}: {exc}") from exc
+        items += [read_bytes(path) for path in paths or []]
         return self._dicts(items, top_k)
 
     def serve(self, images: Sequence[str], top_k: Optional[int] = None) -> List[Dict[str, float]]:
