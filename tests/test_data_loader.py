@@ -1,5 +1,6 @@
 """Sampler shuffling/sharding and the paddle DataLoader built from a PaddleClas mapping."""
 import logging
+import time
 
 import cv2
 import numpy as np
@@ -143,10 +144,17 @@ def test_skip_bad_images_in_workers_reports_count(tmp_path, caplog):
     assert len(y) == 10 and (y == -1).sum() == 6  # 5 unlabeled + the labeled bad image 1.png
 
 
-def test_bad_image_stops_training_without_skip(tmp_path):
-    loader, sampler = build_dataloader(_cfg(_dataset_dir(tmp_path, bad=(3,)), workers=1), "train", seed=0)
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_bad_image_stops_the_pass_without_skip(tmp_path, workers):
+    """A corrupt image stops the pass within seconds with its file and list line, any worker count
+    (num_workers 0 used to hang: Paddle's reader thread died and the consumer waited forever)."""
+    loader, sampler = build_dataloader(_cfg(_dataset_dir(tmp_path, bad=(3,)), workers=workers), "train", seed=0)
+    start = time.monotonic()
     with pytest.raises(DataError, match=r"3\.png \(listed at .*train\.txt:4\) cannot be read"):
         _epoch(loader, sampler, 0)
+    assert time.monotonic() - start < 20
 
 
 def test_loader_config_errors(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ppssld.data.transforms import CHW, ImageDecodeError
 from ppssld.export.infer_config import INFER_CONFIG, default_topk, label_list, preprocessor, read_infer_config
-from ppssld.utils.errors import DataError
+from ppssld.utils.errors import DataError, PpssldError
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 PRECISIONS = ("fp32", "fp16")
 
 
-class ModelDirError(ValueError):
+class ModelDirError(PpssldError, ValueError):
     """An exported model folder that is missing or incomplete."""
 
 
