@@ -226,4 +226,5 @@ def test_one_command_gives_folder_weights_and_hub_module(tmp_path):
     assert f"PaddleHub module: {out}/hub/{STUDENT.lower()}_ssld" in proc.stdout
     bad = subprocess.run(cmd[:-2] + ["Global.pretrained_model=/nowhere/best_model"], capture_output=True, text=True,
                          env=env, timeout=300)
-    assert bad.returncode == 1 and "export failed" in bad.stderr and "/nowhere/best_model" in bad.stderr
+    assert bad.returncode == 2 and "/nowhere/best_model" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
