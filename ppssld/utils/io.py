@@ -10,6 +10,8 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+from ppssld.utils.errors import OutputError
+
 
 def current_umask() -> int:
     """The process umask (from ``/proc`` on Linux, so other threads never see it changed)."""
@@ -35,6 +37,25 @@ def dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
+def ensure_dir(path: str) -> str:
+    """Create folder ``path`` (and parents) if needed.
+
+    Raises:
+        OutputError: it cannot be created (a file is in the way, no permission, read-only file system).
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {path}: {exc.strerror or exc}; choose a writable "
+                          f"location") from exc
+    return path
+
+
+def _write_failed(path: str, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}; nothing was replaced (an existing "
+                       f"{os.path.basename(path)} is unchanged). Free disk space or choose a writable folder")
+
+
 @contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -46,17 +67,26 @@ def atomic_path(path: str) -> Iterator[str]:
         path: final destination.
     Yields:
         A temporary file name in the same directory (same filesystem, so the rename is atomic).
+    Raises:
+        OutputError: the folder or file cannot be written (no permission, disk full, ...); ``path`` is untouched.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    directory = ensure_dir(os.path.dirname(os.path.abspath(path)))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise _write_failed(path, exc) from exc
     os.close(fd)
     try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise _write_failed(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -90,9 +120,11 @@ def make_temp_dir(final_dir: str) -> str:
 
     Fill it, then :func:`publish_dir` it onto ``final_dir``.
     """
-    parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(final_dir)) + ".", dir=parent)
+    parent = ensure_dir(os.path.dirname(os.path.abspath(final_dir)))
+    try:
+        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(final_dir)) + ".", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {final_dir}: {exc.strerror or exc}; choose a writable folder") from exc
     os.chmod(tmp, dir_mode())
     return tmp
 
