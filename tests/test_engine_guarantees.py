@@ -87,3 +87,24 @@ def test_thread_default(monkeypatch, user, local, cores, expected, source):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert threads.ensure_cpu_threads() == int(expected)
     assert os.environ["OMP_NUM_THREADS"] == expected and threads.thread_source() == source
+
+
+@pytest.mark.parametrize("ci, code, needle", [("true", 1, "Fashion-MNIST is missing"), ("", 0, "1 skipped")])
+def test_fashion_mnist_tests_fail_in_ci_instead_of_skipping(tmp_path, ci, code, needle):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    fashion_mnist: needs the data set\n")
+    (tmp_path / "conftest.py").write_text(
+        f"import sys\nsys.path.insert(0, {ROOT!r})\nimport tests.conftest as base\n"
+        "base.FASHION_MNIST = '/nonexistent/fashion-mnist'\npytest_runtest_setup = base.pytest_runtest_setup\n")
+    (tmp_path / "test_needs_data.py").write_text(
+        "import pytest\n\n\n@pytest.mark.fashion_mnist\ndef test_uses_the_data():\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    if ci:
+        env["CI"] = ci
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == code and needle in proc.stdout, proc.stdout[-2000:]
