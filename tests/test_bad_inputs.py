@@ -7,13 +7,10 @@ import zlib
 
 import cv2
 import numpy as np
-import paddle
 import pytest
-import yaml
 from PIL import Image
 
 from ppssld.arch.build import build_model
-from ppssld.arch.zoo import build_backbone
 from ppssld.config import load_config
 from ppssld.data.dataset import ImageNetDataset
 from ppssld.data.label_list import read_label_list
