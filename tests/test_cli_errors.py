@@ -70,6 +70,10 @@ def test_every_tool_turns_a_user_error_into_one_line_and_status_2(tmp_path, corr
         # a DataError raised while training reads a batch, in this process and in loader workers
         "train_corrupt_w0": (_cmd("tools/train.py", "-c", configs[0]), "00002.png (listed at"),
         "train_corrupt_w2": (_cmd("tools/train.py", "-c", configs[2]), "00002.png (listed at"),
+        # an output folder that cannot be created (under a regular file: root ignores chmod)
+        "train_unwritable": (_cmd("tools/train.py", "-c", configs[0], "-o",
+                                  f"Global.output_dir={os.path.join(root, 'cfg0.yaml', 'out')}"),
+                             "cannot write the log file"),
     }
     commands = {name: (cmd, None) for name, (cmd, _) in cases.items()}
     commands["train_debug_flag"] = (_cmd("tools/train.py", "-c", MISSING, "--debug"), None)
