@@ -157,6 +157,16 @@ def test_bad_image_stops_the_pass_without_skip(tmp_path, workers):
     assert time.monotonic() - start < 20
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_all_neighbours_unreadable_stops_in_workers_too(tmp_path):
+    """skip_bad_images gives up after 16 unreadable neighbours; from a worker that error arrives intact too."""
+    ds_cfg = dict(_dataset_dir(tmp_path, n=20, bad=tuple(range(20))), skip_bad_images=True)
+    loader, sampler = build_dataloader(_cfg(ds_cfg, workers=2), "train", seed=0)
+    with pytest.raises(DataError, match=r"and the 16 images after it in the list are all unreadable"):
+        _epoch(loader, sampler, 0)
+
+
 def test_loader_config_errors(tmp_path):
     ds_cfg = _dataset_dir(tmp_path)
     with pytest.raises(ConfigError, match="Did you mean 'num_workers'"):

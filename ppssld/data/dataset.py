@@ -145,11 +145,17 @@ class ImageNetDataset(paddle.io.Dataset):
 
     def __getitem__(self, index: int) -> Union[Tuple[np.ndarray, np.int64], SampleError]:
         try:
-            return self.load(index), np.int64(self.records[index].label)
+            return self._sample(index)
         except DataError as exc:
-            if not self.skip_bad_images or not isinstance(exc, ImageDecodeError):
-                if paddle.io.get_worker_info() is not None:
-                    return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
+            if paddle.io.get_worker_info() is not None:
+                return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
+            raise
+
+    def _sample(self, index: int) -> Tuple[np.ndarray, np.int64]:
+        try:
+            return self.load(index), np.int64(self.records[index].label)
+        except ImageDecodeError:
+            if not self.skip_bad_images:
                 raise
             self._note_bad(self.full_path(index))
         # Substitute the next readable image with label -1, so no loss or metric counts it as the bad one.
