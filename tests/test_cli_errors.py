@@ -89,6 +89,8 @@ def test_every_tool_turns_a_user_error_into_one_line_and_status_2(tmp_path, corr
     assert "train.txt:3" in results["train_corrupt_w0"][2] or "list.txt:3" in results["train_corrupt_w0"][2]
     assert results["train_corrupt_w0"][2].split("error: ")[1] == results["train_corrupt_w2"][2].split("error: ")[1] \
         .replace("out2", "out0")
+    log = open(os.path.join(root, "out0", "train.log"), encoding="utf-8").read()
+    assert "ERROR" in log and "00002.png (listed at" in log  # the run's log records why it stopped
     for name in ("train_debug_flag", "predict_debug_env", "check_data_debug_env"):
         code, _, err = results[name]
         assert code == 2 and "Traceback (most recent call last)" in err and "\nerror: " in err, f"{name}: {err[-2000:]}"

@@ -13,8 +13,8 @@ import traceback
 from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from ppssld.config import get, load_config
-from ppssld.utils.logger import setup_logging
 from ppssld.utils.errors import PpssldError
+from ppssld.utils.logger import setup_logging
 from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
