@@ -5,9 +5,11 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from ppssld.data.check import check_dataset, check_image_file
+from ppssld.utils.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -81,4 +83,5 @@ def test_cli_exit_status_and_json_report(tmp_path, capsys):
     assert check_data.main(["-c", str(cfg_path), "-o", f"DataLoader.Eval.dataset.cls_label_path={train}",
                             "--workers", "1"]) == 1
     assert "DataLoader.Eval.dataset" in capsys.readouterr().out
-    assert check_data.main([]) == 2
+    with pytest.raises(ConfigError, match="give --config"):
+        check_data.main([])

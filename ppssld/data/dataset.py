@@ -38,6 +38,18 @@ UNSUPPORTED_KEYS = {
 }
 
 
+class SampleError:
+    """A DataError met in a loader worker process, returned in place of the sample.
+
+    Raising in a worker makes Paddle re-raise a generic error in its reader thread, which dies; the
+    loader's collate function turns this into an error batch that the main process raises as a
+    :class:`DataError` with the original message (file and list line).
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 @DATASETS.register(name="ImageNetDataset")
 class ImageNetDataset(paddle.io.Dataset):
     """Images listed in label lists under ``image_root``.
@@ -86,7 +98,6 @@ class ImageNetDataset(paddle.io.Dataset):
         self.epoch = 0
         self._bad_count = multiprocessing.Value("q", 0) if self.skip_bad_images else None
         self._bad_queue = multiprocessing.Queue() if self.skip_bad_images else None
-        self._error_queue = multiprocessing.Queue()  # a worker's error text, for the main process to raise
         self._bad_local: List[str] = []
         self._reported = 0
         self.last_bad_report: Tuple[int, List[str]] = (0, [])
@@ -133,13 +144,19 @@ class ImageNetDataset(paddle.io.Dataset):
         except DataError as exc:
             raise DataError(f"image {path} (listed at {rec.source}:{rec.line}): {exc}") from exc
 
-    def __getitem__(self, index: int) -> Tuple[np.ndarray, np.int64]:
+    def __getitem__(self, index: int) -> Union[Tuple[np.ndarray, np.int64], SampleError]:
+        try:
+            return self._sample(index)
+        except DataError as exc:
+            if paddle.io.get_worker_info() is not None:
+                return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
+            raise
+
+    def _sample(self, index: int) -> Tuple[np.ndarray, np.int64]:
         try:
             return self.load(index), np.int64(self.records[index].label)
-        except DataError as exc:
-            if not self.skip_bad_images or not isinstance(exc, ImageDecodeError):
-                if paddle.io.get_worker_info() is not None:
-                    self._error_queue.put(str(exc))
+        except ImageDecodeError:
+            if not self.skip_bad_images:
                 raise
             self._note_bad(self.full_path(index))
         # Substitute the next readable image with label -1, so no loss or metric counts it as the bad one.
@@ -160,13 +177,6 @@ class ImageNetDataset(paddle.io.Dataset):
             self._bad_local.append(path)
         else:
             self._bad_queue.put(path)
-
-    def worker_error(self) -> Optional[str]:
-        """The message of a DataError raised in a loader worker, if any (paddle only re-raises a generic error)."""
-        try:
-            return self._error_queue.get(timeout=0.5)
-        except queue.Empty:
-            return None
 
     def bad_image_report(self) -> Tuple[int, List[str]]:
         """Bad images met since the previous call (count, first few paths); logs a warning when any.

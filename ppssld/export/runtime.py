@@ -13,7 +13,7 @@ import numpy as np
 from ppssld.data.image import read_bytes, transform_image
 from ppssld.data.transforms import ImageDecodeError
 from ppssld.export.infer_config import INFER_CONFIG, default_topk, label_list, preprocessor, read_infer_config
-from ppssld.utils.errors import DataError
+from ppssld.utils.errors import DataError, PpssldError
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 PRECISIONS = ("fp32", "fp16")
 
 
-class ModelDirError(ValueError):
+class ModelDirError(PpssldError, ValueError):
     """An exported model folder that is missing or incomplete."""
 
 
