@@ -64,6 +64,13 @@ def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[
     optim_state.restore(optimizer, model, state, where)
 
 
+def float32_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """PaddleClas's ``save_dtype='float32'``: half-precision tensors (an AMP O2 model) saved as float32,
+    so checkpoints load into float32 models for evaluation, fine-tuning and export."""
+    return {k: v.astype("float32") if str(getattr(v, "dtype", "")).replace("paddle.", "") in ("float16", "bfloat16")
+            else v for k, v in state.items()}
+
+
 def digest(state: Dict[str, Any]) -> str:
     """A BLAKE2 digest of a state dict's names and values (detects mixed checkpoint files)."""
     hasher = hashlib.blake2b(digest_size=16)
@@ -104,7 +111,7 @@ class Checkpointer:
         os.makedirs(self.save_dir, exist_ok=True)
         prefix = os.path.join(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
-        params = dict(model.state_dict())
+        params = float32_state(model.state_dict())
         params_payload = params
         opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
