@@ -111,7 +111,7 @@ def restore(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any], where
             renamed[key] = {lookup[k].name if k in lookup else k: v for k, v in value.items()}
             continue
         owner = _owner(key, ordered)
-        if owner is None and key in offset:
+        if key in offset:  # once names are offset, no name match can be trusted
             param, accumulator = offset[key], _GENERATED.match(key)["acc"]
         elif owner is None:
             unknown.append(key)
