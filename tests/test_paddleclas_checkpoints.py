@@ -137,3 +137,31 @@ def test_whole_model_weights_stand_in_for_a_frozen_teachers_pretrained(tmp_path)
     shutil.copytree(os.path.join(FIXTURES, DISTILL), tmp_path / "ckpt")
     trainer = build_trainer(_config(tmp_path, DISTILL, *frozen, f"Global.checkpoints={tmp_path}/ckpt/epoch_1"))
     assert trainer.start_epoch == 2 and trainer.model.frozen == ["Teacher"]
+
+
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_lr_scheduler_state_moves_between_paddleclas_and_ppssld(warmup):
+    """PaddleClas's Cosine is paddle's CosineAnnealingDecay(T_max=(epochs - warmup) * steps), inside a
+    LinearWarmup(warmup * steps, 0 -> lr) when warmup is set (ppcls/optimizer/learning_rate.py); it reads
+    our scheduler state and we read its."""
+    from ppssld.optim import build_lr_scheduler
+
+    def theirs():
+        cosine = paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=(4 - warmup) * 5, eta_min=0.0)
+        return paddle.optimizer.lr.LinearWarmup(cosine, warmup * 5, 0.0, 0.1) if warmup else cosine
+
+    ours = build_lr_scheduler({"name": "Cosine", "learning_rate": 0.1, "warmup_epoch": warmup}, 4, 5, "lr")
+    reference = theirs()
+    for _ in range(7):
+        ours.step()
+        reference.step()
+    assert ours() == pytest.approx(reference())
+    loaded = theirs()
+    loaded.set_state_dict(ours.state_dict())  # ppssld -> PaddleClas
+    mine = build_lr_scheduler({"name": "Cosine", "learning_rate": 0.1, "warmup_epoch": warmup}, 4, 5, "lr")
+    mine.set_state_dict(reference.state_dict())  # PaddleClas -> ppssld
+    for _ in range(5):
+        assert loaded() == pytest.approx(reference()) and mine() == pytest.approx(reference())
+        loaded.step()
+        mine.step()
+        reference.step()
