@@ -226,3 +226,45 @@ def test_pretrained_list_loads_each_model_and_conflicts_are_refused(tmp_path):
     arch["pretrained_list"] = [teacher]
     with pytest.raises(ConfigError, match="one entry per model"):
         build_model(arch)
+
+
+def test_every_build_gets_the_parameter_names_of_a_fresh_paddleclas_process():
+    first = build_model({"name": "MobileNetV3_small_x0_35", "class_num": 3})
+    second = build_model({"name": "MobileNetV3_small_x0_35", "class_num": 3})
+    assert [p.name for p in first.parameters()] == [p.name for p in second.parameters()]
+    assert first.parameters()[0].name == "conv2d_0.w_0"
+    distill = build_model({"name": "DistillationModel", "models": [
+        {"Teacher": {"name": "MobileNetV3_small_x0_35", "class_num": 3}},
+        {"Student": {"name": "MobileNetV3_small_x0_35", "class_num": 3}}]})
+    teacher, student = distill.Teacher.parameters(), distill.Student.parameters()
+    assert teacher[0].name == "conv2d_0.w_0"  # the teacher first, the student's counters continue
+    teacher_convs = {p.name.split(".")[0] for p in teacher if p.name.startswith("conv2d_")}
+    assert student[0].name == f"conv2d_{len(teacher_convs)}.w_0"
+
+
+def test_two_fixed_name_backbones_in_one_distillation_model_get_unique_names(tmp_path):
+    """ShuffleNetV2 names its parameters itself (stage1_conv_weights); Paddle refuses a name twice."""
+    from ppssld.engine.checkpoint import Checkpointer
+
+    arch = {"name": "DistillationModel", "models": [
+        {"Teacher": {"name": "ShuffleNetV2_x0_25", "class_num": 3}},
+        {"Student": {"name": "ShuffleNetV2_x0_25", "class_num": 3}}]}
+    model = build_model(arch)
+    names = [p.name for p in model.parameters()]
+    assert len(set(names)) == len(names)
+    assert model.Teacher.parameters()[0].name == "stage1_conv_weights"
+    assert model.Student.parameters()[0].name == "Student.stage1_conv_weights"
+    opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
+    out = model(paddle.rand([2, 3, 32, 32]))
+    (out["Teacher"].mean() + out["Student"].mean()).backward()
+    opt.step()
+    trainable = [p for p in model.parameters() if not p.stop_gradient]
+    assert len(opt._accumulators["velocity"]) == len(trainable)  # one velocity each, none shared
+    Checkpointer(str(tmp_path)).save("latest", model, opt, {"epoch": 1})
+    again = build_model(arch)
+    opt2 = paddle.optimizer.Momentum(0.1, parameters=again.parameters())
+    Checkpointer.load(str(tmp_path / "latest"), again, opt2)
+    out = again(paddle.rand([2, 3, 32, 32]))
+    (out["Teacher"].mean() + out["Student"].mean()).backward()
+    opt2.step()  # would assert "Optimizer set error" if a restored key were missing
+    assert len(opt2._accumulators["velocity"]) == len(trainable)

@@ -10,16 +10,18 @@ import numpy as np
 import paddle
 import pytest
 
+from ppssld.arch.build import build_model
 from ppssld.arch.zoo import build_backbone
-from ppssld.engine.checkpoint import Checkpointer, optimizer_state_for_save
+from ppssld.engine.checkpoint import Checkpointer, optimizer_state_for_save, restore_optimizer_state
 from ppssld.utils.errors import WeightsError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _model_and_opt(seed):
+def _model_and_opt(seed, fresh_scope=True):
     paddle.seed(seed)
-    model = build_backbone("MobileNetV3_small_x0_35", class_num=3)
+    model = (build_model({"name": "MobileNetV3_small_x0_35", "class_num": 3}) if fresh_scope
+             else build_backbone("MobileNetV3_small_x0_35", class_num=3))
     sched = paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=10)
     opt = paddle.optimizer.Momentum(sched, parameters=model.parameters())
     loss = model(paddle.rand([2, 3, 32, 32])).mean()
@@ -44,15 +46,50 @@ def test_round_trip_restores_model_optimizer_scheduler_and_rng(tmp_path):
     assert sched2.last_epoch == sched.last_epoch and opt2.get_lr() == pytest.approx(opt.get_lr())
     saved, restored = optimizer_state_for_save(opt, model), optimizer_state_for_save(opt2, other)
     velocities = [k for k in saved if k.endswith("_velocity_0")]
-    # keyed by the structured parameter names (conv.conv.weight_velocity_0), not Paddle's generated ones
-    assert sorted(velocities) == sorted(f"{name}_velocity_0" for name, p in model.named_parameters()
-                                        if not p.stop_gradient)
+    # keyed as a fresh PaddleClas process keys them: generated parameter name + "_velocity_0"
+    assert velocities == [p.name + "_velocity_0" for p in model.parameters() if not p.stop_gradient]
+    assert velocities[0] == "conv2d_0.w_0_velocity_0"
     for key in velocities:
         np.testing.assert_array_equal(saved[key].numpy(), restored[key].numpy())
     np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected_draw)
     # PaddleClas layout: .pdparams is a plain key->tensor dict with exactly the model's keys
     raw = paddle.load(prefix + ".pdparams")
     assert set(raw) == set(model.state_dict())
+
+
+def _velocity_by_structure(opt, model):
+    return {n: opt._accumulators["velocity"][p.name].numpy() for n, p in model.named_parameters()
+            if not p.stop_gradient}
+
+
+def test_optimizer_state_loads_into_a_model_whose_names_are_offset(tmp_path):
+    """Built in another name scope (counters offset, e.g. conv2d_54): matched by layer order, values intact."""
+    model, opt, _ = _model_and_opt(0)
+    Checkpointer(str(tmp_path)).save("latest", model, opt, {"epoch": 1})
+    _model_and_opt(2, fresh_scope=False)  # shifts the process's name and accumulator counters
+    other, opt2, _ = _model_and_opt(1, fresh_scope=False)
+    assert other.parameters()[0].name != model.parameters()[0].name
+    Checkpointer.load(str(tmp_path / "latest"), other, opt2)
+    other(paddle.rand([2, 3, 32, 32])).mean().backward()
+    before = _velocity_by_structure(opt, model)
+    opt2._momentum = 0.5
+    opt2.step()  # velocity = 0.5 * restored + grad: restored from the file, not zeros
+    grads = {n: p.grad.numpy() for n, p in other.named_parameters() if not p.stop_gradient}
+    after = _velocity_by_structure(opt2, other)
+    for name in ("conv.conv.weight", "fc.weight"):
+        np.testing.assert_allclose(after[name], 0.5 * before[name] + grads[name], rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_state_of_another_model_is_refused_with_its_keys(tmp_path):
+    model, opt, _ = _model_and_opt(0)
+    Checkpointer(str(tmp_path)).save("latest", model, opt, {"epoch": 1})
+    paddle.seed(0)
+    resnet = build_model({"name": "ResNet18", "class_num": 3})
+    resnet_opt = paddle.optimizer.Momentum(paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=10),
+                                           parameters=resnet.parameters())
+    state = paddle.load(str(tmp_path / "latest.pdopt"))[0]
+    with pytest.raises(WeightsError, match=r"latest.pdopt does not fit .*(match no parameter|shape)"):
+        restore_optimizer_state(resnet_opt, resnet, state, where=str(tmp_path / "latest.pdopt"))
 
 
 def test_missing_or_mixed_files_are_refused(tmp_path):

@@ -1,8 +1,10 @@
 """Build the model an ``Arch`` config describes, loading weights strictly."""
 import fnmatch
 import logging
-from typing import Any, Dict, List, Optional
+from collections import Counter
+from typing import Any, Collection, Dict, List, Optional
 
+import paddle
 import paddle.nn as nn
 
 from ppssld.arch.distillation import BN_MODES, DistillationModel
@@ -111,25 +113,40 @@ def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
 
 
 def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None,
-                load_pretrained: bool = True) -> nn.Layer:
+                load_pretrained: bool = True, provided: Collection[str] = ()) -> nn.Layer:
     """Build a plain backbone or a DistillationModel from ``Arch``.
+
+    The model is built in a fresh name scope, so its parameters get the names a fresh
+    PaddleClas process gives them (``conv2d_0.w_0`` ...; the teacher first, then the student)
+    and PaddleClas's optimizer states (keyed by those names) load, and ours load in PaddleClas.
 
     Args:
         arch: the ``Arch`` section (not mutated).
         strict: strict weight loading (``Global.strict_load``).
-        only: build just this named model of a DistillationModel (the student for export,
-            the teacher for mining); other models are neither built nor loaded.
+        only: build just this named model of a DistillationModel (the student for export
+            and evaluation, the teacher for mining); other models are neither built nor loaded.
         load_pretrained: load ``pretrained`` weights; False when a checkpoint is loaded next.
+        provided: names of the models whose weights a whole-model file loaded next provides
+            (``Global.pretrained_model`` / ``Global.checkpoints``): their ``pretrained`` is
+            neither required (a frozen teacher) nor loaded. For a plain model, any name.
     Returns:
         The model.
+    Raises:
+        ConfigError: bad keys, or a frozen model whose weights nothing provides.
     """
     if not isinstance(arch, dict) or "name" not in arch:
         raise ConfigError("Arch must be a mapping with a 'name'")
-    if arch["name"] != "DistillationModel":
-        arch = dict(arch)
-        if not load_pretrained:
-            arch.pop("pretrained", None)
-        return build_single(arch, "Arch", strict)
+    with paddle.utils.unique_name.guard():
+        if arch["name"] != "DistillationModel":
+            arch = dict(arch)
+            if not load_pretrained or provided:
+                arch.pop("pretrained", None)
+            return build_single(arch, "Arch", strict)
+        return _build_distillation(arch, strict, only, load_pretrained, set(provided))
+
+
+def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str], load_pretrained: bool,
+                        provided: set) -> nn.Layer:
     for key in arch:
         if key not in DISTILL_KEYS:
             raise ConfigError(f"unknown key Arch.{key} for DistillationModel.{did_you_mean(key, DISTILL_KEYS)} "
@@ -160,16 +177,38 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
             cfg["pretrained"] = pretrained[i]
         if freeze[i]:
             frozen.append(key)
-            if not cfg.get("pretrained") and only is None and load_pretrained:
+            if not cfg.get("pretrained") and only is None and load_pretrained and key not in provided:
                 raise ConfigError(f"{where} is frozen (freeze_params_list[{i}]) but has no pretrained weights: "
                                   f"a random frozen teacher teaches nothing. Set {where}.pretrained "
-                                  f"to a local .pdparams path")
-        if not load_pretrained:
+                                  f"to a local .pdparams path, or Global.pretrained_model to a whole "
+                                  f"DistillationModel checkpoint holding {key}.*")
+        if not load_pretrained or key in provided:
             cfg.pop("pretrained", None)
         built[key] = build_single(cfg, where, strict)
     if only is not None:
         return built[only]
+    _make_names_unique(built)
     return DistillationModel(built, frozen=frozen, infer_model_name=infer_name, frozen_bn_mode=bn_mode)
+
+
+def _make_names_unique(models: Dict[str, nn.Layer]) -> None:
+    """Prefix ``<Model>.`` to parameter names a model shares with an earlier one.
+
+    Only models with fixed parameter names (built twice, e.g. a ResNeXt teacher and student)
+    repeat names; PaddleClas cannot build those at all. Optimizer accumulators are keyed by
+    parameter name, so the names must be unique within one model.
+    """
+    seen: Counter = Counter()
+    for key, layer in models.items():
+        renamed = 0
+        for param in layer.parameters():
+            if seen[param.name]:
+                param.name = f"{key}.{param.name}"
+                renamed += 1
+            seen[param.name] += 1
+        if renamed:
+            logger.info("%s: %d fixed parameter names repeat an earlier model's; prefixed with '%s.'",
+                        key, renamed, key)
 
 
 def infer_model_name(arch: Dict[str, Any]) -> Optional[str]:

@@ -48,6 +48,35 @@ def _shape(value) -> List[int]:
     return list(value.shape)
 
 
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def _dtype(value) -> str:
+    return str(value.dtype).replace("paddle.", "")
+
+
+def _convert_dtypes(state: Dict[str, paddle.Tensor], own: Dict[str, paddle.Tensor], label: str) -> Dict:
+    """Cast float32 values into an AMP O2 (float16/bfloat16) model; refuse every other dtype mismatch.
+
+    Raises:
+        WeightsError: naming the first mismatched tensor, its file and model dtypes.
+    """
+    converted = dict(state)
+    for key, mine in own.items():
+        if key not in state or _dtype(state[key]) == _dtype(mine):
+            continue
+        theirs = state[key]
+        if _dtype(theirs) == "float32" and _dtype(mine) in _LOW_PRECISION:
+            value = theirs if isinstance(theirs, paddle.Tensor) else paddle.to_tensor(np.asarray(theirs))
+            converted[key] = value.astype(mine.dtype)
+            continue
+        hint = (" It was saved in half precision (AMP O2 without save_dtype); load it into an AMP O2 "
+                "model and save again, which writes float32") if _dtype(theirs) in _LOW_PRECISION else ""
+        raise WeightsError(f"weights {label}: tensor {key} is {_dtype(theirs)} in the file but {_dtype(mine)} "
+                           f"in the model.{hint}")
+    return converted
+
+
 def load_weights(layer: nn.Layer, source, strict: bool = True, where: str = "") -> List[str]:
     """Load weights into ``layer``, checking keys and shapes.
 
@@ -55,7 +84,8 @@ def load_weights(layer: nn.Layer, source, strict: bool = True, where: str = "") 
         layer: the model.
         source: a path (``.pdparams`` suffix optional) or a state dict.
         strict: raise on any missing, unexpected or shape-mismatched key; when False those
-            are logged as warnings and the matching keys are still loaded.
+            are logged as warnings and the matching keys are still loaded. A dtype mismatch is
+            always an error, except float32 values into an AMP O2 (float16) model: they are cast.
         where: label for messages (file name or config location).
     Returns:
         The problems found (empty when everything matched).
@@ -79,6 +109,7 @@ def load_weights(layer: nn.Layer, source, strict: bool = True, where: str = "") 
             raise WeightsError(message + ". Pass strict=False (Global.strict_load: False) to load the "
                                          "matching keys anyway.")
         logger.warning(message)
+    state = _convert_dtypes(state, own, label)
     good = {k: v for k, v in state.items()
             if k in own and _shape(v) == _shape(own[k])}
     layer.set_state_dict(good)

@@ -81,17 +81,35 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         kwargs["lr_mult_list"] = [float(x) for x in lr_mult_list]
     _BUILDS["count"] += 1
     try:
-        # A fresh name scope per build: some zoo models give their parameters fixed names, which
-        # Paddle refuses to create twice in one process (e.g. mining, then distilling, with the
-        # same teacher); a per-build prefix also keeps generated names unique across models.
-        with paddle.utils.unique_name.guard(f"ppssld{_BUILDS['count']}_"):
-            layer = zoo[name](pretrained=False, use_ssld=False, **kwargs)
+        layer = _construct(zoo[name], name, kwargs)
     except TypeError as exc:
         raise ConfigError(f"backbone {name!r} at {where} rejected its arguments "
                           f"{sorted(kwargs)}: {exc}") from exc
     if lr_mult_list is not None:
         _ensure_lr_mult_applied(layer, name, zoo[name], [float(x) for x in lr_mult_list], where)
     return layer
+
+
+def _construct(factory: Any, name: str, kwargs: Dict[str, Any]) -> nn.Layer:
+    """Call a zoo factory in the current name scope, so parameters get PaddleClas's names.
+
+    Generated names (``conv2d_0.w_0``) continue the current scope's counters, exactly as in a
+    PaddleClas process; :func:`ppssld.arch.build.build_model` opens a fresh scope per model,
+    so they restart from 0 as in a fresh PaddleClas process and optimizer states match.
+    Some zoo models (ResNeXt, Res2Net, ...) give parameters fixed names (``res_conv1_weights``),
+    which Paddle refuses to create twice in one scope; only then is the model built again in
+    a fresh scope (its names repeat those of the first copy, which
+    :func:`ppssld.arch.build.build_model` makes unique inside one model).
+    """
+    try:
+        return factory(pretrained=False, use_ssld=False, **kwargs)
+    except ValueError as exc:
+        if "have be been used" not in str(exc):
+            raise
+        logger.info("%s has fixed parameter names already used in this name scope: built in a fresh scope",
+                    name)
+        with paddle.utils.unique_name.guard():
+            return factory(pretrained=False, use_ssld=False, **kwargs)
 
 
 def _ensure_lr_mult_applied(layer: nn.Layer, name: str, factory: Any, mults: List[float], where: str) -> None:

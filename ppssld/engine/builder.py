@@ -2,7 +2,7 @@
 import logging
 import os
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import paddle
@@ -64,16 +64,79 @@ def prepare_runtime(config: Dict[str, Any]) -> None:
     seed_everything(int(get(config, "Global.seed", 42)))
 
 
+def _provided_models(arch: Dict[str, Any], state_keys: Any) -> List[str]:
+    """Names of the models whose weights a whole-model state dict holds (any name for a plain model)."""
+    keys = list(state_keys)
+    if arch.get("name") != "DistillationModel":
+        return ["Arch"] if keys else []
+    names = [k for item in arch.get("models") or [] if isinstance(item, dict) for k in item]
+    return [n for n in names if any(k.startswith(n + ".") for k in keys)]
+
+
 def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.Layer:
-    """The model of ``Arch`` plus ``Global.pretrained_model`` (strict unless ``Global.strict_load: False``)."""
-    from ppssld.arch.weights import load_weights
+    """The model of ``Arch`` plus ``Global.pretrained_model`` (strict unless ``Global.strict_load: False``).
+
+    A model whose weights ``Global.pretrained_model`` (or, with ``resume``, ``Global.checkpoints``)
+    holds needs no ``pretrained`` of its own: a frozen teacher is then loaded from that file.
+    """
+    from ppssld.arch.weights import load_state_dict, load_weights
 
     strict = bool(get(config, "Global.strict_load", True))
-    model = build_model(config["Arch"], strict=strict, load_pretrained=True)
     pretrained = get(config, "Global.pretrained_model")
-    if pretrained and not resume:
-        load_weights(model, str(pretrained), strict=strict, where=f"Global.pretrained_model={pretrained}")
+    checkpoints = get(config, "Global.checkpoints") if resume else None
+    state, provided = None, []
+    if checkpoints:
+        provided = _provided_models(config["Arch"], load_state_dict(str(checkpoints), "Global.checkpoints"))
+    elif pretrained:
+        state = load_state_dict(str(pretrained), f"Global.pretrained_model={pretrained}")
+        provided = _provided_models(config["Arch"], state)
+    model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided)
+    if state is not None:
+        load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
     return model
+
+
+def build_eval_model(config: Dict[str, Any]) -> paddle.nn.Layer:
+    """Only the model evaluation runs: the infer model (student) of a DistillationModel, or the plain model.
+
+    ``Global.pretrained_model`` may hold the whole DistillationModel (``Teacher.*``,
+    ``Student.*``: the student's part is taken) or the student alone (PaddleClas's
+    ``*_student.pdparams``); other models are neither built nor read into a model.
+
+    Returns:
+        A plain model, or a one-model DistillationModel (outputs keyed by the infer model's name,
+        as ``DistillationTopkAcc`` expects).
+    """
+    from ppssld.arch.distillation import DistillationModel
+    from ppssld.arch.weights import load_state_dict, load_weights, strip_prefix
+
+    arch = config["Arch"]
+    strict = bool(get(config, "Global.strict_load", True))
+    pretrained = get(config, "Global.pretrained_model")
+    name = infer_model_name(arch)
+    where = f"Global.pretrained_model={pretrained}"
+    state = load_state_dict(str(pretrained), where) if pretrained else None
+    if name is None:
+        model = build_model(arch, strict=strict, provided=["Arch"] if state is not None else [])
+        if state is not None:
+            load_weights(model, state, strict=strict, where=where)
+        return model
+    layer = build_model(arch, strict=strict, only=name, load_pretrained=state is None)
+    if state is not None:
+        own = strip_prefix(state, name)
+        if own:
+            logger.info("%s: evaluating its %s.* weights (%d of %d tensors)", where, name, len(own), len(state))
+        load_weights(layer, own or state, strict=strict, where=f"{where} ({name}.*)" if own else where)
+    return DistillationModel({name: layer}, infer_model_name=name)
+
+
+def eval_amp(config: Dict[str, Any], model: paddle.nn.Layer) -> tuple:
+    """``(model, amp)`` for evaluation: with AMP O2 the model is decorated (float16, float32
+    ``state_dict``) and evaluated under O2 autocast, as PaddleClas's eval engine does."""
+    amp, _ = _amp_options(config)
+    if amp and amp["level"] == "O2":
+        model = paddle.amp.decorate(models=model, level="O2", save_dtype="float32")
+    return model, amp
 
 
 def _amp_options(config: Dict[str, Any]) -> tuple:
@@ -86,6 +149,13 @@ def _amp_options(config: Dict[str, Any]) -> tuple:
     scaler = paddle.amp.GradScaler(init_loss_scaling=float(get(config, "AMP.scale_loss", 1.0)),
                                    use_dynamic_loss_scaling=bool(get(config, "AMP.use_dynamic_loss_scaling", True)))
     return amp, scaler
+
+
+def decorate_o2(model: paddle.nn.Layer, optimizer: Any) -> tuple:
+    """AMP O2: float16 parameters with float32 master weights; ``state_dict()`` (so every
+    checkpoint) stays float32, PaddleClas's ``save_dtype``, so it loads for eval, fine-tuning and export."""
+    return paddle.amp.decorate(models=model, optimizers=optimizer, level="O2", master_weight=True,
+                               save_dtype="float32")
 
 
 def _visualdl(config: Dict[str, Any]) -> Optional[Any]:
@@ -149,8 +219,7 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                                            steps_per_epoch=len(train_loader), where="Optimizer")
     amp, scaler = _amp_options(config)
     if amp and amp["level"] == "O2":
-        model, optimizer = paddle.amp.decorate(models=model, optimizers=optimizer, level="O2",
-                                               master_weight=True)
+        model, optimizer = decorate_o2(model, optimizer)
     eval_loader, eval_metrics, eval_loss = build_eval_pieces(config)
     train_metric_cfg = get(config, "Metric.Train")
     trainer = Trainer(model, train_loader, sampler, loss_fn, optimizer, scheduler,

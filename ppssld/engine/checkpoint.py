@@ -7,6 +7,10 @@ a ``save_id`` shared with ``.pdopt`` and a digest of the parameters). The three 
 are written to temporary names and renamed only once all are complete, so a kill
 during a save leaves the previous checkpoint loadable; a set mixed from two saves
 (a kill in the microseconds between renames) is detected on load instead of trusted.
+
+Both directions work with PaddleClas's engine: its ``epoch_N``/``latest`` sets (``.pdstates``
+holding only ``metric`` and ``epoch``) resume here, and ours resume there (it reads ``epoch``
+and the first ``.pdopt`` entry, whose accumulator keys are named as it names them).
 """
 import hashlib
 import logging
@@ -20,6 +24,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.weights import load_weights, resolve_params_path
+from ppssld.engine import optim_state
 from ppssld.utils.errors import WeightsError
 from ppssld.utils.io import atomic_path, ensure_dir
 
@@ -48,35 +53,22 @@ def set_rng_state(packed: Any) -> None:
     paddle.set_rng_state(state["paddle"])
 
 
-def _rename_accumulators(state: Dict[str, Any], mapping: Dict[str, str]) -> Dict[str, Any]:
-    """Rename optimizer-state keys ``<param name>_<accumulator>`` through ``mapping``.
-
-    Paddle keys accumulators by generated parameter names (``conv2d_54.w_0``), which change
-    with construction order; checkpoints store the structured names (``Student.conv.weight``)
-    instead so they load into any process. Keys matching no parameter are kept as they are.
-    """
-    ordered = sorted(mapping, key=len, reverse=True)
-    renamed = {}
-    for key, value in state.items():
-        target = key
-        for old in ordered:
-            if key.startswith(old + "_"):
-                target = mapping[old] + key[len(old):]
-                break
-        renamed[target] = value
-    return renamed
-
-
 def optimizer_state_for_save(optimizer: Any, model: paddle.nn.Layer) -> Dict[str, Any]:
-    """The optimizer state with accumulators keyed by structured parameter names."""
-    mapping = {p.name: n for n, p in model.named_parameters()}
-    return _rename_accumulators(optimizer.state_dict(), mapping)
+    """The optimizer state keyed as PaddleClas keys it (see :mod:`ppssld.engine.optim_state`)."""
+    return optim_state.state_for_save(optimizer, model)
 
 
-def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any]) -> None:
-    """Load an optimizer state saved by ppssld (structured names) or by PaddleClas (generated names)."""
-    mapping = {n: p.name for n, p in model.named_parameters()}
-    optimizer.set_state_dict(_rename_accumulators(state, mapping))
+def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any],
+                            where: str = "optimizer state") -> None:
+    """Load an optimizer state saved by PaddleClas or by ppssld (any version)."""
+    optim_state.restore(optimizer, model, state, where)
+
+
+def float32_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """PaddleClas's ``save_dtype='float32'``: half-precision tensors (an AMP O2 model) saved as float32,
+    so checkpoints load into float32 models for evaluation, fine-tuning and export."""
+    return {k: v.astype("float32") if str(getattr(v, "dtype", "")).replace("paddle.", "") in ("float16", "bfloat16")
+            else v for k, v in state.items()}
 
 
 def digest(state: Dict[str, Any]) -> str:
@@ -119,7 +111,7 @@ class Checkpointer:
         ensure_dir(self.save_dir)
         prefix = os.path.join(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
-        params = dict(model.state_dict())
+        params = float32_state(model.state_dict())
         params_payload = params
         opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
@@ -156,6 +148,12 @@ class Checkpointer:
         params = paddle.load(prefix + ".pdparams")
         opt_list = paddle.load(prefix + ".pdopt")
         states = paddle.load(prefix + ".pdstates")
+        if isinstance(opt_list, dict):  # PaddleClas also accepts a bare optimizer state
+            opt_list = [opt_list]
+        if not isinstance(states, dict) or not isinstance(opt_list, list):
+            raise WeightsError(f"checkpoint {prefix}: .pdstates must hold a dict and .pdopt a list of "
+                               f"optimizer states (PaddleClas's layout), got {type(states).__name__} and "
+                               f"{type(opt_list).__name__}")
         ids = {states.pop(SAVE_ID_KEY, None)}
         expected = states.pop("params_digest", None)
         if expected is not None and digest(params) != expected:
@@ -171,7 +169,7 @@ class Checkpointer:
                                f"(e.g. epoch_N)")
         load_weights(model, params, strict=strict, where=prefix + ".pdparams")
         if optimizer is not None and opt_list:
-            restore_optimizer_state(optimizer, model, opt_list[0])
+            restore_optimizer_state(optimizer, model, opt_list[0], where=prefix + ".pdopt")
         if restore_rng and "rng" in states:
             set_rng_state(states["rng"])
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))

@@ -1,4 +1,5 @@
 """Evaluation: student top-k over the whole eval set, exactly once across ranks."""
+import contextlib
 import logging
 import time
 from typing import Any, Dict, List, Optional
@@ -14,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 @paddle.no_grad()
 def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: Optional[Any] = None,
-             epoch: Optional[int] = None, print_batch_step: int = 0) -> Dict[str, float]:
+             epoch: Optional[int] = None, print_batch_step: int = 0,
+             amp: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
     """Evaluate ``model`` and log PaddleClas's ``[Eval][Epoch N][Avg]`` line.
 
     The eval sampler gives every sample to exactly one rank, so loss sums, metric counts and
@@ -29,6 +31,8 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
         loss_fn: optional ``Loss.Eval`` combined loss.
         epoch: epoch number for the log line.
         print_batch_step: log every this many batches (0: never).
+        amp: the training's AMP options (``level``, ``black_list``): evaluate under the same
+            autocast level, as PaddleClas does (an O2 model holds float16 parameters).
     Returns:
         Averages: each loss part and each metric (``top1``, ``top5``, ...).
     """
@@ -41,7 +45,8 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
     total = len(loader)
     infer_name = getattr(model, "infer_model_name", None)
     for step, (images, labels) in enumerate(loader):
-        outputs = {infer_name: model.infer_model(images)} if infer_name else model(images)
+        with _autocast(amp):
+            outputs = {infer_name: model.infer_model(images)} if infer_name else model(images)
         if loss_fn is not None:
             parts = loss_fn(outputs, labels)
             for key, value in parts.items():
@@ -65,6 +70,12 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
     if was_training:
         model.train()
     return results
+
+
+def _autocast(amp: Optional[Dict[str, Any]]) -> Any:
+    if not amp:
+        return contextlib.nullcontext()
+    return paddle.amp.auto_cast(level=amp["level"], custom_black_list=amp.get("black_list"))
 
 
 def report_frozen_models(model: paddle.nn.Layer, loader: Any) -> Dict[str, Dict[str, float]]:

@@ -59,10 +59,15 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
 
     def resume(self, path: str, strict: bool = True) -> None:
-        """Restore model, optimizer, scheduler, RNG and counters from a checkpoint."""
+        """Restore model, optimizer, scheduler, RNG and counters from a checkpoint (ppssld's or PaddleClas's).
+
+        PaddleClas's ``.pdstates`` holds only ``epoch`` and that epoch's ``metric``: the step
+        counter is then ``epoch * steps_per_epoch`` and, as in PaddleClas, the best metric
+        starts afresh (the next evaluation writes ``best_model``).
+        """
         states = Checkpointer.load(path, self.model, self.optimizer, strict=strict)
         self.start_epoch = int(states.get("epoch", 0)) + 1
-        self.global_step = int(states.get("step", 0))
+        self.global_step = int(states.get("step", int(states.get("epoch", 0)) * len(self.train_loader)))
         self.best_metric = float(states.get("best_metric", -1.0))
         self.best_epoch = int(states.get("best_epoch", 0))
 
@@ -146,7 +151,7 @@ class Trainer:
             self.visualdl.add_scalar("train/ips", ips, self.global_step)
 
     def _evaluate(self, epoch: int) -> Dict[str, float]:
-        return evaluate(self.model, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch)
+        return evaluate(self.model, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch, amp=self.amp)
 
     def _save(self, tag: str, epoch: int, metric: float) -> None:
         if distributed.is_main():

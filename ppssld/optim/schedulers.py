@@ -90,6 +90,19 @@ class WarmupSchedule(LRScheduler):
     def get_lr(self) -> float:
         return self.value_at(self.last_epoch)
 
+    def state_dict(self) -> dict:
+        """``last_epoch`` and ``last_lr``; with warmup also ``LinearWarmup_LR``, the nested state
+        PaddleClas's warmup scheduler (paddle's ``LinearWarmup``) requires when it resumes."""
+        state = super().state_dict()
+        if self.warmup and not self.by_epoch:
+            after = max(int(self.last_epoch) - self.warmup, 0)
+            state["LinearWarmup_LR"] = {"last_epoch": after, "last_lr": float(self.body(self.warmup + after))}
+        return state
+
+    def set_state_dict(self, state_dict: dict) -> None:
+        """Restore ``last_epoch`` and ``last_lr`` (a nested ``LinearWarmup_LR`` state is implied by them)."""
+        super().set_state_dict({k: v for k, v in state_dict.items() if k != "LinearWarmup_LR"})
+
 
 @SCHEDULERS.register()
 class Cosine(WarmupSchedule):
