@@ -268,3 +268,12 @@ def test_two_fixed_name_backbones_in_one_distillation_model_get_unique_names(tmp
     (out["Teacher"].mean() + out["Student"].mean()).backward()
     opt2.step()  # would assert "Optimizer set error" if a restored key were missing
     assert len(opt2._accumulators["velocity"]) == len(trainable)
+
+
+@pytest.mark.parametrize("name", ["DLA34", "RedNet26", "HarDNet39_ds"])
+def test_backbones_whose_factory_lacks_use_ssld_build_with_class_num(name):
+    # PaddleClas's DLA/RedNet/HarDNet factories forward **kwargs to a class without use_ssld
+    model = build_backbone(name, class_num=7)
+    model.eval()
+    out = model(paddle.rand([1, 3, 64, 64]))
+    assert list(out.shape) == [1, 7]

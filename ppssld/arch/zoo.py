@@ -101,15 +101,17 @@ def _construct(factory: Any, name: str, kwargs: Dict[str, Any]) -> nn.Layer:
     a fresh scope (its names repeat those of the first copy, which
     :func:`ppssld.arch.build.build_model` makes unique inside one model).
     """
+    if "use_ssld" in inspect.signature(factory).parameters:
+        kwargs = dict(kwargs, use_ssld=False)  # DLA, RedNet, HarDNet would forward it to a class that refuses it
     try:
-        return factory(pretrained=False, use_ssld=False, **kwargs)
+        return factory(pretrained=False, **kwargs)
     except ValueError as exc:
         if "have be been used" not in str(exc):
             raise
         logger.info("%s has fixed parameter names already used in this name scope: built in a fresh scope",
                     name)
         with paddle.utils.unique_name.guard():
-            return factory(pretrained=False, use_ssld=False, **kwargs)
+            return factory(pretrained=False, **kwargs)
 
 
 def _ensure_lr_mult_applied(layer: nn.Layer, name: str, factory: Any, mults: List[float], where: str) -> None:
