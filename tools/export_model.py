@@ -1,7 +1,7 @@
 """Export the student: tools/export_model.py -c cfg.yaml -o Global.pretrained_model=output/.../best_model.
 
 Writes <save_inference_dir>/<Student>_ssld_infer/ (Paddle Inference model + inference.yml),
-<save_inference_dir>/<Student>_ssld_pretrained.pdparams (plain backbone keys) and the PaddleHub
+<save_inference_dir>/<Student>_ssld_pretrained.pdparams and .safetensors (plain backbone keys), the PaddleHub
 module <save_inference_dir>/hub/<module_name>/.
 """
 import os
@@ -32,7 +32,7 @@ def main() -> None:
     except (ValueError, RuntimeError) as exc:  # ConfigError, WeightsError, ModelDirError, OnnxUnavailable
         raise SystemExit(f"export failed: {exc}") from exc
     print(f"inference model: {result.model_dir}")
-    print(f"pretrained weights: {result.pretrained}")
+    print(f"pretrained weights: {result.pretrained} (and {os.path.splitext(result.pretrained)[0]}.safetensors)")
     if result.hub_dir:
         print(f"PaddleHub module: {result.hub_dir}")
     if result.onnx:

@@ -25,11 +25,11 @@ def _warn_once(key: str, where: str) -> None:
         logger.warning("%s.%s is a PaddleClas key that ppssld ignores (%s)", where, key, _WARN_KEYS[key])
 
 
-def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Layer:
+def build_single(cfg: Dict[str, Any], where: str, strict: bool = True, trust: bool = False) -> nn.Layer:
     """Build one zoo backbone from ``{name, class_num, pretrained, lr_mult_list, ...}``.
 
     ``pretrained`` is a local path (suffix optional) or false; ``True`` is an error
-    because ppssld never downloads weights.
+    because ppssld never downloads weights. ``trust``: ``Global.trust_weights``.
     """
     cfg = dict(cfg)
     if "name" not in cfg:
@@ -48,7 +48,7 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Lay
         raise ConfigError(f"{where}.pretrained is True, which asks to download {name}{ssld}_pretrained.pdparams; "
                           f"ppssld never downloads: set {where}.pretrained to a local .pdparams path")
     if pretrained:
-        load_weights(layer, str(pretrained), strict=strict, where=f"{where}.pretrained={pretrained}")
+        load_weights(layer, str(pretrained), strict=strict, where=f"{where}.pretrained={pretrained}", trust=trust)
         logger.info("%s: loaded %s", where, pretrained)
     if train_only is not None:
         restrict_trainable(layer, train_only, f"{where}.train_only")
@@ -111,7 +111,7 @@ def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
 
 
 def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None,
-                load_pretrained: bool = True) -> nn.Layer:
+                load_pretrained: bool = True, trust: bool = False) -> nn.Layer:
     """Build a plain backbone or a DistillationModel from ``Arch``.
 
     Args:
@@ -120,6 +120,7 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
         only: build just this named model of a DistillationModel (the student for export,
             the teacher for mining); other models are neither built nor loaded.
         load_pretrained: load ``pretrained`` weights; False when a checkpoint is loaded next.
+        trust: read weight pickles with ``paddle.load`` (``Global.trust_weights``).
     Returns:
         The model.
     """
@@ -129,7 +130,7 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
         arch = dict(arch)
         if not load_pretrained:
             arch.pop("pretrained", None)
-        return build_single(arch, "Arch", strict)
+        return build_single(arch, "Arch", strict, trust)
     for key in arch:
         if key not in DISTILL_KEYS:
             raise ConfigError(f"unknown key Arch.{key} for DistillationModel.{did_you_mean(key, DISTILL_KEYS)} "
@@ -166,7 +167,7 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
                                   f"to a local .pdparams path")
         if not load_pretrained:
             cfg.pop("pretrained", None)
-        built[key] = build_single(cfg, where, strict)
+        built[key] = build_single(cfg, where, strict, trust)
     if only is not None:
         return built[only]
     return DistillationModel(built, frozen=frozen, infer_model_name=infer_name, frozen_bn_mode=bn_mode)

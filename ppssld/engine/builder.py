@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.build import arch_class_num, build_model, infer_model_name
-from ppssld.config import get
+from ppssld.config import get, trust_weights
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.trainer import Trainer
@@ -69,10 +69,12 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
     from ppssld.arch.weights import load_weights
 
     strict = bool(get(config, "Global.strict_load", True))
-    model = build_model(config["Arch"], strict=strict, load_pretrained=True)
+    trust = trust_weights(config)
+    model = build_model(config["Arch"], strict=strict, load_pretrained=True, trust=trust)
     pretrained = get(config, "Global.pretrained_model")
     if pretrained and not resume:
-        load_weights(model, str(pretrained), strict=strict, where=f"Global.pretrained_model={pretrained}")
+        load_weights(model, str(pretrained), strict=strict, where=f"Global.pretrained_model={pretrained}",
+                     trust=trust)
     return model
 
 
@@ -164,5 +166,6 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       print_batch_step=get(config, "Global.print_batch_step", 10),
                       amp=amp, scaler=scaler, visualdl=_visualdl(config))
     if checkpoints:
-        trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)))
+        trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
+                       trust=trust_weights(config))
     return trainer

@@ -57,9 +57,12 @@ class Trainer:
         self.best_metric, self.best_epoch = -1.0, 0
         self.history: List[Dict[str, Any]] = []
 
-    def resume(self, path: str, strict: bool = True) -> None:
-        """Restore model, optimizer, scheduler, RNG and counters from a checkpoint."""
-        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict)
+    def resume(self, path: str, strict: bool = True, trust: bool = False) -> None:
+        """Restore model, optimizer, scheduler, RNG and counters from a checkpoint.
+
+        ``trust``: read its pickles with ``paddle.load`` (``Global.trust_weights``).
+        """
+        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, trust=trust)
         self.start_epoch = int(states.get("epoch", 0)) + 1
         self.global_step = int(states.get("step", 0))
         self.best_metric = float(states.get("best_metric", -1.0))

@@ -7,9 +7,9 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.arch.build import build_model
-from ppssld.arch.weights import load_weights
+from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
-from ppssld.config import get
+from ppssld.config import get, trust_weights
 from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
     """
     arch = config.get("Arch") or {}
     strict = bool(get(config, "Global.strict_load", True))
+    trust = trust_weights(config)
     if arch.get("name") == "DistillationModel":
         names = [next(iter(m)) for m in arch.get("models") or [] if isinstance(m, dict) and m]
         index = names.index(name) if name in names else -1
@@ -84,7 +85,7 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
         if index >= 0 and not (entry.get("pretrained") or listed):
             raise ConfigError(f"Arch.models[{index}].{name} has no pretrained weights: set its 'pretrained' "
                               f"to the teacher's .pdparams (mining with a random teacher selects noise)")
-        layer = build_model(arch, strict=strict, only=name)
+        layer = build_model(arch, strict=strict, only=name, trust=trust)
         where = entry.get("pretrained") or listed
         return Teacher(layer, f"{name}={entry.get('name')} weights={where}")
     weights = arch.get("pretrained") or get(config, "Global.pretrained_model")
@@ -92,14 +93,16 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
         raise ConfigError("Arch.pretrained (or Global.pretrained_model) must name the teacher's .pdparams: "
                           "mining with a random teacher selects noise")
     layer = build_model(arch, strict=strict, load_pretrained=False)
-    load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}")
+    load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}", trust=trust)
     return Teacher(layer, f"{arch.get('name')} weights={weights}")
 
 
-def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bool = True) -> Teacher:
-    """A zoo backbone with weights from a ``.pdparams`` file (keys may carry a ``Teacher.`` prefix)."""
+def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bool = True,
+                         trust: bool = False) -> Teacher:
+    """A zoo backbone with weights from a ``.pdparams`` / ``.safetensors`` file (keys may carry a
+    ``Teacher.`` prefix); ``trust`` reads a pickle with ``paddle.load`` (``--trust-weights``)."""
     layer = build_backbone(backbone, class_num=class_num, where="--teacher-backbone")
-    state = paddle.load(weights if weights.endswith(".pdparams") else weights + ".pdparams")
+    state = load_state_dict(weights, "--teacher-weights", trust=trust)
     if any(k.startswith("Teacher.") for k in state):
         state = {k[len("Teacher."):]: v for k, v in state.items() if k.startswith("Teacher.")}
     load_weights(layer, state, strict=strict, where=weights)
