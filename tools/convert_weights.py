@@ -1,0 +1,37 @@
+"""Convert weights: tools/convert_weights.py IN.pdparams OUT.safetensors (or IN.safetensors OUT.pdparams).
+
+A .pdparams is read as data only (ppssld.utils.safe_load); a file that needs more than data
+to load is refused unless --trust-weights is given (then paddle.load reads it, running any code
+it holds: only for files whose author you trust). Output is written atomically.
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppssld.utils.errors import WeightsError  # noqa: E402  (after the path set-up)
+from ppssld.utils.safetensors_io import convert_weights  # noqa: E402
+
+
+def main() -> None:
+    """Parse, convert, report; a bad file exits 2 with one line (PPSSLD_DEBUG=1 shows the traceback)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="input .pdparams or .safetensors")
+    parser.add_argument("dst", help="output .safetensors or .pdparams")
+    parser.add_argument("--trust-weights", action="store_true",
+                        help="read IN with paddle.load (runs any code it holds); only for trusted files")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        arrays = convert_weights(args.src, args.dst, trust=args.trust_weights)
+    except WeightsError as exc:
+        if os.environ.get("PPSSLD_DEBUG") == "1":
+            raise
+        parser.exit(2, f"convert_weights: error: {exc}\n")
+    print(f"{args.dst}: {len(arrays)} tensors")
+
+
+if __name__ == "__main__":
+    main()
