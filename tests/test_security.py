@@ -1,10 +1,15 @@
 """Weights from strangers are data: payload pickles are refused before they run; genuine files load
 exactly as ``paddle.load`` reads them; ``.safetensors`` in and out."""
+import base64
 import glob
+import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -365,3 +370,49 @@ def test_export_writes_a_safetensors_twin_that_gives_identical_outputs(tmp_path)
     x = paddle.randn([2, 3, 32, 32])
     np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
     assert not [f for f in os.listdir(os.path.dirname(twin)) if f.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- PaddleHub serving on localhost only
+
+def _listeners(port: int) -> list:
+    """Local addresses (hex, as in /proc/net/tcp) listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(table):
+            with open(table, encoding="ascii") as handle:
+                rows = [line.split() for line in handle.readlines()[1:]]
+            found += [r[1].split(":")[0] for r in rows if int(r[1].split(":")[1], 16) == port and r[3] == "0A"]
+    return found
+
+
+@pytest.mark.timeout(180)
+def test_hub_serving_local_binds_loopback_only(tmp_path):
+    from ppssld.export.inference import export_model
+    from tests.test_export import make_project
+
+    proj = make_project(str(tmp_path / "p"), images=2)
+    result = export_model(proj["config"], weights=proj["ckpt"], hub_name="local_ssld")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tmp_path / "hub_home"
+    home.mkdir()
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python", HUB_HOME=str(home), OMP_NUM_THREADS="1")
+    server = subprocess.Popen([sys.executable, os.path.join(ROOT, "deploy", "python", "hub_serving_local.py"),
+                               "--module_dir", result.hub_dir, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 150
+        while not _listeners(port):
+            assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()[-3000:]
+            time.sleep(0.5)
+        assert _listeners(port) == ["0100007F"]  # 127.0.0.1, not 00000000 (0.0.0.0) as `hub serving` binds
+        with open(proj["images"][0], "rb") as handle:
+            body = json.dumps({"images": [base64.b64encode(handle.read()).decode()], "top_k": 2})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict/local_ssld", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert answer["status"] == "000" and len(answer["results"][0]) == 2, answer
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
