@@ -24,9 +24,9 @@ from ppssld.config import load_config, trust_weights
 from ppssld.engine.builder import build_full_model, build_trainer
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.export.student import build_export_model
-from ppssld.mining.teacher import teacher_from_config, teacher_from_weights
+from ppssld.mining.teacher import teacher_from_config, teacher_from_inference, teacher_from_weights
 from ppssld.utils.errors import ConfigError, WeightsError
-from ppssld.utils.safe_load import safe_load
+from ppssld.utils.safe_load import check_inference_side_files, safe_load
 from ppssld.utils.safetensors_io import convert_weights, save_safetensors
 from tests.conftest import ROOT, distill_config, save_random_backbone
 
@@ -156,6 +156,19 @@ def test_payload_as_teacher_pretrained_and_global_pretrained_model(payload, tiny
     with pytest.raises(WeightsError) as info:
         build_export_model(cfg)
     assert_refused(info, path, marker)
+
+
+def test_payload_in_a_legacy_inference_models_info_file(tmp_path):
+    prefix = str(tmp_path / "inference")
+    marker = str(tmp_path / "PWNED")
+    genuine = {"conv2d_0.w_0": {"structured_name": "0.weight", "stop_gradient": False, "trainable": True}}
+    with open(prefix + ".pdiparams.info", "wb") as handle:  # what a legacy paddle.jit.save writes
+        pickle.dump(genuine, handle, protocol=2)
+    assert check_inference_side_files(prefix) == [prefix + ".pdiparams.info"]
+    write_payload(prefix + ".pdiparams.info", marker, wrap=False)  # paddle.jit.load would unpickle this
+    with pytest.raises(WeightsError) as info:
+        teacher_from_inference(prefix)
+    assert_refused(info, prefix + ".pdiparams.info", marker)
 
 
 @pytest.mark.parametrize("ext", [".pdparams", ".pdopt", ".pdstates", "rng"])
@@ -370,6 +383,32 @@ def test_export_writes_a_safetensors_twin_that_gives_identical_outputs(tmp_path)
     x = paddle.randn([2, 3, 32, 32])
     np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
     assert not [f for f in os.listdir(os.path.dirname(twin)) if f.endswith(".tmp")]
+    teacher = teacher_from_inference(os.path.join(result.model_dir, "inference"))  # a genuine (PIR) model
+    probs, _ = teacher(x.numpy())
+    np.testing.assert_allclose(probs, paddle.nn.functional.softmax(a(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+LEGACY_DRIVER = """
+import sys, numpy as np, paddle
+from ppssld.mining.teacher import teacher_from_inference
+layer = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.Flatten(), paddle.nn.Linear(144, 5))
+layer.eval()
+paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32")])
+x = np.random.RandomState(0).rand(2, 3, 8, 8).astype("float32")
+probs, _ = teacher_from_inference(sys.argv[1])(x)
+ref = paddle.nn.functional.softmax(layer(paddle.to_tensor(x))).numpy()
+print("max diff", float(np.abs(probs - ref).max()))
+"""
+
+
+def test_genuine_legacy_inference_model_passes_the_check(tmp_path):
+    env = dict(os.environ, FLAGS_enable_pir_api="0", PYTHONPATH=ROOT, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    prefix = str(tmp_path / "legacy" / "inference")
+    proc = subprocess.run([sys.executable, "-c", LEGACY_DRIVER, prefix], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.isfile(prefix + ".pdiparams.info") and os.path.isfile(prefix + ".pdmodel")
+    assert float(proc.stdout.split("max diff")[-1]) < 1e-5
 
 
 # ---------------------------------------------------------------- PaddleHub serving on localhost only

@@ -38,7 +38,7 @@ def main() -> None:
     setup_logging()
     config = load_config(args.config, flat_overrides(args.override, args.trust_weights))
     if args.inference_model:
-        teacher = teachers.teacher_from_inference(args.inference_model)
+        teacher = teachers.teacher_from_inference(args.inference_model, trust=args.trust_weights)
     elif args.teacher_weights:
         class_num = int(config.get("Arch", {}).get("class_num") or 1000)
         teacher = teachers.teacher_from_weights(args.teacher_backbone, args.teacher_weights, class_num,

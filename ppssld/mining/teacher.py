@@ -11,6 +11,7 @@ from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.config import get, trust_weights
 from ppssld.utils.errors import ConfigError
+from ppssld.utils.safe_load import check_inference_side_files
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,12 @@ def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bo
     return Teacher(layer, f"{backbone} weights={weights}")
 
 
-def teacher_from_inference(prefix: str, outputs_probs: bool = False) -> Teacher:
-    """An exported model (``paddle.jit.save`` prefix); it is assumed to output logits."""
+def teacher_from_inference(prefix: str, outputs_probs: bool = False, trust: bool = False) -> Teacher:
+    """An exported model (``paddle.jit.save`` prefix); it is assumed to output logits.
+
+    The pickled side files of legacy models are checked first unless ``trust`` (``--trust-weights``).
+    """
+    if not trust:
+        check_inference_side_files(prefix)
     layer = paddle.jit.load(prefix)
     return Teacher(layer, f"inference model {prefix}", outputs_probs=outputs_probs)

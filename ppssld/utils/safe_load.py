@@ -9,11 +9,12 @@ arrays, ``(name, ndarray)`` tuples and bare arrays turned into tensors), so the 
 ``paddle.load`` returns for every genuine file. ``.safetensors`` files are read without pickle.
 ``trust=True`` (``Global.trust_weights: True`` or ``--trust-weights``) falls back to ``paddle.load``.
 """
+import glob
 import io
 import logging
 import os
 import pickle
-from typing import Any, Callable, Dict, FrozenSet, Iterable
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List
 
 import numpy as np
 import paddle
@@ -161,6 +162,24 @@ def _post_process(obj: Any, return_numpy: bool) -> Any:
         return _convert(obj, _is_named_array, lambda t: _named_tensor(t, return_numpy))
     return _convert(obj, lambda x: isinstance(x, np.ndarray),
                     lambda a: a if return_numpy else paddle.to_tensor(a))
+
+
+def check_inference_side_files(prefix: str) -> List[str]:
+    """Check the pickles ``paddle.jit.load(prefix)`` would unpickle, before it does.
+
+    Legacy (non-PIR) saved models carry ``<prefix>*.pdiparams.info``, a pickled dict of variable
+    facts that ``paddle.jit.load`` reads with plain ``pickle``; each must pass the allow-list.
+
+    Returns:
+        The files checked.
+    Raises:
+        WeightsError: a side file names a global outside the allow-list (nothing was run).
+    """
+    files = sorted(glob.glob(glob.escape(prefix) + "*.pdiparams.info"))
+    for path in files:
+        with open(path, "rb") as handle:
+            _unpickle(handle, path)
+    return files
 
 
 def safe_load(path: str, trust: bool = False, return_numpy: bool = False) -> Any:
