@@ -455,3 +455,13 @@ def test_hub_serving_local_binds_loopback_only(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_malformed_pickles_are_weights_errors(tmp_path):
+    cases = {"truncated.pdparams": pickle.dumps({"w": np.ones(3, np.float32)})[:-7],
+             "split.pdparams": pickle.dumps({"UnpackBigParamInfor@@": {"w": {"OriginShape": (2,), "slices": ["x"]}}}),
+             "numpy2.pdparams": b"\x80\x02cnumpy._core.multiarray\n_reconstruct\nq\x00."}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match=rf"{name}: (not a pickled|malformed) Paddle state dict"):
+            safe_load(str(tmp_path / name))

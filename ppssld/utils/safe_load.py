@@ -96,7 +96,8 @@ def _unpickle(handle: Any, source: str, extra: Iterable[str] = ()) -> Any:
         raise WeightsError(f"{source}: refused to load: the file asks to import {exc.name}, which Paddle's "
                            f"weight files never contain (it could run code). Nothing from the file was run; "
                            f"{OPT_IN}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            ImportError) as exc:
         raise WeightsError(f"{source}: not a pickled Paddle state dict ({type(exc).__name__}: {exc}); "
                            f"safe loading reads paddle.save pickles and .safetensors files only; "
                            f"{OPT_IN}") from None
@@ -126,7 +127,7 @@ def _convert(obj: Any, test: Callable[[Any], bool], convert: Callable[[Any], Any
     if test(obj):
         return convert(obj)
     kind = type(obj)
-    if kind in (dict, list) or isinstance(obj, dict):
+    if isinstance(obj, dict) or kind is list:
         keys = range(len(obj)) if kind is list else list(obj.keys())
         for key in keys:
             obj[key] = _convert(obj[key], test, convert)
@@ -140,11 +141,9 @@ def _is_named_array(obj: Any) -> bool:
     return type(obj) is tuple and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray)
 
 
-def _named_tensor(obj: tuple, return_numpy: bool) -> Any:
-    if return_numpy:
-        return obj[1]
-    tensor = paddle.to_tensor(obj[1])
-    tensor.name = obj[0]
+def _named_tensor(name: str, array: np.ndarray) -> paddle.Tensor:
+    tensor = paddle.to_tensor(array)
+    tensor.name = name
     return tensor
 
 
@@ -156,10 +155,10 @@ def _post_process(obj: Any, return_numpy: bool) -> Any:
         table = obj.pop(NAME_TABLE)
         for key, name in table.items():
             if isinstance(obj.get(key), np.ndarray):
-                obj[key] = obj[key] if return_numpy else _named_tensor((name, obj[key]), False)
+                obj[key] = obj[key] if return_numpy else _named_tensor(name, obj[key])
         return obj
     if _contains(obj, _is_named_array):
-        return _convert(obj, _is_named_array, lambda t: _named_tensor(t, return_numpy))
+        return _convert(obj, _is_named_array, lambda t: t[1] if return_numpy else _named_tensor(*t))
     return _convert(obj, lambda x: isinstance(x, np.ndarray),
                     lambda a: a if return_numpy else paddle.to_tensor(a))
 
@@ -205,4 +204,7 @@ def safe_load(path: str, trust: bool = False, return_numpy: bool = False) -> Any
         return paddle.load(path, return_numpy=return_numpy)
     with open(path, "rb") as handle:
         obj = _unpickle(handle, path)
-    return _post_process(obj, return_numpy)
+    try:
+        return _post_process(obj, return_numpy)
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise WeightsError(f"{path}: malformed Paddle state dict ({type(exc).__name__}: {exc})") from None
