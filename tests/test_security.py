@@ -189,7 +189,7 @@ def test_payload_in_any_checkpoint_file(tmp_path, ext):
     assert "posix.system" in str(info.value) and not os.path.exists(marker)
 
 
-def test_payload_via_cli_exits_nonzero_without_running(payload, tiny_data, tmp_path):
+def test_payload_via_cli_exits_2_with_one_line_without_running(payload, tiny_data, tmp_path):
     path, marker = payload
     root, paths = tiny_data
     cfg = distill_config(root, paths, save_random_backbone(str(tmp_path / "t.pdparams")), str(tmp_path / "o"))
@@ -197,13 +197,15 @@ def test_payload_via_cli_exits_nonzero_without_running(payload, tiny_data, tmp_p
     cfg_path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "eval.py"), "-c", str(cfg_path),
                            "-o", f"Global.pretrained_model={path}"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and not os.path.exists(marker)
-    assert "refused to load" in proc.stderr and "--trust-weights" in proc.stderr
+    assert proc.returncode == 2 and not os.path.exists(marker), proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "refused to load" in last and "--trust-weights" in last
+    assert "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"), path,
                            str(tmp_path / "x.safetensors")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and not os.path.exists(marker), proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("convert_weights: error: ") and "posix.system" in last and "Traceback" not in proc.stderr
+    assert last.startswith("error: ") and "posix.system" in last and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "x.safetensors")
 
 

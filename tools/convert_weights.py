@@ -11,27 +11,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.utils.errors import WeightsError  # noqa: E402  (after the path set-up)
+from ppssld.engine import cli  # noqa: E402  (after the path set-up)
 from ppssld.utils.safetensors_io import convert_weights  # noqa: E402
 
 
 def main() -> None:
-    """Parse, convert, report; a bad file exits 2 with one line (PPSSLD_DEBUG=1 shows the traceback)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Parse, convert, report; a bad file exits 2 with one line (--debug shows the traceback)."""
+    parser = cli.add_debug_flag(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("src", help="input .pdparams or .safetensors")
     parser.add_argument("dst", help="output .safetensors or .pdparams")
     parser.add_argument("--trust-weights", action="store_true",
                         help="read IN with paddle.load (runs any code it holds); only for trusted files")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        arrays = convert_weights(args.src, args.dst, trust=args.trust_weights)
-    except WeightsError as exc:
-        if os.environ.get("PPSSLD_DEBUG") == "1":
-            raise
-        parser.exit(2, f"convert_weights: error: {exc}\n")
+    arrays = convert_weights(args.src, args.dst, trust=args.trust_weights)
     print(f"{args.dst}: {len(arrays)} tensors")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
