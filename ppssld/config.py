@@ -30,7 +30,7 @@ SCHEMA: Dict[str, Any] = {
         "save_interval": ANY, "eval_during_train": ANY, "eval_interval": ANY, "epochs": ANY,
         "print_batch_step": ANY, "use_visualdl": ANY, "image_shape": ANY,
         "save_inference_dir": ANY, "start_eval_epoch": ANY, "seed": ANY,
-        "strict_load": ANY, "class_names": ANY,
+        "strict_load": ANY, "class_names": ANY, "trust_weights": ANY,
     },
     "Arch": ANY,
     "AMP": {"use_amp": ANY, "level": ANY, "scale_loss": ANY, "use_dynamic_loss_scaling": ANY,
@@ -246,6 +246,18 @@ def _check(node: Any, schema: Any, path: List[str], source: str) -> None:
             raise ConfigError(f"{source}: unknown key {dotted!r}.{did_you_mean(key, schema)} "
                               f"Valid keys in {where}: {', '.join(schema)}")
         _check(value, schema[key], path + [key], source)
+
+
+def trust_weights(config: Dict[str, Any]) -> bool:
+    """``Global.trust_weights``: read weight pickles with ``paddle.load`` (runs code they hold).
+
+    Raises:
+        ConfigError: the value is not a boolean.
+    """
+    value = get(config, "Global.trust_weights", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"Global.trust_weights must be true or false, got {value!r}")
+    return value
 
 
 def get(config: Dict[str, Any], dotted: str, default: Any = None) -> Any:

@@ -1,7 +1,7 @@
 """Export the student: tools/export_model.py -c cfg.yaml -o Global.pretrained_model=output/.../best_model.
 
 Writes <save_inference_dir>/<Student>_ssld_infer/ (Paddle Inference model + inference.yml),
-<save_inference_dir>/<Student>_ssld_pretrained.pdparams (plain backbone keys) and the PaddleHub
+<save_inference_dir>/<Student>_ssld_pretrained.pdparams and .safetensors (plain backbone keys), the PaddleHub
 module <save_inference_dir>/hub/<module_name>/.
 """
 import os
@@ -29,7 +29,7 @@ def main() -> None:
     result = export_model(config, save_dir=args.save_dir, name=args.name, transforms_from=args.transforms,
                           hub_name=args.hub_name, with_hub=not args.no_hub, with_onnx=args.onnx)
     print(f"inference model: {result.model_dir}")
-    print(f"pretrained weights: {result.pretrained}")
+    print(f"pretrained weights: {result.pretrained} (and {os.path.splitext(result.pretrained)[0]}.safetensors)")
     if result.hub_dir:
         print(f"PaddleHub module: {result.hub_dir}")
     if result.onnx:

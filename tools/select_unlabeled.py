@@ -37,13 +37,14 @@ def main() -> None:
     p.add_argument("--restart", action="store_true", help="discard scores of a different run in OUT/scores")
     args = p.parse_args()
     setup_logging()
-    config = load_config(args.config, cli.flat_overrides(args.override))
+    config = load_config(args.config, cli.flat_overrides(args.override, args.trust_weights))
     use_device(get(config, "Global.device"))
     if args.inference_model:
-        teacher = teachers.teacher_from_inference(args.inference_model)
+        teacher = teachers.teacher_from_inference(args.inference_model, trust=args.trust_weights)
     elif args.teacher_weights:
         class_num = int(config.get("Arch", {}).get("class_num") or 1000)
-        teacher = teachers.teacher_from_weights(args.teacher_backbone, args.teacher_weights, class_num)
+        teacher = teachers.teacher_from_weights(args.teacher_backbone, args.teacher_weights, class_num,
+                                                trust=args.trust_weights)
     else:
         teacher = teachers.teacher_from_config(config)
     report = mine(teacher, config, args.pool, args.image_root, args.eval_list, args.k, args.out, args.train_list,

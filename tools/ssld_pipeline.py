@@ -16,7 +16,8 @@ from ppssld.utils.logger import setup_logging  # noqa: E402
 
 def main() -> None:
     """Parse, run every stage, print and save the final table."""
-    args = cli.base_parser("Run the SSLD recipe end to end").parse_args()
+    # no --trust-weights here: a stage trusts its weights through its own overrides (Global.trust_weights=True)
+    args = cli.base_parser("Run the SSLD recipe end to end", trust_flag=False).parse_args()
     cfg = load_pipeline_config(args.config, cli.flat_overrides(args.override))
     setup_logging(os.path.join(cfg["output_dir"], "pipeline.log"))
     results = Pipeline(cfg).run()

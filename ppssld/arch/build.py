@@ -27,11 +27,11 @@ def _warn_once(key: str, where: str) -> None:
         logger.warning("%s.%s is a PaddleClas key that ppssld ignores (%s)", where, key, _WARN_KEYS[key])
 
 
-def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Layer:
+def build_single(cfg: Dict[str, Any], where: str, strict: bool = True, trust: bool = False) -> nn.Layer:
     """Build one zoo backbone from ``{name, class_num, pretrained, lr_mult_list, ...}``.
 
     ``pretrained`` is a local path (suffix optional) or false; ``True`` is an error
-    because ppssld never downloads weights.
+    because ppssld never downloads weights. ``trust``: ``Global.trust_weights``.
     """
     cfg = dict(cfg)
     if "name" not in cfg:
@@ -50,7 +50,7 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Lay
         raise ConfigError(f"{where}.pretrained is True, which asks to download {name}{ssld}_pretrained.pdparams; "
                           f"ppssld never downloads: set {where}.pretrained to a local .pdparams path")
     if pretrained:
-        load_weights(layer, str(pretrained), strict=strict, where=f"{where}.pretrained={pretrained}")
+        load_weights(layer, str(pretrained), strict=strict, where=f"{where}.pretrained={pretrained}", trust=trust)
         logger.info("%s: loaded %s", where, pretrained)
     if train_only is not None:
         restrict_trainable(layer, train_only, f"{where}.train_only")
@@ -113,7 +113,7 @@ def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
 
 
 def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None,
-                load_pretrained: bool = True, provided: Collection[str] = ()) -> nn.Layer:
+                load_pretrained: bool = True, provided: Collection[str] = (), trust: bool = False) -> nn.Layer:
     """Build a plain backbone or a DistillationModel from ``Arch``.
 
     The model is built in a fresh name scope, so its parameters get the names a fresh
@@ -129,6 +129,7 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
         provided: names of the models whose weights a whole-model file loaded next provides
             (``Global.pretrained_model`` / ``Global.checkpoints``): their ``pretrained`` is
             neither required (a frozen teacher) nor loaded. For a plain model, any name.
+        trust: read weight pickles with ``paddle.load`` (``Global.trust_weights``).
     Returns:
         The model.
     Raises:
@@ -141,12 +142,12 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
             arch = dict(arch)
             if not load_pretrained or provided:
                 arch.pop("pretrained", None)
-            return build_single(arch, "Arch", strict)
-        return _build_distillation(arch, strict, only, load_pretrained, set(provided))
+            return build_single(arch, "Arch", strict, trust)
+        return _build_distillation(arch, strict, only, load_pretrained, set(provided), trust)
 
 
 def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str], load_pretrained: bool,
-                        provided: set) -> nn.Layer:
+                        provided: set, trust: bool = False) -> nn.Layer:
     for key in arch:
         if key not in DISTILL_KEYS:
             raise ConfigError(f"unknown key Arch.{key} for DistillationModel.{did_you_mean(key, DISTILL_KEYS)} "
@@ -184,7 +185,7 @@ def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str],
                                   f"DistillationModel checkpoint holding {key}.*")
         if not load_pretrained or key in provided:
             cfg.pop("pretrained", None)
-        built[key] = build_single(cfg, where, strict)
+        built[key] = build_single(cfg, where, strict, trust)
     if only is not None:
         return built[only]
     _make_names_unique(built)

@@ -1,4 +1,7 @@
-"""Loading weights strictly: every key present, nothing extra, every shape equal."""
+"""Loading weights strictly: every key present, nothing extra, every shape equal.
+
+Files are read by :func:`ppssld.utils.safe_load.safe_load` (data only, unless trusted).
+"""
 import logging
 import os
 from typing import Dict, List
@@ -8,6 +11,7 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.utils.errors import WeightsError
+from ppssld.utils.safe_load import SAFETENSORS_SUFFIX, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -15,24 +19,31 @@ SUFFIX = ".pdparams"
 
 
 def resolve_params_path(path: str, where: str = "") -> str:
-    """Accept a weights path with or without the ``.pdparams`` suffix.
+    """Accept a weights path with or without the ``.pdparams`` (or ``.safetensors``) suffix.
 
     Raises:
-        WeightsError: neither ``path`` nor ``path + '.pdparams'`` is a file.
+        WeightsError: none of ``path``, ``path + '.pdparams'``, ``path + '.safetensors'`` is a file.
     """
     path = str(path)
-    for candidate in (path, path + SUFFIX):
+    for candidate in (path, path + SUFFIX, path + SAFETENSORS_SUFFIX):
         if os.path.isfile(candidate):
             return candidate
     at = f" ({where})" if where else ""
-    raise WeightsError(f"weights file {path!r}{at} not found (also tried {path + SUFFIX!r}); "
-                       f"give a local .pdparams path: ppssld never downloads weights")
+    raise WeightsError(f"weights file {path!r}{at} not found (also tried {path + SUFFIX!r} and "
+                       f"{path + SAFETENSORS_SUFFIX!r}); give a local .pdparams or .safetensors path: "
+                       f"ppssld never downloads weights")
 
 
-def load_state_dict(path: str, where: str = "") -> Dict[str, paddle.Tensor]:
-    """Read a ``.pdparams`` file (suffix optional) into a dict."""
+def load_state_dict(path: str, where: str = "", trust: bool = False) -> Dict[str, paddle.Tensor]:
+    """Read a ``.pdparams`` or ``.safetensors`` file (suffix optional) into a dict, as data only.
+
+    Args:
+        path: the file or its prefix.
+        where: label for messages.
+        trust: read a pickle with ``paddle.load`` (``Global.trust_weights``); only for trusted files.
+    """
     real = resolve_params_path(path, where)
-    state = paddle.load(real)
+    state = safe_load(real, trust=trust)
     if not isinstance(state, dict):
         raise WeightsError(f"{real}: expected a dict of tensors, got {type(state).__name__}")
     return state
@@ -77,22 +88,23 @@ def _convert_dtypes(state: Dict[str, paddle.Tensor], own: Dict[str, paddle.Tenso
     return converted
 
 
-def load_weights(layer: nn.Layer, source, strict: bool = True, where: str = "") -> List[str]:
+def load_weights(layer: nn.Layer, source, strict: bool = True, where: str = "", trust: bool = False) -> List[str]:
     """Load weights into ``layer``, checking keys and shapes.
 
     Args:
         layer: the model.
-        source: a path (``.pdparams`` suffix optional) or a state dict.
+        source: a path (``.pdparams`` / ``.safetensors``, suffix optional) or a state dict.
         strict: raise on any missing, unexpected or shape-mismatched key; when False those
             are logged as warnings and the matching keys are still loaded. A dtype mismatch is
             always an error, except float32 values into an AMP O2 (float16) model: they are cast.
         where: label for messages (file name or config location).
+        trust: see :func:`load_state_dict`.
     Returns:
         The problems found (empty when everything matched).
     Raises:
         WeightsError: when ``strict`` and anything does not match; the message lists it.
     """
-    state = load_state_dict(source, where) if isinstance(source, str) else dict(source)
+    state = load_state_dict(source, where, trust) if isinstance(source, str) else dict(source)
     label = where or (source if isinstance(source, str) else "state dict")
     own = layer.state_dict()
     missing = [k for k in own if k not in state]

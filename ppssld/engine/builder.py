@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.build import arch_class_num, build_model, infer_model_name
-from ppssld.config import get
+from ppssld.config import get, trust_weights
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.trainer import Trainer
@@ -82,15 +82,16 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
     from ppssld.arch.weights import load_state_dict, load_weights
 
     strict = bool(get(config, "Global.strict_load", True))
+    trust = trust_weights(config)
     pretrained = get(config, "Global.pretrained_model")
     checkpoints = get(config, "Global.checkpoints") if resume else None
     state, provided = None, []
     if checkpoints:
-        provided = _provided_models(config["Arch"], load_state_dict(str(checkpoints), "Global.checkpoints"))
+        provided = _provided_models(config["Arch"], load_state_dict(str(checkpoints), "Global.checkpoints", trust))
     elif pretrained:
-        state = load_state_dict(str(pretrained), f"Global.pretrained_model={pretrained}")
+        state = load_state_dict(str(pretrained), f"Global.pretrained_model={pretrained}", trust)
         provided = _provided_models(config["Arch"], state)
-    model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided)
+    model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided, trust=trust)
     if state is not None:
         load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
     return model
@@ -115,13 +116,14 @@ def build_eval_model(config: Dict[str, Any]) -> paddle.nn.Layer:
     pretrained = get(config, "Global.pretrained_model")
     name = infer_model_name(arch)
     where = f"Global.pretrained_model={pretrained}"
-    state = load_state_dict(str(pretrained), where) if pretrained else None
+    trust = trust_weights(config)
+    state = load_state_dict(str(pretrained), where, trust) if pretrained else None
     if name is None:
-        model = build_model(arch, strict=strict, provided=["Arch"] if state is not None else [])
+        model = build_model(arch, strict=strict, provided=["Arch"] if state is not None else [], trust=trust)
         if state is not None:
             load_weights(model, state, strict=strict, where=where)
         return model
-    layer = build_model(arch, strict=strict, only=name, load_pretrained=state is None)
+    layer = build_model(arch, strict=strict, only=name, load_pretrained=state is None, trust=trust)
     if state is not None:
         own = strip_prefix(state, name)
         if own:
@@ -233,5 +235,6 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       print_batch_step=get(config, "Global.print_batch_step", 10),
                       amp=amp, scaler=scaler, visualdl=_visualdl(config))
     if checkpoints:
-        trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)))
+        trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
+                       trust=trust_weights(config))
     return trainer

@@ -27,10 +27,12 @@ from ppssld.arch.weights import load_weights, resolve_params_path
 from ppssld.engine import optim_state
 from ppssld.utils.errors import WeightsError
 from ppssld.utils.io import atomic_path, ensure_dir
+from ppssld.utils.safe_load import restricted_loads, safe_load
 
 logger = logging.getLogger(__name__)
 
 SAVE_ID_KEY = "__ppssld_save_id__"
+RNG_GLOBALS = ("paddle.base.libpaddle.GeneratorState",)  # what paddle.get_rng_state() pickles to
 
 
 def rng_state() -> np.ndarray:
@@ -44,10 +46,15 @@ def rng_state() -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8).copy()
 
 
-def set_rng_state(packed: Any) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(packed: Any, source: str = "checkpoint", trust: bool = False) -> None:
+    """Restore what :func:`rng_state` captured.
+
+    The blob is a pickle inside the checkpoint, so it is read with the same allow-list as
+    weight files (plus Paddle's generator state) unless ``trust``.
+    """
     array = packed.numpy() if hasattr(packed, "numpy") else np.asarray(packed)
-    state = pickle.loads(array.astype(np.uint8).tobytes())  # noqa: S301 - our own checkpoint, already a pickle via paddle.load
+    blob = array.astype(np.uint8).tobytes()
+    state = pickle.loads(blob) if trust else restricted_loads(blob, f"{source} (rng)", RNG_GLOBALS)  # noqa: S301
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     paddle.set_rng_state(state["paddle"])
@@ -126,7 +133,7 @@ class Checkpointer:
 
     @staticmethod
     def load(path: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer] = None,
-             strict: bool = True, restore_rng: bool = True) -> Dict[str, Any]:
+             strict: bool = True, restore_rng: bool = True, trust: bool = False) -> Dict[str, Any]:
         """Resume from ``path`` (``.pdparams`` suffix optional).
 
         Args:
@@ -135,6 +142,8 @@ class Checkpointer:
             optimizer: optimizer to restore, when resuming training.
             strict: strict weight loading.
             restore_rng: restore the random states saved with the checkpoint.
+            trust: read the files with ``paddle.load`` (``Global.trust_weights``); by default
+                they are read as data only (:mod:`ppssld.utils.safe_load`).
         Returns:
             The saved states (``epoch``, ``step``, ``best_metric``, ...).
         Raises:
@@ -145,9 +154,9 @@ class Checkpointer:
             if not os.path.isfile(prefix + ext):
                 raise WeightsError(f"checkpoint {prefix}: {prefix + ext} is missing; a resumable checkpoint "
                                    f"has .pdparams, .pdopt and .pdstates")
-        params = paddle.load(prefix + ".pdparams")
-        opt_list = paddle.load(prefix + ".pdopt")
-        states = paddle.load(prefix + ".pdstates")
+        params = safe_load(prefix + ".pdparams", trust=trust)
+        opt_list = safe_load(prefix + ".pdopt", trust=trust)
+        states = safe_load(prefix + ".pdstates", trust=trust)
         if isinstance(opt_list, dict):  # PaddleClas also accepts a bare optimizer state
             opt_list = [opt_list]
         if not isinstance(states, dict) or not isinstance(opt_list, list):
@@ -171,6 +180,6 @@ class Checkpointer:
         if optimizer is not None and opt_list:
             restore_optimizer_state(optimizer, model, opt_list[0], where=prefix + ".pdopt")
         if restore_rng and "rng" in states:
-            set_rng_state(states["rng"])
+            set_rng_state(states["rng"], prefix + ".pdstates", trust)
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))
         return states

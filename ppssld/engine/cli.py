@@ -68,18 +68,24 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
     sys.exit(0 if status is None else int(status))
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with PaddleClas's ``-c`` and repeatable ``-o`` options."""
+def base_parser(description: str, trust_flag: bool = True) -> argparse.ArgumentParser:
+    """A parser with PaddleClas's ``-c`` and repeatable ``-o`` options, and ``--trust-weights``
+    (unless ``trust_flag`` is False: tools that read no weights themselves)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-c", "--config", required=True, help="YAML config (PaddleClas schema)")
     parser.add_argument("-o", "--override", action="append", nargs="+", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. -o Global.epochs=3")
+    if trust_flag:
+        parser.add_argument("--trust-weights", action="store_true",
+                            help="read weight files with paddle.load, which runs any code a file holds "
+                                 "(same as -o Global.trust_weights=True); only for files whose author you trust")
     return add_debug_flag(parser)
 
 
-def flat_overrides(groups: List[List[str]]) -> List[str]:
-    """``-o a=1 b=2 -o c=3`` -> ``[a=1, b=2, c=3]``."""
-    return [item for group in groups for item in group]
+def flat_overrides(groups: List[List[str]], trust: bool = False) -> List[str]:
+    """``-o a=1 b=2 -o c=3`` -> ``[a=1, b=2, c=3]``; ``trust`` (``--trust-weights``) appends
+    ``Global.trust_weights=True``."""
+    return [item for group in groups for item in group] + (["Global.trust_weights=True"] if trust else [])
 
 
 def load(args: argparse.Namespace, log_name: Optional[str] = None) -> Dict[str, Any]:
@@ -92,7 +98,7 @@ def load(args: argparse.Namespace, log_name: Optional[str] = None) -> Dict[str, 
         The validated-structure config.
     """
     setup_logging()
-    config = load_config(args.config, flat_overrides(args.override))
+    config = load_config(args.config, flat_overrides(args.override, getattr(args, "trust_weights", False)))
     if log_name:
         setup_logging(os.path.join(get(config, "Global.output_dir", "./output"), log_name))
     logger.info("config %s; OMP_NUM_THREADS=%s (chosen by %s)", args.config, os.environ.get("OMP_NUM_THREADS"),

@@ -58,14 +58,15 @@ class Trainer:
         self.best_metric, self.best_epoch = -1.0, 0
         self.history: List[Dict[str, Any]] = []
 
-    def resume(self, path: str, strict: bool = True) -> None:
+    def resume(self, path: str, strict: bool = True, trust: bool = False) -> None:
         """Restore model, optimizer, scheduler, RNG and counters from a checkpoint (ppssld's or PaddleClas's).
 
         PaddleClas's ``.pdstates`` holds only ``epoch`` and that epoch's ``metric``: the step
         counter is then ``epoch * steps_per_epoch`` and, as in PaddleClas, the best metric
-        starts afresh (the next evaluation writes ``best_model``).
+        starts afresh (the next evaluation writes ``best_model``). ``trust``: read its pickles with
+        ``paddle.load`` (``Global.trust_weights``).
         """
-        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict)
+        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, trust=trust)
         self.start_epoch = int(states.get("epoch", 0)) + 1
         self.global_step = int(states.get("step", int(states.get("epoch", 0)) * len(self.train_loader)))
         self.best_metric = float(states.get("best_metric", -1.0))

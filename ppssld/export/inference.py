@@ -31,7 +31,7 @@ class ExportResult:
     Attributes:
         name: base name (``MobileNetV3_small_x0_35_ssld``).
         model_dir: ``<save_dir>/<name>_infer``.
-        pretrained: ``<save_dir>/<name>_pretrained.pdparams``.
+        pretrained: ``<save_dir>/<name>_pretrained.pdparams`` (``.safetensors`` twin beside it).
         infer_config: the ``inference.yml`` content.
         hub_dir: the PaddleHub module folder, if written.
         onnx: the ONNX file, if written.

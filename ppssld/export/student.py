@@ -13,8 +13,10 @@ import paddle.nn as nn
 
 from ppssld.arch.build import build_model, infer_model_name
 from ppssld.arch.weights import load_state_dict, load_weights, resolve_params_path, strip_prefix
+from ppssld.config import trust_weights
 from ppssld.utils.errors import ConfigError, WeightsError
 from ppssld.utils.io import atomic_save
+from ppssld.utils.safetensors_io import save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
 
     Args:
         config: the full config.
-        weights: checkpoint path (``.pdparams`` optional); default ``Global.pretrained_model``;
+        weights: checkpoint path (``.pdparams`` / ``.safetensors`` optional); default ``Global.pretrained_model``;
             when neither is set, the target's own ``pretrained`` weights from ``Arch``.
         strict: every backbone key present, nothing extra, equal shapes.
     Returns:
@@ -109,11 +111,12 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
     """
     arch = config.get("Arch") or {}
     target = export_target(arch)
+    trust = trust_weights(config)
     weights = weights or (config.get("Global") or {}).get("pretrained_model")
     if weights:
         layer = build_model(arch, strict=strict, only=target.key, load_pretrained=False)
         path = resolve_params_path(str(weights), "Global.pretrained_model")
-        state = select_state(load_state_dict(path), target, path)
+        state = select_state(load_state_dict(path, trust=trust), target, path)
         load_weights(layer, state, strict=strict, where=path)
         source = path
     else:
@@ -121,7 +124,7 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
         if not own:
             raise ConfigError("nothing to export: give the trained checkpoint with "
                               "-o Global.pretrained_model=output/DistillationModel/best_model")
-        layer = build_model(arch, strict=strict, only=target.key, load_pretrained=True)
+        layer = build_model(arch, strict=strict, only=target.key, load_pretrained=True, trust=trust)
         source = str(own)
     layer.eval()
     logger.info("export model %s%s loaded from %s", target.backbone,
@@ -148,15 +151,23 @@ def count_classes(layer: nn.Layer, image_shape: List[int]) -> int:
 
 
 def save_pretrained(layer: nn.Layer, path: str) -> Dict[str, Any]:
-    """Save ``layer``'s weights with plain backbone keys (atomically).
+    """Save ``layer``'s weights with plain backbone keys (atomically) to ``path`` (``.pdparams``)
+    and, with the same keys, to the ``.safetensors`` beside it (readable without unpickling).
 
     Returns:
         The saved state dict.
     """
     state = layer.state_dict()
     atomic_save(path, lambda tmp: paddle.save(state, tmp))
-    logger.info("wrote %s (%d tensors, plain backbone keys)", path, len(state))
+    save_safetensors(state, safetensors_path(path), path)
+    logger.info("wrote %s (%d tensors, plain backbone keys) and its .safetensors twin", path, len(state))
     return state
+
+
+def safetensors_path(pdparams: str) -> str:
+    """``x_pretrained.pdparams`` -> ``x_pretrained.safetensors``."""
+    stem = pdparams[: -len(".pdparams")] if pdparams.endswith(".pdparams") else pdparams
+    return stem + ".safetensors"
 
 
 def reparameterize(layer: nn.Layer) -> int:

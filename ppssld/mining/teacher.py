@@ -7,10 +7,11 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.arch.build import build_model
-from ppssld.arch.weights import load_weights
+from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
-from ppssld.config import get
+from ppssld.config import get, trust_weights
 from ppssld.utils.errors import ConfigError
+from ppssld.utils.safe_load import check_inference_side_files
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
     """
     arch = config.get("Arch") or {}
     strict = bool(get(config, "Global.strict_load", True))
+    trust = trust_weights(config)
     if arch.get("name") == "DistillationModel":
         names = [next(iter(m)) for m in arch.get("models") or [] if isinstance(m, dict) and m]
         index = names.index(name) if name in names else -1
@@ -84,7 +86,7 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
         if index >= 0 and not (entry.get("pretrained") or listed):
             raise ConfigError(f"Arch.models[{index}].{name} has no pretrained weights: set its 'pretrained' "
                               f"to the teacher's .pdparams (mining with a random teacher selects noise)")
-        layer = build_model(arch, strict=strict, only=name)
+        layer = build_model(arch, strict=strict, only=name, trust=trust)
         where = entry.get("pretrained") or listed
         return Teacher(layer, f"{name}={entry.get('name')} weights={where}")
     weights = arch.get("pretrained") or get(config, "Global.pretrained_model")
@@ -92,21 +94,28 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
         raise ConfigError("Arch.pretrained (or Global.pretrained_model) must name the teacher's .pdparams: "
                           "mining with a random teacher selects noise")
     layer = build_model(arch, strict=strict, load_pretrained=False)
-    load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}")
+    load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}", trust=trust)
     return Teacher(layer, f"{arch.get('name')} weights={weights}")
 
 
-def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bool = True) -> Teacher:
-    """A zoo backbone with weights from a ``.pdparams`` file (keys may carry a ``Teacher.`` prefix)."""
+def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bool = True,
+                         trust: bool = False) -> Teacher:
+    """A zoo backbone with weights from a ``.pdparams`` / ``.safetensors`` file (keys may carry a
+    ``Teacher.`` prefix); ``trust`` reads a pickle with ``paddle.load`` (``--trust-weights``)."""
     layer = build_backbone(backbone, class_num=class_num, where="--teacher-backbone")
-    state = paddle.load(weights if weights.endswith(".pdparams") else weights + ".pdparams")
+    state = load_state_dict(weights, "--teacher-weights", trust=trust)
     if any(k.startswith("Teacher.") for k in state):
         state = {k[len("Teacher."):]: v for k, v in state.items() if k.startswith("Teacher.")}
     load_weights(layer, state, strict=strict, where=weights)
     return Teacher(layer, f"{backbone} weights={weights}")
 
 
-def teacher_from_inference(prefix: str, outputs_probs: bool = False) -> Teacher:
-    """An exported model (``paddle.jit.save`` prefix); it is assumed to output logits."""
+def teacher_from_inference(prefix: str, outputs_probs: bool = False, trust: bool = False) -> Teacher:
+    """An exported model (``paddle.jit.save`` prefix); it is assumed to output logits.
+
+    The pickled side files of legacy models are checked first unless ``trust`` (``--trust-weights``).
+    """
+    if not trust:
+        check_inference_side_files(prefix)
     layer = paddle.jit.load(prefix)
     return Teacher(layer, f"inference model {prefix}", outputs_probs=outputs_probs)

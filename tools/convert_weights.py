@@ -1,0 +1,32 @@
+"""Convert weights: tools/convert_weights.py IN.pdparams OUT.safetensors (or IN.safetensors OUT.pdparams).
+
+A .pdparams is read as data only (ppssld.utils.safe_load); a file that needs more than data
+to load is refused unless --trust-weights is given (then paddle.load reads it, running any code
+it holds: only for files whose author you trust). Output is written atomically.
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+from ppssld.utils.safetensors_io import convert_weights  # noqa: E402
+
+
+def main() -> None:
+    """Parse, convert, report; a bad file exits 2 with one line (--debug shows the traceback)."""
+    parser = cli.add_debug_flag(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("src", help="input .pdparams or .safetensors")
+    parser.add_argument("dst", help="output .safetensors or .pdparams")
+    parser.add_argument("--trust-weights", action="store_true",
+                        help="read IN with paddle.load (runs any code it holds); only for trusted files")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    arrays = convert_weights(args.src, args.dst, trust=args.trust_weights)
+    print(f"{args.dst}: {len(arrays)} tensors")
+
+
+if __name__ == "__main__":
+    cli.run(main)
