@@ -24,6 +24,7 @@ setup(
         "imagehash==4.3.2",        # near-duplicate removal in tools/select_unlabeled.py
         "PyWavelets<1.6",          # imagehash dependency; 1.6+ needs numpy>=1.25
         "psutil",
+        "safetensors",             # weights without pickle (ppssld.utils.safetensors_io)
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],
