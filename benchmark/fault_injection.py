@@ -58,13 +58,28 @@ def _env() -> Dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
 
 
-def _run(cmd: List[str], log: str, kill_after: Optional[float] = None, delay: float = 0.0) -> Dict[str, Any]:
-    """Run ``cmd``; with ``kill_after``, SIGKILL it after that many seconds. Returns rc, killed, wall."""
+def _run(cmd: List[str], log: str, kill_after: Optional[float] = None, delay: float = 0.0,
+         save_dir: Optional[str] = None, nth_save: int = 0) -> Dict[str, Any]:
+    """Run ``cmd``; SIGKILL it after ``kill_after`` seconds or, with ``save_dir`` and ``nth_save``,
+    at a random moment inside its ``nth_save``-th checkpoint save (seen by the save's temporaries).
+
+    Returns:
+        ``rc``, ``killed``, ``wall``.
+    """
     env = dict(_env(), FAULT_SAVE_DELAY=str(delay))
     tic = time.time()
     with open(log, "a", encoding="utf-8") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         killed = False
+        if nth_save and save_dir:
+            seen: set = set()
+            while proc.poll() is None:
+                seen.update(_temporaries(save_dir))
+                if len(seen) >= 3 * nth_save:  # a save writes three temporaries at once
+                    time.sleep(random.uniform(0.0, 2.5 * delay))
+                    break
+                time.sleep(0.01)
+            kill_after = 0.0
         try:
             proc.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
@@ -144,16 +159,17 @@ class Bench:
     def train_cmd(self, out: str, resume: bool) -> List[str]:
         cmd = [PY, __file__, "--worker", os.path.join(ROOT, "tools", "train.py"), "-c",
                os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"), "-o", f"Global.output_dir={out}",
-               f"Arch.models.Teacher.pretrained={self.teacher}", "Global.epochs=3"] + self._fast() + \
+               f"Arch.models.Teacher.pretrained={self.teacher}", "Global.epochs=2"] + self._fast() + \
             self._data_overrides()
         latest = os.path.join(out, "DistillationModel", "latest.pdparams")
         if resume and os.path.isfile(latest):
             cmd += [f"Global.checkpoints={latest}"]
         return cmd
 
-    def train_trial(self, out: str, kill_at: float) -> Dict[str, Any]:
-        first = _run(self.train_cmd(out, False), self.log, kill_after=kill_at, delay=self.save_delay)
+    def train_trial(self, out: str, kill_at: float, nth_save: int = 0) -> Dict[str, Any]:
         ckpt = os.path.join(out, "DistillationModel")
+        first = _run(self.train_cmd(out, False), self.log, kill_after=kill_at, delay=self.save_delay,
+                     save_dir=ckpt, nth_save=nth_save)
         in_save = bool(_temporaries(ckpt)) if first["killed"] else False
         runs = 1
         while True:
@@ -161,8 +177,9 @@ class Bench:
             done = _run(self.train_cmd(out, True), self.log, delay=self.save_delay)
             if done["rc"] == 0 or runs > 3:
                 break
-        return {"killed": first["killed"], "kill_at_s": round(kill_at, 2), "during_save": in_save,
-                "resumed_rc": done["rc"], "final": os.path.join(ckpt, "latest.pdparams"), "folder": out}
+        moment = {"kill_in_save_n": nth_save} if nth_save else {"kill_at_s": round(kill_at, 2)}
+        return {"killed": first["killed"], **moment, "during_save": in_save, "resumed_rc": done["rc"],
+                "resumes": runs - 1, "final": os.path.join(ckpt, "latest.pdparams"), "folder": out}
 
     # -- mining --------------------------------------------------------------------------------
     def mine_cmd(self, out: str) -> List[str]:
@@ -234,6 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.path.isdir(args.work):
         shutil.rmtree(args.work)
+    random.seed(args.seed)
     bench = Bench(args.work, args.seed, args.save_delay)
     tic = time.time()
     bench.prepare()
@@ -256,7 +274,12 @@ def main() -> None:
         trials = []
         for i in range(count):
             kill_at = bench.rng.uniform(0.05, 0.95) * ref_run["wall"]
-            trial = _judge(trial_fn(os.path.join(args.work, f"{kind}_{i}"), kill_at), reference, kind)
+            folder = os.path.join(args.work, f"{kind}_{i}")
+            if kind == "train" and i % 2 == 1:  # every other training trial is killed inside a save
+                trial = trial_fn(folder, kill_at, nth_save=bench.rng.randint(1, 6))
+            else:
+                trial = trial_fn(folder, kill_at)
+            trial = _judge(trial, reference, kind)
             trials.append({k: v for k, v in trial.items() if k not in ("final", "selected", "folder")})
             print(f"{kind} {i}: {trials[-1]}", flush=True)
         summary[kind] = {"reference_wall_s": round(ref_run["wall"], 1), "trials": trials,
@@ -285,8 +308,10 @@ def main() -> None:
         f"Total: **{total['kills']} kills, {total['kills_during_saves']} inside checkpoint saves, "
         f"{total['mismatches']} mismatches**; whole benchmark {total['wall_s']} s.\n\n"
         "Each trial: a fresh run on the scikit-learn digits (300 labeled + 600 unlabeled 8x8 images, ResNet18 "
-        "random teacher -> MobileNetV3_small_x0_35, 3 epochs of training / 2 in the pipeline, a checkpoint "
-        "every epoch), SIGKILL after a random fraction (5-95%) of the uninterrupted run's wall time, then the "
+        "random teacher -> MobileNetV3_small_x0_35, 2 epochs, a checkpoint "
+        "every epoch), SIGKILL after a random fraction (5-95%) of the uninterrupted run's wall time (every "
+        "other training trial: at a random moment inside its n-th checkpoint save, n drawn from 1-6 of the 6-8 "
+        "saves a run makes), then the "
         "same command again (training: with `-o Global.checkpoints=<dir>/latest` when it exists). "
         f"A trial matches when the resumed run exits 0, the final student weights differ from the uninterrupted "
         f"run's by at most {TOLERANCE:g} (max |diff| over all student tensors), the selected list is "
