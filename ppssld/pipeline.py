@@ -3,7 +3,7 @@
 Each stage writes into ``<output_dir>/<stage>/`` and, once complete, a ``stage.json`` with its
 results and a fingerprint of what it was built from: its pipeline settings, its training config
 after overrides, the contents of its input files (label lists, teacher weights, the previous
-stage's best model) and the digests of the stages before it. A re-run skips a stage only when
+stage's best model) and the digests of the stages whose outputs it reads. A re-run skips a stage only when
 that fingerprint still matches; otherwise it says which input changed, moves the old folder to
 ``<output_dir>/.stale/<stage>`` and runs it again (and so every later stage, whose fingerprints
 hold its digest). An interrupted stage whose inputs are unchanged resumes: a training stage from
@@ -37,6 +37,10 @@ SCHEMA: Dict[str, Any] = {
     "export": {"enabled": None, "predict": None},
 }
 STAGES = ("data", "teacher", "baseline", "mine", "distill", "finetune", "export")
+# the stages whose outputs each stage reads (their digests are part of its fingerprint)
+READS = {"data": (), "teacher": ("data",), "baseline": ("data",), "mine": ("data", "teacher"),
+         "distill": ("data", "teacher", "mine"), "finetune": ("data", "teacher", "distill"),
+         "export": ("data", "teacher", "distill", "finetune")}
 
 
 def load_pipeline_config(path: str, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -157,12 +161,12 @@ class Pipeline:
     # -- fingerprints -------------------------------------------------------------------------
     def fingerprint(self, stage: str) -> Dict[str, Any]:
         """What ``stage`` is built from: its pipeline settings, its config after overrides, its
-        input files' contents and the digests of the enabled stages before it."""
+        input files' contents and the digests of the stages it reads (:data:`READS`)."""
         settings, config_stage, extra, files = self._inputs(stage)
         result: Dict[str, Any] = {"settings": settings,
                                   "inputs": {name: file_fingerprint(path) for name, path in sorted(files.items())},
-                                  "upstream": {s: self.results[s].get("digest") for s in STAGES
-                                               if s in self.results and STAGES.index(s) < STAGES.index(stage)}}
+                                  "upstream": {s: self.results[s].get("digest") for s in READS[stage]
+                                               if s in self.results}}
         if config_stage is not None:
             result["config"] = digest(self._stage_config(config_stage, extra))
         return result

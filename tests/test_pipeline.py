@@ -75,8 +75,8 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
     for stage in ("data", "teacher", "baseline"):
         assert f"{stage}: already complete with the same inputs, skipped" in log, log[-3000:]
     assert "mine: inputs changed since it was built: settings.mine.k: 20 -> 10" in log, log[-3000:]
-    for stage in ("distill", "finetune", "export"):
-        assert re.search(rf"{stage}: inputs changed since it was built: .*upstream\.mine", log), (stage, log[-3000:])
+    for stage, upstream in (("distill", "mine"), ("finetune", "distill"), ("export", "finetune")):
+        assert re.search(rf"{stage}: inputs changed since it was built: .*upstream\.{upstream}", log), (stage, log)
     assert log.count("already complete with the same inputs, skipped") == 3
     assert json.loads((out / "mine" / "stage.json").read_text())["selected"] <= 100
     assert (out / ".stale" / "mine" / "stage.json").is_file()  # the old outputs were set aside, not mixed in
