@@ -105,6 +105,9 @@ def _check_files(folder: str) -> List[str]:
             elif path.endswith(".json"):
                 with open(path, encoding="utf-8") as handle:
                     json.load(handle)
+            elif path.endswith(".npz"):
+                with np.load(path) as arrays:
+                    [arrays[name] for name in arrays.files]
         except Exception as exc:  # noqa: BLE001 - any failure to load is what we count
             bad.append(f"{path}: {type(exc).__name__}: {exc}")
     return bad
@@ -192,8 +195,10 @@ class Bench:
 
     def mine_trial(self, out: str, kill_at: float) -> Dict[str, Any]:
         first = _run(self.mine_cmd(out), self.log, kill_after=kill_at)
+        chunks = len(glob.glob(os.path.join(out, "scores", "chunk_*.npz")))
         done = _run(self.mine_cmd(out), self.log)
-        return {"killed": first["killed"], "kill_at_s": round(kill_at, 2), "resumed_rc": done["rc"],
+        return {"killed": first["killed"], "kill_at_s": round(kill_at, 2), "chunks_scored_at_kill": chunks,
+                "resumed_rc": done["rc"],
                 "final": os.path.join(out, "selected_list.txt"), "folder": out}
 
     # -- pipeline ------------------------------------------------------------------------------
@@ -214,8 +219,12 @@ class Bench:
     def pipeline_trial(self, out: str, kill_at: float) -> Dict[str, Any]:
         first = _run(self.pipeline_cmd(out), self.log, kill_after=kill_at, delay=self.save_delay)
         in_save = bool(_temporaries(os.path.join(out, "distill"))) if first["killed"] else False
+        running = [s for s in ("data", "teacher", "mine", "distill")
+                   if os.path.isfile(os.path.join(out, s, "fingerprint.json"))
+                   and not os.path.isfile(os.path.join(out, s, "stage.json"))]
         done = _run(self.pipeline_cmd(out), self.log, delay=self.save_delay)
-        return {"killed": first["killed"], "kill_at_s": round(kill_at, 2), "during_save": in_save,
+        return {"killed": first["killed"], "kill_at_s": round(kill_at, 2), "stage_at_kill": running[0] if running
+                else "start-up", "during_save": in_save,
                 "resumed_rc": done["rc"], "final": os.path.join(out, "distill", "DistillationModel", "latest.pdparams"),
                 "selected": os.path.join(out, "mine", "selected_list.txt"), "folder": out}
 
@@ -296,6 +305,8 @@ def main() -> None:
     print(json.dumps(total))
     if args.no_write:
         return
+    where = {kind: sorted({str(t.get("stage_at_kill", t.get("chunks_scored_at_kill", ""))) for t in s["trials"]})
+             for kind, s in summary.items()}
     rows = ["| part | trials | kills | kills during saves | mismatches | max weight diff | temporaries left | "
             "reference run |", "|---|---|---|---|---|---|---|---|"]
     for kind, s in summary.items():
@@ -315,11 +326,14 @@ def main() -> None:
         "same command again (training: with `-o Global.checkpoints=<dir>/latest` when it exists). "
         f"A trial matches when the resumed run exits 0, the final student weights differ from the uninterrupted "
         f"run's by at most {TOLERANCE:g} (max |diff| over all student tensors), the selected list is "
-        "byte-identical and every .pdparams/.pdopt/.pdstates/.json left in the output loads. Temporaries "
+        "byte-identical and every .pdparams/.pdopt/.pdstates/.json/.npz left in the output loads. Temporaries "
         "(hidden `.<name>.*.tmp` files a kill left; never read) are counted apart. "
         f"Saves were slowed by {args.save_delay} s after each file (a patched `paddle.save` in the killed process "
         "only) so that kills land inside them; a kill counts as during a save when it left a save's temporary "
-        "file (the next save of that tag removes it). OMP_NUM_THREADS=1.\n")
+        "file (the next save of that tag removes it). The killed and resumed processes ran with OMP_NUM_THREADS=1 "
+        f"(the line above is the benchmark's own process). Pipeline kills landed in stages {where.get('pipeline')}; "
+        f"mining kills after {where.get('mine')} score chunks (of 10) were written. Per-trial details: "
+        "`fault_injection.json`.\n")
     write_results("fault_injection", {"summary": summary, "total": total, "save_delay_s": args.save_delay,
                                       "seed": args.seed, "tolerance": TOLERANCE}, markdown)
 

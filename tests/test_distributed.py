@@ -158,6 +158,30 @@ def test_a_rank_killed_with_kill_9_stops_the_others_quickly(tmp_path):
     assert "PeerLostError: rank 0 of 2 lost contact with another rank while" in log0 or "Exit code -15" in text
 
 
+def _two_nodes(path, tmp_path, tag, env):
+    """Two ``launch --nnodes 2`` commands on this machine (loopback), one process each."""
+    port = _free_port()
+    nodes = [subprocess.Popen(LAUNCH + ["--nnodes", "2", "--master", f"127.0.0.1:{port}", "--nproc_per_node", "1",
+                                        "--log_dir", str(tmp_path / f"log_{tag}{i}"), DRIVER, "train", path,
+                                        str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              cwd=str(tmp_path)) for i in range(2)]
+    outputs = [node.communicate(timeout=120)[0] for node in nodes]
+    return outputs, [node.returncode for node in nodes]
+
+
+def test_a_killed_rank_on_another_node_stops_the_survivor_with_a_clear_message(tmp_path):
+    """No launcher watches both processes here: the survivor must notice the lost peer itself."""
+    path = _write(_setup(tmp_path), tmp_path / "cfg.yaml")
+    tic = time.time()
+    outputs, codes = _two_nodes(path, tmp_path, "kn", _env(DIST_TEST_KILL="1:2"))
+    assert time.time() - tic < 60 and all(code != 0 for code in codes), (codes, outputs)
+    logs = [(tmp_path / f"log_kn{i}" / "workerlog.0").read_text(errors="replace") for i in (0, 1)]
+    survivor = [log for log in logs if "PeerLostError" in log]
+    assert len(survivor) == 1, logs
+    assert "PeerLostError: rank 0 of 2 lost contact with another rank while training epoch 1, step 2/2" in survivor[0]
+
+
 def test_two_simulated_nodes_train_like_one_node_with_two_processes(tmp_path):
     path = _write(_setup(tmp_path), tmp_path / "cfg.yaml")
     _launch(["train", path, str(tmp_path)], 2, tmp_path, "onenode")
@@ -165,15 +189,9 @@ def test_two_simulated_nodes_train_like_one_node_with_two_processes(tmp_path):
     reference = {k: reference[k] for k in reference.files}
     os.remove(tmp_path / "weights_rank0_ws2.npz")
     os.remove(tmp_path / "weights_rank1_ws2.npz")
-    port = _free_port()
-    nodes = [subprocess.Popen(LAUNCH + ["--nnodes", "2", "--master", f"127.0.0.1:{port}", "--nproc_per_node", "1",
-                                        "--log_dir", str(tmp_path / f"log_node{i}"), DRIVER, "train", path,
-                                        str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-                              cwd=str(tmp_path)) for i in range(2)]
-    outputs = [node.communicate(timeout=120)[0] for node in nodes]
-    for node, out in zip(nodes, outputs):
-        assert node.returncode == 0, out[-3000:] + _logs(tmp_path / "log_node0") + _logs(tmp_path / "log_node1")
+    outputs, codes = _two_nodes(path, tmp_path, "node", _env())
+    for code, out in zip(codes, outputs):
+        assert code == 0, out[-3000:] + _logs(tmp_path / "log_node0") + _logs(tmp_path / "log_node1")
     for rank in (0, 1):
         weights = np.load(tmp_path / f"weights_rank{rank}_ws2.npz")
         assert sorted(weights.files) == sorted(reference)
