@@ -26,7 +26,7 @@ setup(
         "psutil",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-timeout"],
         # PaddleHub 2.4.0 imports beside paddle 3.3.1 only with these pins, and with
         # PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python set before paddle is imported
         "hub": ["paddlehub==2.4.0", "huggingface_hub<0.24", "aistudio-sdk<0.2", "pyarrow<15",

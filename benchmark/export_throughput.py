@@ -74,13 +74,14 @@ def measure(args: argparse.Namespace, root: str) -> Dict[str, Any]:
 
     from ppssld.export.inference import export_model
     from ppssld.export.onnx import OnnxPredictor, OnnxUnavailable
-    from ppssld.export.runtime import Predictor, benchmark, read_image
+    from ppssld.data.image import read_bytes
+    from ppssld.export.runtime import Predictor, benchmark
     from ppssld.export.student import build_export_model
 
     inputs = make_inputs(root, args)
     result = export_model(inputs["config"], weights=inputs["ckpt"], with_hub=False, with_onnx=True)
     base = Predictor(result.model_dir, enable_mkldnn=False, cpu_threads=args.threads, batch_size=args.batch_size)
-    arrays = [base.preprocess(read_image(p)) for p in inputs["images"]]
+    arrays = [base.preprocess(read_bytes(p)) for p in inputs["images"]]
     student, _, _ = build_export_model(inputs["config"], inputs["ckpt"])
     paddle.set_device("cpu")
 

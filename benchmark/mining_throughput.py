@@ -26,7 +26,8 @@ import paddle  # noqa: E402
 
 from ppssld.arch.zoo import build_backbone  # noqa: E402
 from ppssld.data.label_list import read_label_list  # noqa: E402
-from ppssld.data.transforms import build_transforms, decode_image  # noqa: E402
+from ppssld.data.image import load_and_transform  # noqa: E402
+from ppssld.data.transforms import build_transforms  # noqa: E402
 from ppssld.mining.score import score_pool  # noqa: E402
 from ppssld.mining.teacher import Teacher, teacher_from_weights  # noqa: E402
 from ppssld.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -40,11 +41,7 @@ def bare(teacher: Teacher, paths, root: str, transform, batch_size: int) -> floa
     """Images per second of the plain read-decode-transform-forward loop."""
     start = time.perf_counter()
     for s in range(0, len(paths), batch_size):
-        batch = []
-        for p in paths[s:s + batch_size]:
-            with open(os.path.join(root, p), "rb") as handle:
-                batch.append(transform(decode_image(handle.read())))
-        teacher(np.stack(batch))
+        teacher(np.stack([load_and_transform(os.path.join(root, p), transform) for p in paths[s:s + batch_size]]))
     return len(paths) / (time.perf_counter() - start)
 
 

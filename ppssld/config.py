@@ -94,15 +94,62 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
         try:
             config = safe_load(handle)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(_yaml_message(path, exc)) from exc
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(config).__name__}")
     config = copy.deepcopy(config)
     for item in overrides or []:
         apply_override(config, item)
     validate_structure(config, source=path)
+    if config.get("Global") is not None and not isinstance(config["Global"], dict):
+        raise ConfigError(f"{path}: Global must be a mapping, got {type(config['Global']).__name__}")
+    validate_global_types(config, source=path)
     config.setdefault("Global", {})
     return config
+
+
+def _yaml_message(path: str, exc: yaml.YAMLError) -> str:
+    """``file:line:column: not valid YAML: what`` from a PyYAML error (lines and columns from 1)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return (f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+            + "; check the indentation, colons and quotes on that line or the one before it")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Global keys whose type ppssld relies on: key -> (check, what would be right)
+GLOBAL_TYPES = {
+    "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer, e.g. 120"),
+    "save_interval": (_is_int, "an integer (epochs between epoch_N snapshots)"),
+    "eval_interval": (lambda v: _is_int(v) and v >= 1, "a positive integer (epochs between evaluations)"),
+    "print_batch_step": (lambda v: _is_int(v) and v >= 1, "a positive integer (steps between log lines)"),
+    "start_eval_epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "seed": (_is_int, "an integer"),
+    "eval_during_train": (lambda v: isinstance(v, bool), "true or false"),
+    "use_visualdl": (lambda v: isinstance(v, bool), "true or false"),
+    "strict_load": (lambda v: isinstance(v, bool), "true or false"),
+    "image_shape": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v),
+                    "three positive integers [channels, height, width], e.g. [3, 224, 224]"),
+}
+
+
+def validate_global_types(config: Dict[str, Any], source: str = "config") -> None:
+    """Check the types of the Global keys ppssld reads (null means: use the default).
+
+    Raises:
+        ConfigError: naming the key, the value found and what would be right.
+    """
+    glob = config.get("Global") or {}
+    for key, (check, right) in GLOBAL_TYPES.items():
+        value = glob.get(key)
+        if value is not None and not check(value):
+            raise ConfigError(f"{source}: Global.{key} must be {right}, got {value!r} ({type(value).__name__}); "
+                              f"check the file or its -o Global.{key}=... override")
 
 
 def parse_override(item: str) -> tuple:

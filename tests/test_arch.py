@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 from ppssld.arch.build import build_model, infer_model_name
-from ppssld.arch.distillation import DistillationModel
+from ppssld.arch.distillation import BN_TYPES, DistillationModel
 from ppssld.arch.weights import load_weights, strip_prefix
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.errors import ConfigError, WeightsError
@@ -84,7 +84,9 @@ def test_teacher_is_frozen_bit_identical_and_student_learns(tmp_path, bn_mode):
     teacher = save_random_backbone(str(tmp_path / "t.pdparams"))
     model = build_model(_arch(teacher, bn_mode))
     model.train()
-    assert model.Teacher.training is (bn_mode == "train") and model.Student.training
+    assert not model.Teacher.training and model.Student.training
+    teacher_bns = [s for s in model.Teacher.sublayers() if isinstance(s, BN_TYPES)]
+    assert teacher_bns and all(bn.training is (bn_mode == "train") for bn in teacher_bns)
     before_t, before_s = _snapshot(model, "Teacher."), _snapshot(model, "Student.")
     assert any("_mean" in k for k in before_t)
     params = [p for p in model.parameters() if not p.stop_gradient]
@@ -116,6 +118,39 @@ def test_bn_modes_differ_train_uses_batch_statistics(tmp_path):
     assert not np.allclose(outs["eval"], outs["train"])
     np.testing.assert_allclose(outs["eval"], outs["eval_evalmode"], rtol=1e-6)
     np.testing.assert_allclose(outs["eval"], outs["train_evalmode"], rtol=1e-6)
+
+
+def test_teacher_bn_train_mode_switches_only_batchnorm(tmp_path):
+    """teacher_bn_mode: train gives BatchNorm batch statistics, but Dropout stays off: the same batch twice
+    gives the same teacher output, each BN layer's output is the manual batch-statistics formula, and the
+    running statistics stay bit-identical."""
+    teacher = str(tmp_path / "t.pdparams")
+    paddle.seed(3)
+    paddle.save(build_backbone("MobileNetV3_small_x0_35", class_num=4, dropout_prob=0.5).state_dict(), teacher)
+    arch = _arch(teacher, "train")
+    arch["models"][0] = {"Teacher": {"name": "MobileNetV3_small_x0_35", "class_num": 4, "dropout_prob": 0.5,
+                                     "pretrained": teacher}}
+    model = build_model(arch)
+    model.train()
+    dropouts = [s for s in model.Teacher.sublayers() if isinstance(s, paddle.nn.Dropout)]
+    assert dropouts and not any(d.training for d in dropouts)
+    before = _snapshot(model, "Teacher.")
+    bn = next(s for s in model.Teacher.sublayers() if isinstance(s, BN_TYPES))
+    seen = {}
+    bn.register_forward_post_hook(lambda layer, inputs, output: seen.update(x=inputs[0].numpy(), y=output.numpy()))
+    x = paddle.rand([4, 3, 32, 32]) * 3
+    first, second = model(x)["Teacher"].numpy(), model(x)["Teacher"].numpy()
+    assert np.array_equal(first, second)  # Dropout(0.5) in train mode would make these differ
+    mean, var = seen["x"].mean(axis=(0, 2, 3)), seen["x"].var(axis=(0, 2, 3))
+    expected = ((seen["x"] - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + bn._epsilon)
+                * bn.weight.numpy()[None, :, None, None] + bn.bias.numpy()[None, :, None, None])
+    np.testing.assert_allclose(seen["y"], expected, rtol=1e-4, atol=1e-4)
+    running = ((seen["x"] - bn._mean.numpy()[None, :, None, None])
+               / np.sqrt(bn._variance.numpy()[None, :, None, None] + bn._epsilon))
+    assert not np.allclose(seen["y"], running * bn.weight.numpy()[None, :, None, None]
+                           + bn.bias.numpy()[None, :, None, None], atol=1e-3)  # not the running statistics
+    after = _snapshot(model, "Teacher.")
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_only_builds_a_single_model_without_the_teacher(tmp_path):

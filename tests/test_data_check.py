@@ -5,9 +5,11 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from ppssld.data.check import check_dataset, check_image_file
+from ppssld.utils.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -32,7 +34,8 @@ def _plant(tmp_path):
 
 EXPECTED = {  # line in train.txt -> words in its message
     3: "missing.png' does not exist", 4: "truncated JPEG", 5: "the file is empty", 6: "not a decodable image",
-    7: "'seven' is not an integer", 8: "label 9 is outside [0, 3)", 9: "listed twice", 10: "escapes image_root",
+    7: "'seven' is not an integer", 8: "label 9 is outside [0, 3)", 9: "has label 1 here but label 0",
+    10: "escapes image_root",
 }
 
 
@@ -80,4 +83,5 @@ def test_cli_exit_status_and_json_report(tmp_path, capsys):
     assert check_data.main(["-c", str(cfg_path), "-o", f"DataLoader.Eval.dataset.cls_label_path={train}",
                             "--workers", "1"]) == 1
     assert "DataLoader.Eval.dataset" in capsys.readouterr().out
-    assert check_data.main([]) == 2
+    with pytest.raises(ConfigError, match="give --config"):
+        check_data.main([])

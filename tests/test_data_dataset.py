@@ -60,6 +60,20 @@ def test_no_decode_op_and_hwc_output_become_chw_float(tmp_path):
     assert img.shape == (3, 4, 6) and img.dtype == np.float32 and img.max() == 0
 
 
+def test_repeated_lines_train_and_are_logged_once(tmp_path, caplog):
+    root = make_root(tmp_path, n=3)
+    train = write(tmp_path, "train.txt", "img0.png 0\nimg1.png 1\nimg1.png 1\n./img1.png 1\nimg2.png 2\n")
+    with caplog.at_level("INFO", logger="ppssld.data.dataset"):
+        ds = ImageNetDataset(str(root), train, OPS, class_num=3)
+        for i in range(len(ds)):
+            ds[i]
+    assert len(ds) == 5 and ds.labels.tolist() == [0, 1, 1, 1, 2] and ds.num_repeated == 2
+    repeats = [r.getMessage() for r in caplog.records if "repeat an image" in r.getMessage()]
+    assert len(repeats) == 1 and "2 line(s) repeat an image" in repeats[0]
+    np.testing.assert_array_equal(ds[1][0], ds[3][0])
+    assert ds[3][0][0].max() == pytest.approx(10 / 255, abs=1e-6)  # the red channel of img1
+
+
 def test_relabel(tmp_path):
     root = make_root(tmp_path, n=3)
     ds = ImageNetDataset(str(root), write(tmp_path, "t.txt", "img0.png 7\nimg1.png 3\nimg2.png\n"), OPS, relabel=True)
@@ -73,8 +87,8 @@ def test_relabel(tmp_path):
     ("", None, r"train\.txt: label list is empty"),
     ("img0.png 0\nimg1.png one\n", None, r"train\.txt:2: label 'one' is not an integer"),
     ("img0.png 0\nimg1.png 3\n", 3, r"train\.txt:2: label 3 is outside \[0, 3\)"),
-    ("img0.png 0\nimg1.png 1\n./img0.png 1\n", None, r"train\.txt:3: path './img0\.png' is listed twice \(first at "
-                                                      r".*train\.txt:1\)"),
+    ("img0.png 0\nimg1.png 1\n./img0.png 1\n", None, r"train\.txt:3: path './img0\.png' has label 1 here but "
+                                                      r"label 0 at .*train\.txt:1; an image has one label"),
     ("img0.png 0\n../train.txt 1\n", None, r"train\.txt:2: path '\.\./train\.txt' escapes image_root"),
     ("img0.png 0\nimg1.png -5\n", None, r"train\.txt:2: label -5 is negative"),
 ])

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from ppssld.data.label_list import (UNLABELED, Record, check_records, parse_line, read_label_list,
+from ppssld.data.label_list import (UNLABELED, Record, check_records, count_repeats, parse_line, read_label_list,
                                     read_label_list_with_problems, write_label_list)
 from ppssld.utils.errors import DataError
 
@@ -81,11 +81,26 @@ def test_check_records_paths_and_labels(tmp_path):
             Record("/etc/passwd", 0, "l.txt", 4), Record("b.jpg", 5, "l.txt", 5), Record("sub", 0, "l.txt", 6)]
     problems = check_records(recs, str(root), class_num=3)
     by_line = {p.line: p.message for p in problems}
-    assert "listed twice (first at l.txt:1)" in by_line[2]
+    assert "has label 1 here but label 0 at l.txt:1" in by_line[2]
     assert "escapes image_root" in by_line[3] and "escapes image_root" in by_line[4]
     assert "outside [0, 3)" in [p.message for p in problems if p.line == 5][0]
     assert "does not exist" in [p.message for p in problems if p.line == 5][1]
     assert "is a folder" in by_line[6]
+
+
+def test_repeated_lines_are_samples_not_problems(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(b"x")
+    (root / "b.jpg").write_bytes(b"x")
+    recs = [Record("a.jpg", 0, "l.txt", 1), Record("./a.jpg", 0, "l.txt", 2), Record("b.jpg", 1, "l.txt", 3),
+            Record("a.jpg", 0, "l.txt", 4), Record("b.jpg", -1, "u.txt", 1)]
+    assert check_records(recs, str(root), class_num=2) == []
+    assert count_repeats(recs, str(root)) == 3
+    conflict = [Record("a.jpg", -1, "u.txt", 1), Record("a.jpg", 0, "l.txt", 1), Record("a.jpg", 1, "l.txt", 2)]
+    problems = check_records(conflict, str(root), class_num=2)
+    assert [p.line for p in problems] == [2]
+    assert problems[0].message.startswith("path 'a.jpg' has label 1 here but label 0 at l.txt:1")
 
 
 def test_writer_round_trip(tmp_path):

@@ -1,5 +1,6 @@
 """Sampler shuffling/sharding and the paddle DataLoader built from a PaddleClas mapping."""
 import logging
+import time
 
 import cv2
 import numpy as np
@@ -143,9 +144,26 @@ def test_skip_bad_images_in_workers_reports_count(tmp_path, caplog):
     assert len(y) == 10 and (y == -1).sum() == 6  # 5 unlabeled + the labeled bad image 1.png
 
 
-def test_bad_image_stops_training_without_skip(tmp_path):
-    loader, sampler = build_dataloader(_cfg(_dataset_dir(tmp_path, bad=(3,)), workers=1), "train", seed=0)
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_bad_image_stops_the_pass_without_skip(tmp_path, workers):
+    """A corrupt image stops the pass within seconds with its file and list line, any worker count
+    (num_workers 0 used to hang: Paddle's reader thread died and the consumer waited forever)."""
+    loader, sampler = build_dataloader(_cfg(_dataset_dir(tmp_path, bad=(3,)), workers=workers), "train", seed=0)
+    start = time.monotonic()
     with pytest.raises(DataError, match=r"3\.png \(listed at .*train\.txt:4\) cannot be read"):
+        _epoch(loader, sampler, 0)
+    assert time.monotonic() - start < 20
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_all_neighbours_unreadable_stops_in_workers_too(tmp_path):
+    """skip_bad_images gives up after 16 unreadable neighbours; from a worker that error arrives intact too."""
+    ds_cfg = dict(_dataset_dir(tmp_path, n=20, bad=tuple(range(20))), skip_bad_images=True)
+    loader, sampler = build_dataloader(_cfg(ds_cfg, workers=2), "train", seed=0)
+    with pytest.raises(DataError, match=r"and the 16 images after it in the list are all unreadable"):
         _epoch(loader, sampler, 0)
 
 

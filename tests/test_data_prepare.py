@@ -209,4 +209,5 @@ def test_cli_prints_summary(tmp_path, capsys):
     assert prepare_data.main(["--dataset", "digits", "--out", str(tmp_path / "d"), "--labeled", "20"]) == 0
     text = capsys.readouterr().out
     assert "total" in text and "cls_label_path:" in text and "(1413 training images are in neither list)" in text
-    assert prepare_data.main(["--dataset", "cifar10", "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(DataError):
+        prepare_data.main(["--dataset", "cifar10", "--out", str(tmp_path / "x")])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_export import CLASSES, make_project
+from test_export import CLASSES, dygraph_topk, make_project
 from ppssld.export.inference import export_model
 from ppssld.export.runtime import (LEGACY_MODEL, ModelDirError, Predictor, list_images, parse_shape_range,
                                    predict_paths, resolve_model_files, softmax, topk_results)
@@ -54,6 +54,11 @@ def test_cli_folder_json_and_bad_image(exported, tmp_path):
         assert got["class_ids"] == ref["class_ids"] and len(got["class_ids"]) == 2
         np.testing.assert_allclose(got["scores"], ref["scores"], atol=1e-5)
         assert got["label_names"] == [CLASSES[i] for i in got["class_ids"]]
+    good = [r for r in results if "error" not in r]
+    ids, scores = dygraph_topk(exported, [r["path"] for r in good], 2)  # the CLI agrees with the dygraph student
+    for got, want_ids, want_scores in zip(good, ids, scores, strict=True):
+        assert got["class_ids"] == want_ids.tolist()
+        np.testing.assert_allclose(got["scores"], want_scores, atol=1e-4)
     stats = json.loads(proc.stdout.split("benchmark: ", 1)[1].splitlines()[0])
     assert stats["batch_size"] == 2 and stats["batches"] == 4 and stats["throughput_ips"] > 0
     assert stats["latency_ms_p95"] >= stats["latency_ms_p50"] > 0

@@ -15,7 +15,8 @@ from ppssld.data.dataset import build_dataset
 from ppssld.export.infer_config import read_infer_config, transform_ops
 from ppssld.export.inference import export_model
 from ppssld.export.labels import parse_class_names
-from ppssld.export.runtime import Predictor, read_image
+from ppssld.data.image import read_bytes as read_image
+from ppssld.export.runtime import Predictor
 from ppssld.export.student import export_target, select_state
 from ppssld.utils.errors import ConfigError, WeightsError
 
@@ -76,6 +77,21 @@ def dygraph_student(student: Dict[str, np.ndarray]) -> paddle.nn.Layer:
     load_weights(layer, {k: paddle.to_tensor(v) for k, v in student.items()}, strict=True)
     layer.eval()
     return layer
+
+
+def dygraph_topk(proj: Dict[str, Any], paths, k: int):
+    """Top-k (class ids, softmax scores) of the dygraph student on ``paths``, preprocessed by the Eval dataset.
+
+    The independent reference for the exported model's consumers (predictor CLI, PaddleHub module).
+    """
+    dataset = build_dataset(proj["config"]["DataLoader"]["Eval"]["dataset"], "DataLoader.Eval.dataset")
+    index = {os.path.basename(dataset.full_path(i)): i for i in range(len(dataset))}  # paths may be copies
+    batch = np.stack([dataset.load(index[os.path.basename(p)]) for p in paths])
+    logits = dygraph_student(proj["student"])(paddle.to_tensor(batch)).numpy().astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    ids = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return ids, np.take_along_axis(probs, ids, 1)
 
 
 @pytest.fixture(scope="module")
@@ -226,4 +242,5 @@ def test_one_command_gives_folder_weights_and_hub_module(tmp_path):
     assert f"PaddleHub module: {out}/hub/{STUDENT.lower()}_ssld" in proc.stdout
     bad = subprocess.run(cmd[:-2] + ["Global.pretrained_model=/nowhere/best_model"], capture_output=True, text=True,
                          env=env, timeout=300)
-    assert bad.returncode == 1 and "export failed" in bad.stderr and "/nowhere/best_model" in bad.stderr
+    assert bad.returncode == 2 and "/nowhere/best_model" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")

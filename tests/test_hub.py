@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export import make_project
+from test_export import dygraph_topk, make_project
 from ppssld.export.hub import check_module_name, default_module_name, write_hub_module
 from ppssld.export.inference import export_model
 from ppssld.export.runtime import ModelDirError, Predictor, predict_paths
@@ -94,6 +94,10 @@ def test_hub_module_loads_and_matches_the_predictor(hub_run):
         assert list(arrays) == list(paths)[:2]
         np.testing.assert_allclose(list(arrays.values()), list(paths.values())[:2], atol=1e-6)
     assert report["served"] == report["by_paths"]
+    ids, scores = dygraph_topk(hub_run, hub_run["images"], 3)  # and the dygraph student itself
+    for got, want_ids, want_scores in zip(report["by_paths"], ids, scores, strict=True):
+        assert list(got) == [NAMES[i] for i in want_ids]
+        np.testing.assert_allclose(list(got.values()), want_scores, atol=1e-4)
 
 
 def test_hub_install_registers_the_module(hub_run):

@@ -35,7 +35,8 @@ def test_onnx_file_is_written_beside_the_model(onnx_export):
 
 def test_onnxruntime_matches_paddle_inference_and_dygraph(onnx_export):
     from ppssld.export.onnx import OnnxPredictor
-    from ppssld.export.runtime import Predictor, read_image
+    from ppssld.data.image import read_bytes as read_image
+    from ppssld.export.runtime import Predictor
 
     paddle_pred = Predictor(onnx_export["result"].model_dir, enable_mkldnn=False, batch_size=5)
     batch = np.stack([paddle_pred.preprocess(read_image(p)) for p in onnx_export["images"]])

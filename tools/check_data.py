@@ -7,19 +7,17 @@ Examples:
 Exit status 0 when everything is readable, 1 when a problem was found.
 """
 import argparse
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppssld.config import load_config  # noqa: E402
+from ppssld.engine import cli  # noqa: E402
 from ppssld.data.check import check_dataset, datasets_from_config, format_reports  # noqa: E402
 from ppssld.utils.errors import ConfigError  # noqa: E402
 from ppssld.utils.io import atomic_write_json  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
-
-logger = logging.getLogger("ppssld.tools.check_data")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)), help="decoding processes")
     parser.add_argument("--report", help="also write the report as JSON here")
     parser.add_argument("--max-print", type=int, default=50, help="problems printed per dataset")
-    return parser.parse_args(argv)
+    return cli.add_debug_flag(parser).parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -44,18 +42,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     if args.config:
-        try:
-            targets = datasets_from_config(load_config(args.config, args.override))
-        except ConfigError as exc:
-            logger.error("%s", exc)
-            return 2
+        targets = datasets_from_config(load_config(args.config, args.override))
     elif args.image_root and (args.list or args.unlabeled_list):
         targets = [("lists", {"image_root": args.image_root, "cls_label_path": args.list,
                               "unlabeled_label_path": args.unlabeled_list, "class_num": args.class_num,
                               "unlabeled_ignore_labels": args.unlabeled_ignore_labels})]
     else:
-        logger.error("give --config, or --image-root with --list / --unlabeled-list")
-        return 2
+        raise ConfigError("give --config, or --image-root with --list / --unlabeled-list")
     reports = [check_dataset(workers=args.workers, name=name, **keys) for name, keys in targets]
     failed = sum(len(rep["problems"]) for rep in reports)
     print(format_reports(reports, args.max_print, bool(args.report)))
@@ -65,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppssld.engine import cli  # noqa: E402  (after the path set-up)
 from ppssld.engine.builder import build_eval_pieces, build_full_model, prepare_runtime, validate  # noqa: E402
 from ppssld.engine.evaluator import evaluate  # noqa: E402
+from ppssld.utils.errors import ConfigError  # noqa: E402
 
 
 def main() -> None:
@@ -18,9 +19,9 @@ def main() -> None:
     model = build_full_model(config)
     loader, metrics, loss = build_eval_pieces(config)
     if loader is None:
-        raise SystemExit(f"{args.config}: DataLoader.Eval is missing: nothing to evaluate on")
+        raise ConfigError(f"{args.config}: DataLoader.Eval is missing: nothing to evaluate on")
     evaluate(model, loader, metrics, loss, epoch=0)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

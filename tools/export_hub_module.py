@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppssld.engine import cli  # noqa: E402  (after the path set-up)
 from ppssld.export.hub import MODULE_VERSION, write_hub_module  # noqa: E402  (after the path set-up)
 from ppssld.utils.logger import setup_logging  # noqa: E402
 
@@ -21,14 +22,11 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="parent folder; the module is written to OUT/NAME/")
     parser.add_argument("--version", default=MODULE_VERSION, help="module version")
     parser.add_argument("--summary", default=None, help="one-line description")
-    args = parser.parse_args()
+    args = cli.add_debug_flag(parser).parse_args()
     setup_logging()
-    try:
-        path = write_hub_module(args.model_dir, args.name, args.out, version=args.version, summary=args.summary)
-    except ValueError as exc:  # ConfigError (name), ModelDirError (incomplete folder)
-        raise SystemExit(f"hub module not written: {exc}") from exc
+    path = write_hub_module(args.model_dir, args.name, args.out, version=args.version, summary=args.summary)
     print(f"PaddleHub module: {path}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

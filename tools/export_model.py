@@ -25,12 +25,9 @@ def main() -> None:
     parser.add_argument("--no_hub", action="store_true", help="do not write the PaddleHub module")
     parser.add_argument("--onnx", action="store_true", help="also write inference.onnx (needs paddle2onnx)")
     args = parser.parse_args()
-    try:
-        config = cli.load(args)
-        result = export_model(config, save_dir=args.save_dir, name=args.name, transforms_from=args.transforms,
-                              hub_name=args.hub_name, with_hub=not args.no_hub, with_onnx=args.onnx)
-    except (ValueError, RuntimeError) as exc:  # ConfigError, WeightsError, ModelDirError, OnnxUnavailable
-        raise SystemExit(f"export failed: {exc}") from exc
+    config = cli.load(args)
+    result = export_model(config, save_dir=args.save_dir, name=args.name, transforms_from=args.transforms,
+                          hub_name=args.hub_name, with_hub=not args.no_hub, with_onnx=args.onnx)
     print(f"inference model: {result.model_dir}")
     print(f"pretrained weights: {result.pretrained}")
     if result.hub_dir:
@@ -40,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -7,17 +7,14 @@ Examples:
     python tools/prepare_data.py --dataset imagefolder --src ~/photos --out dataset/photos
 """
 import argparse
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppssld.data.prepare import DATASETS, format_summary, prepare_dataset  # noqa: E402
-from ppssld.utils.errors import DataError  # noqa: E402
+from ppssld.engine import cli  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
-
-logger = logging.getLogger("ppssld.tools.prepare_data")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,22 +28,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--labeled", type=int, default=None, help="class-balanced labeled training images")
     parser.add_argument("--unlabeled", type=int, default=None, help="training images listed without labels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the labeled/unlabeled split")
-    return parser.parse_args(argv)
+    return cli.add_debug_flag(parser).parse_args(argv)
 
 
 def main(argv=None) -> int:
     """Prepare, print the per-class summary; return the exit status."""
     args = parse_args(argv)
     setup_logging()
-    try:
-        summary = prepare_dataset(args.dataset, args.out, src=args.src, labeled=args.labeled,
-                                  unlabeled=args.unlabeled, seed=args.seed)
-    except DataError as exc:
-        logger.error("%s", exc)
-        return 2
+    summary = prepare_dataset(args.dataset, args.out, src=args.src, labeled=args.labeled,
+                              unlabeled=args.unlabeled, seed=args.seed)
     print(format_summary(summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -10,8 +10,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.config import load_config  # noqa: E402
-from ppssld.engine.cli import base_parser, flat_overrides  # noqa: E402
+from ppssld.config import get, load_config  # noqa: E402
+from ppssld.engine import cli  # noqa: E402
+from ppssld.engine.distributed import use_device  # noqa: E402
 from ppssld.mining import dedup, teacher as teachers  # noqa: E402
 from ppssld.mining.pipeline import mine  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
@@ -21,7 +22,7 @@ logger = logging.getLogger("ppssld.tools.select_unlabeled")
 
 def main() -> None:
     """Parse arguments, build the teacher, run the mining pipeline."""
-    p = base_parser(__doc__.splitlines()[0])  # -c (config with the Teacher and eval transforms), -o
+    p = cli.base_parser(__doc__.splitlines()[0])  # -c (config with the Teacher and eval transforms), -o
     p.add_argument("--pool", required=True), p.add_argument("--image-root"), p.add_argument("--eval-list", required=True)
     p.add_argument("--train-list", help="also de-duplicate against this labeled list")
     p.add_argument("--k", type=int, required=True), p.add_argument("--out", required=True)
@@ -36,7 +37,8 @@ def main() -> None:
     p.add_argument("--restart", action="store_true", help="discard scores of a different run in OUT/scores")
     args = p.parse_args()
     setup_logging()
-    config = load_config(args.config, flat_overrides(args.override))
+    config = load_config(args.config, cli.flat_overrides(args.override))
+    use_device(get(config, "Global.device"))
     if args.inference_model:
         teacher = teachers.teacher_from_inference(args.inference_model)
     elif args.teacher_weights:
@@ -53,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.engine.cli import base_parser, flat_overrides  # noqa: E402  (after the path set-up)
+from ppssld.engine import cli  # noqa: E402  (after the path set-up)
 from ppssld.pipeline import Pipeline, load_pipeline_config, summary_table  # noqa: E402
 from ppssld.utils.io import atomic_write_text  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
@@ -16,8 +16,8 @@ from ppssld.utils.logger import setup_logging  # noqa: E402
 
 def main() -> None:
     """Parse, run every stage, print and save the final table."""
-    args = base_parser("Run the SSLD recipe end to end").parse_args()
-    cfg = load_pipeline_config(args.config, flat_overrides(args.override))
+    args = cli.base_parser("Run the SSLD recipe end to end").parse_args()
+    cfg = load_pipeline_config(args.config, cli.flat_overrides(args.override))
     setup_logging(os.path.join(cfg["output_dir"], "pipeline.log"))
     results = Pipeline(cfg).run()
     table = summary_table(results)
@@ -26,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -11,7 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths, read_image  # noqa: E402
+from ppssld.data.image import read_bytes  # noqa: E402
+from ppssld.engine import cli  # noqa: E402
+from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths  # noqa: E402
 from ppssld.utils.io import atomic_write_json  # noqa: E402
 
 
@@ -46,22 +48,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--benchmark", action="store_true", help="time the model after warm-up")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
-    return p.parse_args()
+    return cli.add_debug_flag(p).parse_args()
 
 
 def main() -> int:
     """Run the predictor; returns the exit status."""
     args = parse_args()
-    try:
-        predictor = Predictor(args.model_dir, device=args.device, enable_mkldnn=args.enable_mkldnn,
-                              cpu_threads=args.cpu_threads, batch_size=args.batch_size,
-                              use_tensorrt=args.use_tensorrt, precision=args.precision,
-                              trt_shape_range=args.trt_shape_range, gpu_id=args.gpu_id, gpu_mem_mb=args.gpu_mem,
-                              ir_optim=args.ir_optim)
-        paths = list_images(args.image, args.image_root)
-    except ValueError as exc:  # ModelDirError, ConfigError, DataError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    predictor = Predictor(args.model_dir, device=args.device, enable_mkldnn=args.enable_mkldnn,
+                          cpu_threads=args.cpu_threads, batch_size=args.batch_size,
+                          use_tensorrt=args.use_tensorrt, precision=args.precision,
+                          trt_shape_range=args.trt_shape_range, gpu_id=args.gpu_id, gpu_mem_mb=args.gpu_mem,
+                          ir_optim=args.ir_optim)
+    paths = list_images(args.image, args.image_root)
     results = predict_paths(predictor, paths, args.top_k)
     for res in results:
         if "error" in res:
@@ -74,11 +72,11 @@ def main() -> int:
         atomic_write_json(args.json, results)
     if args.benchmark:
         good = [r["path"] for r in results if "error" not in r]
-        arrays = [predictor.preprocess(read_image(p)) for p in good]
+        arrays = [predictor.preprocess(read_bytes(p)) for p in good]
         stats = benchmark(predictor.run, arrays, predictor.batch_size, args.warmup, args.repeats) if arrays else {}
         print("benchmark: " + json.dumps(stats))
     return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

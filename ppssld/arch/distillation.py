@@ -10,7 +10,7 @@ from ppssld.utils.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 BN_MODES = ("eval", "train")
-_BN_TYPES = (nn.BatchNorm, nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D)
+BN_TYPES = (nn.BatchNorm, nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.SyncBatchNorm)
 
 
 class DistillationModel(nn.Layer):
@@ -21,8 +21,10 @@ class DistillationModel(nn.Layer):
     keep their BatchNorm in ``frozen_bn_mode``:
 
     * ``eval``: running statistics are used (outputs are deterministic and cacheable);
-    * ``train``: batch statistics are used, while the saved running statistics stay
-      exactly as loaded (BN momentum is set to 1, so the update leaves them unchanged).
+    * ``train``: only the BatchNorm layers use batch statistics, while the saved running
+      statistics stay exactly as loaded (BN momentum is set to 1, so the update leaves them
+      unchanged); Dropout, DropPath and every other layer stay in eval mode, so the teacher's
+      output is still a deterministic function of the batch.
 
     Args:
         models: name -> built layer, in config order.
@@ -55,14 +57,18 @@ class DistillationModel(nn.Layer):
                 param.stop_gradient = True
             if frozen_bn_mode == "train":
                 for sub in getattr(self, name).sublayers(include_self=True):
-                    if isinstance(sub, _BN_TYPES):
+                    if isinstance(sub, BN_TYPES):
                         sub._momentum = 1.0
         self._set_frozen_modes()
 
     def _set_frozen_modes(self) -> None:
         for name in self.frozen:
             layer = getattr(self, name)
-            layer.train() if self.frozen_bn_mode == "train" else layer.eval()
+            layer.eval()
+            if self.frozen_bn_mode == "train":
+                for sub in layer.sublayers(include_self=True):
+                    if isinstance(sub, BN_TYPES):
+                        sub.train()
 
     def train(self) -> "DistillationModel":
         """Trainable models to train mode; frozen models to their BatchNorm mode."""

@@ -1,8 +1,9 @@
 """ImageNetDataset: labeled and unlabeled label lists under one ``image_root``.
 
-Every list problem (missing file, bad label, duplicate, path escaping the root, empty list) is
-found when the dataset is built; undecodable images are found when read. Unlabeled rows have
-label -1, so no hard-label loss or metric reads them.
+Every list problem (missing file, bad label, one image with two labels, path escaping the root,
+empty list) is found when the dataset is built; undecodable images are found when read. A
+repeated line is one more sample (PaddleClas oversampling). Unlabeled rows have label -1, so no
+hard-label loss or metric reads them.
 """
 import inspect
 import logging
@@ -15,8 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
-from ppssld.data.label_list import UNLABELED, as_path_list, format_problems, load_records, resolve
-from ppssld.data.transforms import CHW, Compose, ImageDecodeError, build_transforms, validate_transforms
+from ppssld.data.label_list import UNLABELED, as_path_list, count_repeats, format_problems, load_records, resolve
+from ppssld.data.image import read_bytes, transform_image
+from ppssld.data.transforms import Compose, ImageDecodeError, build_transforms, validate_transforms
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import DATASETS
 
@@ -34,6 +36,18 @@ UNSUPPORTED_KEYS = {
     "sample_per_label": "PK sampling is for metric learning, which ppssld does not support",
     "backend": "set the decoding backend on DecodeImage (backend: cv2 | pil) instead",
 }
+
+
+class SampleError:
+    """A DataError met in a loader worker process, returned in place of the sample.
+
+    Raising in a worker makes Paddle re-raise a generic error in its reader thread, which dies; the
+    loader's collate function turns this into an error batch that the main process raises as a
+    :class:`DataError` with the original message (file and list line).
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 @DATASETS.register(name="ImageNetDataset")
@@ -78,17 +92,20 @@ class ImageNetDataset(paddle.io.Dataset):
             raise DataError(format_problems(problems, f"dataset under image_root {image_root}"))
         self.num_labeled = sum(1 for r in self.records if r.label != UNLABELED)
         self.num_unlabeled = len(self.records) - self.num_labeled
+        self.num_repeated = count_repeats(self.records, image_root)
         self.labels = np.array([r.label for r in self.records], dtype=np.int64)
         self.seed: Optional[int] = None
         self.epoch = 0
         self._bad_count = multiprocessing.Value("q", 0) if self.skip_bad_images else None
         self._bad_queue = multiprocessing.Queue() if self.skip_bad_images else None
-        self._error_queue = multiprocessing.Queue()  # a worker's error text, for the main process to raise
         self._bad_local: List[str] = []
         self._reported = 0
         self.last_bad_report: Tuple[int, List[str]] = (0, [])
         logger.info("dataset %s: %d images (%d labeled, %d unlabeled) from %s", image_root, len(self.records),
                     self.num_labeled, self.num_unlabeled, ", ".join(labeled_lists + unlabeled_lists))
+        if self.num_repeated:
+            logger.info("dataset %s: %d line(s) repeat an image listed before; each repeat is one more sample "
+                        "(PaddleClas oversampling)", image_root, self.num_repeated)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -111,7 +128,7 @@ class ImageNetDataset(paddle.io.Dataset):
         return random.Random(((self.seed & 0xFFFFFFFF) << 72) | ((self.epoch & 0xFFFFFFFF) << 40) | index)
 
     def load(self, index: int) -> np.ndarray:
-        """Read and transform sample ``index`` into a CHW float32 array.
+        """Read and transform sample ``index`` into a CHW float32 array (:mod:`ppssld.data.image`).
 
         Raises:
             DataError: unreadable or undecodable image, naming the file and its list line.
@@ -119,26 +136,27 @@ class ImageNetDataset(paddle.io.Dataset):
         rec = self.records[index]
         path = self.full_path(index)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            img = self.transform(data, self._rng(index))
-        except (OSError, ImageDecodeError) as exc:
+            return transform_image(read_bytes(path), self.transform, self._rng(index))
+        except ImageDecodeError as exc:
             raise ImageDecodeError(f"image {path} (listed at {rec.source}:{rec.line}) cannot be read: {exc}. "
                                    f"Fix or remove it, set skip_bad_images: true to skip such images, or run "
                                    f"tools/check_data.py to find all of them") from exc
         except DataError as exc:
             raise DataError(f"image {path} (listed at {rec.source}:{rec.line}): {exc}") from exc
-        if img.ndim == 3 and self.transform.output_layout != CHW:
-            img = img.transpose((2, 0, 1))
-        return np.ascontiguousarray(img, dtype=np.float32)
 
-    def __getitem__(self, index: int) -> Tuple[np.ndarray, np.int64]:
+    def __getitem__(self, index: int) -> Union[Tuple[np.ndarray, np.int64], SampleError]:
+        try:
+            return self._sample(index)
+        except DataError as exc:
+            if paddle.io.get_worker_info() is not None:
+                return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
+            raise
+
+    def _sample(self, index: int) -> Tuple[np.ndarray, np.int64]:
         try:
             return self.load(index), np.int64(self.records[index].label)
-        except DataError as exc:
-            if not self.skip_bad_images or not isinstance(exc, ImageDecodeError):
-                if paddle.io.get_worker_info() is not None:
-                    self._error_queue.put(str(exc))
+        except ImageDecodeError:
+            if not self.skip_bad_images:
                 raise
             self._note_bad(self.full_path(index))
         # Substitute the next readable image with label -1, so no loss or metric counts it as the bad one.
@@ -159,13 +177,6 @@ class ImageNetDataset(paddle.io.Dataset):
             self._bad_local.append(path)
         else:
             self._bad_queue.put(path)
-
-    def worker_error(self) -> Optional[str]:
-        """The message of a DataError raised in a loader worker, if any (paddle only re-raises a generic error)."""
-        try:
-            return self._error_queue.get(timeout=0.5)
-        except queue.Empty:
-            return None
 
     def bad_image_report(self) -> Tuple[int, List[str]]:
         """Bad images met since the previous call (count, first few paths); logs a warning when any.

@@ -10,7 +10,8 @@ Rules (the label is always the *last* field, so paths may hold spaces):
 * In a labeled list, a non-integer last field is an error, unless the whole line ends with an
   image extension (then it is a path with spaces and no label).
 
-Blank lines are skipped. Every problem names ``file:line`` and what would be right.
+Blank lines are skipped. A line may repeat (PaddleClas oversampling): each repeat is one more
+sample; the same image with two different labels is an error. Every problem names ``file:line`` and what would be right.
 """
 import logging
 import os
@@ -187,10 +188,13 @@ def check_records(records: Sequence[Record], image_root: str, class_num: Optiona
         class_num: labels must lie in ``[0, class_num)`` when given.
         check_exists: also check that every image file exists.
     Returns:
-        Problems: label out of range, path escaping ``image_root``, duplicated path, missing image.
+        Problems: label out of range, path escaping ``image_root``, one image given two different
+        labels, missing image. A line repeated unchanged is no problem: PaddleClas users oversample
+        images this way, and each repeat is one more sample.
     """
     problems: List[Problem] = []
-    seen = {}
+    seen: dict = {}        # image -> its first row
+    labeled_at: dict = {}  # image -> its first labeled row
     root = os.path.normpath(os.path.abspath(image_root))
     for rec in records:
         if class_num is not None and rec.label >= class_num:
@@ -203,17 +207,33 @@ def check_records(records: Sequence[Record], image_root: str, class_num: Optiona
                                     f"paths outside it)"))
             continue
         key = os.path.relpath(full, root)
+        labeled = labeled_at.get(key)
+        if rec.label != UNLABELED and labeled is not None and labeled.label != rec.label:
+            problems.append(Problem(rec.source, rec.line, f"path {rec.path!r} has label {rec.label} here but "
+                                    f"label {labeled.label} at {labeled.source}:{labeled.line}; an image has one "
+                                    f"label (repeat a line unchanged to oversample an image)"))
+        if rec.label != UNLABELED and labeled is None:
+            labeled_at[key] = rec
         if key in seen:
-            first = seen[key]
-            problems.append(Problem(rec.source, rec.line, f"path {rec.path!r} is listed twice (first at "
-                                    f"{first.source}:{first.line}); each image may appear once"))
-            continue
+            continue  # a repeated line is one more sample of the same image (PaddleClas oversampling)
         seen[key] = rec
         if check_exists and not os.path.isfile(full):
             what = "is a folder, not an image" if os.path.isdir(full) else "does not exist"
             problems.append(Problem(rec.source, rec.line, f"image {full!r} {what}; paths are relative to "
                                     f"image_root {image_root!r}"))
     return problems
+
+
+def count_repeats(records: Sequence[Record], image_root: str) -> int:
+    """How many rows name an image an earlier row already named (each repeat is one more sample).
+
+    Args:
+        records: rows of one or more lists.
+        image_root: the folder paths are relative to (``a.jpg`` and ``./a.jpg`` are the same image).
+    Returns:
+        ``len(records)`` minus the number of distinct images.
+    """
+    return len(records) - len({resolve(image_root, r.path) or r.path for r in records})
 
 
 def resolve(image_root: str, path: str) -> Optional[str]:

@@ -1,10 +1,12 @@
 """build_dataloader: PaddleClas ``DataLoader.Train`` / ``DataLoader.Eval`` mapping -> paddle DataLoader."""
 import logging
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import paddle
+from paddle.io.dataloader.collate import default_collate_fn
 
-from ppssld.data.dataset import build_dataset
+from ppssld.data.dataset import SampleError, build_dataset
 from ppssld.data.sampler import DistributedBatchSampler
 from ppssld.utils.errors import ConfigError, DataError, did_you_mean
 from ppssld.utils.registry import SAMPLERS
@@ -13,22 +15,44 @@ logger = logging.getLogger(__name__)
 
 LOADER_KEYS = ("dataset", "sampler", "loader")
 LOADER_OPTIONS = ("num_workers", "use_shared_memory")
+ERROR_FIELD = "ppssld_data_error"
+
+
+def collate(samples: List[Any]) -> Any:
+    """Paddle's default collation, except that a worker's :class:`SampleError` becomes an error batch
+    ``{ERROR_FIELD: utf-8 bytes as uint8}`` that :class:`DataLoader` raises in the main process."""
+    for sample in samples:
+        if isinstance(sample, SampleError):
+            return {ERROR_FIELD: np.frombuffer(sample.message.encode("utf-8"), dtype=np.uint8).copy()}
+    return default_collate_fn(samples)
 
 
 class DataLoader(paddle.io.DataLoader):
-    """paddle.io.DataLoader that reports skipped bad images when a pass ends, and re-raises a worker's
-    DataError with its own message (paddle replaces it by a generic "blocking queue is killed")."""
+    """paddle.io.DataLoader that reports skipped bad images when a pass ends and raises a worker's
+    DataError in the main process with its own message (see :func:`collate`).
+
+    With ``num_workers: 0`` batches are read in the calling thread: Paddle's single-process loader
+    reads in a helper thread that dies silently on a dataset error, leaving the consumer waiting
+    forever; here the dataset's own exception reaches the caller at once.
+    """
 
     def __iter__(self) -> Iterator[Any]:
-        try:
-            yield from super().__iter__()
-        except (RuntimeError, SystemError, OSError) as exc:
-            message = self.dataset.worker_error() if hasattr(self.dataset, "worker_error") else None
-            if message:
-                raise DataError(message) from exc
-            raise
+        if self.num_workers == 0:
+            yield from self._iter_in_this_thread()
+        else:
+            for batch in super().__iter__():
+                if isinstance(batch, dict) and ERROR_FIELD in batch:
+                    raise DataError(bytes(np.asarray(batch[ERROR_FIELD]).tobytes()).decode("utf-8"))
+                yield batch
         if hasattr(self.dataset, "bad_image_report"):
             self.dataset.bad_image_report()
+
+    def _iter_in_this_thread(self) -> Iterator[List[paddle.Tensor]]:
+        """Read, collate and convert each batch here, in the caller's thread (same batches as Paddle's)."""
+        collate_fn = self.collate_fn or collate
+        for indices in self.batch_sampler:
+            batch = collate_fn([self.dataset[i] for i in indices])
+            yield [paddle.to_tensor(field) for field in batch]
 
 
 def _mode(mode: str) -> str:
@@ -88,7 +112,8 @@ def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0, where
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
         raise ConfigError(f"{where}.loader.num_workers must be an int >= 0, got {num_workers!r}")
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                        use_shared_memory=bool(options.get("use_shared_memory", True)), return_list=True)
+                        use_shared_memory=bool(options.get("use_shared_memory", True)), return_list=True,
+                        collate_fn=collate)
     logger.info("%s: %d images (%d labeled, %d unlabeled), %d batches of %d per rank (rank %d of %d), "
                 "%d workers", where, len(dataset), dataset.num_labeled, dataset.num_unlabeled, len(sampler),
                 sampler.batch_size, sampler.local_rank, sampler.nranks, num_workers)

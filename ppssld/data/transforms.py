@@ -11,11 +11,12 @@ import io
 import logging
 import random
 import re
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ppssld.data.autoaugment import ImageNetPolicy, RandAugmentPolicy
 from ppssld.utils.errors import ConfigError, DataError
@@ -24,6 +25,7 @@ from ppssld.utils.registry import TRANSFORMS
 logger = logging.getLogger(__name__)
 
 HWC, CHW, BYTES = "HWC", "CHW", "bytes"
+MAX_IMAGE_PIXELS = 100_000_000  # larger images are refused from their header, before decoding
 
 _CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
@@ -126,6 +128,34 @@ def resize(img: np.ndarray, size: Tuple[int, int], interpolation: Optional[str] 
     return out if out.ndim == 3 else out[:, :, None]
 
 
+def header_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) from the image header, without decoding the pixels; None if PIL cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as pil:
+                return pil.size
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return (int(found.group(1)), 1) if found else (MAX_IMAGE_PIXELS + 1, 1)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def check_image_size(data: bytes) -> None:
+    """Refuse an image of more than :data:`MAX_IMAGE_PIXELS` before its pixels are decoded.
+
+    Raises:
+        ImageDecodeError: too many pixels (decoding could exhaust memory).
+    """
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        shown = f"{size[0]}x{size[1]} = " if size[1] > 1 else ""
+        raise ImageDecodeError(f"the image is {shown}{size[0] * size[1] / 1e6:.0f} megapixels, more than the "
+                               f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel limit; it is refused before decoding "
+                               f"(it could exhaust memory). Resize it")
+
+
 def decode_image(data: bytes, backend: str = "cv2") -> np.ndarray:
     """Decode encoded image bytes to HWC uint8 RGB (grayscale, palette and RGBA become RGB).
 
@@ -139,6 +169,7 @@ def decode_image(data: bytes, backend: str = "cv2") -> np.ndarray:
     """
     if not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
+    check_image_size(data)
     if backend == "cv2":
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is not None and img.size:
@@ -147,6 +178,9 @@ def decode_image(data: bytes, backend: str = "cv2") -> np.ndarray:
         with Image.open(io.BytesIO(data)) as pil:
             pil.load()
             return np.asarray(pil.convert("RGB")).copy()
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"not a decodable image ({len(data)} bytes in no format OpenCV or PIL reads)") \
+            from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"not a decodable image ({len(data)} bytes: {exc})") from exc
 

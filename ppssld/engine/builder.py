@@ -59,8 +59,8 @@ def save_dir(config: Dict[str, Any]) -> str:
 
 
 def prepare_runtime(config: Dict[str, Any]) -> None:
-    """Device, process group and seed from ``Global``."""
-    distributed.init(get(config, "Global.device", "cpu"))
+    """Device (missing ``Global.device``: a visible GPU, else the CPU), process group and seed from ``Global``."""
+    distributed.init(get(config, "Global.device"))
     seed_everything(int(get(config, "Global.seed", 42)))
 
 

@@ -21,7 +21,7 @@ import paddle
 
 from ppssld.arch.weights import load_weights, resolve_params_path
 from ppssld.utils.errors import WeightsError
-from ppssld.utils.io import atomic_path
+from ppssld.utils.io import atomic_path, ensure_dir
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Checkpointer:
         Returns:
             The path prefix written.
         """
-        os.makedirs(self.save_dir, exist_ok=True)
+        ensure_dir(self.save_dir)
         prefix = os.path.join(self.save_dir, tag)
         remove_stale_temporaries(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"

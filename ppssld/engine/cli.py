@@ -1,14 +1,71 @@
-"""Shared command-line plumbing for tools/*.py: ``-c config.yaml -o Section.key=value``."""
+"""Shared command-line plumbing for tools/*.py: ``-c config.yaml -o Section.key=value``, and :func:`run`.
+
+:func:`run` is the one place where a user's mistake becomes a message instead of a traceback:
+a :class:`~ppssld.utils.errors.PpssldError` (ConfigError, DataError, WeightsError, ...) prints
+``error: <message>`` on stderr and exits with status 2; ``--debug`` or ``PPSSLD_DEBUG=1`` shows
+the traceback as well. Any other exception keeps its traceback (it is a bug, not a user error).
+"""
 import argparse
 import logging
 import os
-from typing import Any, Dict, List, Optional
+import sys
+import traceback
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from ppssld.config import get, load_config
+from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging
 from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
+
+DEBUG_ENV = "PPSSLD_DEBUG"
+DEBUG_FLAG = "--debug"
+USER_ERROR_STATUS = 2
+
+
+def debug_enabled() -> bool:
+    """True when ``PPSSLD_DEBUG`` is set to something other than ``0``/``false``/empty."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` the ``--debug`` switch (read by :func:`run` before parsing)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help=f"show the Python traceback of errors too (same as {DEBUG_ENV}=1)")
+    return parser
+
+
+def _log_to_files(message: str) -> None:
+    """Record the error in the run's log files (the console gets it on stderr)."""
+    record = logging.LogRecord("ppssld", logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger("ppssld").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def run(main: Callable[[], Optional[int]]) -> NoReturn:
+    """Run a tool's ``main`` and exit with its status; a ppssld error becomes one line and status 2.
+
+    Args:
+        main: the tool's entry point; returns an exit status (None = 0).
+    """
+    if DEBUG_FLAG in sys.argv[1:]:
+        os.environ[DEBUG_ENV] = "1"  # child processes (distributed workers, pipeline stages) inherit it
+    try:
+        status = main()
+    except PpssldError as exc:
+        if debug_enabled():
+            traceback.print_exc()
+        message = str(exc).strip() or type(exc).__name__
+        _log_to_files(message)
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+        sys.exit(USER_ERROR_STATUS)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    sys.exit(0 if status is None else int(status))
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -17,7 +74,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", required=True, help="YAML config (PaddleClas schema)")
     parser.add_argument("-o", "--override", action="append", nargs="+", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. -o Global.epochs=3")
-    return parser
+    return add_debug_flag(parser)
 
 
 def flat_overrides(groups: List[List[str]]) -> List[str]:

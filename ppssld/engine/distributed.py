@@ -9,15 +9,17 @@ stops the remaining processes of its node once one has failed.
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from ppssld.utils.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
-_INITIALISED = {"done": False}
+_INITIALISED = {"done": False, "logged": False}
 # what a lost peer looks like in the collective backends' error text
 _PEER_LOST_MARKERS = ("gloo", "nccl", "Connection reset", "Connection closed", "Broken pipe", "TIMEOUT")
 
@@ -41,24 +43,74 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init(device: str = "cpu") -> None:
-    """Select the device and, when launched with several processes, initialise the group.
+DEVICES = ("cpu", "gpu")
+
+
+def select_device(requested: Optional[str] = None) -> str:
+    """The device ``Global.device`` means: the one place for this rule.
+
+    Missing (None): ``gpu`` when Paddle is built with CUDA and a GPU is visible, else ``cpu`` (what a
+    PaddleClas user on a GPU machine expects). ``gpu`` on a CPU-only Paddle build, or with no GPU
+    visible, is an error rather than a silent fall-back to the CPU.
 
     Args:
-        device: ``cpu`` or ``gpu`` (``Global.device``).
+        requested: ``Global.device`` as written (``cpu``, ``gpu`` or None).
+    Returns:
+        ``"cpu"`` or ``"gpu"``.
+    Raises:
+        ConfigError: an unknown device, or ``gpu`` that this Paddle build or machine cannot give.
     """
+    if requested is None:
+        cuda = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+        return "gpu" if cuda else "cpu"
+    device = str(requested).lower()
+    if device not in DEVICES:
+        raise ConfigError(f"Global.device must be one of {', '.join(DEVICES)} (or left out to use a GPU when "
+                          f"one is visible), got {requested!r}")
     if device == "gpu" and not paddle.device.is_compiled_with_cuda():
-        logger.warning("Global.device is 'gpu' but this Paddle build has no CUDA: running on CPU "
-                       "(install paddlepaddle-gpu to use the GPU)")
-        device = "cpu"
-    if device == "gpu":
+        raise ConfigError(f"Global.device is 'gpu' but the installed Paddle ({paddle.__version__}) is a CPU-only "
+                          f"build: install paddlepaddle-gpu built for your CUDA version (see "
+                          f"https://www.paddlepaddle.org.cn/install/quick), or set Global.device: cpu")
+    if device == "gpu" and paddle.device.cuda.device_count() == 0:
+        raise ConfigError("Global.device is 'gpu' but no GPU is visible to Paddle (check CUDA_VISIBLE_DEVICES and "
+                          "the driver with nvidia-smi), or set Global.device: cpu")
+    return device
+
+
+def use_device(device: Optional[str] = None) -> str:
+    """Set the device :func:`select_device` picks; log it and the process count once.
+
+    Args:
+        device: ``Global.device`` as written (None when the key is missing).
+    Returns:
+        ``"cpu"`` or ``"gpu"``.
+    """
+    chosen = select_device(device)
+    if chosen == "gpu":
         paddle.set_device(f"gpu:{int(os.environ.get('FLAGS_selected_gpus', '0').split(',')[0])}")
     else:
         paddle.set_device("cpu")
+    if not _INITIALISED["logged"]:
+        _INITIALISED["logged"] = True
+        logger.info("device: %s (Global.device %s), %d process(es)", paddle.device.get_device(),
+                    "not set" if device is None else repr(device), world_size())
+    return chosen
+
+
+def init(device: Optional[str] = None) -> str:
+    """Set the device (:func:`use_device`) and, with several processes, initialise the group.
+
+    Args:
+        device: ``Global.device`` as written (None when the key is missing).
+    Returns:
+        The device used, ``"cpu"`` or ``"gpu"``.
+    """
+    chosen = use_device(device)
     if world_size() > 1 and not _INITIALISED["done"]:
         dist.init_parallel_env()
         _INITIALISED["done"] = True
         logger.info("distributed: rank %d of %d", rank(), world_size())
+    return chosen
 
 
 def all_reduce_sum(array: np.ndarray) -> np.ndarray:

@@ -10,11 +10,12 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
+from ppssld.utils.errors import PpssldError
 
 logger = logging.getLogger(__name__)
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(PpssldError, RuntimeError):
     """The loss became NaN or infinite."""
 
 

@@ -12,17 +12,17 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ppssld import __version__
+from ppssld.data.image import read_bytes
 from ppssld.export.infer_config import INFER_CONFIG, label_list, read_infer_config
 from ppssld.export.labels import write_class_names
 from ppssld.export.runtime import Predictor, resolve_model_files, topk_results
 from ppssld.utils.errors import ConfigError, DataError
-from ppssld.utils.io import atomic_write_text
+from ppssld.utils.io import atomic_write_text, make_temp_dir, publish_dir
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,8 @@ def write_hub_module(model_dir: str, name: str, out_dir: str, version: str = MOD
     glob = infer_cfg.get("Global") or {}
     model = str(glob.get("model_name", name))
     summary = summary or f"{model} image classifier ({glob.get('class_num', '?')} classes), exported by ppssld"
-    os.makedirs(out_dir, exist_ok=True)
     final = os.path.join(out_dir, name)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir)
+    tmp = make_temp_dir(final)
     try:
         for path in (files.model, files.params, files.config):
             shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))
@@ -115,9 +114,7 @@ def write_hub_module(model_dir: str, name: str, out_dir: str, version: str = MOD
         atomic_write_text(os.path.join(tmp, "__init__.py"), "")
         atomic_write_text(os.path.join(tmp, "module.py"), _TEMPLATE.format(
             name=name, version=str(version), summary=summary, model=model, cls=_class_name(name), ppssld=__version__))
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        publish_dir(tmp, final)  # the old module stays whole until the new one is complete
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -176,12 +173,7 @@ class HubClassifier:
         if not images and not paths:
             raise DataError("give images=[ndarray, ...] or paths=[file, ...]")
         items: List[Any] = [_as_bgr_item(img, i) for i, img in enumerate(images or [])]
-        for path in paths or []:
-            try:
-                with open(path, "rb") as handle:
-                    items.append(handle.read())
-            except OSError as exc:
-                raise DataError(f"cannot read image {path!r}: {exc}") from exc
+        items += [read_bytes(path) for path in paths or []]
         return self._dicts(items, top_k)
 
     def serve(self, images: Sequence[str], top_k: Optional[int] = None) -> List[Dict[str, float]]:

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from ppssld.config import get
-from ppssld.data.transforms import CHW, Compose, build_transforms
+from ppssld.data.image import needs_transpose
+from ppssld.data.transforms import Compose, build_transforms
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.io import atomic_write_text
 
@@ -27,8 +28,9 @@ DEFAULT_TOPK = 5
 def transform_ops(config: Dict[str, Any], source: str = "eval") -> List[Any]:
     """The preprocessing to export: the eval transforms (default) or ``Infer.transforms``.
 
-    The eval dataset turns an HWC result into CHW itself; here that step is written out as a
-    trailing ``ToCHWImage`` so the list alone says what the network receives.
+    The eval dataset turns an HWC result into CHW itself (PaddleClas's convention,
+    :func:`ppssld.data.image.needs_transpose`); here that step is written out as a trailing
+    ``ToCHWImage`` so the list alone says what the network receives.
 
     Args:
         config: the full config.
@@ -51,7 +53,7 @@ def transform_ops(config: Dict[str, Any], source: str = "eval") -> List[Any]:
     chain = build_transforms(ops, where)
     if not chain.decodes:
         raise ConfigError(f"{where} must start with DecodeImage so that every runtime decodes images the same way")
-    if chain.output_layout != CHW:
+    if needs_transpose(chain):
         ops.append({"ToCHWImage": None})
     return ops
 

@@ -6,7 +6,6 @@ PaddleClas uses for its SSLD releases.
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -18,6 +17,7 @@ from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config
                                         write_infer_config)
 from ppssld.export.labels import config_class_names
 from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
+from ppssld.utils.io import make_temp_dir, publish_dir
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +55,6 @@ def save_inference_model(layer: nn.Layer, shape: List[int], prefix: str) -> None
     except TypeError:  # Paddle releases without the full_graph switch
         static = paddle.jit.to_static(layer, input_spec=spec)
     paddle.jit.save(static, prefix)
-
-
-def _publish_dir(tmp_dir: str, final_dir: str) -> None:
-    """Move a finished folder into place, replacing an older export only once the new one is complete."""
-    old = None
-    if os.path.exists(final_dir):
-        old = final_dir + ".old-" + os.path.basename(tmp_dir)
-        os.replace(final_dir, old)
-    os.replace(tmp_dir, final_dir)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir: Optional[str] = None,
@@ -108,11 +97,11 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
         extra["distillation_model"] = target.key
     infer_cfg = build_infer_config(name, target.backbone, ops, shape, names, class_num, config_topk(config), extra)
     model_dir = os.path.join(save_dir, f"{name}_infer")
-    tmp_dir = tempfile.mkdtemp(prefix=f".{name}_infer.", dir=save_dir)
+    tmp_dir = make_temp_dir(model_dir)
     try:
         save_inference_model(layer, shape, os.path.join(tmp_dir, "inference"))
         write_infer_config(os.path.join(tmp_dir, INFER_CONFIG), infer_cfg)
-        _publish_dir(tmp_dir, model_dir)
+        publish_dir(tmp_dir, model_dir)
     finally:
         if os.path.exists(tmp_dir):
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ppssld.export.runtime import PIR_MODEL, resolve_model_files
+from ppssld.utils.errors import PpssldError
 from ppssld.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ ONNX_FILE = "inference.onnx"
 DEFAULT_OPSET = 11
 
 
-class OnnxUnavailable(RuntimeError):
+class OnnxUnavailable(PpssldError, RuntimeError):
     """paddle2onnx / onnxruntime is missing or cannot read this model format."""
 
 

@@ -10,9 +10,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ppssld.data.transforms import CHW, ImageDecodeError
+from ppssld.data.image import read_bytes, transform_image
+from ppssld.data.transforms import ImageDecodeError
 from ppssld.export.infer_config import INFER_CONFIG, default_topk, label_list, preprocessor, read_infer_config
-from ppssld.utils.errors import DataError
+from ppssld.utils.errors import DataError, PpssldError
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 PRECISIONS = ("fp32", "fp16")
 
 
-class ModelDirError(ValueError):
+class ModelDirError(PpssldError, ValueError):
     """An exported model folder that is missing or incomplete."""
 
 
@@ -180,11 +181,8 @@ class Predictor:
         config.set_trt_dynamic_shape_info({"x": low}, {"x": high}, {"x": opt})
 
     def preprocess(self, item: Any) -> np.ndarray:
-        """One image (encoded bytes, or an HWC uint8 RGB array) -> CHW float32."""
-        out = self.transform(item)
-        if out.ndim == 3 and self.transform.output_layout != CHW:
-            out = out.transpose((2, 0, 1))
-        return np.ascontiguousarray(out, dtype=np.float32)
+        """One image (encoded bytes, or an HWC uint8 RGB array) -> CHW float32, as the dataset makes it."""
+        return transform_image(item, self.transform)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits of an ``[N, C, H, W]`` float32 batch."""
@@ -236,12 +234,6 @@ def list_images(path: str, image_root: Optional[str] = None) -> List[str]:
     return [path]
 
 
-def read_image(path: str) -> bytes:
-    """The bytes of an image file (decoding happens in the shared transforms)."""
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
 def predict_paths(predictor: Predictor, paths: Sequence[str], top_k: Optional[int] = None) -> List[Dict[str, Any]]:
     """Classify image files; a file that cannot be read or decoded gets an ``error`` entry.
 
@@ -257,7 +249,7 @@ def predict_paths(predictor: Predictor, paths: Sequence[str], top_k: Optional[in
         for path in chunk:
             slot: Dict[str, Any] = {"path": path}
             try:
-                arrays.append(predictor.preprocess(read_image(path)))
+                arrays.append(predictor.preprocess(read_bytes(path)))
                 good.append(slot)
             except (OSError, ImageDecodeError, DataError) as exc:
                 logger.error("%s: cannot be classified: %s", path, exc)

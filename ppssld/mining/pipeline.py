@@ -2,14 +2,15 @@
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from ppssld.config import get
 from ppssld.data.label_list import IMAGE_EXTENSIONS, read_label_list, write_label_list
-from ppssld.data.transforms import build_transforms
+from ppssld.data.image import load_and_transform
+from ppssld.data.transforms import Compose, build_transforms
 from ppssld.mining import dedup
 from ppssld.mining.report import class_names_from, duplicate_entries, plot_per_class, write_report
 from ppssld.mining.score import dist_env, load_scores, score_pool, signatures_of, wait_for_chunks
@@ -21,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 def pool_paths(pool: str, image_root: Optional[str]) -> Tuple[List[str], str]:
-    """Pool image paths and their root, from a list file or a folder (walked recursively).
+    """Distinct pool image paths and their root, from a list file or a folder (walked recursively).
+
+    A list's repeated lines are kept once: oversampling means nothing to mining.
 
     Raises:
         DataError: the pool is neither, or a list needs ``image_root``.
@@ -37,7 +40,17 @@ def pool_paths(pool: str, image_root: Optional[str]) -> Tuple[List[str], str]:
         raise DataError(f"pool {pool!r} is neither a label list nor a folder")
     if image_root is None:
         raise DataError("a pool list needs --image-root (the folder its paths are relative to)")
-    return [r.path for r in read_label_list(pool, unlabeled=True, ignore_labels=True)], image_root
+    records = read_label_list(pool, unlabeled=True, ignore_labels=True)
+    paths, seen = [], set()
+    for rec in records:
+        key = os.path.normpath(rec.path)
+        if key not in seen:
+            seen.add(key)
+            paths.append(rec.path)
+    if len(paths) < len(records):
+        logger.info("pool %s: %d repeated line(s) scored once (an image is selected at most once)", pool,
+                    len(records) - len(paths))
+    return paths, image_root
 
 
 def eval_transform_ops(config: Dict[str, Any]) -> List[Any]:
@@ -150,14 +163,12 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     return report
 
 
-def _feature_dedup(teacher: Teacher, transform: Callable, root: str, ref_paths: Sequence[str], scores: Any,
+def _feature_dedup(teacher: Teacher, transform: Compose, root: str, ref_paths: Sequence[str], scores: Any,
                    ok_idx: np.ndarray, paths: Sequence[str], threshold: float, batch_size: int,
                    removed: Dict[int, Dict[str, Any]], dedup_stats: Dict[str, Any]) -> None:
-    from ppssld.mining.score import read_image
-
     feats = []
     for s in range(0, len(ref_paths), batch_size):
-        batch = np.stack([transform(read_image(os.path.join(root, p))) for p in ref_paths[s:s + batch_size]])
+        batch = np.stack([load_and_transform(os.path.join(root, p), transform) for p in ref_paths[s:s + batch_size]])
         feats.append(teacher(batch, features=True)[1])
     qi, rj, cos = dedup.feature_matches(scores.feature[ok_idx].astype(np.float32), np.concatenate(feats), threshold)
     for q, r, c in zip(qi, rj, cos):

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ppssld.data.transforms import decode_image
+from ppssld.data.image import decode_file, transform_image
+from ppssld.data.transforms import Compose
 from ppssld.mining import dedup
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import DataError
@@ -58,24 +59,11 @@ def dist_env() -> tuple:
     return int(os.environ.get("PADDLE_TRAINER_ID", "0")), int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read and decode one image to HWC uint8 RGB.
-
-    Raises:
-        DataError: missing, unreadable or undecodable file (the message says which).
-    """
+def _load_one(path: str, transform: Compose, kind: str, size: int) -> tuple:
+    """Decode once (with the chain's decoder) for both the signature and the teacher's input."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return decode_image(data)
-
-
-def _load_one(path: str, transform: Callable, kind: str, size: int) -> tuple:
-    try:
-        rgb = read_image(path)
-        return rgb, transform(rgb), dedup.signature(rgb, kind, size), ""
+        rgb = decode_file(path, transform)
+        return rgb, transform_image(rgb, transform), dedup.signature(rgb, kind, size), ""
     except (DataError, ValueError, OSError, cv2.error) as exc:
         return None, None, None, _message(exc)
 
@@ -118,7 +106,7 @@ def _chunk_path(out_dir: str, c: int) -> str:
     return os.path.join(out_dir, f"chunk_{c:06d}.npz")
 
 
-def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transform: Callable, out_dir: str,
+def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transform: Compose, out_dir: str,
                topn: int = 10, batch_size: int = 64, chunk_size: int = 1024, features: bool = False,
                hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
                rank: int = 0, world_size: int = 1, restart: bool = False,
@@ -129,7 +117,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         teacher: the model.
         paths: pool image paths relative to ``image_root``.
         image_root: folder the paths are relative to.
-        transform: the config's eval transforms (HWC RGB array -> CHW float array).
+        transform: the config's eval transforms; images go through :mod:`ppssld.data.image` as in the
+            dataset (an HWC result is transposed to CHW, PaddleClas's convention).
         out_dir: folder for the manifest and chunks.
         topn: top-N probabilities kept per image (capped at the class count).
         batch_size: images per forward pass.
@@ -274,7 +263,7 @@ def signatures_of(paths: Sequence[str], image_root: str, kind: str = dedup.DEFAU
     bad = []
     for p in tqdm(paths, desc=desc, unit="img", mininterval=2.0):
         try:
-            sigs.append(dedup.signature(read_image(os.path.join(image_root, p)), kind, size))
+            sigs.append(dedup.signature(decode_file(os.path.join(image_root, p)), kind, size))
         except (DataError, ValueError, OSError) as exc:
             sigs.append(None)
             bad.append((p, _message(exc)))

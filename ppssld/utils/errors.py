@@ -1,18 +1,26 @@
-"""Exception types with messages meant for users."""
+"""Exception types with messages meant for users: all derive from :class:`PpssldError`."""
 import difflib
 from typing import Iterable, List
 
 
-class ConfigError(ValueError):
+class PpssldError(Exception):
+    """Base of every error whose message is meant for the user (the CLIs print it and exit 2)."""
+
+
+class ConfigError(PpssldError, ValueError):
     """A configuration key, value or component name is wrong."""
 
 
-class DataError(ValueError):
+class DataError(PpssldError, ValueError):
     """A label list, image or dataset is wrong."""
 
 
-class WeightsError(ValueError):
+class WeightsError(PpssldError, ValueError):
     """A weight file does not match the model it is loaded into."""
+
+
+class OutputError(PpssldError, OSError):
+    """An output (checkpoint, export, report) cannot be written: folder not writable, disk full."""
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:

@@ -4,6 +4,8 @@ import os
 import sys
 from typing import Optional
 
+from ppssld.utils.errors import OutputError
+
 FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
 
@@ -20,6 +22,8 @@ def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> 
     Args:
         log_file: also append to this file (rank 0 only).
         level: level for rank 0.
+    Raises:
+        OutputError: the log file cannot be created.
     """
     root = logging.getLogger("ppssld")
     rank = get_rank()
@@ -32,8 +36,12 @@ def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> 
     if log_file and rank == 0:
         path = os.path.abspath(log_file)
         if not any(getattr(h, "baseFilename", None) == path for h in root.handlers):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fh = logging.FileHandler(path, encoding="utf-8")
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fh = logging.FileHandler(path, encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(f"cannot write the log file {path}: {exc.strerror or exc}; choose a writable "
+                                  f"output folder (Global.output_dir)") from exc
             fh.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
             root.addHandler(fh)
     root.propagate = False

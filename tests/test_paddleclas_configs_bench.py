@@ -1,0 +1,60 @@
+"""benchmark/paddleclas_configs.py on a fake PaddleClas checkout: ok (with a training step), refused, counts."""
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(ROOT, "ppcls_configs", "ImageNet", "Distillation", "PPLCNet_x2_5_ssld.yaml")
+sys.path.insert(0, os.path.join(ROOT, "benchmark"))
+import paddleclas_configs as bench  # noqa: E402
+
+
+def _fake_checkout(tmp_path):
+    """A checkout with a small distillation config (teacher ``pretrained: True``), a refused one, a PULC one."""
+    base = tmp_path / "pc" / "ppcls" / "configs"
+    with open(SHIPPED, encoding="utf-8") as handle:
+        cfg = yaml.safe_load(handle)
+    for entry in cfg["Arch"]["models"]:
+        (key, model), = entry.items()
+        model.update(name="MobileNetV3_small_x0_35", class_num=10)
+        model.pop("use_ssld", None)
+    cfg["Arch"]["class_num"] = 10
+    for mode, ops in (("Train", [{"DecodeImage": {}}, {"RandCropImage": {"size": 32}}]),
+                      ("Eval", [{"DecodeImage": {}}, {"ResizeImage": {"resize_short": 36}}, {"CropImage": {"size": 32}}])):
+        ops.append({"NormalizeImage": {"scale": 0.00392157, "order": ""}})
+        cfg["DataLoader"][mode]["dataset"]["transform_ops"] = ops
+    write = lambda rel, data: (os.makedirs(os.path.dirname(base / rel), exist_ok=True),  # noqa: E731
+                               open(base / rel, "w", encoding="utf-8").write(yaml.safe_dump(data)))
+    write("ImageNet/Distillation/small_ssld.yaml", cfg)
+    refused = json.loads(json.dumps(cfg))
+    refused["Loss"]["Train"] = [{"DistillationDKDLoss": {"weight": 1.0}}]
+    write("ImageNet/Distillation/dkd.yaml", refused)
+    plain = json.loads(json.dumps(cfg))
+    plain["Arch"] = {"name": "MobileNetV3_small_x0_35", "class_num": 10, "pretrained": True}
+    plain["Loss"]["Train"] = [{"CELoss": {"weight": 1.0}}]
+    write("PULC/thing/plain.yaml", plain)
+    return str(tmp_path / "pc")
+
+
+def test_benchmark_counts_ok_refused_and_steps(tmp_path):
+    checkout = _fake_checkout(tmp_path)
+    base = os.path.join(checkout, "ppcls", "configs")
+    assert bench.list_configs(checkout) == ["ImageNet/Distillation/dkd.yaml", "ImageNet/Distillation/small_ssld.yaml",
+                                            "PULC/thing/plain.yaml"]
+    results = bench.measure(base, bench.list_configs(checkout), 120, str(tmp_path / "log.txt"))
+    by = {r["config"]: r for r in results}
+    ok = by["ImageNet/Distillation/small_ssld.yaml"]
+    assert ok["status"] == "ok" and ok["stage"] == "step" and ok["substituted"] == 1 and ok["loss"] > 0, ok
+    dkd = by["ImageNet/Distillation/dkd.yaml"]
+    assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "DistillationDKDLoss" in dkd["reason"]
+    plain = by["PULC/thing/plain.yaml"]
+    assert plain["status"] == "ok" and plain["stage"] == "build" and "loss" not in plain, plain
+    summary = bench.summarize(results)
+    assert summary["counts"]["ImageNet/Distillation"] == {"ok": 1, "refused": 1, "total": 2}
+    assert summary["counts"]["PULC"] == {"ok": 1, "total": 1}
+    assert summary["causes"] == [("refused: unknown loss 'DistillationDKDLoss' in Loss", 1)]
+    text = bench.markdown(results, summary)
+    assert "| ImageNet/Distillation | 2 | 1 | 1 | 0 | 0 |" in text
