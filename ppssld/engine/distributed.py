@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ppssld.utils.errors import ConfigError
+from ppssld.utils.errors import ConfigError, PpssldError
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ _INITIALISED = {"done": False, "logged": False}
 _PEER_LOST_MARKERS = ("gloo", "nccl", "Connection reset", "Connection closed", "Broken pipe", "TIMEOUT")
 
 
-class PeerLostError(RuntimeError):
-    """Another rank died or stopped answering during a collective operation."""
+class PeerLostError(PpssldError, RuntimeError):
+    """Another rank died or stopped answering during a collective operation (the CLIs print it, exit 2)."""
 
 
 def world_size() -> int:
