@@ -1,18 +1,25 @@
 """The SSLD recipe end to end: prepare -> teacher -> (baseline) -> mine -> distill -> fine-tune -> export.
 
 Each stage writes into ``<output_dir>/<stage>/`` and, once complete, a ``stage.json`` with its
-results; a re-run skips complete stages and resumes an interrupted training stage from its
-``latest`` checkpoint. The stage configs are ordinary training YAMLs; the pipeline only points
+results and a fingerprint of what it was built from: its pipeline settings, its training config
+after overrides, the contents of its input files (label lists, teacher weights, the previous
+stage's best model) and the digests of the stages whose outputs it reads. A re-run skips a stage only when
+that fingerprint still matches; otherwise it says which input changed, moves the old folder to
+``<output_dir>/.stale/<stage>`` and runs it again (and so every later stage, whose fingerprints
+hold its digest). An interrupted stage whose inputs are unchanged resumes: a training stage from
+its ``latest`` checkpoint. The stage configs are ordinary training YAMLs; the pipeline only points
 their data, teacher and output paths at the previous stages' outputs through ``-o`` overrides.
 """
 import json
 import logging
 import os
+import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ppssld.config import load_config, safe_load
 from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 from ppssld.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -30,6 +37,10 @@ SCHEMA: Dict[str, Any] = {
     "export": {"enabled": None, "predict": None},
 }
 STAGES = ("data", "teacher", "baseline", "mine", "distill", "finetune", "export")
+# the stages whose outputs each stage reads (their digests are part of its fingerprint)
+READS = {"data": (), "teacher": ("data",), "baseline": ("data",), "mine": ("data", "teacher"),
+         "distill": ("data", "teacher", "mine"), "finetune": ("data", "teacher", "distill"),
+         "export": ("data", "teacher", "distill", "finetune")}
 
 
 def load_pipeline_config(path: str, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -95,30 +106,105 @@ class Pipeline:
         return bool((section or {}).get("enabled", True))
 
     def run(self) -> Dict[str, Dict[str, Any]]:
-        """Run every enabled stage; returns each stage's results."""
+        """Run every enabled stage whose fingerprint changed; returns each stage's results."""
         start = time.time()
         runners: Dict[str, Callable[[], Dict[str, Any]]] = {
             "data": self._data, "teacher": self._teacher, "baseline": self._baseline, "mine": self._mine,
             "distill": self._distill, "finetune": self._finetune, "export": self._export}
         enabled = [s for s in STAGES if self._enabled(s)]
         for number, stage in enumerate(enabled, start=1):
+            tag = f"[Pipeline][{number}/{len(enabled)}] {stage}"
+            fingerprint = self.fingerprint(stage)
             marker = os.path.join(self.stage_dir(stage), "stage.json")
-            if os.path.isfile(marker):
-                with open(marker, "r", encoding="utf-8") as handle:
-                    self.results[stage] = json.load(handle)
-                logger.info("[Pipeline][%d/%d] %s: already complete, skipped (%s)", number, len(enabled), stage,
-                            marker)
+            started = os.path.join(self.stage_dir(stage), "fingerprint.json")
+            recorded = _read_json(marker)
+            if recorded is not None and canonical(recorded.get("fingerprint")) == canonical(fingerprint):
+                self.results[stage] = recorded
+                logger.info("%s: already complete with the same inputs, skipped (%s)", tag, marker)
                 continue
-            logger.info("[Pipeline][%d/%d] %s: starting (%.0f s elapsed)", number, len(enabled), stage,
-                        time.time() - start)
+            previous = recorded.get("fingerprint") if recorded is not None else _read_json(started)
+            if previous is not None and canonical(previous) != canonical(fingerprint):
+                logger.info("%s: inputs changed since it was %s: %s", tag,
+                            "built" if recorded is not None else "started",
+                            "; ".join(differences(previous, fingerprint)))
+                self._set_aside(stage)
+            elif recorded is not None:
+                logger.info("%s: %s records no fingerprint (an older ppssld): running it again", tag, marker)
+                self._set_aside(stage)
+            elif previous is not None:
+                logger.info("%s: resuming the interrupted stage (same inputs)", tag)
+            logger.info("%s: starting (%.0f s elapsed)", tag, time.time() - start)
+            os.makedirs(self.stage_dir(stage), exist_ok=True)
+            atomic_write_json(started, fingerprint)
             tic = time.time()
             result = runners[stage]()
             result["wall_s"] = round(time.time() - tic, 1)
-            os.makedirs(self.stage_dir(stage), exist_ok=True)
+            result["fingerprint"] = fingerprint
+            result["digest"] = digest({k: v for k, v in result.items() if k != "wall_s"})
             atomic_write_json(marker, result)
             self.results[stage] = result
-            logger.info("[Pipeline][%d/%d] %s: done in %.0f s", number, len(enabled), stage, result["wall_s"])
+            logger.info("%s: done in %.0f s", tag, result["wall_s"])
         return self.results
+
+    def _set_aside(self, stage: str) -> None:
+        """Move a stage's old outputs to ``<output_dir>/.stale/<stage>`` (replacing an older copy)."""
+        folder = self.stage_dir(stage)
+        if not os.path.isdir(folder):
+            return
+        stale = os.path.join(self.out, ".stale", stage)
+        if os.path.isdir(stale):
+            shutil.rmtree(stale)
+        os.makedirs(os.path.dirname(stale), exist_ok=True)
+        os.replace(folder, stale)
+        logger.info("moved the outdated %s outputs to %s", stage, stale)
+
+    # -- fingerprints -------------------------------------------------------------------------
+    def fingerprint(self, stage: str) -> Dict[str, Any]:
+        """What ``stage`` is built from: its pipeline settings, its config after overrides, its
+        input files' contents and the digests of the stages it reads (:data:`READS`)."""
+        settings, config_stage, extra, files = self._inputs(stage)
+        result: Dict[str, Any] = {"settings": settings,
+                                  "inputs": {name: file_fingerprint(path) for name, path in sorted(files.items())},
+                                  "upstream": {s: self.results[s].get("digest") for s in READS[stage]
+                                               if s in self.results}}
+        if config_stage is not None:
+            result["config"] = digest(self._stage_config(config_stage, extra))
+        return result
+
+    def _inputs(self, stage: str) -> Tuple[Dict[str, Any], Optional[str], List[str], Dict[str, str]]:
+        """(pipeline settings read, stage whose training config is used, its extra overrides, input files)."""
+        cfg = self.cfg
+        if stage == "data":
+            data = dict(cfg["data"])
+            files = {"src": data["src"]} if data.get("src") and os.path.isfile(str(data["src"])) else {}
+            return {"data": data, "teacher_given": bool(cfg["teacher"].get("pretrained"))}, None, [], files
+        if stage == "teacher":
+            if cfg["teacher"].get("pretrained"):
+                return {"teacher": cfg["teacher"]}, None, [], {"weights": _params(cfg["teacher"]["pretrained"])}
+            return {"teacher": cfg["teacher"]}, "teacher", self._data_overrides("teacher"), self._lists("teacher")
+        files = self._lists("student")
+        if stage == "baseline":
+            return {"baseline": cfg["baseline"]}, "baseline", self._data_overrides("student"), files
+        files["teacher_weights"] = _params(self.results["teacher"]["best_model"])
+        if stage == "mine":
+            settings = {"mine": cfg.get("mine") or {}, "distill": cfg["distill"], "seed": cfg["data"].get("seed")}
+            return settings, "distill", self._data_overrides("student") + [self._teacher_override()], files
+        if stage == "distill":
+            unlabeled = self._distill_unlabeled()
+            files["unlabeled"] = unlabeled
+            return ({"distill": cfg["distill"]}, "distill",
+                    self._data_overrides("student", unlabeled) + [self._teacher_override()], files)
+        if stage == "finetune":
+            files["distilled"] = _params(self.results["distill"]["best_model"])
+            return {"finetune": cfg["finetune"]}, "finetune", self._finetune_overrides(), files
+        last = "finetune" if "finetune" in self.results else "distill"
+        files = {"student": _params(self.results[last]["best_model"])}
+        return ({"export": cfg.get("export") or {}, "from": last}, last,
+                self._data_overrides("student") + [self._teacher_override()], files)
+
+    def _lists(self, which: str) -> Dict[str, str]:
+        paths = self.results["data"][which]
+        return {f"{which}_{key}": paths[key] for key in ("train", "unlabeled", "val", "labels") if key in paths}
 
     # -- stages -------------------------------------------------------------------------------
     def _data(self) -> Dict[str, Any]:
@@ -229,16 +315,21 @@ class Pipeline:
         logger.info("mining a random sample of %d of the %d pool images (mine.pool)", len(keep), len(records))
         return path
 
+    def _distill_unlabeled(self) -> str:
+        return (self.results["mine"]["selected_list"] if "mine" in self.results
+                else self.results["data"]["student"]["unlabeled"])
+
     def _distill(self) -> Dict[str, Any]:
-        unlabeled = (self.results["mine"]["selected_list"] if "mine" in self.results
-                     else self.results["data"]["student"]["unlabeled"])
+        unlabeled = self._distill_unlabeled()
         return self._train("distill", self._data_overrides("student", unlabeled) + [self._teacher_override()],
                            report_teacher=self.results["teacher"].get("top1") is None)
 
+    def _finetune_overrides(self) -> List[str]:
+        return self._data_overrides("student") + [self._teacher_override(),
+                                                  f"Global.pretrained_model={self.results['distill']['best_model']}"]
+
     def _finetune(self) -> Dict[str, Any]:
-        extra = self._data_overrides("student") + [self._teacher_override(),
-                                                   f"Global.pretrained_model={self.results['distill']['best_model']}"]
-        return self._train("finetune", extra)
+        return self._train("finetune", self._finetune_overrides())
 
     def _export(self) -> Dict[str, Any]:
         from ppssld.export.inference import export_model
@@ -257,6 +348,19 @@ class Pipeline:
         with open(paths["val"], "r", encoding="utf-8") as handle:
             first = handle.readline().rsplit(" ", 1)[0].strip()
         return os.path.join(paths["image_root"], first)
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+    """A JSON file's content, or None when it does not exist."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _params(path: str) -> str:
+    """``path`` or, when only that exists, ``path.pdparams`` (weights may be named by prefix)."""
+    return path if os.path.isfile(path) or not os.path.isfile(path + ".pdparams") else path + ".pdparams"
 
 
 def summary_table(results: Dict[str, Dict[str, Any]]) -> str:

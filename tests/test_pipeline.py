@@ -1,9 +1,13 @@
-"""The main job end to end on the scikit-learn digits (tiny epochs), then a re-run that skips every stage."""
+"""The main job end to end on the scikit-learn digits (tiny epochs); re-runs that skip every stage, re-run
+what a changed input affects, and resume an interrupted training stage."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -23,7 +27,8 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
                         "overrides": FAST},
            "mine": {"k": 20},
            "distill": {"config": os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"), "overrides": FAST},
-           "finetune": {"config": os.path.join(QS, "finetune_R18_MV3_small_x0_35.yaml"), "overrides": FAST},
+           "finetune": {"config": os.path.join(QS, "finetune_R18_MV3_small_x0_35.yaml"),
+                        "overrides": FAST + ["Global.epochs=2", "Global.save_interval=1"]},
            "export": {"enabled": True}}
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -46,7 +51,41 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
     assert "evaluating frozen model" not in proc.stdout + proc.stderr  # the teacher stage already evaluated it
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert rerun.stdout.count("already complete, skipped") == 7, rerun.stdout[-3000:]
+    assert rerun.stdout.count("already complete with the same inputs, skipped") == 7, rerun.stdout[-3000:]
+
+    # an interrupted fine-tune (its latest is epoch 1's, no stage.json) resumes and ends where it did
+    ckpt = out / "finetune" / "DistillationModel"
+    final = _weights(ckpt / "latest.pdparams")
+    for ext in (".pdparams", ".pdopt", ".pdstates"):
+        shutil.copyfile(ckpt / ("epoch_1" + ext), ckpt / ("latest" + ext))
+    (out / "finetune" / "stage.json").unlink()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "finetune: resuming the interrupted stage (same inputs)" in resumed.stdout
+    assert "resumed from" in resumed.stdout and "(epoch 1)" in resumed.stdout, resumed.stdout[-3000:]
+    again = _weights(ckpt / "latest.pdparams")
+    for key in final:  # float rounding only (BN variances of ~1e1 differ in their last bits)
+        np.testing.assert_allclose(again[key], final[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+    # a changed mine.k re-runs mining and every later stage, not the data, teacher or baseline
+    changed = subprocess.run(cmd + ["-o", "mine.k=10"], capture_output=True, text=True, timeout=600,
+                             cwd=str(tmp_path))
+    assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
+    log = changed.stdout
+    for stage in ("data", "teacher", "baseline"):
+        assert f"{stage}: already complete with the same inputs, skipped" in log, log[-3000:]
+    assert "mine: inputs changed since it was built: settings.mine.k: 20 -> 10" in log, log[-3000:]
+    for stage, upstream in (("distill", "mine"), ("finetune", "distill"), ("export", "finetune")):
+        assert re.search(rf"{stage}: inputs changed since it was built: .*upstream\.{upstream}", log), (stage, log)
+    assert log.count("already complete with the same inputs, skipped") == 3
+    assert json.loads((out / "mine" / "stage.json").read_text())["selected"] <= 100
+    assert (out / ".stale" / "mine" / "stage.json").is_file()  # the old outputs were set aside, not mixed in
+
+
+def _weights(path):
+    import paddle
+
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
 
 
 def test_pipeline_config_errors_name_the_key(tmp_path):

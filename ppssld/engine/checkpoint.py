@@ -89,6 +89,24 @@ def digest(state: Dict[str, Any]) -> str:
     return hasher.hexdigest()
 
 
+def remove_stale_temporaries(save_dir: str, tag: str) -> int:
+    """Delete temporaries a killed save of ``tag`` left behind (``.<tag>.pdparams.*.tmp`` ...).
+
+    Only rank 0 saves and one tag is never saved twice at once, so any such file is a leftover.
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    for name in os.listdir(save_dir):
+        if name.endswith(".tmp") and any(name.startswith(f".{tag}{ext}.") for ext in (".pdparams", ".pdopt",
+                                                                                       ".pdstates")):
+            os.remove(os.path.join(save_dir, name))
+            removed += 1
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted save of %s", removed, tag)
+    return removed
+
+
 def _tag_path(path: str) -> str:
     return path[: -len(".pdparams")] if path.endswith(".pdparams") else path
 
@@ -117,6 +135,7 @@ class Checkpointer:
         """
         ensure_dir(self.save_dir)
         prefix = os.path.join(self.save_dir, tag)
+        remove_stale_temporaries(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
         params = float32_state(model.state_dict())
         params_payload = params

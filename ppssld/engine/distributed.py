@@ -1,17 +1,31 @@
-"""Thin helpers over paddle.distributed: rank, world size, all-reduce of numpy arrays."""
+"""Thin helpers over paddle.distributed: rank, world size, all-reduce of numpy arrays, peer loss.
+
+When a rank dies (``kill -9``, out of memory) the others do not wait forever: gloo reports the
+closed connection at the next collective (a peer that stops answering times out after gloo's
+30 s; NCCL after ``PADDLE_PG_TIMEOUT``), :func:`peer_guard` turns that into a
+:class:`PeerLostError` naming the rank and what it was doing, and ``paddle.distributed.launch``
+stops the remaining processes of its node once one has failed.
+"""
 import logging
 import os
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ppssld.utils.errors import ConfigError
+from ppssld.utils.errors import ConfigError, PpssldError
 
 logger = logging.getLogger(__name__)
 
 _INITIALISED = {"done": False, "logged": False}
+# what a lost peer looks like in the collective backends' error text
+_PEER_LOST_MARKERS = ("gloo", "nccl", "Connection reset", "Connection closed", "Broken pipe", "TIMEOUT")
+
+
+class PeerLostError(PpssldError, RuntimeError):
+    """Another rank died or stopped answering during a collective operation (the CLIs print it, exit 2)."""
 
 
 def world_size() -> int:
@@ -106,6 +120,38 @@ def all_reduce_sum(array: np.ndarray) -> np.ndarray:
     tensor = paddle.to_tensor(np.asarray(array, dtype=np.float64))
     dist.all_reduce(tensor)
     return tensor.numpy()
+
+
+def gather_scalars(value: float) -> List[float]:
+    """Every rank's ``value``, in rank order, through one all-reduce of a world-size vector.
+
+    With one process: ``[value]``. A NaN or an infinity stays in its rank's slot (the others add 0).
+    """
+    if world_size() == 1:
+        return [float(value)]
+    packed = np.zeros(world_size(), dtype=np.float64)
+    packed[rank()] = value
+    return [float(v) for v in all_reduce_sum(packed)]
+
+
+@contextmanager
+def peer_guard(what: str) -> Iterator[None]:
+    """Re-raise a collective failure caused by a lost peer as :class:`PeerLostError`.
+
+    Args:
+        what: what this rank was doing (``training epoch 2, step 5/40``), for the message.
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        text = str(err)
+        if world_size() == 1 or isinstance(err, PeerLostError) or not any(m in text for m in _PEER_LOST_MARKERS):
+            raise
+        detail = text.strip().splitlines()[-1][:300] if text.strip() else type(err).__name__
+        raise PeerLostError(
+            f"rank {rank()} of {world_size()} lost contact with another rank while {what}: a process died "
+            f"or stopped answering ({detail}). Every rank stops; see the other ranks' logs (workerlog.N) "
+            f"for the cause, then resume with -o Global.checkpoints=<output_dir>/<Arch.name>/latest") from err
 
 
 def barrier() -> None:

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import paddle
 
 from ppssld.engine import distributed
-from ppssld.engine.checkpoint import Checkpointer
+from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
 from ppssld.utils.errors import PpssldError
@@ -56,6 +56,7 @@ class Trainer:
         self.visualdl = options.get("visualdl")
         self.start_epoch, self.global_step = 1, 0
         self.best_metric, self.best_epoch = -1.0, 0
+        self.pending_eval_epoch = 0
         self.history: List[Dict[str, Any]] = []
 
     def resume(self, path: str, strict: bool = True, trust: bool = False) -> None:
@@ -71,6 +72,7 @@ class Trainer:
         self.global_step = int(states.get("step", int(states.get("epoch", 0)) * len(self.train_loader)))
         self.best_metric = float(states.get("best_metric", -1.0))
         self.best_epoch = int(states.get("best_epoch", 0))
+        self.pending_eval_epoch = int(states.get("epoch", 0)) if states.get("eval_pending") else 0
 
     def _forward_loss(self, images: paddle.Tensor, labels: paddle.Tensor):
         if self.amp:
@@ -101,21 +103,17 @@ class Trainer:
             metric.reset()
         for step, (images, labels) in enumerate(self.train_loader, start=1):
             reader_time.update(time.time() - tic)
-            outputs, parts = self._forward_loss(images, labels)
-            loss = parts["loss"]
-            value = float(loss)
-            if not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"loss became {value} at epoch {epoch}, step {step}/{steps} (global step "
-                    f"{self.global_step + 1}); training stopped. The last good checkpoint is "
-                    f"{self.checkpointer.save_dir}/latest. Lower the learning rate or check the data")
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
+            with distributed.peer_guard(f"training epoch {epoch}, step {step}/{steps}"):
+                outputs, parts = self._forward_loss(images, labels)
+                loss = parts["loss"]
+                self._check_finite(float(loss), epoch, step, steps)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
             self.optimizer.clear_grad()
             self.scheduler.step()
             self.global_step += 1
@@ -129,12 +127,33 @@ class Trainer:
                 self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
             tic = time.time()
         frozen = tuple(f"{name}." for name in getattr(self.model, "frozen", []))
-        distributed.average_buffers(self.model, skip_prefixes=frozen)
+        with distributed.peer_guard(f"averaging BatchNorm statistics after epoch {epoch}"):
+            distributed.average_buffers(self.model, skip_prefixes=frozen)
         averages = {k: m.avg for k, m in meters.items()}
         for metric in self.train_metrics:
             averages.update(metric.summary())
         logger.info("[Train][Epoch %d/%d][Avg]%s", epoch, self.epochs, format_metrics(averages))
         return averages
+
+    def _check_finite(self, value: float, epoch: int, step: int, steps: int) -> None:
+        """Stop every rank, with the same message, when the loss of any rank is NaN or infinite.
+
+        Each rank's loss goes through one small all-reduce (the host already reads the loss for
+        the meters), before backward: all ranks take the same branch, none is left waiting in
+        the gradient all-reduce.
+        """
+        values = distributed.gather_scalars(value)
+        bad = [(r, v) for r, v in enumerate(values) if not math.isfinite(v)]
+        if not bad:
+            return
+        first = bad[0][1]
+        where = ""
+        if len(values) > 1:
+            where = " on rank " + ", ".join(f"{r} ({v})" for r, v in bad)
+        raise TrainingDivergedError(
+            f"loss became {first} at epoch {epoch}, step {step}/{steps}{where} (global step "
+            f"{self.global_step + 1}); training stopped on every rank. The last good checkpoint is "
+            f"{self.checkpointer.save_dir}/latest. Lower the learning rate or check the data")
 
     def _log_step(self, epoch: int, step: int, steps: int, meters: Dict[str, AverageMeter],
                   batch_time: AverageMeter, reader_time: AverageMeter, batch_size: int) -> None:
@@ -154,14 +173,42 @@ class Trainer:
     def _evaluate(self, epoch: int) -> Dict[str, float]:
         return evaluate(self.model, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch, amp=self.amp)
 
-    def _save(self, tag: str, epoch: int, metric: float) -> None:
+    def _eval_due(self, epoch: int) -> bool:
+        return self.eval_during_train and epoch >= self.start_eval_epoch and (
+            epoch % self.eval_interval == 0 or epoch == self.epochs)
+
+    def _save(self, tag: str, epoch: int, metric: float, eval_pending: bool = False) -> None:
         if distributed.is_main():
             self.checkpointer.save(tag, self.model, self.optimizer,
                                    {"epoch": epoch, "step": self.global_step, "metric": metric,
-                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch})
+                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                                    "eval_pending": eval_pending})
+
+    def _evaluate_and_record(self, epoch: int) -> Dict[str, float]:
+        """Evaluate after ``epoch``, save ``best_model`` when it improves, then clear ``eval_pending``
+        in ``latest``. The random states are restored afterwards, so evaluating (or re-doing an
+        evaluation after a resume) never changes what training does next."""
+        saved_rng = rng_state()
+        with distributed.peer_guard(f"evaluating epoch {epoch}"):
+            results = self._evaluate(epoch)
+        set_rng_state(saved_rng)
+        metric = float(results.get("top1", -1.0))
+        if self.visualdl is not None:
+            for key, value in results.items():
+                self.visualdl.add_scalar(f"eval/{key}", value, epoch)
+        if metric > self.best_metric:
+            self.best_metric, self.best_epoch = metric, epoch
+            self._save("best_model", epoch, metric)
+        self._save("latest", epoch, metric)
+        logger.info("[Eval][Epoch %d][best metric: %.5f at epoch %d]", epoch, self.best_metric, self.best_epoch)
+        return results
 
     def fit(self, stop_after_epoch: Optional[int] = None) -> Dict[str, Any]:
-        """Train from ``start_epoch`` to ``epochs``, evaluating and checkpointing.
+        """Train from ``start_epoch`` to ``epochs``, checkpointing, then evaluating.
+
+        ``latest`` (and ``epoch_N``) are written as soon as an epoch's training ends, before its
+        evaluation: an evaluation that fails loses no training. Such a ``latest`` is marked
+        ``eval_pending``; resuming from it runs the missing evaluation first.
 
         Args:
             stop_after_epoch: end this run early after that epoch (the schedule still spans
@@ -169,27 +216,21 @@ class Trainer:
         Returns:
             ``best_metric``, ``best_epoch`` and the per-epoch history.
         """
+        if self.pending_eval_epoch:
+            logger.info("evaluating epoch %d, which the interrupted run had not evaluated", self.pending_eval_epoch)
+            self._evaluate_and_record(self.pending_eval_epoch)
+            self.pending_eval_epoch = 0
         last = min(self.epochs, stop_after_epoch or self.epochs)
         for epoch in range(self.start_epoch, last + 1):
             train_avg = self.train_one_epoch(epoch)
             record: Dict[str, Any] = {"epoch": epoch, "train": train_avg}
-            metric = -1.0
-            if self.eval_during_train and epoch >= self.start_eval_epoch and (
-                    epoch % self.eval_interval == 0 or epoch == self.epochs):
-                results = self._evaluate(epoch)
-                record["eval"] = results
-                metric = float(results.get("top1", -1.0))
-                if self.visualdl is not None:
-                    for key, value in results.items():
-                        self.visualdl.add_scalar(f"eval/{key}", value, epoch)
-                if metric > self.best_metric:
-                    self.best_metric, self.best_epoch = metric, epoch
-                    self._save("best_model", epoch, metric)
-                logger.info("[Eval][Epoch %d][best metric: %.5f at epoch %d]", epoch, self.best_metric,
-                            self.best_epoch)
+            due = self._eval_due(epoch)
             if epoch % self.save_interval == 0:
-                self._save(f"epoch_{epoch}", epoch, metric)
-            self._save("latest", epoch, metric)
+                self._save(f"epoch_{epoch}", epoch, -1.0)
+            self._save("latest", epoch, -1.0, eval_pending=due)
+            if due:
+                record["eval"] = self._evaluate_and_record(epoch)
             self.history.append(record)
-        distributed.barrier()
+        with distributed.peer_guard("waiting for every rank at the end of training"):
+            distributed.barrier()
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "history": self.history}
