@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 import paddle.nn as nn
 
 from ppssld.arch.distillation import BN_MODES, DistillationModel
+from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -118,7 +119,8 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
         arch: the ``Arch`` section (not mutated).
         strict: strict weight loading (``Global.strict_load``).
         only: build just this named model of a DistillationModel (the student for export,
-            the teacher for mining); other models are neither built nor loaded.
+            the teacher for mining), without ``return_patterns``; other models are neither
+            built nor loaded.
         load_pretrained: load ``pretrained`` weights; False when a checkpoint is loaded next.
     Returns:
         The model.
@@ -166,6 +168,8 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
                                   f"to a local .pdparams path")
         if not load_pretrained:
             cfg.pop("pretrained", None)
+        if only is not None:  # built alone for inference (export, mining): logits only
+            cfg = logits_only(cfg)
         built[key] = build_single(cfg, where, strict)
     if only is not None:
         return built[only]

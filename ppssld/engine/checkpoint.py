@@ -14,7 +14,7 @@ import os
 import pickle
 import random
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -67,16 +67,37 @@ def _rename_accumulators(state: Dict[str, Any], mapping: Dict[str, str]) -> Dict
     return renamed
 
 
-def optimizer_state_for_save(optimizer: Any, model: paddle.nn.Layer) -> Dict[str, Any]:
+def _named_parameters(model: paddle.nn.Layer, loss: Optional[paddle.nn.Layer] = None) -> List[Tuple[str, Any]]:
+    """The model's and the training loss's named parameters (loss keys ``loss_func.*``, as in PaddleClas)."""
+    named = list(model.named_parameters())
+    return named + (list(loss.named_parameters()) if loss is not None else [])
+
+
+def optimizer_state_for_save(optimizer: Any, model: paddle.nn.Layer,
+                             loss: Optional[paddle.nn.Layer] = None) -> Dict[str, Any]:
     """The optimizer state with accumulators keyed by structured parameter names."""
-    mapping = {p.name: n for n, p in model.named_parameters()}
+    mapping = {p.name: n for n, p in _named_parameters(model, loss)}
     return _rename_accumulators(optimizer.state_dict(), mapping)
 
 
-def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any]) -> None:
+def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any],
+                            loss: Optional[paddle.nn.Layer] = None) -> None:
     """Load an optimizer state saved by ppssld (structured names) or by PaddleClas (generated names)."""
-    mapping = {n: p.name for n, p in model.named_parameters()}
+    mapping = {n: p.name for n, p in _named_parameters(model, loss)}
     optimizer.set_state_dict(_rename_accumulators(state, mapping))
+
+
+def loss_state(loss: Optional[paddle.nn.Layer], model_state: Dict[str, Any]) -> Dict[str, Any]:
+    """The training loss's own state (trainable connectors, generators...), to save beside the model's.
+
+    Raises:
+        WeightsError: a loss key equal to a model key (they share one ``.pdparams``).
+    """
+    state = dict(loss.state_dict()) if loss is not None else {}
+    clash = sorted(set(state) & set(model_state))
+    if clash:
+        raise WeightsError(f"loss and model state keys must differ (they share the .pdparams), both have {clash[:5]}")
+    return state
 
 
 def digest(state: Dict[str, Any]) -> str:
@@ -105,7 +126,7 @@ class Checkpointer:
         self.save_dir = save_dir
 
     def save(self, tag: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer],
-             states: Dict[str, Any]) -> str:
+             states: Dict[str, Any], loss: Optional[paddle.nn.Layer] = None) -> str:
         """Write ``<tag>.pdparams/.pdopt/.pdstates`` atomically.
 
         Args:
@@ -113,6 +134,7 @@ class Checkpointer:
             model: the (unwrapped) model.
             optimizer: its optimizer (its state includes the LR scheduler), or None.
             states: ``epoch``, ``step``, ``metric``, ``best_metric`` ...; RNG states are added.
+            loss: the training loss; its parameters (if any) are saved in the ``.pdparams`` too.
         Returns:
             The path prefix written.
         """
@@ -120,8 +142,9 @@ class Checkpointer:
         prefix = os.path.join(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
         params = dict(model.state_dict())
+        params.update(loss_state(loss, params))
         params_payload = params
-        opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
+        opt_payload = [optimizer_state_for_save(optimizer, model, loss)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
         state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id, "params_digest": digest(params)}
         with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
@@ -134,7 +157,7 @@ class Checkpointer:
 
     @staticmethod
     def load(path: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer] = None,
-             strict: bool = True, restore_rng: bool = True) -> Dict[str, Any]:
+             strict: bool = True, restore_rng: bool = True, loss: Optional[paddle.nn.Layer] = None) -> Dict[str, Any]:
         """Resume from ``path`` (``.pdparams`` suffix optional).
 
         Args:
@@ -143,6 +166,8 @@ class Checkpointer:
             optimizer: optimizer to restore, when resuming training.
             strict: strict weight loading.
             restore_rng: restore the random states saved with the checkpoint.
+            loss: the training loss whose parameters were saved with the model (resume); without it,
+                saved loss parameters (``loss_func.*``) are left out, and logged.
         Returns:
             The saved states (``epoch``, ``step``, ``best_metric``, ...).
         Raises:
@@ -169,9 +194,16 @@ class Checkpointer:
             raise WeightsError(f"checkpoint {prefix}: its .pdparams, .pdopt and .pdstates come from different "
                                f"saves ({sorted(ids)}); the save was interrupted. Use another checkpoint "
                                f"(e.g. epoch_N)")
+        loss_keys = set(loss.state_dict()) if loss is not None else {k for k in params if k.startswith("loss_func.")}
+        loss_params = {k: params.pop(k) for k in list(params) if k in loss_keys}
+        if loss is not None and loss_keys:
+            load_weights(loss, loss_params, strict=strict, where=prefix + ".pdparams (loss parameters)")
+        elif loss_params:
+            logger.info("%s: %d loss parameter tensors (loss_func.*) not loaded: no training loss to load them into",
+                        prefix, len(loss_params))
         load_weights(model, params, strict=strict, where=prefix + ".pdparams")
         if optimizer is not None and opt_list:
-            restore_optimizer_state(optimizer, model, opt_list[0])
+            restore_optimizer_state(optimizer, model, opt_list[0], loss)
         if restore_rng and "rng" in states:
             set_rng_state(states["rng"])
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))

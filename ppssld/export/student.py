@@ -12,6 +12,7 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.arch.build import build_model, infer_model_name
+from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_state_dict, load_weights, resolve_params_path, strip_prefix
 from ppssld.utils.errors import ConfigError, WeightsError
 from ppssld.utils.io import atomic_save
@@ -109,6 +110,8 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
     """
     arch = config.get("Arch") or {}
     target = export_target(arch)
+    if target.key is None:
+        arch = logits_only(arch)  # the exported model returns logits only (a student is built alone anyway)
     weights = weights or (config.get("Global") or {}).get("pretrained_model")
     if weights:
         layer = build_model(arch, strict=strict, only=target.key, load_pretrained=False)

@@ -27,7 +27,7 @@ class CombinedLoss(nn.Layer):
         super().__init__()
         if not losses:
             raise ConfigError("a loss list must hold at least one loss")
-        self.losses = nn.LayerList(list(losses))
+        self.loss_func = nn.LayerList(list(losses))  # PaddleClas's attribute name: same checkpoint keys
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         """Compute every part.
@@ -39,7 +39,7 @@ class CombinedLoss(nn.Layer):
             ``"loss"`` (weighted total) and one entry per weighted part.
         """
         result: Dict[str, paddle.Tensor] = {}
-        for loss in self.losses:
+        for loss in self.loss_func:
             for name, value in loss(outputs, labels).items():
                 unique, n = name, 1
                 while unique in result or unique == "loss":
