@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional
 
 import paddle.nn as nn
 
+from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
 from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_weights
@@ -170,6 +171,9 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
             cfg.pop("pretrained", None)
         if only is not None:  # built alone for inference (export, mining): logits only
             cfg = logits_only(cfg)
+        if cfg.get("name") == "AttentionModel":  # AFD: backbone + feature transforms (ppssld.arch.attention)
+            built[key] = build_attention_model(cfg, where, build_single, strict, load_pretrained)
+            continue
         built[key] = build_single(cfg, where, strict)
     if only is not None:
         return built[only]
