@@ -150,3 +150,11 @@ def test_mgd_trains_saves_resumes_exactly_and_exports_logits_only(tiny_data, tmp
     model = build_model(cfg["Arch"])
     with pytest.raises(WeightsError, match="loss_func.1.loss_func"):  # a loss without those parameters
         Checkpointer.load(cfg["Global"]["checkpoints"], model, loss=build_loss(cfg["Loss"]["Train"][:1]))
+
+
+def test_return_stages_alone_is_refused_and_beside_patterns_ignored():
+    with pytest.raises(ConfigError, match="return_stages is not supported: name the outputs with return_patterns"):
+        build_backbone("PPLCNet_x0_25", class_num=2, return_stages=True, where="Arch.models[0].Teacher")
+    layer = build_backbone("PPLCNet_x0_25", class_num=2, return_stages=True, return_patterns=["blocks4"])
+    layer.eval()
+    assert sorted(layer(paddle.zeros([1, 3, 32, 32]))) == ["blocks4", "logits"]

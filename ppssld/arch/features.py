@@ -19,6 +19,24 @@ logger = logging.getLogger(__name__)
 AUX_KEYS = ("return_patterns",)
 
 
+def pop_return_patterns(kwargs: Dict[str, Any], where: str) -> Any:
+    """Take ``return_patterns`` (and PaddleClas's ``return_stages``) out of a backbone's arguments.
+
+    ``return_stages`` alone is refused (ppssld needs the output names); beside ``return_patterns``
+    it is ignored with a warning (PaddleClas would return every stage instead; the losses read the
+    patterns either way).
+    """
+    patterns = kwargs.pop("return_patterns", None)
+    stages = kwargs.pop("return_stages", None)
+    if stages not in (None, False):
+        if patterns is None:
+            raise ConfigError(f"{where}.return_stages is not supported: name the outputs with return_patterns, "
+                              f"e.g. ['blocks[7]'] (ResNet) or ['blocks5'] (PPLCNet)")
+        logger.warning("%s.return_stages=%r is ignored: return_patterns %s are returned (PaddleClas would return "
+                       "every stage; the patterns are among them)", where, stages, patterns)
+    return patterns
+
+
 def check_patterns(patterns: Any, where: str) -> List[str]:
     """Validate a ``return_patterns`` value (a non-empty list of strings)."""
     if isinstance(patterns, str):

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import paddle
 import paddle.nn as nn
 
-from ppssld.arch.features import apply_return_patterns
+from ppssld.arch.features import apply_return_patterns, pop_return_patterns
 from ppssld.arch.lr_mult import apply_lr_mult_list
 from ppssld.utils.errors import ConfigError, did_you_mean
 
@@ -72,7 +72,7 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(name, zoo)} "
                           f"{len(zoo)} backbones exist in paddleclas.ppcls.arch.backbone, e.g. "
                           f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
-    return_patterns = kwargs.pop("return_patterns", None)
+    return_patterns = pop_return_patterns(kwargs, where)
     accepted = accepted_params(zoo[name])
     for key in kwargs:
         if key not in accepted:

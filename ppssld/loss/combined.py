@@ -85,7 +85,8 @@ def build_loss(cfg_list: Any, where: str = "Loss.Train") -> CombinedLoss:
 def validate_loss_config(cfg_list: Any, where: str = "Loss.Train") -> None:
     """Check a loss list (structure, names, parameters and values) without keeping anything.
 
-    The loss objects hold no tensors, so constructing them is the check; nothing is returned.
+    Constructing the losses is the check (trainable ones create their small layers, which are
+    discarded); nothing is returned.
 
     Raises:
         ConfigError: as :func:`build_loss`.
