@@ -17,6 +17,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppssld.arch.attention import _shapes, unique_shapes
+from ppssld.loss.functional import _f32
 from ppssld.loss.losses import ConfigLoss, Outputs
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import LOSSES
@@ -35,8 +36,8 @@ class Attention(nn.Layer):
         self.p_s = self.create_parameter([num_s, qk_dim], default_initializer=nn.initializer.XavierNormal())
 
     def forward(self, g_s: List[Any], g_t: List[Any]) -> List[paddle.Tensor]:
-        bilinear_key, s_values = g_s
-        query, t_values = g_t
+        bilinear_key, s_values = _f32(g_s[0]), [_f32(v) for v in g_s[1]]  # AMP: the loss runs in float32
+        query, t_values = _f32(g_t[0]), [_f32(v) for v in g_t[1]]
         logit = (paddle.einsum("bstq,btq->bts", bilinear_key, query) + paddle.matmul(self.p_t, self.p_s.t())) \
             / math.sqrt(self.qk_dim)
         att = F.softmax(logit, axis=2)

@@ -21,6 +21,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ppssld.loss.functional import _f32
 from ppssld.loss.losses import Outputs, PairLoss, select_output
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES, PAIR_BASE_LOSSES
@@ -73,12 +74,13 @@ class MGDLoss(nn.Layer):
         if list(student.shape[-2:]) != list(teacher.shape[-2:]):
             raise ValueError(f"MGDLoss needs features of the same spatial size, got {list(student.shape)} and "
                              f"{list(teacher.shape)}; pick other return_patterns")
+        student, teacher = _f32(student), _f32(teacher)  # AMP: the loss runs in float32
         if self.align is not None:
             student = self.align(student)
         n, c = teacher.shape[0], teacher.shape[1]
         keep = (paddle.rand([n, c, 1, 1]) >= self.lambda_mgd).astype(student.dtype)
         generated = self.generation(student * keep)
-        return F.mse_loss(generated, teacher.astype(generated.dtype)) * self.alpha_mgd
+        return F.mse_loss(generated, teacher) * self.alpha_mgd
 
 
 @PAIR_BASE_LOSSES.register()
@@ -103,12 +105,13 @@ class PEFDLoss(nn.Layer):
         self.projectors = nn.LayerList([nn.Linear(s_ch, t_ch) for _ in range(count)])
 
     def forward(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
+        student, teacher = _f32(student), _f32(teacher)  # AMP: the loss runs in float32
         if self.mode == "gap":
             _check_features(student, teacher, 4, "PEFDLoss(mode=gap)")
             student, teacher = F.adaptive_avg_pool2d(student, 1), F.adaptive_avg_pool2d(teacher, 1)
         student, teacher = student.flatten(1), teacher.flatten(1)
         projected = paddle.add_n([F.relu(p(student)) for p in self.projectors]) / len(self.projectors)
-        cos = (F.normalize(projected, axis=1) * F.normalize(teacher.astype(projected.dtype), axis=1)).sum(axis=1)
+        cos = (F.normalize(projected, axis=1) * F.normalize(teacher, axis=1)).sum(axis=1)
         return (1.0 - cos).mean()
 
 
