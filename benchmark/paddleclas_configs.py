@@ -120,6 +120,13 @@ def _patch_weights(config: Dict[str, Any], folder: str) -> int:
         if not isinstance(item, dict) or len(item) != 1:
             continue
         (key, cfg), = item.items()
+        if isinstance(cfg, dict) and cfg.get("name") == "AttentionModel":  # AFD: a backbone inside
+            for sub in cfg.get("models") or []:
+                for sub_cfg in (sub.values() if isinstance(sub, dict) else []):
+                    if isinstance(sub_cfg, dict) and sub_cfg.get("pretrained") is True:
+                        sub_cfg["pretrained"] = False
+                        count += 1
+            continue
         if not isinstance(cfg, dict) or (cfg.get("pretrained") is not True and listed[i] is not True):
             continue
         count += 1

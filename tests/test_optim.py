@@ -229,3 +229,20 @@ def test_repo_configs_validate():
             validate_loss_config(section, f"Loss.{mode}")
         for mode, section in (cfg.get("Metric") or {}).items():
             validate_metric_config(section, f"Metric.{mode}")
+
+
+def test_multistep_decay_and_step_each_epoch_ignored_as_paddleclas_overwrites_it(caplog):
+    import logging
+
+    from ppssld.optim.schedulers import build_lr_scheduler
+
+    logging.getLogger("ppssld").propagate = True
+    with caplog.at_level(logging.WARNING, logger="ppssld"):
+        sched = build_lr_scheduler({"name": "MultiStepDecay", "learning_rate": 0.1, "milestones": [1],
+                                    "step_each_epoch": 1, "gamma": 0.1}, epochs=2, steps_per_epoch=3)
+    assert "step_each_epoch=1 is ignored" in caplog.text
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_lr() if hasattr(sched, "get_lr") else sched())
+        sched.step()
+    assert np.allclose(lrs, [0.1] * 3 + [0.01] * 3)  # the engine's 3 steps per epoch, not the YAML's 1

@@ -30,7 +30,7 @@ def _fake_checkout(tmp_path):
                                open(base / rel, "w", encoding="utf-8").write(yaml.safe_dump(data)))
     write("ImageNet/Distillation/small_ssld.yaml", cfg)
     refused = json.loads(json.dumps(cfg))
-    refused["Loss"]["Train"] = [{"DistillationDKDLoss": {"weight": 1.0}}]
+    refused["Loss"]["Train"] = [{"DistillationMultiLabelLoss": {"weight": 1.0}}]
     write("ImageNet/Distillation/dkd.yaml", refused)
     plain = json.loads(json.dumps(cfg))
     plain["Arch"] = {"name": "MobileNetV3_small_x0_35", "class_num": 10, "pretrained": True}
@@ -49,12 +49,12 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     ok = by["ImageNet/Distillation/small_ssld.yaml"]
     assert ok["status"] == "ok" and ok["stage"] == "step" and ok["substituted"] == 1 and ok["loss"] > 0, ok
     dkd = by["ImageNet/Distillation/dkd.yaml"]
-    assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "DistillationDKDLoss" in dkd["reason"]
+    assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "DistillationMultiLabelLoss" in dkd["reason"]
     plain = by["PULC/thing/plain.yaml"]
     assert plain["status"] == "ok" and plain["stage"] == "build" and "loss" not in plain, plain
     summary = bench.summarize(results)
     assert summary["counts"]["ImageNet/Distillation"] == {"ok": 1, "refused": 1, "total": 2}
     assert summary["counts"]["PULC"] == {"ok": 1, "total": 1}
-    assert summary["causes"] == [("refused: unknown loss 'DistillationDKDLoss' in Loss", 1)]
+    assert summary["causes"] == [("refused: unknown loss 'DistillationMultiLabelLoss' in Loss", 1)]
     text = bench.markdown(results, summary)
     assert "| ImageNet/Distillation | 2 | 1 | 1 | 0 | 0 |" in text

@@ -2,12 +2,15 @@
 import fnmatch
 import logging
 from collections import Counter
+from functools import partial
 from typing import Any, Collection, Dict, List, Optional
 
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
+from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -124,7 +127,8 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
         arch: the ``Arch`` section (not mutated).
         strict: strict weight loading (``Global.strict_load``).
         only: build just this named model of a DistillationModel (the student for export
-            and evaluation, the teacher for mining); other models are neither built nor loaded.
+            and evaluation, the teacher for mining), without ``return_patterns``; other models
+            are neither built nor loaded.
         load_pretrained: load ``pretrained`` weights; False when a checkpoint is loaded next.
         provided: names of the models whose weights a whole-model file loaded next provides
             (``Global.pretrained_model`` / ``Global.checkpoints``): their ``pretrained`` is
@@ -185,6 +189,11 @@ def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str],
                                   f"DistillationModel checkpoint holding {key}.*")
         if not load_pretrained or key in provided:
             cfg.pop("pretrained", None)
+        if only is not None:  # built alone for inference (export, mining): logits only
+            cfg = logits_only(cfg)
+        if cfg.get("name") == "AttentionModel":  # AFD: backbone + feature transforms (ppssld.arch.attention)
+            built[key] = build_attention_model(cfg, where, partial(build_single, trust=trust), strict, load_pretrained)
+            continue
         built[key] = build_single(cfg, where, strict, trust)
     if only is not None:
         return built[only]

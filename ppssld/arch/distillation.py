@@ -85,7 +85,8 @@ class DistillationModel(nn.Layer):
         """Run every model on ``x``.
 
         Returns:
-            name -> logits; frozen models' outputs carry no gradient.
+            name -> logits, or that model's output dict (``{"logits", <return_patterns>...}``, PaddleClas's
+            keys) when it returns intermediate features; frozen models' outputs carry no gradient.
         """
         outputs = {}
         for name in self.names:

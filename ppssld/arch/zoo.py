@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.features import apply_return_patterns, pop_return_patterns
 from ppssld.arch.lr_mult import apply_lr_mult_list
 from ppssld.utils.errors import ConfigError, did_you_mean
 
@@ -59,7 +60,8 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         class_num: classifier size.
         lr_mult_list: per-stage learning-rate multipliers, passed to the backbone.
         where: config location for error messages.
-        **kwargs: further constructor arguments of that backbone.
+        **kwargs: further constructor arguments of that backbone; ``return_patterns`` (sublayer
+            paths) makes it return ``{"logits": ..., <pattern>: ...}`` (see :mod:`ppssld.arch.features`).
     Returns:
         The backbone layer.
     Raises:
@@ -70,6 +72,7 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(name, zoo)} "
                           f"{len(zoo)} backbones exist in paddleclas.ppcls.arch.backbone, e.g. "
                           f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
+    return_patterns = pop_return_patterns(kwargs, where)
     accepted = accepted_params(zoo[name])
     for key in kwargs:
         if key not in accepted:
@@ -87,6 +90,8 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
                           f"{sorted(kwargs)}: {exc}") from exc
     if lr_mult_list is not None:
         _ensure_lr_mult_applied(layer, name, zoo[name], [float(x) for x in lr_mult_list], where)
+    if return_patterns is not None:
+        apply_return_patterns(layer, name, return_patterns, where)
     return layer
 
 

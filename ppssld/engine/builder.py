@@ -217,8 +217,10 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
     epochs = int(get(config, "Global.epochs", 1))
-    optimizer, scheduler = build_optimizer(config.get("Optimizer") or {}, model, epochs=epochs,
-                                           steps_per_epoch=len(train_loader), where="Optimizer")
+    # the loss's own parameters (MGD generator, PEFD projectors) are trained too, as in PaddleClas
+    optimizer, scheduler = build_optimizer(config.get("Optimizer") or {},
+                                           list(model.named_parameters()) + list(loss_fn.named_parameters()),
+                                           epochs=epochs, steps_per_epoch=len(train_loader), where="Optimizer")
     amp, scaler = _amp_options(config)
     if amp and amp["level"] == "O2":
         model, optimizer = decorate_o2(model, optimizer)

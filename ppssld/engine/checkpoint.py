@@ -18,7 +18,7 @@ import os
 import pickle
 import random
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -60,15 +60,34 @@ def set_rng_state(packed: Any, source: str = "checkpoint", trust: bool = False) 
     paddle.set_rng_state(state["paddle"])
 
 
-def optimizer_state_for_save(optimizer: Any, model: paddle.nn.Layer) -> Dict[str, Any]:
+class _WithLoss:
+    """The model's and the training loss's parameters seen as one (loss keys ``loss_func.*``, as in
+    PaddleClas), for optimizer states that also hold trainable loss parameters (AFD, MGD)."""
+
+    def __init__(self, model: paddle.nn.Layer, loss: paddle.nn.Layer) -> None:
+        self.model, self.loss = model, loss
+
+    def parameters(self) -> List[Any]:
+        return list(self.model.parameters()) + list(self.loss.parameters())
+
+    def named_parameters(self) -> List[Tuple[str, Any]]:
+        return list(self.model.named_parameters()) + list(self.loss.named_parameters())
+
+
+def _owners(model: paddle.nn.Layer, loss: Optional[paddle.nn.Layer]) -> Any:
+    return model if loss is None or not loss.parameters() else _WithLoss(model, loss)
+
+
+def optimizer_state_for_save(optimizer: Any, model: paddle.nn.Layer,
+                             loss: Optional[paddle.nn.Layer] = None) -> Dict[str, Any]:
     """The optimizer state keyed as PaddleClas keys it (see :mod:`ppssld.engine.optim_state`)."""
-    return optim_state.state_for_save(optimizer, model)
+    return optim_state.state_for_save(optimizer, _owners(model, loss))
 
 
 def restore_optimizer_state(optimizer: Any, model: paddle.nn.Layer, state: Dict[str, Any],
-                            where: str = "optimizer state") -> None:
+                            where: str = "optimizer state", loss: Optional[paddle.nn.Layer] = None) -> None:
     """Load an optimizer state saved by PaddleClas or by ppssld (any version)."""
-    optim_state.restore(optimizer, model, state, where)
+    optim_state.restore(optimizer, _owners(model, loss), state, where)
 
 
 def float32_state(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,6 +95,19 @@ def float32_state(state: Dict[str, Any]) -> Dict[str, Any]:
     so checkpoints load into float32 models for evaluation, fine-tuning and export."""
     return {k: v.astype("float32") if str(getattr(v, "dtype", "")).replace("paddle.", "") in ("float16", "bfloat16")
             else v for k, v in state.items()}
+
+
+def loss_state(loss: Optional[paddle.nn.Layer], model_state: Dict[str, Any]) -> Dict[str, Any]:
+    """The training loss's own state (trainable connectors, generators...), to save beside the model's.
+
+    Raises:
+        WeightsError: a loss key equal to a model key (they share one ``.pdparams``).
+    """
+    state = dict(loss.state_dict()) if loss is not None else {}
+    clash = sorted(set(state) & set(model_state))
+    if clash:
+        raise WeightsError(f"loss and model state keys must differ (they share the .pdparams), both have {clash[:5]}")
+    return state
 
 
 def digest(state: Dict[str, Any]) -> str:
@@ -122,7 +154,7 @@ class Checkpointer:
         self.save_dir = save_dir
 
     def save(self, tag: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer],
-             states: Dict[str, Any]) -> str:
+             states: Dict[str, Any], loss: Optional[paddle.nn.Layer] = None) -> str:
         """Write ``<tag>.pdparams/.pdopt/.pdstates`` atomically.
 
         Args:
@@ -130,6 +162,7 @@ class Checkpointer:
             model: the (unwrapped) model.
             optimizer: its optimizer (its state includes the LR scheduler), or None.
             states: ``epoch``, ``step``, ``metric``, ``best_metric`` ...; RNG states are added.
+            loss: the training loss; its parameters (if any) are saved in the ``.pdparams`` too.
         Returns:
             The path prefix written.
         """
@@ -138,8 +171,9 @@ class Checkpointer:
         remove_stale_temporaries(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
         params = float32_state(model.state_dict())
+        params.update(loss_state(loss, params))
         params_payload = params
-        opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
+        opt_payload = [optimizer_state_for_save(optimizer, model, loss)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
         state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id, "params_digest": digest(params)}
         with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
@@ -152,7 +186,8 @@ class Checkpointer:
 
     @staticmethod
     def load(path: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer] = None,
-             strict: bool = True, restore_rng: bool = True, trust: bool = False) -> Dict[str, Any]:
+             strict: bool = True, restore_rng: bool = True, trust: bool = False,
+             loss: Optional[paddle.nn.Layer] = None) -> Dict[str, Any]:
         """Resume from ``path`` (``.pdparams`` suffix optional).
 
         Args:
@@ -163,6 +198,8 @@ class Checkpointer:
             restore_rng: restore the random states saved with the checkpoint.
             trust: read the files with ``paddle.load`` (``Global.trust_weights``); by default
                 they are read as data only (:mod:`ppssld.utils.safe_load`).
+            loss: the training loss whose parameters were saved with the model (resume); without it,
+                saved loss parameters (``loss_func.*``) are left out, and logged.
         Returns:
             The saved states (``epoch``, ``step``, ``best_metric``, ...).
         Raises:
@@ -195,9 +232,16 @@ class Checkpointer:
             raise WeightsError(f"checkpoint {prefix}: its .pdparams, .pdopt and .pdstates come from different "
                                f"saves ({sorted(ids)}); the save was interrupted. Use another checkpoint "
                                f"(e.g. epoch_N)")
+        loss_keys = set(loss.state_dict()) if loss is not None else {k for k in params if k.startswith("loss_func.")}
+        loss_params = {k: params.pop(k) for k in list(params) if k in loss_keys}
+        if loss is not None and loss_keys:
+            load_weights(loss, loss_params, strict=strict, where=prefix + ".pdparams (loss parameters)")
+        elif loss_params:
+            logger.info("%s: %d loss parameter tensors (loss_func.*) not loaded: no training loss to load them into",
+                        prefix, len(loss_params))
         load_weights(model, params, strict=strict, where=prefix + ".pdparams")
         if optimizer is not None and opt_list:
-            restore_optimizer_state(optimizer, model, opt_list[0], where=prefix + ".pdopt")
+            restore_optimizer_state(optimizer, model, opt_list[0], where=prefix + ".pdopt", loss=loss)
         if restore_rng and "rng" in states:
             set_rng_state(states["rng"], prefix + ".pdstates", trust)
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))

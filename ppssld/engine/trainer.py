@@ -43,6 +43,9 @@ class Trainer:
         self.net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
         self.train_loader, self.train_sampler = train_loader, train_sampler
         self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
+        # trainable loss layers (MGD generator, PEFD projectors) need their gradients averaged too
+        self.loss_net = paddle.DataParallel(loss_fn) if distributed.world_size() > 1 and any(
+            not p.stop_gradient for p in loss_fn.parameters()) else loss_fn
         self.checkpointer, self.epochs = checkpointer, int(epochs)
         self.eval_loader, self.eval_metrics, self.eval_loss = eval_loader, eval_metrics or [], eval_loss
         self.train_metrics = train_metrics or []
@@ -67,7 +70,8 @@ class Trainer:
         starts afresh (the next evaluation writes ``best_model``). ``trust``: read its pickles with
         ``paddle.load`` (``Global.trust_weights``).
         """
-        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, trust=trust)
+        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, trust=trust,
+                                   loss=self.loss_fn)
         self.start_epoch = int(states.get("epoch", 0)) + 1
         self.global_step = int(states.get("step", int(states.get("epoch", 0)) * len(self.train_loader)))
         self.best_metric = float(states.get("best_metric", -1.0))
@@ -80,7 +84,7 @@ class Trainer:
                 outputs = self.net(images)
         else:
             outputs = self.net(images)
-        return outputs, self.loss_fn(outputs, labels)
+        return outputs, self.loss_net(outputs, labels)
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """Train for one epoch.
@@ -93,6 +97,7 @@ class Trainer:
             TrainingDivergedError: a non-finite loss, naming epoch and step.
         """
         self.model.train()
+        self.loss_fn.train()
         if hasattr(self.train_sampler, "set_epoch"):
             self.train_sampler.set_epoch(epoch)
         meters: Dict[str, AverageMeter] = {}
@@ -182,7 +187,8 @@ class Trainer:
             self.checkpointer.save(tag, self.model, self.optimizer,
                                    {"epoch": epoch, "step": self.global_step, "metric": metric,
                                     "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-                                    "eval_pending": eval_pending})
+                                    "eval_pending": eval_pending},
+                                   loss=self.loss_fn)
 
     def _evaluate_and_record(self, epoch: int) -> Dict[str, float]:
         """Evaluate after ``epoch``, save ``best_model`` when it improves, then clear ``eval_pending``

@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.attention import backbone_entry
 from ppssld.arch.build import build_model, infer_model_name
+from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_state_dict, load_weights, resolve_params_path, strip_prefix
 from ppssld.config import trust_weights
 from ppssld.utils.errors import ConfigError, WeightsError
@@ -30,11 +32,14 @@ class ExportTarget:
         backbone: the zoo name (``MobileNetV3_small_x0_35``).
         cfg: the backbone's own config (``name``, ``class_num``, ...).
         siblings: the other models' names (never built).
+        prefix: the checkpoint key prefix of its weights (``Student`` or, for an AFD
+            ``AttentionModel``, ``Student.<backbone entry>``); defaults to ``key``.
     """
     key: Optional[str]
     backbone: str
     cfg: Dict[str, Any]
     siblings: List[str] = field(default_factory=list)
+    prefix: Optional[str] = None
 
 
 def export_target(arch: Dict[str, Any]) -> ExportTarget:
@@ -57,9 +62,21 @@ def export_target(arch: Dict[str, Any]) -> ExportTarget:
     if key not in names:
         raise ConfigError(f"Arch.infer_model_name {key!r} is not among Arch.models {names}")
     cfg = dict(dict(entries)[key])
+    prefix = key
+    if cfg.get("name") == "AttentionModel":  # AFD: export the backbone, not the feature transforms
+        inner, cfg = backbone_entry(cfg, f"Arch.models.{key}")
+        prefix = f"{key}.{inner}"
     if "name" not in cfg:
         raise ConfigError(f"Arch.models.{key} has no 'name' (the backbone to export)")
-    return ExportTarget(key, str(cfg["name"]), cfg, [n for n in names if n != key])
+    return ExportTarget(key, str(cfg["name"]), cfg, [n for n in names if n != key], prefix)
+
+
+def _export_arch(arch: Dict[str, Any], target: ExportTarget) -> Dict[str, Any]:
+    """``arch`` with the target's entry replaced by its backbone config (for an AttentionModel student)."""
+    if target.key is None or target.prefix == target.key:
+        return arch
+    models = [{target.key: dict(target.cfg)} if next(iter(m)) == target.key else m for m in arch["models"]]
+    return {**arch, "models": models}
 
 
 def select_state(state: Dict[str, Any], target: ExportTarget, source: str) -> Dict[str, Any]:
@@ -79,7 +96,7 @@ def select_state(state: Dict[str, Any], target: ExportTarget, source: str) -> Di
                                f"config's Arch is the plain model {target.backbone!r}; export it with the "
                                f"distillation config, or use its <Student>_ssld_pretrained.pdparams")
         return dict(state)
-    picked = strip_prefix(state, target.key)
+    picked = strip_prefix(state, target.prefix or target.key)
     if picked:
         dropped = len(state) - len(picked)
         if dropped:
@@ -112,6 +129,9 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
     arch = config.get("Arch") or {}
     target = export_target(arch)
     trust = trust_weights(config)
+    if target.key is None:
+        arch = logits_only(arch)  # the exported model returns logits only (a student is built alone anyway)
+    arch = _export_arch(arch, target)
     weights = weights or (config.get("Global") or {}).get("pretrained_model")
     if weights:
         layer = build_model(arch, strict=strict, only=target.key, load_pretrained=False)

@@ -4,6 +4,7 @@ Importing this package registers every loss in :data:`ppssld.utils.registry.LOSS
 """
 from ppssld.loss import functional
 from ppssld.loss import losses
+from ppssld.loss import afd_loss, feature_losses, kd_functional, kd_losses
 from ppssld.loss.combined import CombinedLoss, build_loss, validate_loss_config
 from ppssld.loss.losses import (CELoss, ConfigLoss, DistillationCELoss, DistillationDMLLoss,
                                 DistillationGTCELoss, JSDivLoss, KLDivLoss, PairLoss, SymmetricKLLoss)

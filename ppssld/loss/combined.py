@@ -27,7 +27,7 @@ class CombinedLoss(nn.Layer):
         super().__init__()
         if not losses:
             raise ConfigError("a loss list must hold at least one loss")
-        self.losses = nn.LayerList(list(losses))
+        self.loss_func = nn.LayerList(list(losses))  # PaddleClas's attribute name: same checkpoint keys
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         """Compute every part.
@@ -39,7 +39,7 @@ class CombinedLoss(nn.Layer):
             ``"loss"`` (weighted total) and one entry per weighted part.
         """
         result: Dict[str, paddle.Tensor] = {}
-        for loss in self.losses:
+        for loss in self.loss_func:
             for name, value in loss(outputs, labels).items():
                 unique, n = name, 1
                 while unique in result or unique == "loss":
@@ -85,7 +85,8 @@ def build_loss(cfg_list: Any, where: str = "Loss.Train") -> CombinedLoss:
 def validate_loss_config(cfg_list: Any, where: str = "Loss.Train") -> None:
     """Check a loss list (structure, names, parameters and values) without keeping anything.
 
-    The loss objects hold no tensors, so constructing them is the check; nothing is returned.
+    Constructing the losses is the check (trainable ones create their small layers, which are
+    discarded); nothing is returned.
 
     Raises:
         ConfigError: as :func:`build_loss`.

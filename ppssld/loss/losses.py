@@ -48,6 +48,8 @@ def _check_epsilon(epsilon: Any) -> Optional[float]:
 def select_output(outputs: Outputs, name: str, key: Optional[str], where: str = "") -> paddle.Tensor:
     """Pick model ``name``'s logits from ``outputs`` (then ``[key]`` if the output is a dict).
 
+    A dict output without ``key`` gives its ``logits`` entry (a backbone with ``return_patterns``).
+
     ``key: logits`` on a model that returns a bare Tensor is accepted as a no-op, so
     PaddleClas configs written for dict-returning models keep working.
     """
@@ -67,6 +69,8 @@ def select_output(outputs: Outputs, name: str, key: Optional[str], where: str = 
         elif key != "logits":
             raise ConfigError(f"loss{at}: key {key!r} given but model {name!r} returns a Tensor")
     if isinstance(out, dict):
+        if "logits" in out:  # a backbone with return_patterns: its logits, as PaddleClas's losses read them
+            return out["logits"]
         raise ConfigError(f"loss{at}: output of {name!r} is a dict {sorted(out)}; set 'key' to pick the logits")
     return out
 

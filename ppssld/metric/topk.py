@@ -162,6 +162,6 @@ class DistillationTopkAcc(TopkAcc):
                 raise ConfigError(f"DistillationTopkAcc.model_key {self.model_key!r} is not among the model "
                                   f"outputs {sorted(outputs)}.{did_you_mean(self.model_key, outputs)}")
             outputs = outputs[self.model_key]
-        if self.feature_key is not None and isinstance(outputs, dict):
-            outputs = outputs[self.feature_key]
+        if isinstance(outputs, dict):  # a backbone with return_patterns
+            outputs = outputs[self.feature_key or "logits"]
         return outputs
