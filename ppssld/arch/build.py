@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 
 DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
                 "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax")
-_WARN_KEYS = {"use_sync_bn": "BatchNorm statistics are per process",
-              "infer_add_softmax": "export writes logits; the predictor applies softmax"}
+_WARN_KEYS = {"infer_add_softmax": "export writes logits; the predictor applies softmax"}
+ENGINE_KEYS = ("use_sync_bn",)  # read by ppssld.engine.builder (SyncBatchNorm conversion), not by the model
 _warned: set = set()
 
 
@@ -38,6 +38,8 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True) -> nn.Lay
     train_only = cfg.pop("train_only", None)
     pretrained = cfg.pop("pretrained", None)
     use_ssld = cfg.pop("use_ssld", False)
+    for key in ENGINE_KEYS:
+        cfg.pop(key, None)
     for key in list(cfg):
         if key in _WARN_KEYS:
             cfg.pop(key)

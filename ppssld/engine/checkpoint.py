@@ -3,11 +3,13 @@
 ``<dir>/<tag>.pdparams`` (model state only, loadable by PaddleClas), ``<tag>.pdopt``
 (list of optimizer states, including the LR scheduler) and ``<tag>.pdstates``
 (``metric``, ``epoch`` as in PaddleClas, plus ``step``, ``best_metric``, RNG states,
-a ``save_id`` shared with ``.pdopt`` and a digest of the parameters). The three files
+a ``save_id`` shared with ``.pdopt`` and a digest of the parameters). With model EMA, as
+PaddleClas, ``<tag>.pdparams`` holds the EMA weights and ``<tag>.pdema`` the trained weights. The three files
 are written to temporary names and renamed only once all are complete, so a kill
 during a save leaves the previous checkpoint loadable; a set mixed from two saves
 (a kill in the microseconds between renames) is detected on load instead of trusted.
 """
+import contextlib
 import hashlib
 import logging
 import os
@@ -105,7 +107,7 @@ class Checkpointer:
         self.save_dir = save_dir
 
     def save(self, tag: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer],
-             states: Dict[str, Any]) -> str:
+             states: Dict[str, Any], ema: Optional[Any] = None) -> str:
         """Write ``<tag>.pdparams/.pdopt/.pdstates`` atomically.
 
         Args:
@@ -113,6 +115,8 @@ class Checkpointer:
             model: the (unwrapped) model.
             optimizer: its optimizer (its state includes the LR scheduler), or None.
             states: ``epoch``, ``step``, ``metric``, ``best_metric`` ...; RNG states are added.
+            ema: the model EMA (:class:`ppssld.engine.ema.ModelEMA`), if any: its weights go to
+                ``.pdparams`` and the model's to ``.pdema``.
         Returns:
             The path prefix written.
         """
@@ -120,21 +124,25 @@ class Checkpointer:
         prefix = os.path.join(self.save_dir, tag)
         save_id = f"{time.time_ns()}-{tag}"
         params = dict(model.state_dict())
-        params_payload = params
+        params_payload = params if ema is None else dict(ema.state_dict())
         opt_payload = [optimizer_state_for_save(optimizer, model)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
-        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id, "params_digest": digest(params)}
-        with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
-                atomic_path(prefix + ".pdparams") as t_par:
-            paddle.save(opt_payload, t_opt)
-            paddle.save(state_payload, t_st)
-            paddle.save(params_payload, t_par)
+        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id,
+                         "params_digest": digest(params_payload)}
+        if ema is not None:
+            state_payload["ema_digest"] = digest(params)
+        with contextlib.ExitStack() as stack:
+            if ema is not None:
+                paddle.save(params, stack.enter_context(atomic_path(prefix + ".pdema")))
+            paddle.save(opt_payload, stack.enter_context(atomic_path(prefix + ".pdopt")))
+            paddle.save(state_payload, stack.enter_context(atomic_path(prefix + ".pdstates")))
+            paddle.save(params_payload, stack.enter_context(atomic_path(prefix + ".pdparams")))
         logger.info("saved checkpoint %s", prefix)
         return prefix
 
     @staticmethod
     def load(path: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer] = None,
-             strict: bool = True, restore_rng: bool = True) -> Dict[str, Any]:
+             strict: bool = True, restore_rng: bool = True, ema: Optional[Any] = None) -> Dict[str, Any]:
         """Resume from ``path`` (``.pdparams`` suffix optional).
 
         Args:
@@ -143,6 +151,7 @@ class Checkpointer:
             optimizer: optimizer to restore, when resuming training.
             strict: strict weight loading.
             restore_rng: restore the random states saved with the checkpoint.
+            ema: the model EMA to restore from ``.pdparams`` (the model then loads ``.pdema``).
         Returns:
             The saved states (``epoch``, ``step``, ``best_metric``, ...).
         Raises:
@@ -169,6 +178,9 @@ class Checkpointer:
             raise WeightsError(f"checkpoint {prefix}: its .pdparams, .pdopt and .pdstates come from different "
                                f"saves ({sorted(ids)}); the save was interrupted. Use another checkpoint "
                                f"(e.g. epoch_N)")
+        ema_digest = states.pop("ema_digest", None)
+        if ema_digest is not None or ema is not None:
+            params = _split_ema(prefix, params, ema_digest, ema)
         load_weights(model, params, strict=strict, where=prefix + ".pdparams")
         if optimizer is not None and opt_list:
             restore_optimizer_state(optimizer, model, opt_list[0])
@@ -176,3 +188,21 @@ class Checkpointer:
             set_rng_state(states["rng"])
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))
         return states
+
+
+def _split_ema(prefix: str, params: Dict[str, Any], ema_digest: Optional[str], ema: Optional[Any]) -> Dict[str, Any]:
+    """For a checkpoint of an EMA run: load ``.pdparams`` into ``ema`` and return the ``.pdema`` weights."""
+    if not os.path.isfile(prefix + ".pdema"):
+        raise WeightsError(f"checkpoint {prefix}: EMA is configured but {prefix}.pdema (the trained weights of an "
+                           f"EMA run) is missing; this checkpoint was saved without EMA. Remove the EMA section "
+                           f"to resume it, or start the EMA run from it with Global.pretrained_model")
+    trained = paddle.load(prefix + ".pdema")
+    if ema_digest is not None and digest(trained) != ema_digest:
+        raise WeightsError(f"checkpoint {prefix}: {prefix}.pdema does not belong to {prefix}.pdstates (digest "
+                           f"differs); the save was interrupted. Use another checkpoint (e.g. epoch_N)")
+    if ema is None:
+        logger.warning("checkpoint %s was saved with EMA; resuming without EMA from its trained weights (%s.pdema), "
+                       "the EMA weights are dropped", prefix, prefix)
+    else:
+        ema.set_state_dict(params)
+    return trained

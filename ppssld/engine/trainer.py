@@ -31,7 +31,9 @@ class Trainer:
         eval_loader / eval_metrics / eval_loss: evaluation pieces (optional).
         train_metrics: metrics logged on training batches (optional).
         options: ``save_interval``, ``eval_interval``, ``eval_during_train``, ``start_eval_epoch``,
-            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None).
+            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None);
+            ``update_freq`` (micro-batches per optimizer update); ``ema`` (a ModelEMA or None);
+            ``metric_key`` (the eval result that ranks checkpoints, default ``top1``).
     """
 
     def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
@@ -53,13 +55,17 @@ class Trainer:
         self.amp = options.get("amp")
         self.scaler = options.get("scaler")
         self.visualdl = options.get("visualdl")
+        self.update_freq = int(options.get("update_freq", 1) or 1)
+        self.ema = options.get("ema")
+        self.metric_key = str(options.get("metric_key", "top1"))
+        self.best_metric_ema = -1.0
         self.start_epoch, self.global_step = 1, 0
         self.best_metric, self.best_epoch = -1.0, 0
         self.history: List[Dict[str, Any]] = []
 
     def resume(self, path: str, strict: bool = True) -> None:
         """Restore model, optimizer, scheduler, RNG and counters from a checkpoint."""
-        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict)
+        states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, ema=self.ema)
         self.start_epoch = int(states.get("epoch", 0)) + 1
         self.global_step = int(states.get("step", 0))
         self.best_metric = float(states.get("best_metric", -1.0))
@@ -88,29 +94,33 @@ class Trainer:
             self.train_sampler.set_epoch(epoch)
         meters: Dict[str, AverageMeter] = {}
         batch_time, reader_time = AverageMeter(), AverageMeter()
-        steps = len(self.train_loader)
+        steps = len(self.train_loader) // self.update_freq * self.update_freq  # PaddleClas drops a partial update
         tic = time.time()
         for metric in self.train_metrics:
             metric.reset()
         for step, (images, labels) in enumerate(self.train_loader, start=1):
+            if step > steps:
+                break
             reader_time.update(time.time() - tic)
             outputs, parts = self._forward_loss(images, labels)
-            loss = parts["loss"]
+            loss = parts["loss"] / self.update_freq if self.update_freq > 1 else parts["loss"]
             value = float(loss)
             if not math.isfinite(value):
                 raise TrainingDivergedError(
                     f"loss became {value} at epoch {epoch}, step {step}/{steps} (global step "
                     f"{self.global_step + 1}); training stopped. The last good checkpoint is "
                     f"{self.checkpointer.save_dir}/latest. Lower the learning rate or check the data")
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            self.optimizer.clear_grad()
-            self.scheduler.step()
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            if step % self.update_freq == 0:  # gradients of update_freq micro-batches summed: one update
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.clear_grad()
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
             self.global_step += 1
             n = int(labels.shape[0])
             for key, part in parts.items():
@@ -147,11 +157,21 @@ class Trainer:
     def _evaluate(self, epoch: int) -> Dict[str, float]:
         return evaluate(self.model, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch)
 
+    def _evaluate_ema(self, epoch: int, record: Dict[str, Any]) -> float:
+        """Evaluate the EMA weights as PaddleClas does; the better of model and EMA ranks the checkpoint."""
+        results = evaluate(self.ema.module, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch)
+        record["eval_ema"] = results
+        metric = float(results.get(self.metric_key, -1.0))
+        self.best_metric_ema = max(self.best_metric_ema, metric)
+        logger.info("[Eval][Epoch %d][best metric ema: %.5f]", epoch, self.best_metric_ema)
+        return metric
+
     def _save(self, tag: str, epoch: int, metric: float) -> None:
         if distributed.is_main():
             self.checkpointer.save(tag, self.model, self.optimizer,
                                    {"epoch": epoch, "step": self.global_step, "metric": metric,
-                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch})
+                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch},
+                                   ema=self.ema)
 
     def fit(self, stop_after_epoch: Optional[int] = None) -> Dict[str, Any]:
         """Train from ``start_epoch`` to ``epochs``, evaluating and checkpointing.
@@ -171,7 +191,11 @@ class Trainer:
                     epoch % self.eval_interval == 0 or epoch == self.epochs):
                 results = self._evaluate(epoch)
                 record["eval"] = results
-                metric = float(results.get("top1", -1.0))
+                metric = float(results.get(self.metric_key, -1.0))
+                if hasattr(self.scheduler, "observe"):  # ReduceOnPlateau
+                    self.scheduler.observe(metric)
+                if self.ema is not None:
+                    metric = max(metric, self._evaluate_ema(epoch, record))
                 if self.visualdl is not None:
                     for key, value in results.items():
                         self.visualdl.add_scalar(f"eval/{key}", value, epoch)
