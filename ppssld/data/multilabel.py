@@ -104,8 +104,8 @@ class MultiLabelDataset(ImageNetDataset):
         self.image_root, self.class_num = image_root, class_num
         self.skip_bad_images = bool(skip_bad_images)
         self.transform = build_transforms(transform_ops, "transform_ops")
-        vectors, records, problems = self._read(lists, delimiter)
-        width = class_num or (len(next(iter(vectors))) if vectors else None)
+        records, problems = self._read(lists, delimiter)
+        width = class_num or next((len(labels) for _, labels, _, _ in records if labels is not None), None)
         table: Dict[Tuple[int, ...], int] = {}
         for (image, labels, source, line) in records:
             if labels is not None and width is not None and len(labels) != width:
@@ -136,15 +136,12 @@ class MultiLabelDataset(ImageNetDataset):
 
     @staticmethod
     def _read(lists: Sequence[str], delimiter: Optional[str]) -> tuple:
-        vectors, records, problems = set(), [], []
+        records, problems = [], []
         for path in lists:
             rows, probs = read_multilabel_list(path, delimiter)
             problems += probs
-            for image, labels, line in rows:
-                records.append((image, labels, path, line))
-                if labels is not None:
-                    vectors.add(labels)
-        return vectors, records, problems
+            records += [(image, labels, path, line) for image, labels, line in rows]
+        return records, problems
 
     def _ratio(self) -> np.ndarray:
         known = self.targets >= 0
