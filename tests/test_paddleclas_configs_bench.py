@@ -36,6 +36,13 @@ def _fake_checkout(tmp_path):
     plain["Arch"] = {"name": "MobileNetV3_small_x0_35", "class_num": 10, "pretrained": True}
     plain["Loss"]["Train"] = [{"CELoss": {"weight": 1.0}}]
     write("PULC/thing/plain.yaml", plain)
+    multi = json.loads(json.dumps(plain))
+    multi["Arch"]["class_num"] = 5
+    multi["Loss"] = {"Train": [{"MultiLabelLoss": {"weight": 1.0, "weight_ratio": True, "size_sum": True}}]}
+    multi["Metric"] = {"Eval": [{"ATTRMetric": None}]}
+    for mode in ("Train", "Eval"):
+        multi["DataLoader"][mode]["dataset"].update(name="MultiLabelDataset", label_ratio=True)
+    write("PULC/attr/multi.yaml", multi)
     return str(tmp_path / "pc")
 
 
@@ -43,7 +50,7 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     checkout = _fake_checkout(tmp_path)
     base = os.path.join(checkout, "ppcls", "configs")
     assert bench.list_configs(checkout) == ["ImageNet/Distillation/dkd.yaml", "ImageNet/Distillation/small_ssld.yaml",
-                                            "PULC/thing/plain.yaml"]
+                                            "PULC/attr/multi.yaml", "PULC/thing/plain.yaml"]
     results = bench.measure(base, bench.list_configs(checkout), 120, str(tmp_path / "log.txt"))
     by = {r["config"]: r for r in results}
     ok = by["ImageNet/Distillation/small_ssld.yaml"]
@@ -51,10 +58,12 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     dkd = by["ImageNet/Distillation/dkd.yaml"]
     assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "DistillationDKDLoss" in dkd["reason"]
     plain = by["PULC/thing/plain.yaml"]
-    assert plain["status"] == "ok" and plain["stage"] == "build" and "loss" not in plain, plain
+    assert plain["status"] == "ok" and plain["stage"] == "eval" and plain["loss"] > 0, plain
+    multi = by["PULC/attr/multi.yaml"]
+    assert multi["status"] == "ok" and multi["stage"] == "eval" and multi["loss"] > 0, multi
     summary = bench.summarize(results)
     assert summary["counts"]["ImageNet/Distillation"] == {"ok": 1, "refused": 1, "total": 2}
-    assert summary["counts"]["PULC"] == {"ok": 1, "total": 1}
+    assert summary["counts"]["PULC"] == {"ok": 2, "total": 2}
     assert summary["causes"] == [("refused: unknown loss 'DistillationDKDLoss' in Loss", 1)]
     text = bench.markdown(results, summary)
     assert "| ImageNet/Distillation | 2 | 1 | 1 | 0 | 0 |" in text
