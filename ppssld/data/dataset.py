@@ -145,9 +145,13 @@ class ImageNetDataset(paddle.io.Dataset):
         """The label given to a substitute for an unreadable image (no loss or metric counts it)."""
         return np.int64(UNLABELED)
 
+    def sample(self, index: int) -> Tuple[np.ndarray, Any]:
+        """``(network input, label)`` of sample ``index``."""
+        return self.load(index), self.target(index)
+
     def __getitem__(self, index: int) -> Tuple[np.ndarray, Any]:
         try:
-            return self.load(index), self.target(index)
+            return self.sample(index)
         except DataError as exc:
             if not self.skip_bad_images or not isinstance(exc, ImageDecodeError):
                 if paddle.io.get_worker_info() is not None:
@@ -246,4 +250,4 @@ def build_dataset(dataset_cfg: Dict[str, Any], where: str = "DataLoader.Train.da
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-from ppssld.data import multilabel  # noqa: E402,F401 - registers MultiLabelDataset (it subclasses ImageNetDataset)
+from ppssld.data import custom_label, multilabel  # noqa: E402,F401 - register the ImageNetDataset subclasses
