@@ -116,7 +116,10 @@ def test_ema_checkpoint_names_and_resume(tmp_path):
     for key, value in params(trainer.model).items():
         np.testing.assert_array_equal(paddle.load(prefix + ".pdema")[key].numpy(), value)
     fresh = make_trainer(tmp_path / "other", loader, ema=0.5, seed=9)
+    trainer.best_metric_ema = 0.25
+    trainer._save("latest", 2, 0.2)
     fresh.resume(prefix)
+    assert fresh.best_metric_ema == 0.25 and fresh.start_epoch == 3
     for key, value in params(trainer.model).items():
         np.testing.assert_array_equal(params(fresh.model)[key], value)
         np.testing.assert_array_equal(params(fresh.ema.module)[key], params(trainer.ema.module)[key])

@@ -70,6 +70,7 @@ class Trainer:
         self.global_step = int(states.get("step", 0))
         self.best_metric = float(states.get("best_metric", -1.0))
         self.best_epoch = int(states.get("best_epoch", 0))
+        self.best_metric_ema = float(states.get("best_metric_ema", -1.0))
 
     def _forward_loss(self, images: paddle.Tensor, labels: paddle.Tensor):
         if self.amp:
@@ -170,7 +171,8 @@ class Trainer:
         if distributed.is_main():
             self.checkpointer.save(tag, self.model, self.optimizer,
                                    {"epoch": epoch, "step": self.global_step, "metric": metric,
-                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch},
+                                    "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                                    **({"best_metric_ema": self.best_metric_ema} if self.ema is not None else {})},
                                    ema=self.ema)
 
     def fit(self, stop_after_epoch: Optional[int] = None) -> Dict[str, Any]:
