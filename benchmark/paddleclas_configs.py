@@ -92,6 +92,14 @@ def _multilabel_list(folder: str, classes: int) -> str:
     return path
 
 
+def _paths_list(folder: str) -> str:
+    """The two images as a paths-only list (a ``CustomLabelDataset`` line is the whole path)."""
+    path = os.path.join(folder, "paths.txt")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("img0.png\nimg1.png\n")
+    return path
+
+
 def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
     from ppssld.arch.build import arch_class_num
 
@@ -111,7 +119,7 @@ def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
                 classes = arch_class_num(config.get("Arch") or {}) or 2
                 dataset["cls_label_path"] = _multilabel_list(os.path.dirname(data["list"]), classes)
             if dataset.get("sample_list_path"):
-                dataset["sample_list_path"] = data["list"]
+                dataset["sample_list_path"] = _paths_list(os.path.dirname(data["list"]))
         if isinstance(section.get("sampler"), dict):
             section["sampler"]["batch_size"] = 2
             section["sampler"]["drop_last"] = False

@@ -201,3 +201,16 @@ def test_new_global_keys_are_schema_keys(tmp_path):
     path.write_text(yaml.safe_dump(dict(copy.deepcopy(cfg), EMA={"dekay": 0.9})))
     with pytest.raises(ConfigError, match="Did you mean 'decay'"):
         load_config(str(path))
+
+
+def test_distillation_arch_accepts_paddleclas_use_ssld(caplog):
+    """PULC table_attribute sets Arch.use_ssld on the DistillationModel; PaddleClas ignores it there."""
+    from ppssld.arch import build as arch_build
+    arch_build._warned.discard("use_ssld")
+    arch = {"name": "DistillationModel", "class_num": 3, "use_ssld": True, "freeze_params_list": [False, False],
+            "models": [{"Teacher": {"name": "MobileNetV3_small_x0_35", "class_num": 3}},
+                       {"Student": {"name": "MobileNetV3_small_x0_35", "class_num": 3}}]}
+    with caplog.at_level(logging.WARNING, logger="ppssld.arch.build"):
+        model = arch_build.build_model(arch)
+    assert model.names == ["Teacher", "Student"]
+    assert any("Arch.use_ssld" in r.getMessage() and "ignores" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,9 @@ from ppssld.utils.errors import ConfigError, did_you_mean
 logger = logging.getLogger(__name__)
 
 DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
-                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax")
-_WARN_KEYS = {"infer_add_softmax": "export writes logits; the predictor applies softmax"}
+                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "use_ssld")
+_WARN_KEYS = {"infer_add_softmax": "export writes logits; the predictor applies softmax",
+              "use_ssld": "on a DistillationModel PaddleClas ignores it too; set use_ssld on each model"}
 ENGINE_KEYS = ("use_sync_bn",)  # read by ppssld.engine.builder (SyncBatchNorm conversion), not by the model
 _warned: set = set()
 
