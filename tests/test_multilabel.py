@@ -10,7 +10,6 @@ import pytest
 from ppssld.data.dataset import build_dataset, validate_dataset_config
 from ppssld.data.multilabel import parse_multilabel_line
 from ppssld.loss import build_loss
-from ppssld.loss import functional as LF
 from ppssld.loss.multilabel import multilabel_bce, ratio_weight
 from ppssld.metric import build_metrics, primary_key
 from ppssld.utils.errors import ConfigError, DataError

@@ -59,7 +59,10 @@ def parse_multilabel_line(text: str, delimiter: Optional[str] = None) -> Tuple[s
     return path, tuple(values)
 
 
-def read_multilabel_list(path: str, delimiter: Optional[str] = None) -> Tuple[List[Tuple[str, Optional[Tuple[int, ...]], int]], List[Problem]]:
+Row = Tuple[str, Optional[Tuple[int, ...]], int]
+
+
+def read_multilabel_list(path: str, delimiter: Optional[str] = None) -> Tuple[List[Row], List[Problem]]:
     """Rows ``(path, labels or None, line)`` of one list, and its problems."""
     if not os.path.isfile(path):
         raise DataError(f"label list {path!r} does not exist")

@@ -23,7 +23,8 @@ from ppssld.utils.registry import LOSSES
 logger = logging.getLogger(__name__)
 
 
-def split_multilabel(labels: paddle.Tensor, num_classes: int, need_ratio: bool) -> Tuple[paddle.Tensor, Optional[paddle.Tensor]]:
+def split_multilabel(labels: paddle.Tensor, num_classes: int,
+                     need_ratio: bool) -> Tuple[paddle.Tensor, Optional[paddle.Tensor]]:
     """``(targets [N, C] float32, ratio [N, C] or None)`` from a multi-label batch.
 
     Raises:
