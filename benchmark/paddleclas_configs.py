@@ -10,7 +10,9 @@ are never edited): the dataset paths point at generated 64x48 images and a two-i
 the two paths),
 batch size 2, no loader workers, a temporary output folder. ``pretrained: True`` asks for a
 download, which ppssld never does; a frozen model's is replaced by random weights of the same
-model saved to a temporary file, any other is dropped (counted in ``substituted``).
+model saved to a temporary file, any other is dropped (counted in ``substituted``). A frozen model
+with no weights at all (PaddleClas's PULC distillation configs expect the user's trained teacher,
+which ppssld requires) gets such random weights too, also counted.
 
 Stages: load (:func:`ppssld.config.load_config`), validate (:func:`ppssld.engine.builder.validate`),
 build (:func:`ppssld.engine.builder.build_trainer`: model, loss, optimizer, train and eval data
@@ -147,12 +149,17 @@ def _patch_weights(config: Dict[str, Any], folder: str) -> int:
         if not isinstance(item, dict) or len(item) != 1:
             continue
         (key, cfg), = item.items()
-        if not isinstance(cfg, dict) or (cfg.get("pretrained") is not True and listed[i] is not True):
+        if not isinstance(cfg, dict):
+            continue
+        is_frozen = i < len(frozen) and bool(frozen[i])
+        weightless = (is_frozen and not cfg.get("pretrained") and not listed[i]
+                      and not (config.get("Global") or {}).get("pretrained_model"))
+        if cfg.get("pretrained") is not True and listed[i] is not True and not weightless:
             continue
         count += 1
         if isinstance(arch.get("pretrained_list"), list) and listed[i] is True:
             arch["pretrained_list"][i] = None
-        if i < len(frozen) and frozen[i]:
+        if is_frozen:
             cfg["pretrained"] = False
             layer = build_model(arch, only=key, load_pretrained=False)
             path = os.path.join(folder, f"{key}_random.pdparams")

@@ -29,6 +29,9 @@ def _fake_checkout(tmp_path):
     write = lambda rel, data: (os.makedirs(os.path.dirname(base / rel), exist_ok=True),  # noqa: E731
                                open(base / rel, "w", encoding="utf-8").write(yaml.safe_dump(data)))
     write("ImageNet/Distillation/small_ssld.yaml", cfg)
+    weightless = json.loads(json.dumps(cfg))  # PULC style: a frozen teacher the user must train first
+    weightless["Arch"]["models"][0]["Teacher"].pop("pretrained", None)
+    write("PULC/thing/weightless_distillation.yaml", weightless)
     refused = json.loads(json.dumps(cfg))
     refused["Loss"]["Train"] = [{"DistillationDKDLoss": {"weight": 1.0}}]
     write("ImageNet/Distillation/dkd.yaml", refused)
@@ -50,7 +53,8 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     checkout = _fake_checkout(tmp_path)
     base = os.path.join(checkout, "ppcls", "configs")
     assert bench.list_configs(checkout) == ["ImageNet/Distillation/dkd.yaml", "ImageNet/Distillation/small_ssld.yaml",
-                                            "PULC/attr/multi.yaml", "PULC/thing/plain.yaml"]
+                                            "PULC/attr/multi.yaml", "PULC/thing/plain.yaml",
+                                            "PULC/thing/weightless_distillation.yaml"]
     results = bench.measure(base, bench.list_configs(checkout), 120, str(tmp_path / "log.txt"))
     by = {r["config"]: r for r in results}
     ok = by["ImageNet/Distillation/small_ssld.yaml"]
@@ -59,11 +63,13 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "DistillationDKDLoss" in dkd["reason"]
     plain = by["PULC/thing/plain.yaml"]
     assert plain["status"] == "ok" and plain["stage"] == "eval" and plain["loss"] > 0, plain
+    weightless = by["PULC/thing/weightless_distillation.yaml"]
+    assert weightless["status"] == "ok" and weightless["substituted"] == 1, weightless
     multi = by["PULC/attr/multi.yaml"]
     assert multi["status"] == "ok" and multi["stage"] == "eval" and multi["loss"] > 0, multi
     summary = bench.summarize(results)
     assert summary["counts"]["ImageNet/Distillation"] == {"ok": 1, "refused": 1, "total": 2}
-    assert summary["counts"]["PULC"] == {"ok": 2, "total": 2}
+    assert summary["counts"]["PULC"] == {"ok": 3, "total": 3}
     assert summary["causes"] == [("refused: unknown loss 'DistillationDKDLoss' in Loss", 1)]
     text = bench.markdown(results, summary)
     assert "| ImageNet/Distillation | 2 | 1 | 1 | 0 | 0 |" in text
