@@ -115,10 +115,10 @@ def _refuse_search_config(config: Dict[str, Any], path: str) -> None:
         return
     base, distill = config.get("base_config_file"), config.get("distill_config_file")
     targets = " and ".join(f"{k} {v!r}" for k, v in (("base_config_file", base), ("distill_config_file", distill)) if v)
-    raise ConfigError(f"{path}: this is a hyper-parameter search file of PaddleClas's tools/search_strategy.py "
-                      f"(keys {', '.join(k for k in SEARCH_KEYS if k in config)}), not a training config; ppssld has "
-                      f"no search tool. Train the config it searches over instead: {targets or 'its base config'} "
-                      f"(paths relative to the PaddleClas root), with -o overrides for the values to try")
+    raise ConfigError(f"{path}: a hyper-parameter search file of PaddleClas tools/search_strategy.py, not a training "
+                      f"config; it sets {', '.join(k for k in SEARCH_KEYS if k in config)}; ppssld has no search tool: "
+                      f"train the config it searches over instead, {targets or 'its base config'} (paths relative "
+                      f"to the PaddleClas root), with -o overrides for the values to try")
 
 
 def parse_override(item: str) -> tuple:
