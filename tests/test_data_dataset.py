@@ -152,8 +152,11 @@ def test_config_validation_messages():
     with pytest.raises(ConfigError, match="batch_transform_ops: batch operators"):
         validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
                                  "batch_transform_ops": [{"MixupOperator": {"alpha": 0.2}}]})
-    with pytest.raises(ConfigError, match="unknown dataset 'MultiLabelDataset'"):
-        validate_dataset_config({"name": "MultiLabelDataset", "image_root": "x", "cls_label_path": "y"})
+    with pytest.raises(ConfigError, match="label_ratio: .*use name: MultiLabelDataset"):
+        validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
+                                 "label_ratio": True})
+    validate_dataset_config({"name": "MultiLabelDataset", "image_root": "x", "cls_label_path": "y",
+                             "label_ratio": True})
     with pytest.raises(ConfigError, match=r"DataLoader.Eval.dataset.transform_ops\[0\]"):
         validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
                                  "transform_ops": [{"ResizeImage": {"sise": 3}}]}, "DataLoader.Eval.dataset")

@@ -193,6 +193,25 @@ def _default_metrics(config: Dict[str, Any]) -> list:
     return [{"DistillationTopkAcc": {"model_key": name, "topk": [1, 5]}}]
 
 
+def update_frequency(config: Dict[str, Any], batches: int) -> int:
+    """``Global.update_freq``: micro-batches summed into one optimizer update (gradient accumulation).
+
+    As PaddleClas, the loss of each micro-batch is divided by it, the LR schedule counts updates, and an
+    epoch shorter than one update falls back to 1 (with a warning).
+    """
+    freq = get(config, "Global.update_freq", 1)
+    if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
+        raise ConfigError(f"Global.update_freq must be an int >= 1 (micro-batches per optimizer update), got {freq!r}")
+    if freq > batches:
+        logger.warning("Global.update_freq=%d exceeds the %d batches of an epoch; using 1 (as PaddleClas)",
+                       freq, batches)
+        return 1
+    if freq > 1:
+        logger.info("Global.update_freq=%d: one optimizer update every %d batches (effective batch %d x the "
+                    "sampler batch); %d updates per epoch", freq, freq, freq, batches // freq)
+    return freq
+
+
 def build_trainer(config: Dict[str, Any]) -> Trainer:
     """Everything :class:`Trainer` needs, built from ``config`` (which is not mutated).
 
@@ -206,8 +225,12 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
 
     validate(config)
     prepare_runtime(config)
+    from ppssld.engine.ema import build_ema
+    from ppssld.engine.sync_bn import apply_sync_bn
+    from ppssld.metric import primary_key
+
     checkpoints = get(config, "Global.checkpoints")
-    model = build_full_model(config, resume=bool(checkpoints))
+    model = apply_sync_bn(config, build_full_model(config, resume=bool(checkpoints)))
     seed = int(get(config, "Global.seed", 42))
     if get(config, "DataLoader.Train") is None:
         raise ConfigError("DataLoader.Train is missing: nothing to train on")
@@ -217,10 +240,12 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
     epochs = int(get(config, "Global.epochs", 1))
+    update_freq = update_frequency(config, len(train_loader))
     # the loss's own parameters (MGD generator, PEFD projectors) are trained too, as in PaddleClas
     optimizer, scheduler = build_optimizer(config.get("Optimizer") or {},
                                            list(model.named_parameters()) + list(loss_fn.named_parameters()),
-                                           epochs=epochs, steps_per_epoch=len(train_loader), where="Optimizer")
+                                           epochs=epochs, steps_per_epoch=len(train_loader) // update_freq,
+                                           where="Optimizer")
     amp, scaler = _amp_options(config)
     if amp and amp["level"] == "O2":
         model, optimizer = decorate_o2(model, optimizer)
@@ -235,7 +260,8 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       eval_during_train=get(config, "Global.eval_during_train", True),
                       start_eval_epoch=get(config, "Global.start_eval_epoch", 0),
                       print_batch_step=get(config, "Global.print_batch_step", 10),
-                      amp=amp, scaler=scaler, visualdl=_visualdl(config))
+                      amp=amp, scaler=scaler, visualdl=_visualdl(config), update_freq=update_freq,
+                      ema=build_ema(config, model), metric_key=primary_key(eval_metrics))
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
                        trust=trust_weights(config))

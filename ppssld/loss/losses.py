@@ -197,7 +197,9 @@ class DistillationDMLLoss(PairLoss):
         act: ``softmax`` (default), ``sigmoid`` (element-wise) or null (inputs already
             probabilities).
         sum_across_class_dim: PaddleClas's reduction flag (see above).
-        weight_ratio: PaddleClas multi-label weighting; only False is supported.
+        weight_ratio: PaddleClas's multi-label weighting: each element weighted as in
+            ``MultiLabelLoss.weight_ratio`` (labels ``[N, 2, C]`` from a MultiLabelDataset with
+            ``label_ratio: True``); unknown (-1) label entries, hence unlabeled rows, are excluded.
         key: pick ``output[key]`` when a model returns a dict.
     """
 
@@ -207,14 +209,30 @@ class DistillationDMLLoss(PairLoss):
         super().__init__(weight, model_name_pairs, key)
         if act not in ("softmax", "sigmoid", None):
             raise ConfigError(f"act must be softmax, sigmoid or null, got {act!r}")
-        if weight_ratio:
-            raise ConfigError("weight_ratio: True is PaddleClas's multi-label weighting; ppssld supports "
-                              "single-label classification only: remove it or set it to False")
         self.act = act
         self.sum_across_class_dim = bool(sum_across_class_dim)
+        self.weight_ratio = bool(weight_ratio)
+        self._element_weight: Optional[paddle.Tensor] = None
+
+    def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
+        if not self.weight_ratio:
+            return super().forward(outputs, labels)
+        from ppssld.loss.multilabel import ratio_weight
+
+        first = select_output(outputs, self.model_name_pairs[0][0], self.key, self.where)
+        try:
+            self._element_weight = ratio_weight(_require_labels(labels, self.where or self.config_name),
+                                                first.shape[-1])
+        except ValueError as exc:
+            raise ConfigError(f"{self.where or self.config_name}: {exc}") from exc
+        try:
+            return super().forward(outputs, labels)
+        finally:
+            self._element_weight = None
 
     def pair_value(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
-        return LF.paddleclas_dml(student, teacher, self.act, self.sum_across_class_dim)
+        return LF.paddleclas_dml(student, teacher, self.act, self.sum_across_class_dim,
+                                 weight=self._element_weight)
 
 
 @LOSSES.register(aliases=["SoftTargetCELoss"])
