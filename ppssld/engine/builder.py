@@ -127,8 +127,9 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     Returns:
         A trainer, already resumed when ``Global.checkpoints`` is set.
     """
+    from ppssld.data.batch_ops import build_batch_transform
     from ppssld.data.loader import build_dataloader
-    from ppssld.loss import build_loss
+    from ppssld.loss import build_loss, check_mixed_label_support
     from ppssld.metric import build_metrics
     from ppssld.optim import build_optimizer
 
@@ -144,6 +145,13 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     if get(config, "Loss.Train") is None:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
+    batch_transform = build_batch_transform(get(config, "DataLoader.Train.dataset.batch_transform_ops"), seed,
+                                            distributed.rank())
+    if batch_transform is not None:
+        check_mixed_label_support(loss_fn, "Loss.Train")
+        if get(config, "Metric.Train"):
+            logger.warning("Metric.Train is computed on the batches batch_transform_ops leaves unmixed only "
+                           "(PaddleClas drops its train accuracy when batch operators are on)")
     epochs = int(get(config, "Global.epochs", 1))
     optimizer, scheduler = build_optimizer(config.get("Optimizer") or {}, model, epochs=epochs,
                                            steps_per_epoch=len(train_loader), where="Optimizer")
@@ -162,7 +170,7 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       eval_during_train=get(config, "Global.eval_during_train", True),
                       start_eval_epoch=get(config, "Global.start_eval_epoch", 0),
                       print_batch_step=get(config, "Global.print_batch_step", 10),
-                      amp=amp, scaler=scaler, visualdl=_visualdl(config))
+                      amp=amp, scaler=scaler, visualdl=_visualdl(config), batch_transform=batch_transform)
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)))
     return trainer

@@ -10,6 +10,7 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
+from ppssld.loss.mixed import MixedLabels
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class Trainer:
         eval_loader / eval_metrics / eval_loss: evaluation pieces (optional).
         train_metrics: metrics logged on training batches (optional).
         options: ``save_interval``, ``eval_interval``, ``eval_during_train``, ``start_eval_epoch``,
-            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None).
+            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None);
+            ``batch_transform`` (:class:`ppssld.data.batch_ops.BatchTransform` or None: mixes each batch
+            before the model; train metrics skip mixed batches).
     """
 
     def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
@@ -53,6 +56,7 @@ class Trainer:
         self.amp = options.get("amp")
         self.scaler = options.get("scaler")
         self.visualdl = options.get("visualdl")
+        self.batch_transform = options.get("batch_transform")
         self.start_epoch, self.global_step = 1, 0
         self.best_metric, self.best_epoch = -1.0, 0
         self.history: List[Dict[str, Any]] = []
@@ -94,6 +98,8 @@ class Trainer:
             metric.reset()
         for step, (images, labels) in enumerate(self.train_loader, start=1):
             reader_time.update(time.time() - tic)
+            if self.batch_transform is not None:
+                images, labels = self.batch_transform(images, labels, epoch, step)
             outputs, parts = self._forward_loss(images, labels)
             loss = parts["loss"]
             value = float(loss)
@@ -116,7 +122,8 @@ class Trainer:
             for key, part in parts.items():
                 meters.setdefault(key, AverageMeter()).update(float(part), n)
             for metric in self.train_metrics:
-                metric.update(outputs, labels)
+                if not isinstance(labels, MixedLabels):  # accuracy is undefined on mixed images
+                    metric.update(outputs, labels)
             batch_time.update(time.time() - tic, 1)
             if step % self.print_batch_step == 0 or step == steps:
                 self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
