@@ -24,6 +24,7 @@ from ppssld.utils.registry import TRANSFORMS
 logger = logging.getLogger(__name__)
 
 HWC, CHW, BYTES = "HWC", "CHW", "bytes"
+ANY = "any"  # an op that works on HWC or CHW arrays; build_transforms sets its ``layout``
 
 _CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
@@ -32,8 +33,7 @@ _PIL_INTERP = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": 
 _RANDOM_INTERP = ("bilinear", "bicubic")
 
 # PaddleClas ops we know of but do not implement: named in the error instead of a bare "unknown".
-PADDLECLAS_ONLY = ("RandomErasing", "TimmAutoAugment", "Cutout", "HideAndSeek", "GridMask", "AugMix",
-                   "ColorJitter", "RandomRotation", "Pad", "Padv2", "RandCropImageV2", "RandomCropImage",
+PADDLECLAS_ONLY = ("AugMix", "RandomRotation", "Pad", "Padv2", "RandCropImageV2", "RandomCropImage",
                    "CropImageAtRatio", "CropWithPadding", "RandomResizedCrop", "RandomHorizontalFlip",
                    "ToTensor", "Normalize", "Resize", "CenterCrop", "RandomGrayscale", "PCALighting",
                    "RandomRot90", "BlurImage", "RandomInterpolationAugment", "RandAugmentV2",
@@ -169,9 +169,13 @@ def as_rgb_array(img: Any) -> np.ndarray:
 
 
 class Op:
-    """Base of every transform op: ``needs`` / ``gives`` are the image layouts in and out."""
+    """Base of every transform op: ``needs`` / ``gives`` are the image layouts in and out.
+
+    An op with ``needs = ANY`` keeps the layout it is given and reads it from ``self.layout``.
+    """
     needs: str = HWC
     gives: str = HWC
+    layout: str = HWC
 
     def __call__(self, img: Any, rng: Any = random) -> Any:
         """Transform one image."""
@@ -486,13 +490,16 @@ def build_transforms(ops: Optional[List[Any]], where: str = "transform_ops") -> 
             raise ConfigError(f"{at}: DecodeImage must be the first transform")
         if layout == BYTES and not isinstance(op, DecodeImage):
             layout = HWC
-        if op.needs != BYTES and op.needs != layout:
+        if op.needs not in (BYTES, ANY) and op.needs != layout:
             hint = ("put ToCHWImage last" if layout == CHW else "set NormalizeImage order: '' for HWC images")
             raise ConfigError(f"{at}.{name} expects a {op.needs} image but gets {layout} here; {hint}")
         if normalized and getattr(op, "needs_uint8", False):
             raise ConfigError(f"{at}.{name} works on uint8 images: put it before NormalizeImage")
         normalized = normalized or isinstance(op, NormalizeImage)
-        layout = op.gives
+        if op.needs == ANY:
+            op.layout = layout
+        else:
+            layout = op.gives
         built.append((name, op))
     return Compose(built)
 
