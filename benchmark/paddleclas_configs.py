@@ -6,7 +6,7 @@ python benchmark/paddleclas_configs.py --paddleclas-dir /work/paddleclas [--only
 Every YAML under ``ppcls/configs/ImageNet`` and ``ppcls/configs/PULC`` is loaded with
 ``-o Global.device=cpu`` (this machine has no GPU) and a patched copy held in memory (the files
 are never edited): the dataset paths point at generated 64x48 images and a two-image, two-class list,
-batch size 2, no loader workers, a temporary output folder. ``pretrained: True`` asks for a
+batch size 2 (MultiScaleSampler: ``first_bs`` 2), no loader workers, a temporary output folder. ``pretrained: True`` asks for a
 download, which ppssld never does; a frozen model's is replaced by random weights of the same
 model saved to a temporary file, any other is dropped (counted in ``substituted``).
 
@@ -93,7 +93,9 @@ def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
             for key in LABEL_KEYS:
                 if dataset.get(key):
                     dataset[key] = data["list"]
-        if isinstance(section.get("sampler"), dict):
+        if isinstance(section.get("sampler"), dict) and "first_bs" in section["sampler"]:
+            section["sampler"]["first_bs"] = 2  # MultiScaleSampler: batch size at the first scale
+        elif isinstance(section.get("sampler"), dict):
             section["sampler"]["batch_size"] = 2
             section["sampler"]["drop_last"] = False
         if isinstance(section.get("loader"), dict):

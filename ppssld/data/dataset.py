@@ -237,3 +237,7 @@ def build_dataset(dataset_cfg: Dict[str, Any], where: str = "DataLoader.Train.da
         return DATASETS.build(dataset_cfg["name"], kwargs, where)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+# MultiScaleDataset subclasses ImageNetDataset; importing it here registers it wherever datasets are validated.
+from ppssld.data import multi_scale  # noqa: E402,F401  pylint: disable=wrong-import-position,cyclic-import
