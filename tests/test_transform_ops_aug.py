@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from ppssld.data.color_jitter import ColorJitter, shift_hue
-from ppssld.data.timm_augment import LEVELS, TimmAutoAugment, TimmOp, apply_timm_op
+from ppssld.data.timm_augment import LEVELS, TimmAutoAugment, TimmOp
 from ppssld.data.transforms import CHW, HWC, build_transforms
 from ppssld.utils.errors import ConfigError
 
@@ -248,3 +248,14 @@ def test_dataset_seeds_the_new_ops_by_seed_epoch_index(tiny_data):
     assert all(np.array_equal(a, ds.load(i)) for i, a in enumerate(first))
     ds.set_epoch(3)
     assert not all(np.array_equal(a, ds.load(i)) for i, a in enumerate(first))
+
+
+def test_decode_to_np_false_is_rgb_hwc_as_paddleclas():
+    import cv2
+
+    img = _img(8, 10)
+    data = cv2.imencode(".png", img[:, :, ::-1])[1].tobytes()
+    for to_rgb, channel_first in ((True, False), (False, True)):
+        out = build_transforms([{"DecodeImage": {"to_np": False, "to_rgb": to_rgb, "channel_first": channel_first,
+                                                 "backend": "pil"}}])(data)
+        assert np.array_equal(out, img)

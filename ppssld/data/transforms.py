@@ -184,15 +184,18 @@ class Op:
 
 @TRANSFORMS.register(name="DecodeImage")
 class DecodeImage(Op):
-    """Encoded bytes -> HWC uint8 (RGB unless ``to_rgb: False``; CHW with ``channel_first``)."""
+    """Encoded bytes -> HWC uint8 (RGB unless ``to_rgb: False``; CHW with ``channel_first``).
+
+    ``to_np: False`` means RGB HWC whatever ``to_rgb`` and ``channel_first`` say, as in PaddleClas.
+    """
     needs = BYTES
 
     def __init__(self, to_np: bool = True, to_rgb: bool = True, channel_first: bool = False,
                  backend: str = "cv2") -> None:
-        if not to_np:
-            raise ConfigError("to_np: False is not supported: ppssld ops work on numpy arrays")
-        self.to_rgb = bool(to_rgb)
-        self.channel_first = bool(channel_first)
+        # to_np: False (PaddleClas hands an RGB HWC PIL image to the next op and ignores to_rgb and
+        # channel_first) gives the same pixels as an RGB HWC array, which every ppssld op takes.
+        self.to_rgb = bool(to_rgb) or not to_np
+        self.channel_first = bool(channel_first) and bool(to_np)
         self.backend = _backend(backend)
         self.gives = CHW if self.channel_first else HWC
 
