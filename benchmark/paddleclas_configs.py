@@ -7,8 +7,8 @@ Every YAML under ``ppcls/configs/ImageNet`` and ``ppcls/configs/PULC`` is loaded
 ``-o Global.device=cpu`` (this machine has no GPU) and a patched copy held in memory (the files
 are never edited): the dataset paths point at generated 64x48 images and a two-image, two-class list
 (for a ``MultiLabelDataset``, two rows of 0/1 labels, one per class; for a ``CustomLabelDataset``,
-the two paths),
-batch size 2, no loader workers, a temporary output folder. ``pretrained: True`` asks for a
+the two paths), batch size 2 (MultiScaleSampler: ``first_bs`` 2), no loader workers, a temporary
+output folder. ``pretrained: True`` asks for a
 download, which ppssld never does; a frozen model's is replaced by random weights of the same
 model saved to a temporary file, any other is dropped (counted in ``substituted``). A frozen model
 with no weights at all (PaddleClas's PULC distillation configs expect the user's trained teacher,
@@ -122,7 +122,9 @@ def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
                 dataset["cls_label_path"] = _multilabel_list(os.path.dirname(data["list"]), classes)
             if dataset.get("sample_list_path"):
                 dataset["sample_list_path"] = _paths_list(os.path.dirname(data["list"]))
-        if isinstance(section.get("sampler"), dict):
+        if isinstance(section.get("sampler"), dict) and "first_bs" in section["sampler"]:
+            section["sampler"]["first_bs"] = 2  # MultiScaleSampler: batch size at the first scale
+        elif isinstance(section.get("sampler"), dict):
             section["sampler"]["batch_size"] = 2
             section["sampler"]["drop_last"] = False
         if isinstance(section.get("loader"), dict):

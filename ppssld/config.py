@@ -20,7 +20,8 @@ ANY = "any"  # a subtree validated by a builder, not by this schema
 
 _LOADER = {
     "dataset": ANY,
-    "sampler": {"name": ANY, "batch_size": ANY, "drop_last": ANY, "shuffle": ANY},
+    "sampler": {"name": ANY, "batch_size": ANY, "drop_last": ANY, "shuffle": ANY, "num_repeats": ANY,
+                "scales": ANY, "first_bs": ANY, "divided_factor": ANY, "is_training": ANY},
     "loader": {"num_workers": ANY, "use_shared_memory": ANY},
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
+from ppssld.data.batch_ops import validate_batch_transform
 from ppssld.data.label_list import UNLABELED, as_path_list, count_repeats, format_problems, load_records, resolve
 from ppssld.data.image import read_bytes, transform_image
 from ppssld.data.transforms import Compose, ImageDecodeError, build_transforms, validate_transforms
@@ -28,10 +29,10 @@ PathList = Union[str, Sequence[str], None]
 REPORT_FIRST = 5
 _MAX_SUBSTITUTE_TRIES = 16
 
+# Read by the trainer (ppssld.data.batch_ops), not by the dataset.
+BATCH_KEY = "batch_transform_ops"
 # Keys of other PaddleClas datasets / loaders, with what to do instead.
 UNSUPPORTED_KEYS = {
-    "batch_transform_ops": "batch operators (Mixup/Cutmix/OpSampler) are not supported: they would mix the "
-                           "images the teacher and student see; remove the key",
     "label_ratio": "label ratios belong to multi-label lists: use name: MultiLabelDataset",
     "sample_per_label": "PK sampling is for metric learning, which ppssld does not support",
     "backend": "set the decoding backend on DecodeImage (backend: cv2 | pil) instead",
@@ -228,7 +229,11 @@ def validate_dataset_config(cfg: Dict[str, Any], where: str = "DataLoader.Train.
         raise ConfigError(f"{where} must be a mapping with a 'name', got {type(cfg).__name__}")
     if "name" not in cfg:
         raise ConfigError(f"{where} has no 'name' (e.g. name: ImageNetDataset)")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", BATCH_KEY)}
+    if cfg.get(BATCH_KEY) is not None:
+        if where.startswith("DataLoader.Eval"):
+            raise ConfigError(f"{where}.{BATCH_KEY}: batch operators mix training batches only; remove the key here")
+        validate_batch_transform(cfg[BATCH_KEY], f"{where}.{BATCH_KEY}")
     target = DATASETS.get(cfg["name"], where)
     params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
     for key, reason in UNSUPPORTED_KEYS.items():
@@ -253,11 +258,12 @@ def build_dataset(dataset_cfg: Dict[str, Any], where: str = "DataLoader.Train.da
         The dataset.
     """
     validate_dataset_config(dataset_cfg, where)
-    kwargs = {k: v for k, v in dataset_cfg.items() if k != "name"}
+    kwargs = {k: v for k, v in dataset_cfg.items() if k not in ("name", BATCH_KEY)}
     try:
         return DATASETS.build(dataset_cfg["name"], kwargs, where)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-from ppssld.data import custom_label, multilabel  # noqa: E402,F401 - register the ImageNetDataset subclasses
+# The ImageNetDataset subclasses register themselves wherever datasets are validated.
+from ppssld.data import custom_label, multi_scale, multilabel  # noqa: E402,F401  pylint: disable=wrong-import-position,cyclic-import

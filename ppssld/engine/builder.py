@@ -218,8 +218,9 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     Returns:
         A trainer, already resumed when ``Global.checkpoints`` is set.
     """
+    from ppssld.data.batch_ops import build_batch_transform
     from ppssld.data.loader import build_dataloader
-    from ppssld.loss import build_loss
+    from ppssld.loss import build_loss, check_mixed_label_support
     from ppssld.metric import build_metrics
     from ppssld.optim import build_optimizer
 
@@ -239,6 +240,13 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     if get(config, "Loss.Train") is None:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
+    batch_transform = build_batch_transform(get(config, "DataLoader.Train.dataset.batch_transform_ops"), seed,
+                                            distributed.rank())
+    if batch_transform is not None:
+        check_mixed_label_support(loss_fn, "Loss.Train")
+        if get(config, "Metric.Train"):
+            logger.warning("Metric.Train is computed on the batches batch_transform_ops leaves unmixed only "
+                           "(PaddleClas drops its train accuracy when batch operators are on)")
     epochs = int(get(config, "Global.epochs", 1))
     update_freq = update_frequency(config, len(train_loader))
     # the loss's own parameters (MGD generator, PEFD projectors) are trained too, as in PaddleClas
@@ -261,7 +269,8 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       start_eval_epoch=get(config, "Global.start_eval_epoch", 0),
                       print_batch_step=get(config, "Global.print_batch_step", 10),
                       amp=amp, scaler=scaler, visualdl=_visualdl(config), update_freq=update_freq,
-                      ema=build_ema(config, model), metric_key=primary_key(eval_metrics))
+                      ema=build_ema(config, model), metric_key=primary_key(eval_metrics),
+                      batch_transform=batch_transform)
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
                        trust=trust_weights(config))

@@ -10,6 +10,7 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
+from ppssld.loss.mixed import MixedLabels
 from ppssld.utils.errors import PpssldError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ class Trainer:
         options: ``save_interval``, ``eval_interval``, ``eval_during_train``, ``start_eval_epoch``,
             ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None);
             ``update_freq`` (micro-batches per optimizer update); ``ema`` (a ModelEMA or None);
-            ``metric_key`` (the eval result that ranks checkpoints, default ``top1``).
+            ``metric_key`` (the eval result that ranks checkpoints, default ``top1``);
+            ``batch_transform`` (:class:`ppssld.data.batch_ops.BatchTransform` or None: mixes each batch
+            before the model; train metrics skip mixed batches).
     """
 
     def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
@@ -63,6 +66,7 @@ class Trainer:
         self.ema = options.get("ema")
         self.metric_key = str(options.get("metric_key", "top1"))
         self.best_metric_ema = -1.0
+        self.batch_transform = options.get("batch_transform")
         self.start_epoch, self.global_step = 1, 0
         self.best_metric, self.best_epoch = -1.0, 0
         self.pending_eval_epoch = 0
@@ -121,6 +125,8 @@ class Trainer:
             if step > steps:
                 break
             reader_time.update(time.time() - tic)
+            if self.batch_transform is not None:
+                images, labels = self.batch_transform(images, labels, epoch, step)
             with distributed.peer_guard(f"training epoch {epoch}, step {step}/{steps}"):
                 outputs, parts = self._forward_loss(images, labels)
                 loss = parts["loss"] / self.update_freq if self.update_freq > 1 else parts["loss"]
@@ -142,7 +148,8 @@ class Trainer:
             for key, part in parts.items():
                 meters.setdefault(key, AverageMeter()).update(float(part), n)
             for metric in self.train_metrics:
-                metric.update(outputs, labels)
+                if not isinstance(labels, MixedLabels):  # accuracy is undefined on mixed images
+                    metric.update(outputs, labels)
             batch_time.update(time.time() - tic, 1)
             if step % self.print_batch_step == 0 or step == steps:
                 self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
