@@ -5,15 +5,20 @@ python benchmark/paddleclas_configs.py --paddleclas-dir /work/paddleclas [--only
 
 Every YAML under ``ppcls/configs/ImageNet`` and ``ppcls/configs/PULC`` is loaded with
 ``-o Global.device=cpu`` (this machine has no GPU) and a patched copy held in memory (the files
-are never edited): the dataset paths point at generated 64x48 images and a two-image, two-class list,
-batch size 2, no loader workers, a temporary output folder. ``pretrained: True`` asks for a
+are never edited): the dataset paths point at generated 64x48 images and a two-image, two-class list
+(for a ``MultiLabelDataset``, two rows of 0/1 labels, one per class; for a ``CustomLabelDataset``,
+the two paths), batch size 2 (MultiScaleSampler: ``first_bs`` 2), no loader workers, a temporary
+output folder. ``pretrained: True`` asks for a
 download, which ppssld never does; a frozen model's is replaced by random weights of the same
-model saved to a temporary file, any other is dropped (counted in ``substituted``).
+model saved to a temporary file, any other is dropped (counted in ``substituted``). A frozen model
+with no weights at all (PaddleClas's PULC distillation configs expect the user's trained teacher,
+which ppssld requires) gets such random weights too, also counted.
 
 Stages: load (:func:`ppssld.config.load_config`), validate (:func:`ppssld.engine.builder.validate`),
 build (:func:`ppssld.engine.builder.build_trainer`: model, loss, optimizer, train and eval data
-pipelines) and, for a DistillationModel, one training step (``Trainer.train_one_epoch`` over one
-batch of 2 images at the config's resolution). Outcome per config: ``ok``, ``refused`` (a ppssld
+pipelines) and, for a DistillationModel or a PULC config, one training step (``Trainer.train_one_epoch``
+over one batch of 2 images at the config's resolution; PULC configs then also evaluate, which runs
+their metrics). Outcome per config: ``ok``, ``refused`` (a ppssld
 ConfigError / DataError / WeightsError: its first line), ``crash`` (any other exception) or
 ``timeout``. Configs run in a worker process, one after another; a config that exceeds the
 time limit (tripled for a training step) is killed with its worker, which is restarted.
@@ -80,7 +85,26 @@ def _make_images(folder: str) -> Dict[str, str]:
     return {"root": root, "list": path}
 
 
+def _multilabel_list(folder: str, classes: int) -> str:
+    """Two images with alternating 0/1 labels over ``classes`` classes (PaddleClas's TAB format)."""
+    path = os.path.join(folder, f"multilabel_{classes}.txt")
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(2):
+            handle.write(f"img{i}.png\t" + ",".join(str((c + i) % 2) for c in range(classes)) + "\n")
+    return path
+
+
+def _paths_list(folder: str) -> str:
+    """The two images as a paths-only list (a ``CustomLabelDataset`` line is the whole path)."""
+    path = os.path.join(folder, "paths.txt")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("img0.png\nimg1.png\n")
+    return path
+
+
 def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
+    from ppssld.arch.build import arch_class_num
+
     loaders = config.get("DataLoader") or {}
     for mode in ("Train", "Eval"):
         section = loaders.get(mode)
@@ -93,7 +117,14 @@ def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
             for key in LABEL_KEYS:
                 if dataset.get(key):
                     dataset[key] = data["list"]
-        if isinstance(section.get("sampler"), dict):
+            if dataset.get("name") == "MultiLabelDataset" and dataset.get("cls_label_path"):
+                classes = arch_class_num(config.get("Arch") or {}) or 2
+                dataset["cls_label_path"] = _multilabel_list(os.path.dirname(data["list"]), classes)
+            if dataset.get("sample_list_path"):
+                dataset["sample_list_path"] = _paths_list(os.path.dirname(data["list"]))
+        if isinstance(section.get("sampler"), dict) and "first_bs" in section["sampler"]:
+            section["sampler"]["first_bs"] = 2  # MultiScaleSampler: batch size at the first scale
+        elif isinstance(section.get("sampler"), dict):
             section["sampler"]["batch_size"] = 2
             section["sampler"]["drop_last"] = False
         if isinstance(section.get("loader"), dict):
@@ -127,12 +158,17 @@ def _patch_weights(config: Dict[str, Any], folder: str) -> int:
                         sub_cfg["pretrained"] = False
                         count += 1
             continue
-        if not isinstance(cfg, dict) or (cfg.get("pretrained") is not True and listed[i] is not True):
+        if not isinstance(cfg, dict):
+            continue
+        is_frozen = i < len(frozen) and bool(frozen[i])
+        weightless = (is_frozen and not cfg.get("pretrained") and not listed[i]
+                      and not (config.get("Global") or {}).get("pretrained_model"))
+        if cfg.get("pretrained") is not True and listed[i] is not True and not weightless:
             continue
         count += 1
         if isinstance(arch.get("pretrained_list"), list) and listed[i] is True:
             arch["pretrained_list"][i] = None
-        if i < len(frozen) and frozen[i]:
+        if is_frozen:
             cfg["pretrained"] = False
             layer = build_model(arch, only=key, load_pretrained=False)
             path = os.path.join(folder, f"{key}_random.pdparams")
@@ -169,10 +205,13 @@ def run_one(base: str, rel: str) -> Dict[str, Any]:
             _patch_data(config, _make_images(tmp))
             result["substituted"] = _patch_weights(config, tmp)
             trainer = build_trainer(config)
-            if distill:
+            if distill or result["group"] == "PULC":
                 result["stage"] = "step"
                 parts = trainer.train_one_epoch(1)
                 result["loss"] = float(parts["loss"])
+                if result["group"] == "PULC" and trainer.eval_loader is not None:
+                    result["stage"] = "eval"
+                    trainer._evaluate(1)
             result["status"] = "ok"
         except (ConfigError, DataError, WeightsError) as exc:
             result.update(status="refused", error_type=type(exc).__name__, reason=_first_line(str(exc)))
@@ -230,7 +269,10 @@ class Worker:
         self.proc.wait()
 
 
-def _is_distillation(path: str) -> bool:
+def _trains(path: str) -> bool:
+    """Whether the config gets a training step (a DistillationModel, or any PULC config)."""
+    if f"{os.sep}PULC{os.sep}" in path:
+        return True
     with open(path, "r", encoding="utf-8") as handle:
         return bool(re.search(r"^\s*name:\s*[\"']?DistillationModel", handle.read(), re.M))
 
@@ -242,7 +284,7 @@ def measure(base: str, configs: List[str], timeout: float, log_path: str) -> Lis
         work = None
         for n, rel in enumerate(configs, start=1):
             work = work or Worker(base, log)
-            limit = timeout * (3 if _is_distillation(os.path.join(base, rel)) else 1)
+            limit = timeout * (3 if _trains(os.path.join(base, rel)) else 1)
             start = time.perf_counter()
             res = work.ask(rel, limit)
             if res is None:
@@ -307,7 +349,7 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
         lines.append(f"| {group} | {row['total']} | {row.get('ok', 0)} | {row.get('refused', 0)} | "
                      f"{row.get('crash', 0)} | {row.get('timeout', 0)} |")
     lines += ["", "ok = built (model, loss, optimizer, train and eval data pipelines); for a DistillationModel, "
-              "built and trained one step.", "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
+              "built and trained one step; for a PULC config, built, trained one step and evaluated.", "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["kinds"]]
     lines += ["", "## Why not ok, by cause", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["causes"]]

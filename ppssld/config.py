@@ -20,7 +20,8 @@ ANY = "any"  # a subtree validated by a builder, not by this schema
 
 _LOADER = {
     "dataset": ANY,
-    "sampler": {"name": ANY, "batch_size": ANY, "drop_last": ANY, "shuffle": ANY},
+    "sampler": {"name": ANY, "batch_size": ANY, "drop_last": ANY, "shuffle": ANY, "num_repeats": ANY,
+                "scales": ANY, "first_bs": ANY, "divided_factor": ANY, "is_training": ANY},
     "loader": {"num_workers": ANY, "use_shared_memory": ANY},
 }
 
@@ -30,7 +31,8 @@ SCHEMA: Dict[str, Any] = {
         "save_interval": ANY, "eval_during_train": ANY, "eval_interval": ANY, "epochs": ANY,
         "print_batch_step": ANY, "use_visualdl": ANY, "image_shape": ANY,
         "save_inference_dir": ANY, "start_eval_epoch": ANY, "seed": ANY,
-        "strict_load": ANY, "class_names": ANY, "trust_weights": ANY,
+        "strict_load": ANY, "class_names": ANY, "trust_weights": ANY, "update_freq": ANY, "use_sync_bn": ANY,
+        "use_multilabel": ANY,
     },
     "Arch": ANY,
     "AMP": {"use_amp": ANY, "level": ANY, "scale_loss": ANY, "use_dynamic_loss_scaling": ANY,
@@ -40,6 +42,7 @@ SCHEMA: Dict[str, Any] = {
     "DataLoader": {"Train": _LOADER, "Eval": _LOADER},
     "Metric": {"Train": ANY, "Eval": ANY},
     "Infer": {"infer_imgs": ANY, "batch_size": ANY, "transforms": ANY, "PostProcess": ANY},
+    "EMA": {"decay": ANY},
 }
 
 # Keys PaddleClas accepts that ppssld does not implement yet: accepted, ignored, warned once.
@@ -47,13 +50,10 @@ UNSUPPORTED = {
     "Global.to_static": "dygraph training is used; export always converts to static",
     "Global.use_dali": "the Paddle data loader is used",
     "Global.eval_mode": "only classification evaluation exists",
-    "Global.use_multilabel": "only single-label classification is supported",
-    "Global.update_freq": "gradient accumulation is not implemented",
     "Global.iter_per_epoch": "epochs always cover the whole dataset",
     "Global.train_mode": "only the standard training loop exists",
     "Global.image_channel": "images are always 3-channel RGB",
     "AMP.use_fp16_test": "evaluation runs in float32",
-    "EMA": "model EMA is not implemented",
     "Slim": "quantisation and pruning are not implemented",
     "DataLoader.UnLabelTrain": "put unlabeled lists in DataLoader.Train.dataset.unlabeled_label_path",
     "UnLabelLoss": "unlabeled images use the Loss.Train soft losses",
@@ -97,6 +97,7 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
             raise ConfigError(_yaml_message(path, exc)) from exc
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(config).__name__}")
+    _refuse_search_config(config, path)
     config = copy.deepcopy(config)
     for item in overrides or []:
         apply_override(config, item)
@@ -150,6 +151,22 @@ def validate_global_types(config: Dict[str, Any], source: str = "config") -> Non
         if value is not None and not check(value):
             raise ConfigError(f"{source}: Global.{key} must be {right}, got {value!r} ({type(value).__name__}); "
                               f"check the file or its -o Global.{key}=... override")
+
+
+SEARCH_KEYS = ("base_config_file", "distill_config_file", "search_dict", "search_times", "final_replace")
+
+
+def _refuse_search_config(config: Dict[str, Any], path: str) -> None:
+    """PULC ``search.yaml`` files are inputs of PaddleClas's ``tools/search_strategy.py`` (a hyper-parameter
+    search that launches ``tools/train.py`` on ``base_config_file`` many times), not training configs."""
+    if not any(key in config for key in SEARCH_KEYS):
+        return
+    base, distill = config.get("base_config_file"), config.get("distill_config_file")
+    targets = " and ".join(f"{k} {v!r}" for k, v in (("base_config_file", base), ("distill_config_file", distill)) if v)
+    raise ConfigError(f"{path}: a hyper-parameter search file of PaddleClas tools/search_strategy.py, not a training "
+                      f"config; it sets {', '.join(k for k in SEARCH_KEYS if k in config)}; ppssld has no search tool: "
+                      f"train the config it searches over instead, {targets or 'its base config'} (paths relative "
+                      f"to the PaddleClas root), with -o overrides for the values to try")
 
 
 def parse_override(item: str) -> tuple:

@@ -51,7 +51,7 @@ def test_unknown_key_in_file_is_an_error(tmp_path):
 def test_unsupported_paddleclas_keys_warn_once(tmp_path, caplog):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"Global": {"to_static": True, "use_dali": False}, "Arch": {"name": "ResNet18"},
-                                    "EMA": {"decay": 0.9999}}))
+                                    "Slim": {"quant": {"name": "pact"}}}))
     from ppssld import config as config_module
     config_module._warned.clear()
     logging.getLogger("ppssld").propagate = True
@@ -59,7 +59,7 @@ def test_unsupported_paddleclas_keys_warn_once(tmp_path, caplog):
         load_config(str(path))
         load_config(str(path))
     messages = [r.getMessage() for r in caplog.records if r.name == "ppssld.config"]
-    for key in ("Global.to_static", "Global.use_dali", "EMA"):
+    for key in ("Global.to_static", "Global.use_dali", "Slim"):
         assert sum(key + " is a PaddleClas key" in m for m in messages) == 1, messages
 
 

@@ -149,11 +149,19 @@ def test_config_validation_messages():
                              "transform_ops": OPS}, "DataLoader.Train.dataset")
     with pytest.raises(ConfigError, match="Did you mean 'cls_label_path'"):
         validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_pth": "y"})
-    with pytest.raises(ConfigError, match="batch_transform_ops: batch operators"):
+    validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
+                             "batch_transform_ops": [{"MixupOperator": {"alpha": 0.2}}]})
+    with pytest.raises(ConfigError, match="DataLoader.Eval.dataset.batch_transform_ops: batch operators mix training"):
         validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
-                                 "batch_transform_ops": [{"MixupOperator": {"alpha": 0.2}}]})
-    with pytest.raises(ConfigError, match="unknown dataset 'MultiLabelDataset'"):
-        validate_dataset_config({"name": "MultiLabelDataset", "image_root": "x", "cls_label_path": "y"})
+                                 "batch_transform_ops": [{"MixupOperator": {"alpha": 0.2}}]}, "DataLoader.Eval.dataset")
+    with pytest.raises(ConfigError, match=r"batch_transform_ops\[0\].MixupOperator: alpha must be > 0"):
+        validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
+                                 "batch_transform_ops": [{"MixupOperator": {"alpha": 0}}]})
+    with pytest.raises(ConfigError, match="label_ratio: .*use name: MultiLabelDataset"):
+        validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
+                                 "label_ratio": True})
+    validate_dataset_config({"name": "MultiLabelDataset", "image_root": "x", "cls_label_path": "y",
+                             "label_ratio": True})
     with pytest.raises(ConfigError, match=r"DataLoader.Eval.dataset.transform_ops\[0\]"):
         validate_dataset_config({"name": "ImageNetDataset", "image_root": "x", "cls_label_path": "y",
                                  "transform_ops": [{"ResizeImage": {"sise": 3}}]}, "DataLoader.Eval.dataset")

@@ -164,8 +164,8 @@ def test_config_errors_name_the_closest():
     with pytest.raises(ConfigError, match="resize_short") as err:
         validate_transforms([{"ResizeImage": {"resize_shrt": 8}}])
     assert "transform_ops[0]" in str(err.value)
-    with pytest.raises(ConfigError, match="'RandomErasing' is not implemented"):
-        validate_transforms([{"RandomErasing": {"EPSILON": 0.25}}])
+    with pytest.raises(ConfigError, match="'RandomRotation' is not implemented"):
+        validate_transforms([{"RandomRotation": {"degrees": 10}}])
     with pytest.raises(ConfigError, match="DecodeImage must be the first"):
         validate_transforms([{"ToCHWImage": None}, {"DecodeImage": None}])
     with pytest.raises(ConfigError, match="put ToCHWImage last"):

@@ -258,7 +258,6 @@ def test_unknown_param_names_closest():
     ([{"DistillationGTCELoss": {"epsilon": 1.5}}], "epsilon"),
     ([{"JSDivLoss": {"model_name_pairs": [["Student"]]}}], "model_name_pairs"),
     ([{"JSDivLoss": {"weight": -1}}], "weight"),
-    ([{"DistillationDMLLoss": {"weight_ratio": True}}], "multi-label"),
     ([{"DistillationCELoss": {"epsilon": 0.1}}], "epsilon"),
     ([], "non-empty"),
     ([{"JSDivLoss": None, "CELoss": None}], "one-key"),

@@ -108,3 +108,14 @@ def test_out_of_range_label_raises():
     metric = build_metrics([{"TopkAcc": None}])[0]
     with pytest.raises(ValueError, match=r"\[-1, 4\)"):
         metric.update(T(np.zeros((2, 4), np.float32)), T(np.array([4, 0], np.int64)))
+
+
+def test_topkacc_on_a_distillation_model_whose_student_returns_patterns():
+    # PULC distillation configs: Student has return_patterns, so outputs["Student"] is {"logits": ..., stage: ...}
+    x = RNG.standard_normal((12, 5)).astype(np.float32)
+    y = RNG.integers(0, 5, size=12).astype(np.int64)
+    metric = build_metrics([{"TopkAcc": {"topk": [1, 2]}}])[0]
+    outputs = {"Teacher": {"logits": T(-x)}, "Student": {"logits": T(x), "blocks3": T(np.zeros((12, 3), "float32"))}}
+    batch = metric.update(outputs, T(y))
+    for k in (1, 2):
+        assert batch[f"top{k}"] == pytest.approx(np_topk(x, y, k))

@@ -29,13 +29,23 @@ def _fake_checkout(tmp_path):
     write = lambda rel, data: (os.makedirs(os.path.dirname(base / rel), exist_ok=True),  # noqa: E731
                                open(base / rel, "w", encoding="utf-8").write(yaml.safe_dump(data)))
     write("ImageNet/Distillation/small_ssld.yaml", cfg)
+    weightless = json.loads(json.dumps(cfg))  # PULC style: a frozen teacher the user must train first
+    weightless["Arch"]["models"][0]["Teacher"].pop("pretrained", None)
+    write("PULC/thing/weightless_distillation.yaml", weightless)
     refused = json.loads(json.dumps(cfg))
-    refused["Loss"]["Train"] = [{"DistillationMultiLabelLoss": {"weight": 1.0}}]
+    refused["Loss"]["Train"] = [{"TripletLoss": {"weight": 1.0}}]  # metric learning: not in ppssld
     write("ImageNet/Distillation/dkd.yaml", refused)
     plain = json.loads(json.dumps(cfg))
     plain["Arch"] = {"name": "MobileNetV3_small_x0_35", "class_num": 10, "pretrained": True}
     plain["Loss"]["Train"] = [{"CELoss": {"weight": 1.0}}]
     write("PULC/thing/plain.yaml", plain)
+    multi = json.loads(json.dumps(plain))
+    multi["Arch"]["class_num"] = 5
+    multi["Loss"] = {"Train": [{"MultiLabelLoss": {"weight": 1.0, "weight_ratio": True, "size_sum": True}}]}
+    multi["Metric"] = {"Eval": [{"ATTRMetric": None}]}
+    for mode in ("Train", "Eval"):
+        multi["DataLoader"][mode]["dataset"].update(name="MultiLabelDataset", label_ratio=True)
+    write("PULC/attr/multi.yaml", multi)
     return str(tmp_path / "pc")
 
 
@@ -43,18 +53,23 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     checkout = _fake_checkout(tmp_path)
     base = os.path.join(checkout, "ppcls", "configs")
     assert bench.list_configs(checkout) == ["ImageNet/Distillation/dkd.yaml", "ImageNet/Distillation/small_ssld.yaml",
-                                            "PULC/thing/plain.yaml"]
+                                            "PULC/attr/multi.yaml", "PULC/thing/plain.yaml",
+                                            "PULC/thing/weightless_distillation.yaml"]
     results = bench.measure(base, bench.list_configs(checkout), 120, str(tmp_path / "log.txt"))
     by = {r["config"]: r for r in results}
     ok = by["ImageNet/Distillation/small_ssld.yaml"]
     assert ok["status"] == "ok" and ok["stage"] == "step" and ok["substituted"] == 1 and ok["loss"] > 0, ok
     dkd = by["ImageNet/Distillation/dkd.yaml"]
-    assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "DistillationMultiLabelLoss" in dkd["reason"]
+    assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "TripletLoss" in dkd["reason"]
     plain = by["PULC/thing/plain.yaml"]
-    assert plain["status"] == "ok" and plain["stage"] == "build" and "loss" not in plain, plain
+    assert plain["status"] == "ok" and plain["stage"] == "eval" and plain["loss"] > 0, plain
+    weightless = by["PULC/thing/weightless_distillation.yaml"]
+    assert weightless["status"] == "ok" and weightless["substituted"] == 1, weightless
+    multi = by["PULC/attr/multi.yaml"]
+    assert multi["status"] == "ok" and multi["stage"] == "eval" and multi["loss"] > 0, multi
     summary = bench.summarize(results)
     assert summary["counts"]["ImageNet/Distillation"] == {"ok": 1, "refused": 1, "total": 2}
-    assert summary["counts"]["PULC"] == {"ok": 1, "total": 1}
-    assert summary["causes"] == [("refused: unknown loss 'DistillationMultiLabelLoss' in Loss", 1)]
+    assert summary["counts"]["PULC"] == {"ok": 3, "total": 3}
+    assert summary["causes"] == [("refused: unknown loss 'TripletLoss' in Loss", 1)]
     text = bench.markdown(results, summary)
     assert "| ImageNet/Distillation | 2 | 1 | 1 | 0 | 0 |" in text

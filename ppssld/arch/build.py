@@ -18,9 +18,10 @@ from ppssld.utils.errors import ConfigError, did_you_mean
 logger = logging.getLogger(__name__)
 
 DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
-                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax")
-_WARN_KEYS = {"use_sync_bn": "BatchNorm statistics are per process",
-              "infer_add_softmax": "export writes logits; the predictor applies softmax"}
+                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "use_ssld")
+_WARN_KEYS = {"infer_add_softmax": "export writes logits; the predictor applies softmax",
+              "use_ssld": "on a DistillationModel PaddleClas ignores it too; set use_ssld on each model"}
+ENGINE_KEYS = ("use_sync_bn",)  # read by ppssld.engine.builder (SyncBatchNorm conversion), not by the model
 _warned: set = set()
 
 
@@ -43,6 +44,8 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True, trust: bo
     train_only = cfg.pop("train_only", None)
     pretrained = cfg.pop("pretrained", None)
     use_ssld = cfg.pop("use_ssld", False)
+    for key in ENGINE_KEYS:
+        cfg.pop(key, None)
     for key in list(cfg):
         if key in _WARN_KEYS:
             cfg.pop(key)

@@ -5,5 +5,6 @@ the deploy predictor without paddle. Import ``ppssld.data.dataset``, ``.sampler`
 ``.prepare`` and ``.check`` explicitly.
 """
 from ppssld.data import autoaugment, label_list, transforms
+from ppssld.data import color_jitter, ops_erasing, timm_augment  # register their ops in TRANSFORMS
 
-__all__ = ["autoaugment", "label_list", "transforms"]
+__all__ = ["autoaugment", "color_jitter", "label_list", "ops_erasing", "timm_augment", "transforms"]

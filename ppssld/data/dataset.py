@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
+from ppssld.data.batch_ops import validate_batch_transform
 from ppssld.data.label_list import UNLABELED, as_path_list, count_repeats, format_problems, load_records, resolve
 from ppssld.data.image import read_bytes, transform_image
 from ppssld.data.transforms import Compose, ImageDecodeError, build_transforms, validate_transforms
@@ -28,11 +29,11 @@ PathList = Union[str, Sequence[str], None]
 REPORT_FIRST = 5
 _MAX_SUBSTITUTE_TRIES = 16
 
+# Read by the trainer (ppssld.data.batch_ops), not by the dataset.
+BATCH_KEY = "batch_transform_ops"
 # Keys of other PaddleClas datasets / loaders, with what to do instead.
 UNSUPPORTED_KEYS = {
-    "batch_transform_ops": "batch operators (Mixup/Cutmix/OpSampler) are not supported: they would mix the "
-                           "images the teacher and student see; remove the key",
-    "label_ratio": "label ratios belong to multi-label datasets, which ppssld does not support",
+    "label_ratio": "label ratios belong to multi-label lists: use name: MultiLabelDataset",
     "sample_per_label": "PK sampling is for metric learning, which ppssld does not support",
     "backend": "set the decoding backend on DecodeImage (backend: cv2 | pil) instead",
 }
@@ -94,6 +95,15 @@ class ImageNetDataset(paddle.io.Dataset):
         self.num_unlabeled = len(self.records) - self.num_labeled
         self.num_repeated = count_repeats(self.records, image_root)
         self.labels = np.array([r.label for r in self.records], dtype=np.int64)
+        self._init_runtime()
+        logger.info("dataset %s: %d images (%d labeled, %d unlabeled) from %s", image_root, len(self.records),
+                    self.num_labeled, self.num_unlabeled, ", ".join(labeled_lists + unlabeled_lists))
+        if self.num_repeated:
+            logger.info("dataset %s: %d line(s) repeat an image listed before; each repeat is one more sample "
+                        "(PaddleClas oversampling)", image_root, self.num_repeated)
+
+    def _init_runtime(self) -> None:
+        """Seed, epoch and the bad-image channels (shared by subclasses)."""
         self.seed: Optional[int] = None
         self.epoch = 0
         self._bad_count = multiprocessing.Value("q", 0) if self.skip_bad_images else None
@@ -101,11 +111,6 @@ class ImageNetDataset(paddle.io.Dataset):
         self._bad_local: List[str] = []
         self._reported = 0
         self.last_bad_report: Tuple[int, List[str]] = (0, [])
-        logger.info("dataset %s: %d images (%d labeled, %d unlabeled) from %s", image_root, len(self.records),
-                    self.num_labeled, self.num_unlabeled, ", ".join(labeled_lists + unlabeled_lists))
-        if self.num_repeated:
-            logger.info("dataset %s: %d line(s) repeat an image listed before; each repeat is one more sample "
-                        "(PaddleClas oversampling)", image_root, self.num_repeated)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -144,17 +149,29 @@ class ImageNetDataset(paddle.io.Dataset):
         except DataError as exc:
             raise DataError(f"image {path} (listed at {rec.source}:{rec.line}): {exc}") from exc
 
-    def __getitem__(self, index: int) -> Union[Tuple[np.ndarray, np.int64], SampleError]:
+    def target(self, index: int) -> Any:
+        """The label batch element of sample ``index`` (an int64 class, -1 = unlabeled)."""
+        return np.int64(self.records[index].label)
+
+    def unlabeled_target(self) -> Any:
+        """The label given to a substitute for an unreadable image (no loss or metric counts it)."""
+        return np.int64(UNLABELED)
+
+    def sample(self, index: int) -> Tuple[np.ndarray, Any]:
+        """``(network input, label)`` of sample ``index``."""
+        return self.load(index), self.target(index)
+
+    def __getitem__(self, index: int) -> Union[Tuple[np.ndarray, Any], SampleError]:
         try:
-            return self._sample(index)
+            return self._sample_or_substitute(index)
         except DataError as exc:
             if paddle.io.get_worker_info() is not None:
                 return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
             raise
 
-    def _sample(self, index: int) -> Tuple[np.ndarray, np.int64]:
+    def _sample_or_substitute(self, index: int) -> Tuple[np.ndarray, Any]:
         try:
-            return self.load(index), np.int64(self.records[index].label)
+            return self.sample(index)
         except ImageDecodeError:
             if not self.skip_bad_images:
                 raise
@@ -163,7 +180,7 @@ class ImageNetDataset(paddle.io.Dataset):
         for step in range(1, _MAX_SUBSTITUTE_TRIES + 1):
             other = (index + step) % len(self.records)
             try:
-                return self.load(other), np.int64(UNLABELED)
+                return self.load(other), self.unlabeled_target()
             except ImageDecodeError:
                 continue
         raise DataError(f"image {self.full_path(index)} and the {_MAX_SUBSTITUTE_TRIES} images after it in the list "
@@ -212,13 +229,17 @@ def validate_dataset_config(cfg: Dict[str, Any], where: str = "DataLoader.Train.
         raise ConfigError(f"{where} must be a mapping with a 'name', got {type(cfg).__name__}")
     if "name" not in cfg:
         raise ConfigError(f"{where} has no 'name' (e.g. name: ImageNetDataset)")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    for key, reason in UNSUPPORTED_KEYS.items():
-        if key in kwargs:
-            raise ConfigError(f"{where}.{key}: {reason}")
-    DATASETS.check_kwargs(cfg["name"], kwargs, where)
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", BATCH_KEY)}
+    if cfg.get(BATCH_KEY) is not None:
+        if where.startswith("DataLoader.Eval"):
+            raise ConfigError(f"{where}.{BATCH_KEY}: batch operators mix training batches only; remove the key here")
+        validate_batch_transform(cfg[BATCH_KEY], f"{where}.{BATCH_KEY}")
     target = DATASETS.get(cfg["name"], where)
     params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+    for key, reason in UNSUPPORTED_KEYS.items():
+        if key in kwargs and key not in params:
+            raise ConfigError(f"{where}.{key}: {reason}")
+    DATASETS.check_kwargs(cfg["name"], kwargs, where)
     missing = [n for n, p in params.items() if n != "self" and p.default is p.empty and n not in kwargs
                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if missing:
@@ -237,8 +258,12 @@ def build_dataset(dataset_cfg: Dict[str, Any], where: str = "DataLoader.Train.da
         The dataset.
     """
     validate_dataset_config(dataset_cfg, where)
-    kwargs = {k: v for k, v in dataset_cfg.items() if k != "name"}
+    kwargs = {k: v for k, v in dataset_cfg.items() if k not in ("name", BATCH_KEY)}
     try:
         return DATASETS.build(dataset_cfg["name"], kwargs, where)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+# The ImageNetDataset subclasses register themselves wherever datasets are validated.
+from ppssld.data import custom_label, multi_scale, multilabel  # noqa: E402,F401  pylint: disable=wrong-import-position,cyclic-import

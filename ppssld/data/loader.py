@@ -99,7 +99,8 @@ def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0, where
     for key in ("dataset", "seed", "mode", "num_replicas", "rank"):
         if key in sampler_cfg:
             raise ConfigError(f"{where}.sampler.{key} is set by ppssld, not by the config; remove it")
-    sampler_cfg.setdefault("batch_size", 1)
+    if getattr(SAMPLERS.get(name, f"{where}.sampler"), "needs_batch_size", True):
+        sampler_cfg.setdefault("batch_size", 1)
     sampler = SAMPLERS.build(name, sampler_cfg, f"{where}.sampler", dataset=dataset, seed=seed, mode=mode)
     sampler.set_epoch(0)
 

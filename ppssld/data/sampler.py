@@ -98,3 +98,43 @@ class DistributedBatchSampler(paddle.io.BatchSampler):
         else:
             per_rank = len(range(self.local_rank, size, self.nranks))
         return per_rank // self.batch_size if self.drop_last else int(math.ceil(per_rank / self.batch_size))
+
+
+@SAMPLERS.register(name="RASampler")
+class RASampler(DistributedBatchSampler):
+    """Repeated augmentation (Hoffer et al. 2020; DeiT's sampler): each image ``num_repeats`` times in a row.
+
+    The (seed, epoch) permutation is repeated element-wise, padded to a multiple of the world size and
+    dealt to the ranks, so the copies of an image land on different ranks (different augmentations);
+    each rank then keeps its first ``len(dataset) // 256 * 256 / world`` indices, an epoch as long as
+    the dataset (DeiT's rule; a dataset under 256 images keeps ``ceil(len / world)``).
+
+    Args:
+        num_repeats: copies of each image per epoch (PaddleClas default 3).
+        (others as :class:`DistributedBatchSampler`)
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
+                 mode: str = "train", num_repeats: int = 3) -> None:
+        super().__init__(dataset, batch_size, shuffle, drop_last, num_replicas, rank, seed, mode)
+        if mode != "train":
+            raise ConfigError("RASampler repeats training images; use DistributedBatchSampler for evaluation")
+        if not isinstance(num_repeats, int) or isinstance(num_repeats, bool) or num_repeats < 1:
+            raise ConfigError(f"num_repeats must be a positive int, got {num_repeats!r}")
+        self.num_repeats = num_repeats
+        size = len(dataset)
+        self.num_selected = size // 256 * 256 // self.nranks or int(math.ceil(size / self.nranks))
+
+    def rank_indices(self) -> List[int]:
+        size = len(self.dataset)
+        order = epoch_permutation(size, self.seed, self.epoch) if self.shuffle else np.arange(size)
+        repeated = np.repeat(order, self.num_repeats)
+        total = int(math.ceil(len(repeated) / self.nranks)) * self.nranks
+        repeated = np.concatenate([repeated, repeated[:total - len(repeated)]])
+        return repeated[self.local_rank::self.nranks][:self.num_selected].tolist()
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_selected // self.batch_size
+        return int(math.ceil(self.num_selected / self.batch_size))

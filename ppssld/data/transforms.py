@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 HWC, CHW, BYTES = "HWC", "CHW", "bytes"
 MAX_IMAGE_PIXELS = 100_000_000  # larger images are refused from their header, before decoding
+ANY = "any"  # an op that works on HWC or CHW arrays; build_transforms sets its ``layout``
 
 _CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
@@ -34,8 +35,7 @@ _PIL_INTERP = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": 
 _RANDOM_INTERP = ("bilinear", "bicubic")
 
 # PaddleClas ops we know of but do not implement: named in the error instead of a bare "unknown".
-PADDLECLAS_ONLY = ("RandomErasing", "TimmAutoAugment", "Cutout", "HideAndSeek", "GridMask", "AugMix",
-                   "ColorJitter", "RandomRotation", "Pad", "Padv2", "RandCropImageV2", "RandomCropImage",
+PADDLECLAS_ONLY = ("AugMix", "RandomRotation", "Pad", "Padv2", "RandCropImageV2", "RandomCropImage",
                    "CropImageAtRatio", "CropWithPadding", "RandomResizedCrop", "RandomHorizontalFlip",
                    "ToTensor", "Normalize", "Resize", "CenterCrop", "RandomGrayscale", "PCALighting",
                    "RandomRot90", "BlurImage", "RandomInterpolationAugment", "RandAugmentV2",
@@ -203,9 +203,13 @@ def as_rgb_array(img: Any) -> np.ndarray:
 
 
 class Op:
-    """Base of every transform op: ``needs`` / ``gives`` are the image layouts in and out."""
+    """Base of every transform op: ``needs`` / ``gives`` are the image layouts in and out.
+
+    An op with ``needs = ANY`` keeps the layout it is given and reads it from ``self.layout``.
+    """
     needs: str = HWC
     gives: str = HWC
+    layout: str = HWC
 
     def __call__(self, img: Any, rng: Any = random) -> Any:
         """Transform one image."""
@@ -214,15 +218,18 @@ class Op:
 
 @TRANSFORMS.register(name="DecodeImage")
 class DecodeImage(Op):
-    """Encoded bytes -> HWC uint8 (RGB unless ``to_rgb: False``; CHW with ``channel_first``)."""
+    """Encoded bytes -> HWC uint8 (RGB unless ``to_rgb: False``; CHW with ``channel_first``).
+
+    ``to_np: False`` means RGB HWC whatever ``to_rgb`` and ``channel_first`` say, as in PaddleClas.
+    """
     needs = BYTES
 
     def __init__(self, to_np: bool = True, to_rgb: bool = True, channel_first: bool = False,
                  backend: str = "cv2") -> None:
-        if not to_np:
-            raise ConfigError("to_np: False is not supported: ppssld ops work on numpy arrays")
-        self.to_rgb = bool(to_rgb)
-        self.channel_first = bool(channel_first)
+        # to_np: False (PaddleClas hands an RGB HWC PIL image to the next op and ignores to_rgb and
+        # channel_first) gives the same pixels as an RGB HWC array, which every ppssld op takes.
+        self.to_rgb = bool(to_rgb) or not to_np
+        self.channel_first = bool(channel_first) and bool(to_np)
         self.backend = _backend(backend)
         self.gives = CHW if self.channel_first else HWC
 
@@ -520,13 +527,16 @@ def build_transforms(ops: Optional[List[Any]], where: str = "transform_ops") -> 
             raise ConfigError(f"{at}: DecodeImage must be the first transform")
         if layout == BYTES and not isinstance(op, DecodeImage):
             layout = HWC
-        if op.needs != BYTES and op.needs != layout:
+        if op.needs not in (BYTES, ANY) and op.needs != layout:
             hint = ("put ToCHWImage last" if layout == CHW else "set NormalizeImage order: '' for HWC images")
             raise ConfigError(f"{at}.{name} expects a {op.needs} image but gets {layout} here; {hint}")
         if normalized and getattr(op, "needs_uint8", False):
             raise ConfigError(f"{at}.{name} works on uint8 images: put it before NormalizeImage")
         normalized = normalized or isinstance(op, NormalizeImage)
-        layout = op.gives
+        if op.needs == ANY:
+            op.layout = layout
+        else:
+            layout = op.gives
         built.append((name, op))
     return Compose(built)
 

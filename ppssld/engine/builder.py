@@ -193,21 +193,45 @@ def _default_metrics(config: Dict[str, Any]) -> list:
     return [{"DistillationTopkAcc": {"model_key": name, "topk": [1, 5]}}]
 
 
+def update_frequency(config: Dict[str, Any], batches: int) -> int:
+    """``Global.update_freq``: micro-batches summed into one optimizer update (gradient accumulation).
+
+    As PaddleClas, the loss of each micro-batch is divided by it, the LR schedule counts updates, and an
+    epoch shorter than one update falls back to 1 (with a warning).
+    """
+    freq = get(config, "Global.update_freq", 1)
+    if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
+        raise ConfigError(f"Global.update_freq must be an int >= 1 (micro-batches per optimizer update), got {freq!r}")
+    if freq > batches:
+        logger.warning("Global.update_freq=%d exceeds the %d batches of an epoch; using 1 (as PaddleClas)",
+                       freq, batches)
+        return 1
+    if freq > 1:
+        logger.info("Global.update_freq=%d: one optimizer update every %d batches (effective batch %d x the "
+                    "sampler batch); %d updates per epoch", freq, freq, freq, batches // freq)
+    return freq
+
+
 def build_trainer(config: Dict[str, Any]) -> Trainer:
     """Everything :class:`Trainer` needs, built from ``config`` (which is not mutated).
 
     Returns:
         A trainer, already resumed when ``Global.checkpoints`` is set.
     """
+    from ppssld.data.batch_ops import build_batch_transform
     from ppssld.data.loader import build_dataloader
-    from ppssld.loss import build_loss
+    from ppssld.loss import build_loss, check_mixed_label_support
     from ppssld.metric import build_metrics
     from ppssld.optim import build_optimizer
 
     validate(config)
     prepare_runtime(config)
+    from ppssld.engine.ema import build_ema
+    from ppssld.engine.sync_bn import apply_sync_bn
+    from ppssld.metric import primary_key
+
     checkpoints = get(config, "Global.checkpoints")
-    model = build_full_model(config, resume=bool(checkpoints))
+    model = apply_sync_bn(config, build_full_model(config, resume=bool(checkpoints)))
     seed = int(get(config, "Global.seed", 42))
     if get(config, "DataLoader.Train") is None:
         raise ConfigError("DataLoader.Train is missing: nothing to train on")
@@ -216,11 +240,20 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     if get(config, "Loss.Train") is None:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
+    batch_transform = build_batch_transform(get(config, "DataLoader.Train.dataset.batch_transform_ops"), seed,
+                                            distributed.rank())
+    if batch_transform is not None:
+        check_mixed_label_support(loss_fn, "Loss.Train")
+        if get(config, "Metric.Train"):
+            logger.warning("Metric.Train is computed on the batches batch_transform_ops leaves unmixed only "
+                           "(PaddleClas drops its train accuracy when batch operators are on)")
     epochs = int(get(config, "Global.epochs", 1))
+    update_freq = update_frequency(config, len(train_loader))
     # the loss's own parameters (MGD generator, PEFD projectors) are trained too, as in PaddleClas
     optimizer, scheduler = build_optimizer(config.get("Optimizer") or {},
                                            list(model.named_parameters()) + list(loss_fn.named_parameters()),
-                                           epochs=epochs, steps_per_epoch=len(train_loader), where="Optimizer")
+                                           epochs=epochs, steps_per_epoch=len(train_loader) // update_freq,
+                                           where="Optimizer")
     amp, scaler = _amp_options(config)
     if amp and amp["level"] == "O2":
         model, optimizer = decorate_o2(model, optimizer)
@@ -235,7 +268,9 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       eval_during_train=get(config, "Global.eval_during_train", True),
                       start_eval_epoch=get(config, "Global.start_eval_epoch", 0),
                       print_batch_step=get(config, "Global.print_batch_step", 10),
-                      amp=amp, scaler=scaler, visualdl=_visualdl(config))
+                      amp=amp, scaler=scaler, visualdl=_visualdl(config), update_freq=update_freq,
+                      ema=build_ema(config, model), metric_key=primary_key(eval_metrics),
+                      batch_transform=batch_transform)
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
                        trust=trust_weights(config))

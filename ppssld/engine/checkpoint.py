@@ -3,7 +3,8 @@
 ``<dir>/<tag>.pdparams`` (model state only, loadable by PaddleClas), ``<tag>.pdopt``
 (list of optimizer states, including the LR scheduler) and ``<tag>.pdstates``
 (``metric``, ``epoch`` as in PaddleClas, plus ``step``, ``best_metric``, RNG states,
-a ``save_id`` shared with ``.pdopt`` and a digest of the parameters). The three files
+a ``save_id`` shared with ``.pdopt`` and a digest of the parameters). With model EMA, as
+PaddleClas, ``<tag>.pdparams`` holds the EMA weights and ``<tag>.pdema`` the trained weights. The three files
 are written to temporary names and renamed only once all are complete, so a kill
 during a save leaves the previous checkpoint loadable; a set mixed from two saves
 (a kill in the microseconds between renames) is detected on load instead of trusted.
@@ -12,6 +13,7 @@ Both directions work with PaddleClas's engine: its ``epoch_N``/``latest`` sets (
 holding only ``metric`` and ``epoch``) resume here, and ours resume there (it reads ``epoch``
 and the first ``.pdopt`` entry, whose accumulator keys are named as it names them).
 """
+import contextlib
 import hashlib
 import logging
 import os
@@ -131,7 +133,7 @@ def remove_stale_temporaries(save_dir: str, tag: str) -> int:
     removed = 0
     for name in os.listdir(save_dir):
         if name.endswith(".tmp") and any(name.startswith(f".{tag}{ext}.") for ext in (".pdparams", ".pdopt",
-                                                                                       ".pdstates")):
+                                                                                       ".pdstates", ".pdema")):
             os.remove(os.path.join(save_dir, name))
             removed += 1
     if removed:
@@ -154,7 +156,7 @@ class Checkpointer:
         self.save_dir = save_dir
 
     def save(self, tag: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer],
-             states: Dict[str, Any], loss: Optional[paddle.nn.Layer] = None) -> str:
+             states: Dict[str, Any], loss: Optional[paddle.nn.Layer] = None, ema: Optional[Any] = None) -> str:
         """Write ``<tag>.pdparams/.pdopt/.pdstates`` atomically.
 
         Args:
@@ -162,7 +164,10 @@ class Checkpointer:
             model: the (unwrapped) model.
             optimizer: its optimizer (its state includes the LR scheduler), or None.
             states: ``epoch``, ``step``, ``metric``, ``best_metric`` ...; RNG states are added.
-            loss: the training loss; its parameters (if any) are saved in the ``.pdparams`` too.
+            loss: the training loss; its parameters (if any) are saved in the ``.pdparams`` too
+                (in the ``.pdema`` with EMA, as PaddleClas).
+            ema: the model EMA (:class:`ppssld.engine.ema.ModelEMA`), if any: its weights go to
+                ``.pdparams`` and the model's (and the loss's) to ``.pdema``.
         Returns:
             The path prefix written.
         """
@@ -172,22 +177,26 @@ class Checkpointer:
         save_id = f"{time.time_ns()}-{tag}"
         params = float32_state(model.state_dict())
         params.update(loss_state(loss, params))
-        params_payload = params
+        params_payload = params if ema is None else float32_state(ema.state_dict())
         opt_payload = [optimizer_state_for_save(optimizer, model, loss)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
-        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id, "params_digest": digest(params)}
-        with atomic_path(prefix + ".pdopt") as t_opt, atomic_path(prefix + ".pdstates") as t_st, \
-                atomic_path(prefix + ".pdparams") as t_par:
-            paddle.save(opt_payload, t_opt)
-            paddle.save(state_payload, t_st)
-            paddle.save(params_payload, t_par)
+        state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id,
+                         "params_digest": digest(params_payload)}
+        if ema is not None:
+            state_payload["ema_digest"] = digest(params)
+        with contextlib.ExitStack() as stack:
+            if ema is not None:
+                paddle.save(params, stack.enter_context(atomic_path(prefix + ".pdema")))
+            paddle.save(opt_payload, stack.enter_context(atomic_path(prefix + ".pdopt")))
+            paddle.save(state_payload, stack.enter_context(atomic_path(prefix + ".pdstates")))
+            paddle.save(params_payload, stack.enter_context(atomic_path(prefix + ".pdparams")))
         logger.info("saved checkpoint %s", prefix)
         return prefix
 
     @staticmethod
     def load(path: str, model: paddle.nn.Layer, optimizer: Optional[paddle.optimizer.Optimizer] = None,
              strict: bool = True, restore_rng: bool = True, trust: bool = False,
-             loss: Optional[paddle.nn.Layer] = None) -> Dict[str, Any]:
+             loss: Optional[paddle.nn.Layer] = None, ema: Optional[Any] = None) -> Dict[str, Any]:
         """Resume from ``path`` (``.pdparams`` suffix optional).
 
         Args:
@@ -200,6 +209,7 @@ class Checkpointer:
                 they are read as data only (:mod:`ppssld.utils.safe_load`).
             loss: the training loss whose parameters were saved with the model (resume); without it,
                 saved loss parameters (``loss_func.*``) are left out, and logged.
+            ema: the model EMA to restore from ``.pdparams`` (the model then loads ``.pdema``).
         Returns:
             The saved states (``epoch``, ``step``, ``best_metric``, ...).
         Raises:
@@ -232,6 +242,9 @@ class Checkpointer:
             raise WeightsError(f"checkpoint {prefix}: its .pdparams, .pdopt and .pdstates come from different "
                                f"saves ({sorted(ids)}); the save was interrupted. Use another checkpoint "
                                f"(e.g. epoch_N)")
+        ema_digest = states.pop("ema_digest", None)
+        if ema_digest is not None or ema is not None:
+            params = _split_ema(prefix, params, ema_digest, ema, trust)
         loss_keys = set(loss.state_dict()) if loss is not None else {k for k in params if k.startswith("loss_func.")}
         loss_params = {k: params.pop(k) for k in list(params) if k in loss_keys}
         if loss is not None and loss_keys:
@@ -246,3 +259,22 @@ class Checkpointer:
             set_rng_state(states["rng"], prefix + ".pdstates", trust)
         logger.info("resumed from %s (epoch %s)", prefix, states.get("epoch"))
         return states
+
+
+def _split_ema(prefix: str, params: Dict[str, Any], ema_digest: Optional[str], ema: Optional[Any],
+               trust: bool = False) -> Dict[str, Any]:
+    """For a checkpoint of an EMA run: load ``.pdparams`` into ``ema`` and return the ``.pdema`` weights."""
+    if not os.path.isfile(prefix + ".pdema"):
+        raise WeightsError(f"checkpoint {prefix}: EMA is configured but {prefix}.pdema (the trained weights of an "
+                           f"EMA run) is missing; this checkpoint was saved without EMA. Remove the EMA section "
+                           f"to resume it, or start the EMA run from it with Global.pretrained_model")
+    trained = safe_load(prefix + ".pdema", trust=trust)
+    if ema_digest is not None and digest(trained) != ema_digest:
+        raise WeightsError(f"checkpoint {prefix}: {prefix}.pdema does not belong to {prefix}.pdstates (digest "
+                           f"differs); the save was interrupted. Use another checkpoint (e.g. epoch_N)")
+    if ema is None:
+        logger.warning("checkpoint %s was saved with EMA; resuming without EMA from its trained weights (%s.pdema), "
+                       "the EMA weights are dropped", prefix, prefix)
+    else:
+        ema.set_state_dict(params)
+    return trained

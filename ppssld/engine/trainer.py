@@ -10,6 +10,7 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
+from ppssld.loss.mixed import MixedLabels
 from ppssld.utils.errors import PpssldError
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,11 @@ class Trainer:
         eval_loader / eval_metrics / eval_loss: evaluation pieces (optional).
         train_metrics: metrics logged on training batches (optional).
         options: ``save_interval``, ``eval_interval``, ``eval_during_train``, ``start_eval_epoch``,
-            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None).
+            ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None);
+            ``update_freq`` (micro-batches per optimizer update); ``ema`` (a ModelEMA or None);
+            ``metric_key`` (the eval result that ranks checkpoints, default ``top1``);
+            ``batch_transform`` (:class:`ppssld.data.batch_ops.BatchTransform` or None: mixes each batch
+            before the model; train metrics skip mixed batches).
     """
 
     def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
@@ -57,13 +62,18 @@ class Trainer:
         self.amp = options.get("amp")
         self.scaler = options.get("scaler")
         self.visualdl = options.get("visualdl")
+        self.update_freq = int(options.get("update_freq", 1) or 1)
+        self.ema = options.get("ema")
+        self.metric_key = str(options.get("metric_key", "top1"))
+        self.best_metric_ema = -1.0
+        self.batch_transform = options.get("batch_transform")
         self.start_epoch, self.global_step = 1, 0
         self.best_metric, self.best_epoch = -1.0, 0
         self.pending_eval_epoch = 0
         self.history: List[Dict[str, Any]] = []
 
     def resume(self, path: str, strict: bool = True, trust: bool = False) -> None:
-        """Restore model, optimizer, scheduler, RNG and counters from a checkpoint (ppssld's or PaddleClas's).
+        """Restore model, optimizer, scheduler, RNG, EMA and counters from a checkpoint (ppssld's or PaddleClas's).
 
         PaddleClas's ``.pdstates`` holds only ``epoch`` and that epoch's ``metric``: the step
         counter is then ``epoch * steps_per_epoch`` and, as in PaddleClas, the best metric
@@ -71,12 +81,17 @@ class Trainer:
         ``paddle.load`` (``Global.trust_weights``).
         """
         states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, trust=trust,
-                                   loss=self.loss_fn)
+                                   loss=self.loss_fn, ema=self.ema)
         self.start_epoch = int(states.get("epoch", 0)) + 1
-        self.global_step = int(states.get("step", int(states.get("epoch", 0)) * len(self.train_loader)))
+        self.global_step = int(states.get("step", int(states.get("epoch", 0)) * self._steps_per_epoch()))
         self.best_metric = float(states.get("best_metric", -1.0))
         self.best_epoch = int(states.get("best_epoch", 0))
         self.pending_eval_epoch = int(states.get("epoch", 0)) if states.get("eval_pending") else 0
+        self.best_metric_ema = float(states.get("best_metric_ema", -1.0))
+
+    def _steps_per_epoch(self) -> int:
+        """Micro-batches trained per epoch: PaddleClas drops a last partial ``update_freq`` group."""
+        return len(self.train_loader) // self.update_freq * self.update_freq
 
     def _forward_loss(self, images: paddle.Tensor, labels: paddle.Tensor):
         if self.amp:
@@ -102,31 +117,39 @@ class Trainer:
             self.train_sampler.set_epoch(epoch)
         meters: Dict[str, AverageMeter] = {}
         batch_time, reader_time = AverageMeter(), AverageMeter()
-        steps = len(self.train_loader)
+        steps = self._steps_per_epoch()
         tic = time.time()
         for metric in self.train_metrics:
             metric.reset()
         for step, (images, labels) in enumerate(self.train_loader, start=1):
+            if step > steps:
+                break
             reader_time.update(time.time() - tic)
+            if self.batch_transform is not None:
+                images, labels = self.batch_transform(images, labels, epoch, step)
             with distributed.peer_guard(f"training epoch {epoch}, step {step}/{steps}"):
                 outputs, parts = self._forward_loss(images, labels)
-                loss = parts["loss"]
+                loss = parts["loss"] / self.update_freq if self.update_freq > 1 else parts["loss"]
                 self._check_finite(float(loss), epoch, step, steps)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    loss.backward()
-                    self.optimizer.step()
-            self.optimizer.clear_grad()
-            self.scheduler.step()
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                if step % self.update_freq == 0:  # gradients of update_freq micro-batches summed: one update
+                    if self.scaler is not None:
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                    else:
+                        self.optimizer.step()
+            if step % self.update_freq == 0:
+                self.optimizer.clear_grad()
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
             self.global_step += 1
             n = int(labels.shape[0])
             for key, part in parts.items():
                 meters.setdefault(key, AverageMeter()).update(float(part), n)
             for metric in self.train_metrics:
-                metric.update(outputs, labels)
+                if not isinstance(labels, MixedLabels):  # accuracy is undefined on mixed images
+                    metric.update(outputs, labels)
             batch_time.update(time.time() - tic, 1)
             if step % self.print_batch_step == 0 or step == steps:
                 self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
@@ -182,23 +205,41 @@ class Trainer:
         return self.eval_during_train and epoch >= self.start_eval_epoch and (
             epoch % self.eval_interval == 0 or epoch == self.epochs)
 
+    def _evaluate_ema(self, epoch: int, record: Dict[str, Any]) -> float:
+        """Evaluate the EMA weights as PaddleClas does; the better of model and EMA ranks the checkpoint."""
+        results = evaluate(self.ema.module, self.eval_loader, self.eval_metrics, self.eval_loss, epoch=epoch,
+                           amp=self.amp)
+        record["eval_ema"] = results
+        metric = float(results.get(self.metric_key, -1.0))
+        self.best_metric_ema = max(self.best_metric_ema, metric)
+        logger.info("[Eval][Epoch %d][best metric ema: %.5f]", epoch, self.best_metric_ema)
+        return metric
+
     def _save(self, tag: str, epoch: int, metric: float, eval_pending: bool = False) -> None:
         if distributed.is_main():
             self.checkpointer.save(tag, self.model, self.optimizer,
                                    {"epoch": epoch, "step": self.global_step, "metric": metric,
                                     "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-                                    "eval_pending": eval_pending},
-                                   loss=self.loss_fn)
+                                    "eval_pending": eval_pending,
+                                    **({"best_metric_ema": self.best_metric_ema} if self.ema is not None else {})},
+                                   loss=self.loss_fn, ema=self.ema)
 
-    def _evaluate_and_record(self, epoch: int) -> Dict[str, float]:
-        """Evaluate after ``epoch``, save ``best_model`` when it improves, then clear ``eval_pending``
-        in ``latest``. The random states are restored afterwards, so evaluating (or re-doing an
-        evaluation after a resume) never changes what training does next."""
+    def _evaluate_and_record(self, epoch: int, record: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+        """Evaluate after ``epoch`` (and its EMA weights), feed ReduceOnPlateau, save ``best_model`` when
+        the better of model and EMA improves, then clear ``eval_pending`` in ``latest``. The random states
+        are restored afterwards, so evaluating (or re-doing an evaluation after a resume) never changes
+        what training does next. ``record``: gets ``eval`` (and ``eval_ema``)."""
+        record = {} if record is None else record
         saved_rng = rng_state()
         with distributed.peer_guard(f"evaluating epoch {epoch}"):
             results = self._evaluate(epoch)
+            record["eval"] = results
+            metric = float(results.get(self.metric_key, -1.0))
+            if hasattr(self.scheduler, "observe"):  # ReduceOnPlateau
+                self.scheduler.observe(metric)
+            if self.ema is not None:
+                metric = max(metric, self._evaluate_ema(epoch, record))
         set_rng_state(saved_rng)
-        metric = float(results.get("top1", -1.0))
         if self.visualdl is not None:
             for key, value in results.items():
                 self.visualdl.add_scalar(f"eval/{key}", value, epoch)
@@ -235,7 +276,7 @@ class Trainer:
                 self._save(f"epoch_{epoch}", epoch, -1.0)
             self._save("latest", epoch, -1.0, eval_pending=due)
             if due:
-                record["eval"] = self._evaluate_and_record(epoch)
+                self._evaluate_and_record(epoch, record)
             self.history.append(record)
         with distributed.peer_guard("waiting for every rank at the end of training"):
             distributed.barrier()

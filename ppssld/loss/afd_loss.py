@@ -62,6 +62,8 @@ class AFDLoss(ConfigLoss):
         name: the part name.
     """
 
+    accepts_mixed_labels = True  # reads features only, never labels
+
     def __init__(self, weight: float = 1.0, model_name_pair: Optional[List[str]] = None,
                  student_keys: Optional[List[str]] = None, teacher_keys: Optional[List[str]] = None,
                  s_shapes: Optional[List[List[int]]] = None, t_shapes: Optional[List[List[int]]] = None,

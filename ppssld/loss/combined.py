@@ -93,3 +93,17 @@ def validate_loss_config(cfg_list: Any, where: str = "Loss.Train") -> None:
     """
     for i, (name, params) in enumerate(_entries(cfg_list, where)):
         _build_one(name, params, f"{where}[{i}].{name}")
+
+
+def check_mixed_label_support(loss: CombinedLoss, where: str = "Loss.Train") -> None:
+    """Raise unless every loss of ``loss`` can train on batches mixed by a batch operator.
+
+    Raises:
+        ConfigError: naming the losses that read labels but not mixed ones.
+    """
+    bad = [f"{where}[{i}].{item.config_name}" for i, item in enumerate(loss.loss_func)
+           if not getattr(item, "accepts_mixed_labels", False)]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} cannot train on batches mixed by DataLoader.Train.dataset."
+                          f"batch_transform_ops (Mixup/Cutmix): use CELoss, DistillationGTCELoss or a "
+                          f"teacher-student loss, or remove batch_transform_ops")

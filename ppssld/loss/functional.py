@@ -109,7 +109,8 @@ def _dml_log(x: paddle.Tensor, act: Optional[str], eps: float) -> Tuple[paddle.T
 
 
 def paddleclas_dml(student: paddle.Tensor, teacher: paddle.Tensor, act: Optional[str] = "softmax",
-                   sum_across_class_dim: bool = False, eps: float = 1e-12) -> paddle.Tensor:
+                   sum_across_class_dim: bool = False, eps: float = 1e-12,
+                   weight: Optional[paddle.Tensor] = None) -> paddle.Tensor:
     """PaddleClas ``DMLLoss`` value, reproduced exactly (with a stable ``log(p + eps)``).
 
     Per element: ``d = C/2 * [p log((p+eps)/(q+eps)) + q log((q+eps)/(p+eps))]``.
@@ -122,6 +123,8 @@ def paddleclas_dml(student: paddle.Tensor, teacher: paddle.Tensor, act: Optional
         act: ``"softmax"``, ``"sigmoid"`` (element-wise) or None.
         sum_across_class_dim: PaddleClas's flag of the same name.
         eps: PaddleClas's epsilon inside the log (1e-12).
+        weight: optional ``[N, C]`` element weights (PaddleClas's multi-label ``weight_ratio``); entries
+            weighted 0 are excluded from the mean's count as well.
     Returns:
         Scalar.
     """
@@ -130,6 +133,12 @@ def paddleclas_dml(student: paddle.Tensor, teacher: paddle.Tensor, act: Optional
     p, logp = _dml_log(student, act, eps)
     q, logq = _dml_log(teacher, act, eps)
     elem = (p * (logp - logq) + q * (logq - logp)) * (num_classes / 2.0)
+    if weight is not None:
+        elem = elem * weight
+        kept = (weight != 0).astype("float32")
+        if sum_across_class_dim:
+            return elem.sum() / paddle.clip((kept.sum(axis=-1) > 0).astype("float32").sum(), min=1.0)
+        return elem.sum() / paddle.clip(kept.sum(), min=1.0)
     return elem.sum(axis=-1).mean() if sum_across_class_dim else elem.mean()
 
 

@@ -43,6 +43,8 @@ class LabeledPairLoss(PairLoss):
         if not isinstance(use_target_as_gt, bool):
             raise ConfigError(f"use_target_as_gt must be true or false, got {use_target_as_gt!r}")
         self.use_target_as_gt = use_target_as_gt
+        # hard labels of a Mixup/Cutmix batch are a mix: only the teacher-argmax variant can train on it
+        self.accepts_mixed_labels = use_target_as_gt
 
     def targets(self, teacher: paddle.Tensor, labels: Optional[paddle.Tensor]) -> Tuple[paddle.Tensor, paddle.Tensor]:
         """``(class index [N], counted-row mask [N])`` for one pair."""

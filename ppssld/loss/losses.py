@@ -6,7 +6,8 @@ applies ``weight``. Part names are ``<ConfigName>_<Student>_<Teacher>`` for pair
 and ``<ConfigName>_<Model>`` for ground-truth losses.
 
 Soft losses (pairs) use every row, unlabeled ones included; hard-label losses skip
-rows whose label is ``-1``.
+rows whose label is ``-1``. On a batch mixed by a batch operator the labels are
+:class:`ppssld.loss.mixed.MixedLabels`; only losses with ``accepts_mixed_labels`` take them.
 """
 import logging
 from typing import Any, Dict, Optional, Sequence, Union
@@ -15,6 +16,7 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.loss import functional as LF
+from ppssld.loss.mixed import MixedLabels, mixed_label_ce
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import LOSSES
 
@@ -76,7 +78,12 @@ def select_output(outputs: Outputs, name: str, key: Optional[str], where: str = 
 
 
 class ConfigLoss(nn.Layer):
-    """Base class: holds ``weight``, the config name and the config location."""
+    """Base class: holds ``weight``, the config name and the config location.
+
+    ``accepts_mixed_labels``: the loss works on batches mixed by Mixup / Cutmix (it ignores the
+    labels, or reads :class:`MixedLabels`).
+    """
+    accepts_mixed_labels = False
 
     def __init__(self, weight: float = 1.0, key: Optional[str] = None) -> None:
         super().__init__()
@@ -92,6 +99,7 @@ class ConfigLoss(nn.Layer):
 
 class PairLoss(ConfigLoss):
     """A divergence between two named models' outputs, for each pair in ``model_name_pairs``."""
+    accepts_mixed_labels = True
 
     def __init__(self, weight: float = 1.0, model_name_pairs: Optional[Sequence[Sequence[str]]] = None,
                  key: Optional[str] = None) -> None:
@@ -197,7 +205,9 @@ class DistillationDMLLoss(PairLoss):
         act: ``softmax`` (default), ``sigmoid`` (element-wise) or null (inputs already
             probabilities).
         sum_across_class_dim: PaddleClas's reduction flag (see above).
-        weight_ratio: PaddleClas multi-label weighting; only False is supported.
+        weight_ratio: PaddleClas's multi-label weighting: each element weighted as in
+            ``MultiLabelLoss.weight_ratio`` (labels ``[N, 2, C]`` from a MultiLabelDataset with
+            ``label_ratio: True``); unknown (-1) label entries, hence unlabeled rows, are excluded.
         key: pick ``output[key]`` when a model returns a dict.
     """
 
@@ -207,14 +217,31 @@ class DistillationDMLLoss(PairLoss):
         super().__init__(weight, model_name_pairs, key)
         if act not in ("softmax", "sigmoid", None):
             raise ConfigError(f"act must be softmax, sigmoid or null, got {act!r}")
-        if weight_ratio:
-            raise ConfigError("weight_ratio: True is PaddleClas's multi-label weighting; ppssld supports "
-                              "single-label classification only: remove it or set it to False")
         self.act = act
         self.sum_across_class_dim = bool(sum_across_class_dim)
+        self.weight_ratio = bool(weight_ratio)
+        self.accepts_mixed_labels = not self.weight_ratio  # weight_ratio reads multi-label targets
+        self._element_weight: Optional[paddle.Tensor] = None
+
+    def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
+        if not self.weight_ratio:
+            return super().forward(outputs, labels)
+        from ppssld.loss.multilabel import ratio_weight
+
+        first = select_output(outputs, self.model_name_pairs[0][0], self.key, self.where)
+        try:
+            self._element_weight = ratio_weight(_require_labels(labels, self.where or self.config_name),
+                                                first.shape[-1])
+        except ValueError as exc:
+            raise ConfigError(f"{self.where or self.config_name}: {exc}") from exc
+        try:
+            return super().forward(outputs, labels)
+        finally:
+            self._element_weight = None
 
     def pair_value(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
-        return LF.paddleclas_dml(student, teacher, self.act, self.sum_across_class_dim)
+        return LF.paddleclas_dml(student, teacher, self.act, self.sum_across_class_dim,
+                                 weight=self._element_weight)
 
 
 @LOSSES.register(aliases=["SoftTargetCELoss"])
@@ -248,9 +275,19 @@ def _require_labels(labels: Optional[paddle.Tensor], where: str) -> paddle.Tenso
     return labels
 
 
+def _hard_ce(logits: paddle.Tensor, labels: Any, epsilon: Optional[float],
+             reduction: str = "mean") -> paddle.Tensor:
+    """Hard-label CE on int labels, or PaddleClas's mixed-target CE on :class:`MixedLabels`."""
+    if isinstance(labels, MixedLabels):
+        return mixed_label_ce(logits, labels, epsilon, reduction)
+    return LF.hard_label_ce(logits, labels, epsilon, reduction)
+
+
 @LOSSES.register()
 class DistillationGTCELoss(ConfigLoss):
     """Hard-label cross-entropy for each named model; rows labelled ``-1`` are skipped.
+
+    On a mixed batch: ``lam * CE(a) + (1 - lam) * CE(b)`` (:mod:`ppssld.loss.mixed`).
 
     Args:
         weight: multiplier in the total loss.
@@ -258,6 +295,8 @@ class DistillationGTCELoss(ConfigLoss):
         epsilon: label smoothing in (0, 1), or null.
         key: pick ``output[key]`` when a model returns a dict.
     """
+
+    accepts_mixed_labels = True
 
     def __init__(self, weight: float = 1.0, model_names: Optional[Sequence[str]] = None,
                  epsilon: Optional[float] = None, key: Optional[str] = None) -> None:
@@ -270,7 +309,7 @@ class DistillationGTCELoss(ConfigLoss):
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         labels = _require_labels(labels, self.where or self.config_name)
-        return {f"{self.config_name}_{name}": LF.hard_label_ce(
+        return {f"{self.config_name}_{name}": _hard_ce(
             select_output(outputs, name, self.key, self.where), labels, self.epsilon)
             for name in self.model_names}
 
@@ -282,7 +321,8 @@ class CELoss(ConfigLoss):
     With a Tensor output the part is named ``CELoss``. With a dict output the models are
     ``model_names`` if given; otherwise the entry ``logits`` if present, else ``Student``
     if present, else the only entry; anything else is an error asking for ``model_names``
-    (parts are then named ``CELoss_<model>``). Rows labelled ``-1`` are skipped.
+    (parts are then named ``CELoss_<model>``). Rows labelled ``-1`` are skipped; on a mixed batch
+    the loss is PaddleClas's ``MixCELoss`` ``lam * CE(a) + (1 - lam) * CE(b)`` (:mod:`ppssld.loss.mixed`).
 
     Args:
         weight: multiplier in the total loss.
@@ -291,6 +331,8 @@ class CELoss(ConfigLoss):
         model_names: models to use when outputs are a dict.
         key: pick ``output[key]`` when a model returns a dict.
     """
+
+    accepts_mixed_labels = True
 
     def __init__(self, weight: float = 1.0, epsilon: Optional[float] = None, reduction: str = "mean",
                  model_names: Optional[Sequence[str]] = None, key: Optional[str] = None) -> None:
@@ -319,8 +361,8 @@ class CELoss(ConfigLoss):
             if self.model_names is not None:
                 raise ConfigError(f"CELoss{' at ' + self.where if self.where else ''} has model_names "
                                   f"{self.model_names} but the model output is a single Tensor")
-            return {self.config_name: LF.hard_label_ce(outputs, labels, self.epsilon, self.reduction)}
+            return {self.config_name: _hard_ce(outputs, labels, self.epsilon, self.reduction)}
         names = self.model_names or [self._auto_name(outputs)]
-        return {f"{self.config_name}_{name}": LF.hard_label_ce(
+        return {f"{self.config_name}_{name}": _hard_ce(
             select_output(outputs, name, self.key, self.where), labels, self.epsilon, self.reduction)
             for name in names}

@@ -73,7 +73,8 @@ class TopkAcc:
     """Top-k accuracy over all batches since :meth:`reset`.
 
     With dict outputs it reads ``logits`` if present, else ``Student`` if present, else
-    the only entry (several entries and neither key: error; use DistillationTopkAcc).
+    the only entry (several entries and neither key: error; use DistillationTopkAcc); a chosen
+    entry that is itself a dict (``return_patterns``) gives its ``logits``, as PaddleClas.
 
     Args:
         topk: k values; ``summary()`` keys are ``top{k}``.
@@ -94,9 +95,9 @@ class TopkAcc:
             return outputs
         for candidate in ("logits", "Student"):
             if candidate in outputs:
-                return outputs[candidate]
+                return self.select(outputs[candidate])  # a Student with return_patterns: its own "logits"
         if len(outputs) == 1:
-            return next(iter(outputs.values()))
+            return self.select(next(iter(outputs.values())))
         raise ConfigError(f"TopkAcc got outputs of several models {sorted(outputs)}; use "
                           f"DistillationTopkAcc with model_key")
 

@@ -172,21 +172,6 @@ class Piecewise(WarmupSchedule):
         return self.values[bisect.bisect_right(self.boundaries, t)]
 
 
-@SCHEDULERS.register()
-class MultiStepDecay(Piecewise):
-    """PaddleClas's ``MultiStepDecay``: ``learning_rate * gamma ** k`` after the k-th of ``milestones`` (epochs)."""
-
-    def __init__(self, learning_rate: float, milestones: Sequence[int], gamma: float = 0.1,
-                 warmup_epoch: float = 0, warmup_steps: int = 0, warmup_start_lr: float = 0.0,
-                 by_epoch: bool = False, last_epoch: int = -1, *, epochs: int, steps_per_epoch: int) -> None:
-        lr, factor = _number(learning_rate, "learning_rate"), _number(gamma, "gamma")
-        if not isinstance(milestones, (list, tuple)):
-            raise ConfigError(f"milestones must be a list of epoch numbers, got {milestones!r}")
-        super().__init__(list(milestones), [lr * factor ** i for i in range(len(milestones) + 1)], None,
-                         warmup_epoch, warmup_steps, warmup_start_lr, by_epoch, last_epoch,
-                         epochs=epochs, steps_per_epoch=steps_per_epoch)
-
-
 @SCHEDULERS.register(aliases=["ConstLR"])
 class Constant(WarmupSchedule):
     """``learning_rate`` throughout (after an optional warmup)."""
