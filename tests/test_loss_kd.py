@@ -5,20 +5,11 @@ import pytest
 
 from ppssld.loss import build_loss, kd_functional as KF
 from ppssld.utils.errors import ConfigError
+from tests.test_loss import np_kl, np_log_softmax
 
 RNG = np.random.default_rng(3)
 N, C = 12, 7
 
-
-def np_log_softmax(x, t=1.0):
-    z = x.astype(np.float64) / t
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def np_kl(p, q):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0).sum(-1)
 
 
 def np_dkd_rows(s, t, y, alpha, beta, temp):
