@@ -12,7 +12,9 @@ output folder. ``pretrained: True`` asks for a
 download, which ppssld never does; a frozen model's is replaced by random weights of the same
 model saved to a temporary file, any other is dropped (counted in ``substituted``). A frozen model
 with no weights at all (PaddleClas's PULC distillation configs expect the user's trained teacher,
-which ppssld requires) gets such random weights too, also counted.
+which ppssld requires) gets such random weights too, also counted. A ``pretrained`` path that is not
+on disk (a placeholder like ``path/to/stage1_best_model_student``, which ppssld refuses with a
+WeightsError) is replaced the same way and listed in ``missing_weights``.
 
 Stages: load (:func:`ppssld.config.load_config`), validate (:func:`ppssld.engine.builder.validate`),
 build (:func:`ppssld.engine.builder.build_trainer`: model, loss, optimizer, train and eval data
@@ -132,6 +134,38 @@ def _patch_data(config: Dict[str, Any], data: Dict[str, str]) -> None:
             section["loader"]["use_shared_memory"] = False
 
 
+def _missing_paths(config: Dict[str, Any]) -> List[str]:
+    """Turn each ``pretrained`` path of ``Arch`` that is not on disk (PaddleClas's placeholders such as
+    ``path/to/stage1_best_model_student``) into ``True``, so :func:`_patch_weights` replaces it like a
+    download; returns those paths. ppssld itself refuses such a path with a WeightsError."""
+    from ppssld.arch.weights import resolve_params_path
+    from ppssld.utils.errors import WeightsError
+
+    def missing(value: Any) -> bool:
+        if not isinstance(value, str) or not value:
+            return False
+        try:
+            resolve_params_path(value)
+        except WeightsError:
+            return True
+        return False
+
+    arch = config.get("Arch") or {}
+    found = []
+    holders = [arch] + [cfg for item in (arch.get("models") or []) if isinstance(item, dict)
+                        for cfg in item.values() if isinstance(cfg, dict)]
+    for holder in holders:
+        if missing(holder.get("pretrained")):
+            found.append(holder["pretrained"])
+            holder["pretrained"] = True
+    listed = arch.get("pretrained_list")
+    for i, value in enumerate(listed if isinstance(listed, list) else []):
+        if missing(value):
+            found.append(value)
+            listed[i] = True
+    return found
+
+
 def _patch_weights(config: Dict[str, Any], folder: str) -> int:
     """Replace ``pretrained: True`` (a download); returns how many were replaced."""
     import paddle
@@ -203,6 +237,7 @@ def run_one(base: str, rel: str) -> Dict[str, Any]:
                                                     "eval_during_train": False, "use_visualdl": False,
                                                     "print_batch_step": 1})
             _patch_data(config, _make_images(tmp))
+            result["missing_weights"] = _missing_paths(config)
             result["substituted"] = _patch_weights(config, tmp)
             trainer = build_trainer(config)
             if distill or result["group"] == "PULC":
@@ -357,8 +392,12 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
     for res in results:
         reason = res.get("reason", "") if res["status"] != "ok" else (
             f"loss {res['loss']:.4f}" if "loss" in res else "")
-        if res.get("substituted"):
-            reason += f" ({res['substituted']} pretrained: True replaced)"
+        missing = res.get("missing_weights") or []
+        if res.get("substituted", 0) > len(missing):
+            reason += f" ({res['substituted'] - len(missing)} pretrained: True replaced)"
+        if missing:
+            reason += f" (weights path{'s' if len(missing) > 1 else ''} not on disk, random weights instead: " \
+                      f"{', '.join(missing)})"
         lines.append(f"| {res['config']} | {res['status']} | {res.get('stage', '')} | {res['seconds']} | "
                      f"{reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"

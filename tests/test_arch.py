@@ -40,6 +40,15 @@ def test_frozen_model_without_weights_is_refused():
         build_model(arch)
 
 
+def test_a_weights_path_not_on_disk_is_a_weights_error_naming_the_key(tmp_path):
+    teacher = save_random_backbone(str(tmp_path / "t.pdparams"))
+    arch = _arch(teacher)
+    arch["models"][1]["Student"]["pretrained"] = "path/to/stage1_best_model_student"  # PaddleClas's placeholder
+    with pytest.raises(WeightsError, match=r"'path/to/stage1_best_model_student' \(Arch.models\[1\].Student"
+                                           r".pretrained.*not found"):
+        build_model(arch)
+
+
 def test_strict_loading_lists_missing_unexpected_and_shape(tmp_path):
     model = build_backbone("MobileNetV3_small_x0_35", class_num=4)
     state = dict(model.state_dict())

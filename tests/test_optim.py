@@ -206,7 +206,9 @@ def test_lr_mult_list_applied_by_ppssld_scales_each_stage_update():
     ({"name": "AdamW", "lr": {"learning_rate": 0.1}, "regularizer": {"name": "L2", "coeff": 1e-4}}, "weight_decay"),
     ({"name": "Momentum", "momentum": 0.9}, r"lr is missing"),
     ([{"Momentum": {"scope": "all"}}], "list of scoped"),
-    ({"name": "AdamW", "lr": {"learning_rate": 0.1}, "clip_grad": 1.0}, "never uses it"),
+    ({"name": "AdamW", "lr": {"learning_rate": 0.1}, "clip_grad": 0}, "clip_grad must be a number > 0"),
+    ({"name": "AdamW", "lr": {"learning_rate": 0.1}, "clip_grad": "5"}, "clip_grad must be a number > 0"),
+    ({"name": "AdamW", "lr": {"learning_rate": 0.1}, "clip_grad": 1.0, "clip_norm": 1.0}, "not both"),
 ])
 def test_config_errors(cfg, pattern):
     with pytest.raises(ConfigError, match=pattern):

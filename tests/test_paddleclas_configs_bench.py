@@ -28,7 +28,9 @@ def _fake_checkout(tmp_path):
         cfg["DataLoader"][mode]["dataset"]["transform_ops"] = ops
     write = lambda rel, data: (os.makedirs(os.path.dirname(base / rel), exist_ok=True),  # noqa: E731
                                open(base / rel, "w", encoding="utf-8").write(yaml.safe_dump(data)))
+    cfg["Arch"]["models"][1]["Student"]["pretrained"] = "path/to/stage1_best_model_student"  # a placeholder
     write("ImageNet/Distillation/small_ssld.yaml", cfg)
+    cfg["Arch"]["models"][1]["Student"].pop("pretrained")
     weightless = json.loads(json.dumps(cfg))  # PULC style: a frozen teacher the user must train first
     weightless["Arch"]["models"][0]["Teacher"].pop("pretrained", None)
     write("PULC/thing/weightless_distillation.yaml", weightless)
@@ -58,7 +60,8 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     results = bench.measure(base, bench.list_configs(checkout), 120, str(tmp_path / "log.txt"))
     by = {r["config"]: r for r in results}
     ok = by["ImageNet/Distillation/small_ssld.yaml"]
-    assert ok["status"] == "ok" and ok["stage"] == "step" and ok["substituted"] == 1 and ok["loss"] > 0, ok
+    assert ok["status"] == "ok" and ok["stage"] == "step" and ok["substituted"] == 2 and ok["loss"] > 0, ok
+    assert ok["missing_weights"] == ["path/to/stage1_best_model_student"]
     dkd = by["ImageNet/Distillation/dkd.yaml"]
     assert dkd["status"] == "refused" and dkd["stage"] == "validate" and "TripletLoss" in dkd["reason"]
     plain = by["PULC/thing/plain.yaml"]
@@ -73,3 +76,5 @@ def test_benchmark_counts_ok_refused_and_steps(tmp_path):
     assert summary["causes"] == [("refused: unknown loss 'TripletLoss' in Loss", 1)]
     text = bench.markdown(results, summary)
     assert "| ImageNet/Distillation | 2 | 1 | 1 | 0 | 0 |" in text
+    assert "(1 pretrained: True replaced) (weights path not on disk, random weights instead: " \
+           "path/to/stage1_best_model_student)" in text

@@ -1,12 +1,15 @@
 """Build the model an ``Arch`` config describes, loading weights strictly."""
 import fnmatch
 import logging
+import re
 from collections import Counter
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Collection, Dict, List, Optional
+from typing import Any, Collection, Dict, Iterator, List, Optional
 
 import paddle
 import paddle.nn as nn
+from paddle.base import unique_name
 
 from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
@@ -151,6 +154,23 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
                 arch.pop("pretrained", None)
             return build_single(arch, "Arch", strict, trust)
         return _build_distillation(arch, strict, only, load_pretrained, set(provided), trust)
+
+
+@contextmanager
+def names_after(model: nn.Layer) -> Iterator[None]:
+    """A name scope that continues ``model``'s: layers built inside it (a loss's connector, MGD
+    generator, PEFD projectors) take names after the model's, as in a PaddleClas process, where
+    the loss is built after the model. Without it they would draw from the outer scope and could
+    repeat a model parameter's name (``conv2d_22.w_0``), and Paddle's optimizers, which keep their
+    state by parameter name, would then mix the two parameters' moments."""
+    generator = unique_name.UniqueNameGenerator()
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        match = re.match(r"(.+)_(\d+)\.", tensor.name or "")
+        if match:
+            key = match.group(1)
+            generator.ids[key] = max(generator.ids[key], int(match.group(2)) + 1)
+    with unique_name.guard(generator):
+        yield
 
 
 def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str], load_pretrained: bool,

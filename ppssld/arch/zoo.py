@@ -1,8 +1,9 @@
 """The one door to the PaddleClas model zoo: build a backbone from its name."""
 import inspect
 import logging
+import sys
 from functools import lru_cache
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import paddle
 import paddle.nn as nn
@@ -14,17 +15,32 @@ from ppssld.utils.errors import ConfigError, did_you_mean
 logger = logging.getLogger(__name__)
 
 _BUILDS = {"count": 0}
+# Constructor options that change only speed, not maths, and that the installed zoo may lack:
+# PaddleClas's newer Swin/ViT take ``use_fused_linear`` to build paddle.incubate.nn.FusedLinear
+# (one fused GPU kernel for x @ W + b, same parameter shapes) instead of nn.Linear.
+_SPEED_ONLY = {"use_fused_linear": "paddle.incubate.nn.FusedLinear (x @ W + b in one GPU kernel)"}
+_SPEED_LOGGED: Set[str] = set()
+# Regularisation rates whose 0 means "off": a constructor without the option already builds
+# that (PaddleClas's StarNet configs set drop_rate: 0, which its StarNet swallows unread).
+_OFF_AT_ZERO = ("drop_rate", "drop_path_rate", "attn_drop_rate")
+
+
+def _is_factory(name: str, obj: Any) -> bool:
+    """A zoo factory: a capitalised function (``ResNet50_vd``), or a function its module
+    exports that takes ``pretrained`` (Twins' ``pcpvt_small``, ``alt_gvt_base``)."""
+    if not inspect.isfunction(obj):
+        return False
+    if name[:1].isupper():
+        return True
+    module = sys.modules.get(obj.__module__)
+    return name in getattr(module, "__all__", ()) and "pretrained" in inspect.signature(obj).parameters
 
 
 @lru_cache(maxsize=1)
 def _zoo() -> Dict[str, Any]:
     from paddleclas.ppcls.arch import backbone  # imported lazily: it is slow
 
-    names = {}
-    for name, obj in vars(backbone).items():
-        if name[:1].isupper() and inspect.isfunction(obj):
-            names[name] = obj
-    return names
+    return {name: obj for name, obj in vars(backbone).items() if _is_factory(name, obj)}
 
 
 def backbone_names() -> List[str]:
@@ -36,14 +52,19 @@ def accepted_params(factory: Any) -> List[str]:
     """Keyword arguments a zoo factory can use.
 
     Zoo factories forward ``**kwargs`` to a model class that may itself swallow unknown
-    ``**kwargs``; so the accepted names are the named parameters of the factory and of
-    every layer class defined in the factory's module.
+    ``**kwargs``; so the accepted names are the named parameters of the factory, of every
+    layer class defined in the factory's module or named in the factory's code (DeiT's
+    factories build the imported ``VisionTransformer``), and of those classes' layer bases.
     """
     names = set()
     module = inspect.getmodule(factory)
-    candidates = [factory] + [obj.__init__ for obj in vars(module).values()
-                              if inspect.isclass(obj) and issubclass(obj, nn.Layer)
-                              and getattr(obj, "__module__", "") == module.__name__]
+    classes = [obj for obj in vars(module).values() if inspect.isclass(obj)
+               and getattr(obj, "__module__", "") == module.__name__]
+    classes += [factory.__globals__[n] for n in factory.__code__.co_names
+                if inspect.isclass(factory.__globals__.get(n))]
+    layers = {base for cls in classes if issubclass(cls, nn.Layer)
+              for base in cls.__mro__ if issubclass(base, nn.Layer) and base is not nn.Layer}
+    candidates = [factory] + [cls.__init__ for cls in sorted(layers, key=lambda c: c.__qualname__)]
     for func in candidates:
         for param in inspect.signature(func).parameters.values():
             if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and param.name != "self":
@@ -74,6 +95,7 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
                           f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
     return_patterns = pop_return_patterns(kwargs, where)
     accepted = accepted_params(zoo[name])
+    _drop_inert_options(name, kwargs, accepted, where)
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"backbone {name!r} at {where} rejected its arguments: it has no parameter "
@@ -93,6 +115,23 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
     if return_patterns is not None:
         apply_return_patterns(layer, name, return_patterns, where)
     return layer
+
+
+def _drop_inert_options(name: str, kwargs: Dict[str, Any], accepted: List[str], where: str) -> None:
+    """Remove options this backbone's installed constructor lacks that change nothing it computes:
+    speed-only ones, and regularisation rates set to 0 (off). A non-zero rate stays and is refused."""
+    for key in _OFF_AT_ZERO:
+        if key in kwargs and key not in accepted and not isinstance(kwargs[key], bool) \
+                and isinstance(kwargs[key], (int, float)) and kwargs[key] == 0:
+            kwargs.pop(key)
+            logger.debug("%s.%s: 0 (off); %s has no such option and nothing to switch off", where, key, name)
+    for key, what in _SPEED_ONLY.items():
+        if key in kwargs and key not in accepted:
+            value = kwargs.pop(key)
+            if value and f"{name}.{key}" not in _SPEED_LOGGED:
+                _SPEED_LOGGED.add(f"{name}.{key}")
+                logger.info("%s.%s: %r asks for %s; the installed paddleclas %s has no such option and "
+                            "builds the standard layer (same maths, same parameters)", where, key, value, what, name)
 
 
 def _construct(factory: Any, name: str, kwargs: Dict[str, Any]) -> nn.Layer:

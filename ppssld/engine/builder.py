@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import paddle
 
-from ppssld.arch.build import arch_class_num, build_model, infer_model_name
+from ppssld.arch.build import arch_class_num, build_model, infer_model_name, names_after
 from ppssld.config import get, trust_weights
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
@@ -239,7 +239,8 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                                              where="DataLoader.Train", class_num=arch_class_num(config["Arch"]))
     if get(config, "Loss.Train") is None:
         raise ConfigError("Loss.Train is missing: list at least one loss")
-    loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
+    with names_after(model):  # the loss's parameters must not repeat a model parameter's name
+        loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
     batch_transform = build_batch_transform(get(config, "DataLoader.Train.dataset.batch_transform_ops"), seed,
                                             distributed.rank())
     if batch_transform is not None:

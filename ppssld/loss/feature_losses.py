@@ -8,6 +8,8 @@ outputs named by ``return_patterns``) and hands the pair to ``base_loss_name``:
   ``alpha_mgd``; a 1x1 conv connector aligns channels when they differ.
 * ``PEFDLoss`` (projector ensemble): the mean of ``num_projectors`` Linear-ReLU projections
   of the student's feature, ``mean(1 - cos)`` to the teacher's.
+* ``DistanceLoss`` (L1 / L2 / smooth-L1), with an optional trainable ``connector``
+  (:mod:`ppssld.loss.connector`).
 
 These layers hold parameters: they are sublayers of the combined loss, so the trainer hands
 them to the optimizer and writes them into checkpoints (keys ``loss_func.<i>.loss_func.*``,
@@ -21,6 +23,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ppssld.loss.connector import build_connector
 from ppssld.loss.functional import _f32
 from ppssld.loss.losses import Outputs, PairLoss, select_output
 from ppssld.utils.errors import ConfigError
@@ -129,18 +132,22 @@ class DistillationPairLoss(PairLoss):
     Parts are named ``<name>_<i>_<Student>_<Teacher>`` as in PaddleClas.
 
     Args:
-        base_loss_name: ``MGDLoss`` or ``PEFDLoss``.
+        base_loss_name: ``MGDLoss``, ``PEFDLoss`` or ``DistanceLoss``.
         weight: multiplier in the total loss.
         model_name_pairs: ``[[student, teacher], ...]``.
         s_key / t_key: the outputs compared (``return_patterns`` entries; null: the logits).
         name: part-name prefix.
+        connector: ``{student_channels, teacher_channels}``: a trainable 1x1 conv + BN applied to
+            the student's feature first (:mod:`ppssld.loss.connector`; not in PaddleClas).
         **kwargs: the base loss's parameters (checked against it).
     """
 
     def __init__(self, base_loss_name: str, weight: float = 1.0,
                  model_name_pairs: Optional[Sequence[Sequence[str]]] = None, s_key: Optional[str] = None,
-                 t_key: Optional[str] = None, name: str = "loss", **kwargs: Any) -> None:
+                 t_key: Optional[str] = None, name: str = "loss", connector: Optional[Dict[str, Any]] = None,
+                 **kwargs: Any) -> None:
         super().__init__(weight, model_name_pairs, None)
+        self.connector = build_connector(connector) if connector is not None else None
         where = f"base_loss_name {base_loss_name!r}"
         PAIR_BASE_LOSSES.check_kwargs(base_loss_name, kwargs, where)
         self.loss_func = PAIR_BASE_LOSSES.build(base_loss_name, kwargs, where)
@@ -155,6 +162,12 @@ class DistillationPairLoss(PairLoss):
         for i, (first, second) in enumerate(self.model_name_pairs):
             s = select_output(outputs, first, self.s_key, self.where)
             t = select_output(outputs, second, self.t_key, self.where)
-            parts[f"{self.name}_{i}_{first}_{second}"] = self.loss_func(s, t)
+            if self.connector is not None:
+                s = self.connector(_f32(s))
+            value = self.loss_func(s, t)
+            if isinstance(value, dict):  # PaddleClas: a dict-returning base loss gives one part per entry
+                parts.update({f"{self.name}_{i}_{first}_{second}_{k}": v for k, v in value.items()})
+            else:
+                parts[f"{self.name}_{i}_{first}_{second}"] = value
         return parts
 

@@ -166,3 +166,18 @@ class DistillationTopkAcc(TopkAcc):
         if isinstance(outputs, dict):  # a backbone with return_patterns
             outputs = outputs[self.feature_key or "logits"]
         return outputs
+
+
+@METRICS.register()
+class GoogLeNetTopkAcc(TopkAcc):
+    """Top-k accuracy of GoogLeNet's main classifier (the first of its ``[out, out1, out2]``).
+
+    Args:
+        topk: k values.
+    """
+
+    def select(self, outputs: Outputs) -> paddle.Tensor:
+        if isinstance(outputs, (list, tuple)) and outputs:
+            return super().select(outputs[0])
+        raise ConfigError(f"GoogLeNetTopkAcc needs GoogLeNet's outputs [main, aux1, aux2], got "
+                          f"{type(outputs).__name__}; use TopkAcc for other models")

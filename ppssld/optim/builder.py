@@ -1,7 +1,7 @@
 """Build the optimizer and its LR schedule from the ``Optimizer`` section."""
 import copy
 import logging
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Set, Tuple, Union
 
 import paddle
 import paddle.nn as nn
@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 Parameters = Union[nn.Layer, Sequence[paddle.Tensor], Sequence[Tuple[str, paddle.Tensor]]]
 _VALIDATE_EPOCHS = 10 ** 6  # stands in for Global.epochs when only checking the config
+_CLIP_GRAD_LOGGED: Set[str] = set()  # config locations whose clip_grad note was logged
 
 
 def named_trainable(parameters: Parameters) -> NamedParams:
@@ -57,15 +58,31 @@ def _split(optim_cfg: Any, where: str) -> Tuple[str, Any, Dict[str, Any]]:
     return name, cfg.pop("lr"), cfg
 
 
+def _clip_grad(cfg: Dict[str, Any], where: str) -> Optional[float]:
+    """Pop ``clip_grad``: its max global norm, or None (absent, ``null`` or PaddleClas's ``None``)."""
+    value = cfg.pop("clip_grad", None)
+    if value is None or value == "None":  # PaddleClas literal-evaluates the YAML string "None"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where}.clip_grad must be a number > 0 (the max global L2 norm of all gradients) "
+                          f"or null, got {value!r}")
+    if where not in _CLIP_GRAD_LOGGED:
+        _CLIP_GRAD_LOGGED.add(where)
+        logger.info("%s.clip_grad: %s: gradients are clipped by their global L2 norm (PaddleClas accepts this "
+                    "key and ignores it)", where, value)
+    return float(value)
+
+
 def _spec(name: str, cfg: Dict[str, Any], where: str) -> OptimizerSpec:
-    if "clip_grad" in cfg:
-        raise ConfigError(f"{where}.clip_grad: PaddleClas accepts this key but never uses it (no clipping "
-                          f"happens); remove it, or set clip_norm: <max norm> to really clip each gradient")
+    clip_grad = _clip_grad(cfg, where)
     OPTIMIZERS.check_kwargs(name, cfg, where)
     try:
-        return OPTIMIZERS.build(name, cfg, where)
+        spec = OPTIMIZERS.build(name, cfg, where)
+        if clip_grad is not None:
+            spec.set_global_clip(clip_grad)
     except ConfigError as exc:
         raise ConfigError(f"{where} ({name}): {exc}") from exc
+    return spec
 
 
 def build_optimizer(optim_cfg: Dict[str, Any], parameters: Parameters, epochs: int, steps_per_epoch: int,

@@ -73,6 +73,8 @@ class OptimizerSpec:
         no_weight_decay_name: substrings of parameter names excluded from decay.
         one_dim_param_no_weight_decay: exclude every 1-D parameter (biases, norms).
         clip_norm: clip each gradient tensor to this L2 norm (``ClipGradByNorm``, as PaddleClas).
+            ``clip_grad`` (global-norm clipping) is set by the builder through
+            :meth:`set_global_clip`.
         multi_precision: passed to Paddle (keeps float32 master weights under AMP O2).
     """
 
@@ -82,6 +84,14 @@ class OptimizerSpec:
         self.one_dim_no_decay = bool(one_dim_param_no_weight_decay)
         self.clip_norm = None if clip_norm is None else _positive(clip_norm, "clip_norm", allow_zero=False)
         self.multi_precision = bool(multi_precision)
+        self.clip_global_norm: Optional[float] = None
+
+    def set_global_clip(self, max_norm: float) -> None:
+        """Clip all gradients together to global L2 norm ``max_norm`` (``ClipGradByGlobalNorm``)."""
+        if self.clip_norm is not None:
+            raise ConfigError("set either clip_norm (each gradient tensor to its own norm, PaddleClas's "
+                              "ClipGradByNorm) or clip_grad (all gradients by their global norm), not both")
+        self.clip_global_norm = _positive(max_norm, "clip_grad", allow_zero=False)
 
     def excluded(self, named: NamedParams) -> List[paddle.Tensor]:
         """Parameters that must not be decayed."""
@@ -89,6 +99,9 @@ class OptimizerSpec:
                 or (self.one_dim_no_decay and len(p.shape) == 1)]
 
     def grad_clip(self) -> Optional[Any]:
+        """Paddle's gradient clip for this config, or None."""
+        if self.clip_global_norm is not None:
+            return paddle.nn.ClipGradByGlobalNorm(self.clip_global_norm)
         return paddle.nn.ClipGradByNorm(self.clip_norm) if self.clip_norm else None
 
     def create(self, learning_rate: Any, named: NamedParams) -> paddle.optimizer.Optimizer:
