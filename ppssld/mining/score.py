@@ -34,13 +34,13 @@ from ppssld.utils.io import atomic_save, atomic_write_json
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: errors stored only for the images that had one
 
 
 class Scores(NamedTuple):
     """Merged scores of a whole pool (row i is pool image i)."""
     ok: np.ndarray        # (n,) bool: the image was read and scored
-    error: List[str]      # (n,) '' or why the image could not be read
+    error: Dict[int, str]  # pool index -> why it could not be read (only images that had an error)
     prob: np.ndarray      # (n, N) float32, descending
     cls: np.ndarray       # (n, N) int32 class indices (-1 for unread images)
     hash: np.ndarray      # (n, B) uint8 packed perceptual hash
@@ -193,7 +193,8 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
     sigs = [item[2] for item in loaded]
     arrays = {
         "index": np.arange(offset, offset + n, dtype=np.int64), "ok": ok, "prob": prob, "cls": cls,
-        "error": np.array([item[3] for item in loaded], dtype=str),
+        "error_index": np.array([offset + i for i, item in enumerate(loaded) if item[3]], np.int64),
+        "error_text": np.array([item[3] for item in loaded if item[3]], dtype=str),
         "hash": np.stack([s.hash if s else np.zeros(nbytes, np.uint8) for s in sigs]),
         "thumb": np.stack([s.thumb if s else np.zeros(dedup.THUMB ** 2, np.float32) for s in sigs]).astype(np.float16),
         "grey": np.stack([s.grey if s else np.zeros(dedup.GREY ** 2, np.uint8) for s in sigs]),
@@ -223,6 +224,24 @@ def wait_for_chunks(out_dir: str, count: int, chunk_size: int, timeout: float = 
               f"all {n_chunks} chunks in {out_dir}")
 
 
+def read_manifest(out_dir: str) -> Dict[str, Any]:
+    """The manifest of a scoring folder.
+
+    Raises:
+        DataError: there is none (score the pool first).
+    """
+    path = os.path.join(out_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise DataError(f"{out_dir} has no {MANIFEST}: score the pool first")
+    with open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def chunk_path(out_dir: str, c: int) -> str:
+    """The file of chunk ``c``."""
+    return _chunk_path(out_dir, c)
+
+
 def load_scores(out_dir: str) -> Scores:
     """Merge every chunk of a finished scoring run.
 
@@ -245,10 +264,11 @@ def load_scores(out_dir: str) -> Scores:
             for key in data.files:
                 parts.setdefault(key, []).append(data[key])
     cat = {k: np.concatenate(v) for k, v in parts.items()}
+    errors = {int(i): str(t) for i, t in zip(cat["error_index"], cat["error_text"])}
     if len(cat.get("index", [])) != manifest["count"] or not np.array_equal(cat["index"],
                                                                            np.arange(manifest["count"])):
         raise DataError(f"{out_dir}: chunks do not cover the pool 0..{manifest['count'] - 1} exactly")
-    return Scores(cat["ok"], [str(e) for e in cat["error"]], cat["prob"], cat["cls"], cat["hash"], cat["thumb"],
+    return Scores(cat["ok"], errors, cat["prob"], cat["cls"], cat["hash"], cat["thumb"],
                   cat["grey"], cat["side"], cat.get("feature"))
 
 
