@@ -12,15 +12,19 @@ distinct training images):
    distinct images have an eval image within 15 bits. The hash is a recall-oriented
    candidate filter, matched exactly and vectorised (XOR + popcount over blocks).
 2. **Ranking.** Hash candidates, plus images whose blurred 16x16 thumbnails correlate at
-   >= :data:`DEFAULT_THUMB_MIN`, are ranked by thumbnail correlation (one matrix product
-   per block); the best :data:`DEFAULT_MAX_CHECKS` go to stage 3.
+   >= :data:`DEFAULT_THUMB_MIN`, are ranked by their band-pass correlation after the best of
+   a few crop-like warps (:mod:`ppssld.mining.confirm`, one matrix product per block of
+   queries); those above its floor, best :data:`DEFAULT_MAX_CHECKS` first, go to stage 3.
+   (The thumbnail ranking used before ranked a crop's source up to 50th among Fashion-MNIST
+   near-twins: 3 of 100 crops were missed.)
 3. **Pixel check.** The candidate is aligned onto the eval image (``cv2.findTransformECC``,
    affine, at the smaller image's size up to 32 px); high-pass and band-pass correlations
    must reach :data:`DEFAULT_PIXEL_THRESHOLDS` (lowest planted scores: resized 0.88 / 0.98,
-   crop 0.91 / 0.98). Measured: 497 of 500 planted copies removed (3 crops missed); of the
-   2,000 distinct images, 1,999 would go by hash alone and 245 (12%, 138 of them trousers)
-   after the pixel check: Fashion-MNIST near-twins whose 28-px pixels differ less than a
-   JPEG re-encode. The report counts both (``removed`` and ``rejected_by_pixel_check``).
+   crop 0.91 / 0.98).
+
+Stage 1 here is the all-pairs scan (:func:`scan_candidates`), the reference; the pipeline
+finds the same pairs with faiss indexes (:mod:`ppssld.mining.dedup_index`) and runs sharded
+(:mod:`ppssld.mining.sharded`). Before/after figures: ``benchmark/results/mining_scale.md``.
 """
 import logging
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple

@@ -65,10 +65,10 @@ def _load_one(path: str, transform: Compose, kind: str, size: int) -> tuple:
         rgb = decode_file(path, transform)
         return rgb, transform_image(rgb, transform), dedup.signature(rgb, kind, size), ""
     except (DataError, ValueError, OSError, cv2.error) as exc:
-        return None, None, None, _message(exc)
+        return None, None, None, error_message(exc)
 
 
-def _message(exc: Exception) -> str:
+def error_message(exc: Exception) -> str:
     """``Type: message`` without memory addresses (so reruns write identical reports)."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
 
@@ -140,7 +140,7 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
     if rank == 0:
         check_manifest(out_dir, manifest, restart)
     else:
-        _wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
+        wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
     n_chunks = (len(paths) + chunk_size - 1) // chunk_size
     mine = [c for c in range(n_chunks) if c % world_size == rank]
     todo = [c for c in mine if not os.path.isfile(_chunk_path(out_dir, c))]
@@ -209,7 +209,7 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
     return arrays
 
 
-def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while not ready():
         if time.time() > deadline:
@@ -220,7 +220,7 @@ def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
 def wait_for_chunks(out_dir: str, count: int, chunk_size: int, timeout: float = 24 * 3600) -> None:
     """Block until every chunk of a ``count``-image pool exists (rank 0 waits for the others)."""
     n_chunks = (count + chunk_size - 1) // chunk_size
-    _wait_for(lambda: all(os.path.isfile(_chunk_path(out_dir, c)) for c in range(n_chunks)), timeout,
+    wait_for(lambda: all(os.path.isfile(_chunk_path(out_dir, c)) for c in range(n_chunks)), timeout,
               f"all {n_chunks} chunks in {out_dir}")
 
 
@@ -286,5 +286,5 @@ def signatures_of(paths: Sequence[str], image_root: str, kind: str = dedup.DEFAU
             sigs.append(dedup.signature(decode_file(os.path.join(image_root, p)), kind, size))
         except (DataError, ValueError, OSError) as exc:
             sigs.append(None)
-            bad.append((p, _message(exc)))
+            bad.append((p, error_message(exc)))
     return sigs, bad

@@ -20,16 +20,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ppssld.data.image import decode_file, load_and_transform
+from ppssld.data.image import load_and_transform
 from ppssld.data.transforms import Compose
 from ppssld.mining import confirm as confirm_mod
 from ppssld.mining import dedup
 from ppssld.mining.dedup_index import FeatureIndex, RefIndex
 from ppssld.mining.report import duplicate_entries
-from ppssld.mining.score import _message, _wait_for, chunk_path, read_manifest
+from ppssld.mining.score import chunk_path, read_manifest, signatures_of, wait_for
 from ppssld.mining.select import Selection, StreamingTopK
 from ppssld.mining.teacher import Teacher
-from ppssld.utils.errors import DataError
 from ppssld.utils.io import atomic_save, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def reference(paths: Sequence[str], root: str, work: str, rank: int, world: int,
         if not os.path.isfile(files[c]):
             arrays = _ref_chunk(paths[c * REF_CHUNK:(c + 1) * REF_CHUNK], root, teacher, transform, batch_size)
             atomic_save(files[c], lambda tmp, a=arrays: _save_npz(tmp, a))
-    _wait_for(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} reference chunks in {work}")
+    wait_for(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} reference chunks in {work}")
     parts: Dict[str, List[np.ndarray]] = {}
     for f in files:
         with np.load(f, allow_pickle=False) as data:
@@ -85,13 +84,8 @@ def _save_npz(tmp: str, arrays: Dict[str, np.ndarray]) -> None:
 
 def _ref_chunk(paths: Sequence[str], root: str, teacher: Optional[Teacher], transform: Optional[Compose],
                batch_size: int) -> Dict[str, np.ndarray]:
-    sigs, errors = [], {}
-    for i, p in enumerate(paths):
-        try:
-            sigs.append(dedup.signature(decode_file(os.path.join(root, p))))
-        except (DataError, ValueError, OSError) as exc:
-            sigs.append(None)
-            errors[i] = _message(exc)
+    sigs, bad = signatures_of(paths, root, desc="hashing reference images")
+    errors = {i: e for i, (_p, e) in zip([i for i, s in enumerate(sigs) if s is None], bad)}
     ok = np.array([s is not None for s in sigs], bool)
     arrays = {"ok": ok, "error_index": np.array(sorted(errors), np.int64),
               "error_text": np.array([errors[i] for i in sorted(errors)], dtype=str),
@@ -163,7 +157,7 @@ def merge_dedup(score_dir: str, key: str, n_chunks: int,
                 timeout: float = 24 * 3600) -> Tuple[Dict[int, Dict[str, Any]], Dict[str, Dict[str, int]]]:
     """Rank 0: wait for every chunk's de-duplication file, merge removed rows and counters."""
     files = [os.path.join(score_dir, f"dedup_{key}_{c:06d}.json") for c in range(n_chunks)]
-    _wait_for(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} de-duplication files")
+    wait_for(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} de-duplication files")
     removed: Dict[int, Dict[str, Any]] = {}
     stats: Dict[str, Dict[str, int]] = {}
     for f in files:
