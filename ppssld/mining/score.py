@@ -97,7 +97,7 @@ def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False
         if not diff:
             return
         for name in os.listdir(out_dir):
-            if name.startswith("chunk_") and name.endswith(".npz"):
+            if name.startswith(("chunk_", "dedup_", "ref_")) and name.endswith((".npz", ".json")):
                 os.remove(os.path.join(out_dir, name))
     atomic_write_json(path, manifest)
 
