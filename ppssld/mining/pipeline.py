@@ -2,6 +2,7 @@
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -94,10 +95,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     rank, world = dist_env()
     features = features or feature_threshold is not None
     score_dir = os.path.join(out, "scores")
-    stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
-                       rank=rank, world_size=world, restart=restart)
-    wait_for_chunks(score_dir, len(paths), chunk_size)  # every rank de-duplicates its own chunks
-    t_score = time.perf_counter() - t0
+    os.makedirs(score_dir, exist_ok=True)
     settings = sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold)
     refs, bad_refs, ref_counts = [], [], {}
     for against, list_path in [("eval", eval_list)] + ([("train", train_list)] if train_list else []):
@@ -108,17 +106,33 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         refs.append((against, ref))
         bad_refs += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
         ref_counts[against] = len(ref_paths)
-    key = sharded.dedup_chunks(score_dir, paths, refs, settings, rank, world)
+    t_ref = time.perf_counter() - t0
+    # each new chunk is de-duplicated in a background thread while the teacher scores the next one
+    pending: List[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as background:
+        def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
+            out_file = sharded.dedup_file(score_dir, sharded.dedup_key(score_dir, refs, settings), c)
+            pending.append(background.submit(sharded.dedup_arrays, arrays, paths, refs, settings, out_file))
+
+        stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
+                           rank=rank, world_size=world, restart=restart, on_chunk=on_chunk)
+        t_score = time.perf_counter() - t0 - t_ref
+        for job in pending:
+            job.result()
+    key = sharded.dedup_chunks(score_dir, paths, refs, settings, rank, world)  # chunks scored by an earlier run
     if rank != 0:
         return None
+    wait_for_chunks(score_dir, len(paths), chunk_size)
     removed, dedup_stats = sharded.merge_dedup(score_dir, key, (len(paths) + chunk_size - 1) // chunk_size)
     for against, count in ref_counts.items():
         dedup_stats.setdefault(against, {})["reference_images"] = count
-    t_dedup = time.perf_counter() - t0 - t_score
+    t_dedup = time.perf_counter() - t0 - t_ref - t_score
     with np.load(chunk_path(score_dir, 0), allow_pickle=False) as first:
         n_top = int(first["prob"].shape[1])
     class_num = int(get(config, "Arch.class_num") or n_top)
+    t_sel = time.perf_counter()
     sel, errors, top1 = sharded.select_streaming(score_dir, k, class_num, removed, min_conf, cap)
+    t_sel = time.perf_counter() - t_sel
     unreadable = [{"image": paths[i], "error": errors[i]} for i in sorted(errors)]
     if unreadable:
         logger.warning("%d pool image(s) could not be read and were skipped (listed in the report)", len(unreadable))
@@ -146,8 +160,10 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
                   "note": "rejected_by_alignment / rejected_by_pixel_check count pool images that looked alike by "
                           "hash or thumbnail but were kept as distinct by the aligned band-pass floor / pixel check"},
         "removed_duplicates": sorted(removed.values(), key=lambda r: r["pool_image"]),
-        "scoring": dict(stats, seconds_total_to_scores=round(t_score, 2), world_size=world),
-        "dedup_seconds": round(t_dedup, 2),
+        "scoring": dict(stats, seconds_total_to_scores=round(t_ref + t_score, 2), world_size=world),
+        "seconds_by_part": {"reference_signatures_and_index": round(t_ref, 3),
+                            "scoring_with_overlapped_dedup": round(t_score, 3),
+                            "dedup_after_scoring_and_merge": round(t_dedup, 3), "selection": round(t_sel, 3)},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_report(os.path.join(out, "report.json"), report)

@@ -97,7 +97,7 @@ def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False
         if not diff:
             return
         for name in os.listdir(out_dir):
-            if name.startswith(("chunk_", "dedup_", "ref_")) and name.endswith((".npz", ".json")):
+            if name.startswith(("chunk_", "dedup_")) and name.endswith((".npz", ".json")):
                 os.remove(os.path.join(out_dir, name))
     atomic_write_json(path, manifest)
 
@@ -110,7 +110,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
                topn: int = 10, batch_size: int = 64, chunk_size: int = 1024, features: bool = False,
                hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
                rank: int = 0, world_size: int = 1, restart: bool = False,
-               max_chunks: Optional[int] = None, prefetch: bool = True) -> Dict[str, Any]:
+               max_chunks: Optional[int] = None, prefetch: bool = True,
+               on_chunk: Optional[Callable[[int, Dict[str, np.ndarray]], None]] = None) -> Dict[str, Any]:
     """Score this rank's chunks of the pool; finished chunks are skipped.
 
     Args:
@@ -129,6 +130,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         restart: discard scores of a different run found in ``out_dir``.
         max_chunks: stop after this many new chunks (for tests of resumption).
         prefetch: read the next chunk in a background thread while the teacher runs.
+        on_chunk: called with (chunk number, its arrays) after each new chunk is saved (mining hands
+            it to a de-duplication thread, which then overlaps the teacher).
     Returns:
         Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``.
     """
@@ -159,6 +162,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
             pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
             arrays = _score_chunk(teacher, loaded, c * chunk_size, topn, batch_size, features, hash_size)
             atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
+            if on_chunk is not None:
+                on_chunk(c, arrays)
             stats["scored_now"] += 1
             stats["images_now"] += len(loaded)
     stats["seconds"] = time.perf_counter() - start

@@ -3,12 +3,14 @@
 Under ``paddle.distributed.launch`` every rank takes part (files are the only channel, as
 in :mod:`ppssld.mining.score`):
 
-1. the reference list (eval, train) is cut into chunks of :data:`REF_CHUNK`; rank r hashes
-   chunks r, r+W, ... into ``ref_<tag>_NNNNNN.npz`` (plus teacher features when asked) and
-   every rank loads them all into a :class:`~ppssld.mining.dedup_index.RefIndex`;
-2. rank r de-duplicates its own pool chunks against it and writes ``dedup_<key>_NNNNNN.json``
-   (the removed rows and the counters of that chunk); ``key`` hashes the settings, so
-   changed thresholds never reuse old decisions, and a killed run resumes;
+1. before scoring, the reference list (eval, train) is cut into chunks of :data:`REF_CHUNK`;
+   rank r hashes chunks r, r+W, ... into ``ref_<tag>_NNNNNN.npz`` (plus teacher features when
+   asked) and every rank loads them all into a :class:`~ppssld.mining.dedup_index.RefIndex`;
+2. rank r de-duplicates each pool chunk it scores in a background thread while the teacher
+   scores the next one (:func:`dedup_arrays`), then any of its chunks scored by an earlier run
+   (:func:`dedup_chunks`), writing ``dedup_<key>_NNNNNN.json`` (the removed rows and the
+   counters of that chunk); ``key`` hashes the scores' manifest, the references and the
+   settings, so changed thresholds never reuse old decisions, and a killed run resumes;
 3. rank 0 merges the (small) de-duplication files and selects with
    :class:`~ppssld.mining.select.StreamingTopK`, reading one score chunk at a time.
 """
@@ -115,41 +117,58 @@ class DedupSettings(NamedTuple):
     feature_threshold: Optional[float] = None
 
 
+def dedup_key(score_dir: str, refs: Sequence[Tuple[str, Reference]], settings: DedupSettings) -> str:
+    """Key of the de-duplication result files: scores, references and settings."""
+    manifest = read_manifest(score_dir)
+    return _sha1(manifest["pool_sha1"], manifest["teacher"], [(a, r.paths) for a, r in refs], settings)
+
+
+def dedup_file(score_dir: str, key: str, c: int) -> str:
+    """The result file of chunk ``c``."""
+    return os.path.join(score_dir, f"dedup_{key}_{c:06d}.json")
+
+
+def dedup_arrays(arrays: Dict[str, np.ndarray], paths: Sequence[str], refs: Sequence[Tuple[str, Reference]],
+                 settings: DedupSettings, out: str) -> None:
+    """De-duplicate one score chunk (its arrays) against every reference; write ``out`` atomically."""
+    ok, index = arrays["ok"], arrays["index"]
+    rows = np.flatnonzero(ok)
+    sigs = confirm_mod.Sigs(arrays["hash"][rows], arrays["thumb"][rows].astype(np.float32), arrays["grey"][rows],
+                            arrays["side"][rows])
+    feature = arrays["feature"][rows] if "feature" in arrays else None
+    removed: Dict[int, Dict[str, Any]] = {}
+    stats: Dict[str, Dict[str, int]] = {}
+    pool_paths = [paths[int(index[r])] for r in rows]
+    for against, ref in refs:
+        matches, st = ref.index.find(sigs, settings.max_checks, settings.pixel_thresholds, settings.ranking,
+                                     settings.grid_min)
+        for m, row in zip(matches, duplicate_entries(matches, pool_paths, ref.paths, against)):
+            if m.grid == m.grid:
+                row["aligned_band_pass"] = round(float(m.grid), 4)
+            removed.setdefault(int(index[rows[m.query]]), row)
+        if settings.feature_threshold is not None and ref.features is not None and feature is not None:
+            qi, rj, cos = ref.features.nearest(feature.astype(np.float32), settings.feature_threshold)
+            for q, r, s in zip(qi, rj, cos):
+                removed.setdefault(int(index[rows[q]]), {"pool_image": pool_paths[int(q)], "against": against,
+                                                         "matched_image": ref.paths[int(r)],
+                                                         "feature_cosine": round(float(s), 4)})
+            st = dict(st, feature_matches=int(len(qi)))
+        stats[against] = dict(st, removed=len(matches))
+    atomic_write_json(out, {"removed": {str(i): removed[i] for i in sorted(removed)}, "stats": stats})
+
+
 def dedup_chunks(score_dir: str, paths: Sequence[str], refs: Sequence[Tuple[str, Reference]],
                  settings: DedupSettings, rank: int, world: int) -> str:
-    """De-duplicate this rank's score chunks against every reference; returns the result-file key."""
+    """De-duplicate this rank's score chunks that have no result file yet; returns the result-file key."""
     manifest = read_manifest(score_dir)
-    key = _sha1(manifest["pool_sha1"], manifest["teacher"], [(a, r.paths) for a, r in refs], settings)
+    key = dedup_key(score_dir, refs, settings)
     n_chunks = (manifest["count"] + manifest["chunk_size"] - 1) // manifest["chunk_size"]
     for c in range(rank, n_chunks, world):
-        out = os.path.join(score_dir, f"dedup_{key}_{c:06d}.json")
-        if os.path.isfile(out):
-            continue
-        with np.load(chunk_path(score_dir, c), allow_pickle=False) as data:
-            ok, index = data["ok"], data["index"]
-            rows = np.flatnonzero(ok)
-            sigs = confirm_mod.Sigs(data["hash"][rows], data["thumb"][rows].astype(np.float32), data["grey"][rows],
-                                    data["side"][rows])
-            feature = data["feature"][rows] if "feature" in data.files else None
-        removed: Dict[int, Dict[str, Any]] = {}
-        stats: Dict[str, Dict[str, int]] = {}
-        pool_paths = [paths[int(index[r])] for r in rows]
-        for against, ref in refs:
-            matches, st = ref.index.find(sigs, settings.max_checks, settings.pixel_thresholds, settings.ranking,
-                                         settings.grid_min)
-            for m, row in zip(matches, duplicate_entries(matches, pool_paths, ref.paths, against)):
-                if m.grid == m.grid:
-                    row["aligned_band_pass"] = round(float(m.grid), 4)
-                removed.setdefault(int(index[rows[m.query]]), row)
-            if settings.feature_threshold is not None and ref.features is not None and feature is not None:
-                qi, rj, cos = ref.features.nearest(feature.astype(np.float32), settings.feature_threshold)
-                for q, r, s in zip(qi, rj, cos):
-                    removed.setdefault(int(index[rows[q]]), {"pool_image": pool_paths[int(q)], "against": against,
-                                                             "matched_image": ref.paths[int(r)],
-                                                             "feature_cosine": round(float(s), 4)})
-                st = dict(st, feature_matches=int(len(qi)))
-            stats[against] = dict(st, removed=len(matches))
-        atomic_write_json(out, {"removed": {str(i): removed[i] for i in sorted(removed)}, "stats": stats})
+        out = dedup_file(score_dir, key, c)
+        if not os.path.isfile(out):
+            with np.load(chunk_path(score_dir, c), allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files if k not in ("prob", "cls")}
+            dedup_arrays(arrays, paths, refs, settings, out)
     return key
 
 
