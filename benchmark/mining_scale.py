@@ -36,7 +36,6 @@ from ppssld.mining import confirm as confirm_mod  # noqa: E402
 from ppssld.mining import dedup  # noqa: E402
 from ppssld.mining.dedup_index import RefIndex  # noqa: E402
 from ppssld.mining.select import StreamingTopK, select_topk  # noqa: E402
-from ppssld.utils.io import atomic_save, atomic_write_json, atomic_write_text  # noqa: E402
 
 BLOCK = 16384
 ARGS_POOLS: List[int] = [10_000]

@@ -14,7 +14,7 @@ from ppssld.mining import dedup
 from ppssld.mining import sharded
 from ppssld.mining.report import class_names_from, plot_per_class, write_report
 from ppssld.mining.score import chunk_path, dist_env, score_pool, wait_for_chunks
-from ppssld.mining.select import confidence_stats, per_class_counts, select_topk
+from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import ConfigError, DataError
 
