@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ppssld.config import get
-from ppssld.data.label_list import IMAGE_EXTENSIONS, read_label_list, write_label_list
+from ppssld.data.label_list import IMAGE_EXTENSIONS, format_record, read_label_list
 from ppssld.data.transforms import build_transforms
 from ppssld.mining import dedup
 from ppssld.mining import sharded
@@ -17,6 +17,7 @@ from ppssld.mining.score import chunk_path, dist_env, score_pool, wait_for_chunk
 from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,10 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     if unreadable:
         logger.warning("%d pool image(s) could not be read and were skipped (listed in the report)", len(unreadable))
     os.makedirs(out, exist_ok=True)
-    write_label_list(os.path.join(out, "selected_list.txt"), [(paths[i], None) for i in sel.index])
+    with atomic_path(os.path.join(out, "selected_list.txt")) as tmp:  # streamed line by line, then renamed
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for i in sel.index:
+                handle.write(format_record(paths[i], None) + "\n")
     counts = per_class_counts(sel, class_num)
     names = class_names_from(get(config, "Global.class_names"), class_num)
     plot_per_class(counts, os.path.join(out, "per_class.png"), k, names)
