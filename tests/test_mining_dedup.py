@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from ppssld.mining import dedup
+from ppssld.mining.dedup_index import FeatureIndex, RefIndex
 from ppssld.data.prepare import read_idx
 from ppssld.mining.planted import VARIANTS, plant
 
@@ -61,6 +62,56 @@ def test_planted_duplicates_caught_distinct_kept():
     # than a JPEG re-encode: 11 of these 150 are removed (measured at scale in
     # benchmark/results/mining_hash_measure.md). A regression past 12 fails.
     assert len(removed) <= 12, [(m.query, m.ref, m.band) for m in removed]
-    assert dstats["rejected_by_pixel_check"] > 50  # the pixel check is what keeps look-alikes
-    loose, _ = dedup.find_duplicates(ds, es, pixel_thresholds=None)
+    # the aligned band-pass floor and the pixel check are what keep look-alikes
+    assert dstats["rejected_by_alignment"] + dstats["rejected_by_pixel_check"] > 50
+    loose, _ = dedup.find_duplicates(ds, es, pixel_thresholds=None, grid_min=-1.0)
     assert len(loose) > 5 * max(1, len(removed))
+    # the index decides exactly as the scan, for both rankings
+    index = RefIndex(dedup.as_arrays(es))
+    pool = ps + ds
+    for ranking in ("grid", "thumb"):
+        scan, scan_stats = dedup.find_duplicates(pool, es, ranking=ranking)
+        got, got_stats = index.find(dedup.as_arrays(pool), ranking=ranking)
+        assert [(m.query, m.ref) for m in got] == [(m.query, m.ref) for m in scan] and got_stats == scan_stats
+
+
+def _synthetic(n, m, seed):
+    """Smooth random thumbnails and random hashes; some queries are noisy copies of refs."""
+    rng = np.random.default_rng(seed)
+    import cv2
+    raw = rng.normal(size=(n + m, 16, 16)).astype(np.float32)
+    thumb = np.stack([cv2.GaussianBlur(x, (0, 0), 2.0).ravel() for x in raw])
+    hashes = rng.integers(0, 256, size=(n + m, 8), dtype=np.uint8)
+    copies = rng.choice(m, size=n // 3, replace=False)
+    thumb[m:m + len(copies)] = thumb[copies] + 0.05 * thumb.std() * rng.normal(size=(len(copies), 256))
+    flips = rng.integers(0, 2, size=(len(copies), 8), dtype=np.uint8) << rng.integers(0, 8, size=(len(copies), 8))
+    hashes[m:m + len(copies)] = hashes[copies] ^ flips.astype(np.uint8)
+    hashes[m:m + len(copies):2] = rng.integers(0, 256, size=hashes[m:m + len(copies):2].shape)  # thumbnail-only
+    thumb -= thumb.mean(axis=1, keepdims=True)
+    thumb = (thumb / np.linalg.norm(thumb, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    grey = np.zeros((n + m, 1024), np.uint8)
+    sig = lambda a, b: dedup.confirm_mod.Sigs(hashes[a:b], thumb[a:b], grey[a:b], np.full(b - a, 32))  # noqa
+    return sig(m, m + n), sig(0, m)
+
+
+@pytest.mark.parametrize("thumb_min", [0.95, 0.8, None])
+def test_index_candidates_equal_scan(thumb_min):
+    query, ref = _synthetic(300, 500, seed=1)
+    for threshold in (6, 18, 26):
+        scan = dedup.scan_candidates(query, ref, threshold, thumb_min)
+        got = RefIndex(ref, threshold, thumb_min, pca_dims=8).candidates(query)
+        for a, b in zip(scan, got):
+            assert np.array_equal(a, b)
+        assert len(scan.query) > 0 and scan.by_hash.any()
+        if thumb_min is not None and threshold == 6:
+            assert (~scan.by_hash).sum() > 20
+
+
+def test_feature_index_nearest():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 16)).astype(np.float32)
+    query = np.concatenate([ref[[3, 7]] * 2 + 1e-3, rng.normal(size=(4, 16))]).astype(np.float32)
+    qi, rj, cos = FeatureIndex(ref).nearest(query, 0.99)
+    assert qi.tolist() == [0, 1] and rj.tolist() == [3, 7] and (cos > 0.99).all()
+    bq, br, _ = dedup.feature_matches(query, ref, 0.99)
+    assert bq.tolist() == qi.tolist() and br.tolist() == rj.tolist()

@@ -141,3 +141,31 @@ def test_cli_end_to_end(fixture, tmp_path):
     assert max(report["per_class"]) <= 5 and len(chosen) == len(rows)
     assert len(report["short_classes"]) == sum(c < 5 for c in report["per_class"])
     assert open(os.path.join(res, "per_class.png"), "rb").read(4) == b"\x89PNG"
+
+
+def test_two_process_launch_selects_as_one_process(fixture, tmp_path):
+    """Scoring, reference hashing and de-duplication sharded over 2 ranks: same list as 1 process."""
+    out, info, _, config = fixture
+    args = ["-c", config, "--pool", os.path.join(out, "pool_list.txt"), "--image-root", os.path.join(out, "images"),
+            "--eval-list", os.path.join(out, "val_list.txt"), "--k", "6", "--chunk-size", "16"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    tool = os.path.join(REPO, "tools", "select_unlabeled.py")
+    results = {}
+    for nproc in (1, 2):
+        res = str(tmp_path / f"res{nproc}")
+        cmd = [sys.executable, tool] if nproc == 1 else [
+            sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+            "--log_dir", str(tmp_path / "logs"), tool]
+        proc = subprocess.run(cmd + args + ["--out", res], capture_output=True, text=True, timeout=120, env=env,
+                              cwd=str(tmp_path))
+        logs = "".join(open(os.path.join(tmp_path, "logs", f), errors="replace").read()[-2000:]
+                       for f in sorted(os.listdir(tmp_path / "logs"))) if nproc == 2 else ""
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
+        report = json.load(open(os.path.join(res, "report.json"), encoding="utf-8"))
+        dedup_files = sorted(f for f in os.listdir(os.path.join(res, "scores")) if f.startswith("dedup_"))
+        results[nproc] = (open(os.path.join(res, "selected_list.txt"), encoding="utf-8").read(),
+                          [r["pool_image"] for r in report["removed_duplicates"]], report["scoring"]["world_size"],
+                          len(dedup_files))
+    assert results[1][0] == results[2][0] and results[1][0].count("\n") > 20
+    assert results[1][1] == results[2][1] and set(info["planted"]) <= set(results[2][1])
+    assert results[1][2:] == (1, results[1][3]) and results[2][2] == 2 and results[2][3] == results[1][3] > 1

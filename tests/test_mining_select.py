@@ -81,3 +81,26 @@ def test_pool_list_repeats_are_scored_once(tmp_path, caplog):
         paths, root = pool_paths(str(pool), str(tmp_path))
     assert paths == ["a.jpg", "b.jpg", "c.jpg"] and root == str(tmp_path)
     assert any("2 repeated line(s) scored once" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_streaming_topk_equals_one_shot(chunk):
+    from ppssld.mining.select import StreamingTopK
+
+    prob, cls = random_scores(400, 12, 4, seed=chunk)
+    prob = np.round(prob, 2)  # many ties: a later image that only ties the k-th must lose
+    valid = np.ones(400, bool)
+    valid[::5] = False
+    for cap in (None, 30):
+        ref = select_topk(prob, cls, k=6, class_num=12, valid=valid, min_conf=0.05, cap=cap)
+        acc = StreamingTopK(6, 12, min_conf=0.05)
+        for s in range(0, 400, chunk):
+            acc.add(prob[s:s + chunk], cls[s:s + chunk], valid[s:s + chunk], offset=s)
+        assert len(acc.img) <= 6 * 12  # bounded by C x k, whatever the pool size
+        got = acc.result(cap)
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b)
+        brute = reference(prob, cls, 6, 12, valid, 0.05, cap)
+        assert set(got.index.tolist()) == set(brute)
+    with pytest.raises(ValueError, match="index order"):
+        acc.add(prob[:2], cls[:2], offset=0)

@@ -2,7 +2,8 @@
 
 Usage: python tools/select_unlabeled.py -c CONFIG [-o key=value] --pool LIST_OR_DIR --image-root DIR
        --eval-list LIST --k K --out DIR [--train-list LIST] [--min-conf P] [--cap N] ...
-Sharded: python -m paddle.distributed.launch --gpus 0,1 tools/select_unlabeled.py ... (same arguments).
+Sharded: python -m paddle.distributed.launch --gpus 0,1 tools/select_unlabeled.py ... (same arguments; scoring,
+reference hashing and de-duplication are split across the processes, rank 0 selects; same list as one process).
 """
 import logging
 import os

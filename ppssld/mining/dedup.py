@@ -12,15 +12,19 @@ distinct training images):
    distinct images have an eval image within 15 bits. The hash is a recall-oriented
    candidate filter, matched exactly and vectorised (XOR + popcount over blocks).
 2. **Ranking.** Hash candidates, plus images whose blurred 16x16 thumbnails correlate at
-   >= :data:`DEFAULT_THUMB_MIN`, are ranked by thumbnail correlation (one matrix product
-   per block); the best :data:`DEFAULT_MAX_CHECKS` go to stage 3.
+   >= :data:`DEFAULT_THUMB_MIN`, are ranked by their band-pass correlation after the best of
+   a few crop-like warps (:mod:`ppssld.mining.confirm`, one matrix product per block of
+   queries); those above its floor, best :data:`DEFAULT_MAX_CHECKS` first, go to stage 3.
+   (The thumbnail ranking used before ranked a crop's source up to 50th among Fashion-MNIST
+   near-twins: 3 of 100 crops were missed.)
 3. **Pixel check.** The candidate is aligned onto the eval image (``cv2.findTransformECC``,
    affine, at the smaller image's size up to 32 px); high-pass and band-pass correlations
    must reach :data:`DEFAULT_PIXEL_THRESHOLDS` (lowest planted scores: resized 0.88 / 0.98,
-   crop 0.91 / 0.98). Measured: 497 of 500 planted copies removed (3 crops missed); of the
-   2,000 distinct images, 1,999 would go by hash alone and 245 (12%, 138 of them trousers)
-   after the pixel check: Fashion-MNIST near-twins whose 28-px pixels differ less than a
-   JPEG re-encode. The report counts both (``removed`` and ``rejected_by_pixel_check``).
+   crop 0.91 / 0.98).
+
+Stage 1 here is the all-pairs scan (:func:`scan_candidates`), the reference; the pipeline
+finds the same pairs with faiss indexes (:mod:`ppssld.mining.dedup_index`) and runs sharded
+(:mod:`ppssld.mining.sharded`). Before/after figures: ``benchmark/results/mining_scale.md``.
 """
 import logging
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -29,6 +33,8 @@ import cv2
 import imagehash
 import numpy as np
 from PIL import Image
+
+from ppssld.mining import confirm as confirm_mod
 
 logger = logging.getLogger(__name__)
 
@@ -151,73 +157,85 @@ def pixel_scores(query: Signature, ref: Signature) -> Tuple[float, float]:
     return high, _ncc(band(a)[m:-m, m:-m], band(b)[m:-m, m:-m])
 
 
-class Match(NamedTuple):
-    """A confirmed duplicate: query index, ref index, hash distance, pixel scores."""
-    query: int
-    ref: int
-    distance: int
-    high: float
-    band: float
+Match = confirm_mod.Match
+
+
+def as_arrays(sigs: List[Signature]) -> confirm_mod.Sigs:
+    """Stack a list of signatures into arrays."""
+    return confirm_mod.Sigs(np.stack([s.hash for s in sigs]), np.stack([s.thumb for s in sigs]).astype(np.float32),
+                            np.stack([s.grey for s in sigs]), np.array([s.side for s in sigs], np.int32))
+
+
+def pixel_check(query: confirm_mod.Sigs, ref: confirm_mod.Sigs) -> Callable[[int, int], Tuple[float, float]]:
+    """``(q, r) -> pixel_scores`` of query image q against ref image r."""
+    def check(q: int, r: int) -> Tuple[float, float]:
+        return pixel_scores(Signature(query.hash[q], query.thumb[q], query.grey[q], int(query.side[q])),
+                            Signature(ref.hash[r], ref.thumb[r], ref.grey[r], int(ref.side[r])))
+    return check
+
+
+def gate_pairs(query: confirm_mod.Sigs, ref: confirm_mod.Sigs, qi: np.ndarray, rj: np.ndarray, threshold: int,
+               thumb_min: Optional[float]) -> confirm_mod.Pairs:
+    """Exact hash distance and thumbnail correlation of (qi, rj) pairs; keep those that pass either gate.
+
+    Both the scan and the index end here, so they decide on the same numbers.
+    """
+    m = max(1, len(ref.hash))
+    key = np.unique(qi.astype(np.int64) * m + rj.astype(np.int64))
+    qi, rj = key // m, key % m
+    dist = _POPCOUNT[np.bitwise_xor(query.hash[qi], ref.hash[rj])].sum(axis=-1, dtype=np.int32)
+    corr = np.einsum("ij,ij->i", query.thumb[qi], ref.thumb[rj]).astype(np.float32)
+    by_hash = dist <= threshold
+    keep = by_hash | (corr >= thumb_min) if thumb_min is not None else by_hash
+    return confirm_mod.Pairs(qi[keep], rj[keep], dist[keep], corr[keep], by_hash[keep])
+
+
+def scan_candidates(query: confirm_mod.Sigs, ref: confirm_mod.Sigs, threshold: int = DEFAULT_THRESHOLD,
+                    thumb_min: Optional[float] = DEFAULT_THUMB_MIN, block: int = 1 << 23) -> confirm_mod.Pairs:
+    """All-pairs scan (every query against every ref, blocked): the reference the index must equal."""
+    if len(query.hash) == 0 or len(ref.hash) == 0:
+        return gate_pairs(query, ref, np.zeros(0, np.int64), np.zeros(0, np.int64), threshold, thumb_min)
+    rows = max(1, block // max(1, len(ref.hash) * max(query.hash.shape[1], 8)))
+    qs, rs = [], []
+    for start in range(0, len(query.hash), rows):
+        hit = hamming(query.hash[start:start + rows], ref.hash) <= threshold
+        if thumb_min is not None:  # a little slack: gate_pairs decides on the exact per-pair value
+            hit |= query.thumb[start:start + rows] @ ref.thumb.T >= thumb_min - 1e-4
+        qi, rj = np.nonzero(hit)
+        qs.append(qi + start)
+        rs.append(rj)
+    return gate_pairs(query, ref, np.concatenate(qs), np.concatenate(rs), threshold, thumb_min)
 
 
 def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int = DEFAULT_THRESHOLD,
                     max_checks: int = DEFAULT_MAX_CHECKS,
                     pixel_thresholds: Optional[Tuple[float, float]] = DEFAULT_PIXEL_THRESHOLDS,
-                    thumb_min: float = DEFAULT_THUMB_MIN,
-                    progress: Optional[Callable[[int], None]] = None) -> Tuple[List[Match], Dict[str, int]]:
-    """Confirmed near-duplicates of ``query`` images among ``ref`` images.
+                    thumb_min: Optional[float] = DEFAULT_THUMB_MIN, ranking: str = "grid",
+                    grid_min: float = confirm_mod.DEFAULT_GRID_MIN) -> Tuple[List[Match], Dict[str, int]]:
+    """Confirmed near-duplicates of ``query`` images among ``ref`` images, by the all-pairs scan.
+
+    The pipeline uses :class:`ppssld.mining.dedup_index.RefIndex` instead (same decisions, tested).
 
     Args:
         query: signatures of the pool images.
         ref: signatures of the evaluation (or training) images.
         threshold: hash Hamming threshold (stage 1).
-        max_checks: candidates per query that get the pixel check, best thumbnails first.
+        max_checks: candidates per query that get the pixel check, best ranked first.
         pixel_thresholds: (high-pass, band-pass) minimums; None trusts the candidate stage alone.
         thumb_min: thumbnail correlation that makes a candidate without a hash match (crops).
-        progress: called with the number of queries done.
+        ranking, grid_min: see :func:`ppssld.mining.confirm.confirm`.
     Returns:
         (matches, one per duplicated query; counters: ``hash_candidates`` queries with a hash
         match, ``thumb_candidates`` queries with only a thumbnail match, ``pixel_checks`` run,
+        ``rejected_by_alignment`` queries whose candidates all scored below ``grid_min``,
         ``rejected_by_pixel_check`` candidate queries kept because every check failed).
     """
-    stats = {"hash_candidates": 0, "thumb_candidates": 0, "pixel_checks": 0, "rejected_by_pixel_check": 0}
     if not query or not ref:
-        return [], stats
-    qh, rh = np.stack([s.hash for s in query]), np.stack([s.hash for s in ref])
-    qt, rt = np.stack([s.thumb for s in query]), np.stack([s.thumb for s in ref])
-    rows = max(1, (1 << 23) // max(1, len(ref) * max(qh.shape[1], 8)))
-    matches: List[Match] = []
-    for start in range(0, len(query), rows):
-        dist = hamming(qh[start:start + rows], rh)
-        corr = qt[start:start + rows] @ rt.T
-        by_hash = dist <= threshold
-        gate = by_hash | (corr >= thumb_min)
-        rank = np.where(gate, corr, -np.inf)
-        top = np.argsort(-rank, axis=1, kind="stable")[:, :max_checks]
-        for row in np.flatnonzero(gate.any(axis=1)):
-            q = start + int(row)
-            stats["hash_candidates"] += int(by_hash[row].any())
-            stats["thumb_candidates"] += int(not by_hash[row].any())
-            best: Optional[Match] = None
-            for r in top[row]:
-                if not gate[row, r]:
-                    break
-                r = int(r)
-                if pixel_thresholds is None:
-                    best = Match(q, r, int(dist[row, r]), float("nan"), float("nan"))
-                    break
-                stats["pixel_checks"] += 1
-                high, band = pixel_scores(query[q], ref[r])
-                if high >= pixel_thresholds[0] and band >= pixel_thresholds[1]:
-                    if best is None or band > best.band:
-                        best = Match(q, r, int(dist[row, r]), high, band)
-            if best is None:
-                stats["rejected_by_pixel_check"] += 1
-            else:
-                matches.append(best)
-        if progress is not None:
-            progress(min(len(query), start + rows))
-    return matches, stats
+        return confirm_mod.confirm(confirm_mod.Pairs(*[np.zeros(0, np.int64)] * 5), None, None, None, max_checks,
+                                   pixel_thresholds, ranking, grid_min)
+    q, r = as_arrays(query), as_arrays(ref)
+    pairs = scan_candidates(q, r, threshold, thumb_min)
+    return confirm_mod.confirm(pairs, q, r, pixel_check(q, r), max_checks, pixel_thresholds, ranking, grid_min)
 
 
 def feature_matches(query: np.ndarray, ref: np.ndarray, threshold: float,

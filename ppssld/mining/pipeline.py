@@ -2,21 +2,22 @@
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from ppssld.config import get
-from ppssld.data.label_list import IMAGE_EXTENSIONS, read_label_list, write_label_list
-from ppssld.data.image import load_and_transform
-from ppssld.data.transforms import Compose, build_transforms
+from ppssld.data.label_list import IMAGE_EXTENSIONS, format_record, read_label_list
+from ppssld.data.transforms import build_transforms
 from ppssld.mining import dedup
-from ppssld.mining.report import class_names_from, duplicate_entries, plot_per_class, write_report
-from ppssld.mining.score import dist_env, load_scores, score_pool, signatures_of, wait_for_chunks
-from ppssld.mining.select import confidence_stats, per_class_counts, select_topk
+from ppssld.mining import sharded
+from ppssld.mining.report import class_names_from, plot_per_class, write_report
+from ppssld.mining.score import chunk_path, dist_env, score_pool, wait_for_chunks
+from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         hash_threshold, pixel_thresholds: see :func:`ppssld.mining.dedup.find_duplicates`.
         restart: discard scores of a different run in ``out/scores``.
     Returns:
-        The report (None on ranks other than 0, which only score their shard).
+        The report (None on ranks other than 0, which score and de-duplicate their shard).
     """
     t0 = time.perf_counter()
     paths, root = pool_paths(pool, image_root)
@@ -95,83 +96,81 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     rank, world = dist_env()
     features = features or feature_threshold is not None
     score_dir = os.path.join(out, "scores")
-    stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
-                       rank=rank, world_size=world, restart=restart)
+    os.makedirs(score_dir, exist_ok=True)
+    settings = sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold)
+    refs, bad_refs, ref_counts = [], [], {}
+    for against, list_path in [("eval", eval_list)] + ([("train", train_list)] if train_list else []):
+        ref_paths = [r.path for r in read_label_list(list_path)]
+        with_features = feature_threshold is not None and against == "eval"
+        ref = sharded.reference(ref_paths, root, score_dir, rank, world, teacher if with_features else None,
+                                transform, batch_size, hash_threshold)
+        refs.append((against, ref))
+        bad_refs += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
+        ref_counts[against] = len(ref_paths)
+    t_ref = time.perf_counter() - t0
+    # each new chunk is de-duplicated in a background thread while the teacher scores the next one
+    pending: List[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as background:
+        def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
+            out_file = sharded.dedup_file(score_dir, sharded.dedup_key(score_dir, refs, settings), c)
+            pending.append(background.submit(sharded.dedup_arrays, arrays, paths, refs, settings, out_file))
+
+        stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
+                           rank=rank, world_size=world, restart=restart, on_chunk=on_chunk)
+        t_score = time.perf_counter() - t0 - t_ref
+        for job in pending:
+            job.result()
+    key = sharded.dedup_chunks(score_dir, paths, refs, settings, rank, world)  # chunks scored by an earlier run
     if rank != 0:
         return None
     wait_for_chunks(score_dir, len(paths), chunk_size)
-    scores = load_scores(score_dir)
-    t_score = time.perf_counter() - t0
-    unreadable = [{"image": paths[i], "error": scores.error[i]} for i in np.flatnonzero(~scores.ok)]
+    removed, dedup_stats = sharded.merge_dedup(score_dir, key, (len(paths) + chunk_size - 1) // chunk_size)
+    for against, count in ref_counts.items():
+        dedup_stats.setdefault(against, {})["reference_images"] = count
+    t_dedup = time.perf_counter() - t0 - t_ref - t_score
+    with np.load(chunk_path(score_dir, 0), allow_pickle=False) as first:
+        n_top = int(first["prob"].shape[1])
+    class_num = int(get(config, "Arch.class_num") or n_top)
+    t_sel = time.perf_counter()
+    sel, errors, top1 = sharded.select_streaming(score_dir, k, class_num, removed, min_conf, cap)
+    t_sel = time.perf_counter() - t_sel
+    unreadable = [{"image": paths[i], "error": errors[i]} for i in sorted(errors)]
     if unreadable:
         logger.warning("%d pool image(s) could not be read and were skipped (listed in the report)", len(unreadable))
-    ok_idx = np.flatnonzero(scores.ok)
-    pool_sigs = [scores.signature(int(i)) for i in ok_idx]
-    removed: Dict[int, Dict[str, Any]] = {}
-    dedup_stats: Dict[str, Any] = {}
-    ref_lists = [("eval", eval_list)] + ([("train", train_list)] if train_list else [])
-    bad_refs = []
-    for against, list_path in ref_lists:
-        ref_paths = [r.path for r in read_label_list(list_path)]
-        ref_sigs, bad = signatures_of(ref_paths, root, desc=f"hashing {against} list")
-        bad_refs += [{"image": p, "list": against, "error": e} for p, e in bad]
-        keep = [j for j, s in enumerate(ref_sigs) if s is not None]
-        with tqdm(total=len(pool_sigs), desc=f"de-duplicating against {against}", unit="img") as bar:
-            matches, st = dedup.find_duplicates(pool_sigs, [ref_sigs[j] for j in keep], hash_threshold,
-                                                pixel_thresholds=pixel_thresholds,
-                                                progress=lambda done: bar.update(done - bar.n))
-        dedup_stats[against] = dict(st, reference_images=len(ref_paths), removed=len(matches))
-        kept_paths = [ref_paths[j] for j in keep]
-        for m, row in zip(matches, duplicate_entries(matches, [paths[i] for i in ok_idx], kept_paths, against)):
-            removed.setdefault(int(ok_idx[m.query]), row)
-        if feature_threshold is not None and against == "eval":
-            _feature_dedup(teacher, transform, root, kept_paths, scores, ok_idx, paths, feature_threshold,
-                           batch_size, removed, dedup_stats)
-    valid = scores.ok.copy()
-    valid[list(removed)] = False
-    class_num = int(get(config, "Arch.class_num") or scores.prob.shape[1])
-    sel = select_topk(scores.prob, scores.cls, k, class_num, valid, min_conf, cap)
     os.makedirs(out, exist_ok=True)
-    write_label_list(os.path.join(out, "selected_list.txt"), [(paths[i], None) for i in sel.index])
+    with atomic_path(os.path.join(out, "selected_list.txt")) as tmp:  # streamed line by line, then renamed
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for i in sel.index:
+                handle.write(format_record(paths[i], None) + "\n")
     counts = per_class_counts(sel, class_num)
     names = class_names_from(get(config, "Global.class_names"), class_num)
     plot_per_class(counts, os.path.join(out, "per_class.png"), k, names)
     report = {
         "pool": pool, "image_root": root, "eval_list": eval_list, "train_list": train_list, "teacher":
-            teacher.description, "k": k, "class_num": class_num, "topn": int(scores.prob.shape[1]),
-        "min_conf": min_conf, "cap": cap, "pool_images": len(paths), "scored": int(scores.ok.sum()),
+            teacher.description, "k": k, "class_num": class_num, "topn": n_top,
+        "min_conf": min_conf, "cap": cap, "pool_images": len(paths), "scored": int(len(top1)),
         "unreadable": len(unreadable), "unreadable_images": unreadable, "unreadable_reference_images": bad_refs,
         "selected": int(len(sel.index)), "per_class": counts,
         "candidates_per_class": sel.candidates.astype(int).tolist(),
         "short_classes": [{"class": c, "selected": counts[c], "missing": k - counts[c]}
                           for c in range(class_num) if counts[c] < k],
-        "confidence": {"selected": confidence_stats(sel.prob), "pool_top1": confidence_stats(
-            scores.prob[scores.ok, 0]), "per_class_selected": [confidence_stats(sel.prob[sel.label == c])
-                                                               for c in range(class_num)]},
-        "dedup": {"hash": dedup.DEFAULT_HASH, "hash_bits": dedup.DEFAULT_HASH_SIZE ** 2,
+        "confidence": {"selected": confidence_stats(sel.prob), "pool_top1": confidence_stats(top1),
+                       "per_class_selected": [confidence_stats(sel.prob[sel.label == c]) for c in range(class_num)]},
+        "dedup": {"search": "faiss IndexBinaryFlat (hash) + IndexFlatL2 (thumbnail PCA)",
+                  "ranking": settings.ranking, "aligned_band_pass_min": settings.grid_min,
+                  "hash": dedup.DEFAULT_HASH, "hash_bits": dedup.DEFAULT_HASH_SIZE ** 2,
                   "hash_threshold": hash_threshold, "pixel_thresholds": pixel_thresholds,
                   "feature_threshold": feature_threshold, "removed": len(removed), **dedup_stats,
-                  "note": "rejected_by_pixel_check counts pool images that looked alike by hash or thumbnail "
-                          "but were kept as distinct by the pixel check"},
+                  "note": "rejected_by_alignment / rejected_by_pixel_check count pool images that looked alike by "
+                          "hash or thumbnail but were kept as distinct by the aligned band-pass floor / pixel check"},
         "removed_duplicates": sorted(removed.values(), key=lambda r: r["pool_image"]),
-        "scoring": dict(stats, seconds_total_to_scores=round(t_score, 2), world_size=world),
+        "scoring": dict(stats, seconds_total_to_scores=round(t_ref + t_score, 2), world_size=world),
+        "seconds_by_part": {"reference_signatures_and_index": round(t_ref, 3),
+                            "scoring_with_overlapped_dedup": round(t_score, 3),
+                            "dedup_after_scoring_and_merge": round(t_dedup, 3), "selection": round(t_sel, 3)},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_report(os.path.join(out, "report.json"), report)
     logger.info("selected %d images (%d classes short of k=%d); removed %d duplicates; %d unreadable",
                 len(sel.index), len(report["short_classes"]), k, len(removed), len(unreadable))
     return report
-
-
-def _feature_dedup(teacher: Teacher, transform: Compose, root: str, ref_paths: Sequence[str], scores: Any,
-                   ok_idx: np.ndarray, paths: Sequence[str], threshold: float, batch_size: int,
-                   removed: Dict[int, Dict[str, Any]], dedup_stats: Dict[str, Any]) -> None:
-    feats = []
-    for s in range(0, len(ref_paths), batch_size):
-        batch = np.stack([load_and_transform(os.path.join(root, p), transform) for p in ref_paths[s:s + batch_size]])
-        feats.append(teacher(batch, features=True)[1])
-    qi, rj, cos = dedup.feature_matches(scores.feature[ok_idx].astype(np.float32), np.concatenate(feats), threshold)
-    for q, r, c in zip(qi, rj, cos):
-        removed.setdefault(int(ok_idx[q]), {"pool_image": paths[int(ok_idx[q])], "matched_image": ref_paths[int(r)],
-                                            "against": "eval", "feature_cosine": round(float(c), 4)})
-    dedup_stats["eval_features"] = {"threshold": threshold, "matched": int(len(qi))}

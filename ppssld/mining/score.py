@@ -34,13 +34,13 @@ from ppssld.utils.io import atomic_save, atomic_write_json
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: errors stored only for the images that had one
 
 
 class Scores(NamedTuple):
     """Merged scores of a whole pool (row i is pool image i)."""
     ok: np.ndarray        # (n,) bool: the image was read and scored
-    error: List[str]      # (n,) '' or why the image could not be read
+    error: Dict[int, str]  # pool index -> why it could not be read (only images that had an error)
     prob: np.ndarray      # (n, N) float32, descending
     cls: np.ndarray       # (n, N) int32 class indices (-1 for unread images)
     hash: np.ndarray      # (n, B) uint8 packed perceptual hash
@@ -65,10 +65,10 @@ def _load_one(path: str, transform: Compose, kind: str, size: int) -> tuple:
         rgb = decode_file(path, transform)
         return rgb, transform_image(rgb, transform), dedup.signature(rgb, kind, size), ""
     except (DataError, ValueError, OSError, cv2.error) as exc:
-        return None, None, None, _message(exc)
+        return None, None, None, error_message(exc)
 
 
-def _message(exc: Exception) -> str:
+def error_message(exc: Exception) -> str:
     """``Type: message`` without memory addresses (so reruns write identical reports)."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
 
@@ -97,7 +97,7 @@ def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False
         if not diff:
             return
         for name in os.listdir(out_dir):
-            if name.startswith("chunk_") and name.endswith(".npz"):
+            if name.startswith(("chunk_", "dedup_")) and name.endswith((".npz", ".json")):
                 os.remove(os.path.join(out_dir, name))
     atomic_write_json(path, manifest)
 
@@ -110,7 +110,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
                topn: int = 10, batch_size: int = 64, chunk_size: int = 1024, features: bool = False,
                hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
                rank: int = 0, world_size: int = 1, restart: bool = False,
-               max_chunks: Optional[int] = None, prefetch: bool = True) -> Dict[str, Any]:
+               max_chunks: Optional[int] = None, prefetch: bool = True,
+               on_chunk: Optional[Callable[[int, Dict[str, np.ndarray]], None]] = None) -> Dict[str, Any]:
     """Score this rank's chunks of the pool; finished chunks are skipped.
 
     Args:
@@ -129,6 +130,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         restart: discard scores of a different run found in ``out_dir``.
         max_chunks: stop after this many new chunks (for tests of resumption).
         prefetch: read the next chunk in a background thread while the teacher runs.
+        on_chunk: called with (chunk number, its arrays) after each new chunk is saved (mining hands
+            it to a de-duplication thread, which then overlaps the teacher).
     Returns:
         Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``.
     """
@@ -140,7 +143,7 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
     if rank == 0:
         check_manifest(out_dir, manifest, restart)
     else:
-        _wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
+        wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
     n_chunks = (len(paths) + chunk_size - 1) // chunk_size
     mine = [c for c in range(n_chunks) if c % world_size == rank]
     todo = [c for c in mine if not os.path.isfile(_chunk_path(out_dir, c))]
@@ -159,6 +162,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
             pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
             arrays = _score_chunk(teacher, loaded, c * chunk_size, topn, batch_size, features, hash_size)
             atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
+            if on_chunk is not None:
+                on_chunk(c, arrays)
             stats["scored_now"] += 1
             stats["images_now"] += len(loaded)
     stats["seconds"] = time.perf_counter() - start
@@ -193,7 +198,8 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
     sigs = [item[2] for item in loaded]
     arrays = {
         "index": np.arange(offset, offset + n, dtype=np.int64), "ok": ok, "prob": prob, "cls": cls,
-        "error": np.array([item[3] for item in loaded], dtype=str),
+        "error_index": np.array([offset + i for i, item in enumerate(loaded) if item[3]], np.int64),
+        "error_text": np.array([item[3] for item in loaded if item[3]], dtype=str),
         "hash": np.stack([s.hash if s else np.zeros(nbytes, np.uint8) for s in sigs]),
         "thumb": np.stack([s.thumb if s else np.zeros(dedup.THUMB ** 2, np.float32) for s in sigs]).astype(np.float16),
         "grey": np.stack([s.grey if s else np.zeros(dedup.GREY ** 2, np.uint8) for s in sigs]),
@@ -208,7 +214,7 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
     return arrays
 
 
-def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while not ready():
         if time.time() > deadline:
@@ -219,8 +225,26 @@ def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
 def wait_for_chunks(out_dir: str, count: int, chunk_size: int, timeout: float = 24 * 3600) -> None:
     """Block until every chunk of a ``count``-image pool exists (rank 0 waits for the others)."""
     n_chunks = (count + chunk_size - 1) // chunk_size
-    _wait_for(lambda: all(os.path.isfile(_chunk_path(out_dir, c)) for c in range(n_chunks)), timeout,
+    wait_for(lambda: all(os.path.isfile(_chunk_path(out_dir, c)) for c in range(n_chunks)), timeout,
               f"all {n_chunks} chunks in {out_dir}")
+
+
+def read_manifest(out_dir: str) -> Dict[str, Any]:
+    """The manifest of a scoring folder.
+
+    Raises:
+        DataError: there is none (score the pool first).
+    """
+    path = os.path.join(out_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise DataError(f"{out_dir} has no {MANIFEST}: score the pool first")
+    with open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def chunk_path(out_dir: str, c: int) -> str:
+    """The file of chunk ``c``."""
+    return _chunk_path(out_dir, c)
 
 
 def load_scores(out_dir: str) -> Scores:
@@ -245,10 +269,11 @@ def load_scores(out_dir: str) -> Scores:
             for key in data.files:
                 parts.setdefault(key, []).append(data[key])
     cat = {k: np.concatenate(v) for k, v in parts.items()}
+    errors = {int(i): str(t) for i, t in zip(cat["error_index"], cat["error_text"])}
     if len(cat.get("index", [])) != manifest["count"] or not np.array_equal(cat["index"],
                                                                            np.arange(manifest["count"])):
         raise DataError(f"{out_dir}: chunks do not cover the pool 0..{manifest['count'] - 1} exactly")
-    return Scores(cat["ok"], [str(e) for e in cat["error"]], cat["prob"], cat["cls"], cat["hash"], cat["thumb"],
+    return Scores(cat["ok"], errors, cat["prob"], cat["cls"], cat["hash"], cat["thumb"],
                   cat["grey"], cat["side"], cat.get("feature"))
 
 
@@ -266,5 +291,5 @@ def signatures_of(paths: Sequence[str], image_root: str, kind: str = dedup.DEFAU
             sigs.append(dedup.signature(decode_file(os.path.join(image_root, p)), kind, size))
         except (DataError, ValueError, OSError) as exc:
             sigs.append(None)
-            bad.append((p, _message(exc)))
+            bad.append((p, error_message(exc)))
     return sigs, bad
