@@ -49,7 +49,7 @@ class DeviceMeters:
         """Add every part (a 0-d tensor, the batch mean) observed over ``n`` samples."""
         with paddle.no_grad():
             for key, value in parts.items():
-                weighted = value.detach().astype("float64") * n
+                weighted = value.detach().astype("float64").sum() * n  # 0-d, whatever the part's shape
                 self.sums[key] = weighted if key not in self.sums else self.sums[key] + weighted
         self.count += n
 

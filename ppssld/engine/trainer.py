@@ -35,7 +35,7 @@ class FiniteWatch:
     @paddle.no_grad()
     def observe(self, loss: paddle.Tensor, step: int) -> None:
         """Record ``loss`` of ``step`` (1-based); only the first non-finite one is kept."""
-        value = loss.detach().astype("float32")
+        value = loss.detach().astype("float32").sum()  # a [1]-shaped loss too
         bad = paddle.logical_not(paddle.isfinite(value))
         code = paddle.where(paddle.isnan(value), paddle.full([], 1, "int64"),
                             paddle.where(value > 0, paddle.full([], 2, "int64"), paddle.full([], 3, "int64")))
