@@ -132,7 +132,7 @@ def test_device_meters_equal_per_step_host_averages(configs):
     weights = np.asarray(sizes, dtype=np.float64)
     for key, values in seen.items():
         expected = float(np.dot(values, weights) / weights.sum())
-        assert averages[key] == pytest.approx(expected, rel=1e-6, abs=1e-9), key
+        assert averages[key] == pytest.approx(expected, rel=1e-12, abs=1e-15), key
 
 
 def test_eval_reads_once_at_the_end(configs, count_reads):

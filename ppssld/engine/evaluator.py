@@ -43,32 +43,29 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
     for metric in metrics:
         metric.reset()
     meters, checks = DeviceMeters(), DeferredChecks()
-    tic = time.time()
+    seen, tic = 0, time.time()
     total = len(loader)
     infer_name = getattr(model, "infer_model_name", None)
     with device_checks.deferred(checks):  # nothing is read from the device until the loop ends
         for step, (images, labels) in enumerate(loader):
             with _autocast(amp):
                 outputs = {infer_name: model.infer_model(images)} if infer_name else model(images)
-            n = int(labels.shape[0])
             if loss_fn is not None:
-                meters.update(loss_fn(outputs, labels), n)
-            else:
-                meters.count += n
+                meters.update(loss_fn(outputs, labels), int(labels.shape[0]))
             for metric in metrics:
                 accumulate = getattr(metric, "accumulate", None)  # multi-label metrics: numpy, per batch
                 (accumulate or metric.update)(outputs, labels)
+            seen += int(labels.shape[0])
             if print_batch_step and (step + 1) % print_batch_step == 0:
                 logger.info("[Eval][Epoch %s][Iter: %d/%d] %.1f images/s", epoch, step + 1, total,
-                            meters.count / max(time.time() - tic, 1e-9))
-    scalars = meters.tensors() + checks.tensors()
-    values = paddle.stack(scalars).numpy().tolist() if scalars else []  # the one host read of the loop
-    error = checks.settle(values[len(meters.sums):], f"evaluating epoch {epoch}")
+                            seen / max(time.time() - tic, 1e-9))
+    parts = meters.window() + [flag.reshape([-1]) for flag in checks.tensors()]
+    values = paddle.concat(parts).numpy().tolist() if parts else []  # the one host read of the loop
+    error = checks.settle(meters.read_from(values), f"evaluating epoch {epoch}")
     if error is not None:
         raise error
-    sums = dict(zip(meters.sums, values))
-    keys = sorted(sums)
-    packed = np.array([meters.count] + [sums[k] for k in keys], dtype=np.float64)
+    keys = sorted(meters.sums)
+    packed = np.array([seen] + [meters.sums[k] for k in keys], dtype=np.float64)
     packed = distributed.all_reduce_sum(packed)
     results: Dict[str, float] = {k: float(v) / max(packed[0], 1) for k, v in zip(keys, packed[1:])}
     for metric in metrics:

@@ -1,6 +1,6 @@
 """Running averages and PaddleClas-shaped log formatting."""
 import datetime
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import paddle
 
@@ -34,30 +34,38 @@ def format_eta(seconds: float) -> str:
 
 
 class DeviceMeters:
-    """Sample-weighted sums of named scalar tensors, kept on the device until :meth:`read_from` gets them.
+    """Sample-weighted averages of named scalar tensors that stay on the device until read.
 
-    The training loop adds each step's loss parts here (no host read); at its print step it reads
-    :meth:`tensors` in one transfer, together with its other flags, and hands the values back.
+    Each step's parts are only kept (detached: no kernel, no host read); :meth:`window` stacks
+    those since the last read for the caller's single host transfer, and :meth:`read_from`
+    adds them up in float64 on the host, exactly as a per-key ``AverageMeter`` fed ``float(part)``
+    every step would.
     """
 
     def __init__(self) -> None:
-        self.sums: Dict[str, paddle.Tensor] = {}
-        self.count = 0
+        self._rows: List[Tuple[List[str], List[paddle.Tensor], int]] = []
+        self.sums: Dict[str, float] = {}
+        self.counts: Dict[str, int] = {}
         self.averages: Dict[str, float] = {}
 
     def update(self, parts: Dict[str, paddle.Tensor], n: int) -> None:
-        """Add every part (a 0-d tensor, the batch mean) observed over ``n`` samples."""
-        with paddle.no_grad():
-            for key, value in parts.items():
-                weighted = value.detach().astype("float64").sum() * n  # 0-d, whatever the part's shape
-                self.sums[key] = weighted if key not in self.sums else self.sums[key] + weighted
-        self.count += n
+        """Keep every part (the batch mean: any shape holding one value) observed over ``n`` samples."""
+        self._rows.append((list(parts), [value.detach() for value in parts.values()], int(n)))
 
-    def tensors(self) -> List[paddle.Tensor]:
-        """The running sums (0-d float64), in key order."""
-        return list(self.sums.values())
+    def window(self) -> List[paddle.Tensor]:
+        """The parts kept since the last read as one float64 vector in a list (empty list if none)."""
+        flat = [value.reshape([-1]).sum().astype("float64") for _, values, _ in self._rows for value in values]
+        return [paddle.stack(flat)] if flat else []
 
-    def read_from(self, values: Sequence[float]) -> Dict[str, float]:
-        """Set and return the averages from ``values``, read from :meth:`tensors`."""
-        self.averages = {k: float(v) / self.count if self.count else 0.0 for k, v in zip(self.sums, values)}
-        return self.averages
+    def read_from(self, values: Sequence[float]) -> List[float]:
+        """Add the window's values (read from :meth:`window`, first in ``values``) to the sums and set
+        :attr:`averages`; returns what follows the window in ``values``."""
+        used = 0
+        for keys, _, n in self._rows:
+            for key in keys:
+                self.sums[key] = self.sums.get(key, 0.0) + float(values[used]) * n
+                self.counts[key] = self.counts.get(key, 0) + n
+                used += 1
+        self._rows = []
+        self.averages = {k: self.sums[k] / self.counts[k] if self.counts[k] else 0.0 for k in self.sums}
+        return list(values[used:])

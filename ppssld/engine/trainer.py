@@ -22,29 +22,31 @@ class TrainingDivergedError(PpssldError, RuntimeError):
 
 
 class FiniteWatch:
-    """The first step of an epoch whose loss was NaN or infinite, tracked on the device (no host read).
+    """Each step's loss since the last read, kept on the device (no kernel, no host read per step).
 
-    :meth:`state` is an int64 ``[first bad step (0: none), code]`` with code 1 = nan, 2 = inf, 3 = -inf.
+    At the read, :meth:`codes` turns the window into int64 codes (0 finite, 1 nan, 2 inf, 3 -inf): a
+    vector of finite numbers that ranks can all-reduce.
     """
 
-    VALUES = {0: 0.0, 1: float("nan"), 2: float("inf"), 3: float("-inf")}
+    VALUES = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
 
     def __init__(self) -> None:
-        self._state: Optional[paddle.Tensor] = None
+        self.losses: List[paddle.Tensor] = []
+
+    def observe(self, loss: paddle.Tensor) -> None:
+        """Keep this step's loss (detached) for the next read."""
+        self.losses.append(loss.detach())
 
     @paddle.no_grad()
-    def observe(self, loss: paddle.Tensor, step: int) -> None:
-        """Record ``loss`` of ``step`` (1-based); only the first non-finite one is kept."""
-        value = loss.detach().astype("float32").sum()  # a [1]-shaped loss too
-        bad = paddle.logical_not(paddle.isfinite(value))
-        code = paddle.where(paddle.isnan(value), paddle.full([], 1, "int64"),
-                            paddle.where(value > 0, paddle.full([], 2, "int64"), paddle.full([], 3, "int64")))
-        current = paddle.stack([paddle.full([], step, "int64"), code]) * bad.astype("int64")
-        self._state = current if self._state is None else paddle.where(self._state[0] > 0, self._state, current)
-
-    def state(self) -> paddle.Tensor:
-        """``[first bad step, code]`` (zeros before any step)."""
-        return paddle.zeros([2], "int64") if self._state is None else self._state
+    def codes(self) -> paddle.Tensor:
+        """int64 ``[steps in the window]`` codes, computed on the device; the window is emptied."""
+        if not self.losses:
+            return paddle.zeros([0], "int64")
+        values = paddle.stack([v.astype("float32").reshape([-1]).sum() for v in self.losses])
+        self.losses = []
+        one = paddle.ones_like(values, dtype="int64")
+        kind = paddle.where(paddle.isnan(values), one, paddle.where(values > 0, one * 2, one * 3))
+        return kind * paddle.logical_not(paddle.isfinite(values)).astype("int64")
 
 
 class Trainer:
@@ -165,7 +167,7 @@ class Trainer:
                 with distributed.peer_guard(f"training epoch {epoch}, step {step}/{steps}"):
                     outputs, parts = self._forward_loss(images, labels)
                     loss = parts["loss"] / self.update_freq if self.update_freq > 1 else parts["loss"]
-                    watch.observe(loss, step)
+                    watch.observe(loss)
                     (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                     if step % self.update_freq == 0:  # gradients of update_freq micro-batches summed: one update
                         if self.scaler is not None:
@@ -212,34 +214,35 @@ class Trainer:
             The first deferred check's error (e.g. labels out of range), naming the steps.
         """
         with distributed.peer_guard(f"reading training epoch {epoch}, step {step}/{steps}"):
-            flags = distributed.gather_rows(watch.state())
-            parts = [flags.reshape([-1]).astype("float64")]
-            scalars = meters.tensors() + checks.tensors()
-            if scalars:
-                parts.append(paddle.stack(scalars))
-            values = paddle.concat(parts).numpy().tolist()  # the host read
-        world = flags.shape[0]
-        rows, rest = values[:2 * world], values[2 * world:]
-        self._raise_if_diverged(epoch, read_at, step, steps, [(int(rows[2 * r]), int(rows[2 * r + 1]))
-                                                             for r in range(world)])
-        meters.read_from(rest[:len(meters.sums)])
-        error = checks.settle(rest[len(meters.sums):], f"epoch {epoch}, steps {read_at + 1}-{step}/{steps}")
+            codes = distributed.gather_rows(watch.codes())  # [ranks, window], all-reduced on the device
+            parts = [codes.reshape([-1]).astype("float64")] + meters.window() + checks.tensors()
+            values = paddle.concat([p.reshape([-1]) for p in parts]).numpy().tolist()  # the host read
+        world, window = codes.shape[0], step - read_at
+        per_rank = [values[r * window:(r + 1) * window] for r in range(world)]
+        self._raise_if_diverged(epoch, read_at, step, steps, per_rank)
+        rest = meters.read_from(values[world * window:])
+        error = checks.settle(rest, f"epoch {epoch}, steps {read_at + 1}-{step}/{steps}")
         if error is not None:
             raise error
 
-    def _raise_if_diverged(self, epoch: int, read_at: int, step: int, steps: int, ranks: List[tuple]) -> None:
+    def _raise_if_diverged(self, epoch: int, read_at: int, step: int, steps: int,
+                           per_rank: List[List[float]]) -> None:
         """Stop every rank, with the same message, when the loss of any rank was NaN or infinite.
 
-        ``ranks``: per rank ``(first bad step or 0, code)`` from :class:`FiniteWatch`; each rank reads the
-        same all-reduced values, so all take the same branch and none is left waiting in a collective.
+        ``per_rank``: each rank's codes for steps ``read_at + 1 .. step`` (:meth:`FiniteWatch.codes`); every
+        rank reads the same all-reduced values, so all take the same branch and none is left waiting.
         """
-        bad = [(r, s, FiniteWatch.VALUES[c]) for r, (s, c) in enumerate(ranks) if s > 0]
+        bad = []
+        for rank_id, codes in enumerate(per_rank):
+            hit = next((i for i, code in enumerate(codes) if code), None)
+            if hit is not None:
+                bad.append((rank_id, read_at + hit + 1, FiniteWatch.VALUES[int(codes[hit])]))
         if not bad:
             return
         first_step = min(s for _, s, _ in bad)
         first = next(v for _, s, v in bad if s == first_step)
         where = ""
-        if len(ranks) > 1:
+        if len(per_rank) > 1:
             where = " on rank " + ", ".join(f"{r} ({v}{'' if s == first_step else f', step {s}'})"
                                               for r, s, v in bad)
         detected = ""
