@@ -21,32 +21,47 @@ class TrainingDivergedError(PpssldError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class FiniteWatch:
-    """Each step's loss since the last read, kept on the device (no kernel, no host read per step).
+def _finite_codes(values: paddle.Tensor) -> paddle.Tensor:
+    """int64 codes of float ``values``: 0 finite, 1 nan, 2 inf, 3 -inf (finite numbers ranks can all-reduce)."""
+    values = values.astype("float32")
+    one = paddle.ones_like(values, dtype="int64")
+    kind = paddle.where(paddle.isnan(values), one, paddle.where(values > 0, one * 2, one * 3))
+    return kind * paddle.logical_not(paddle.isfinite(values)).astype("int64")
 
-    At the read, :meth:`codes` turns the window into int64 codes (0 finite, 1 nan, 2 inf, 3 -inf): a
-    vector of finite numbers that ranks can all-reduce.
+
+class FiniteWatch:
+    """Whether each step's loss since the last read was finite, kept on the device (no host read per step).
+
+    One process: the step's loss is only kept (a detach, no kernel); :meth:`codes` turns the window into
+    codes at the read. Several processes: each step's code goes through one small all-reduce on the
+    device before backward (still no host read), so every rank holds every rank's codes, and a rank
+    that died surfaces in that Python-level collective as :class:`PeerLostError` rather than as an
+    abort inside the gradient all-reduce.
     """
 
     VALUES = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
 
-    def __init__(self) -> None:
-        self.losses: List[paddle.Tensor] = []
+    def __init__(self, world: int = 1) -> None:
+        self.world = world
+        self._window: List[paddle.Tensor] = []
 
+    @paddle.no_grad()
     def observe(self, loss: paddle.Tensor) -> None:
-        """Keep this step's loss (detached) for the next read."""
-        self.losses.append(loss.detach())
+        """Keep this step's loss (one process) or its all-reduced ``[ranks, 1]`` codes (several)."""
+        value = loss.detach()
+        if self.world > 1:
+            value = distributed.gather_rows(_finite_codes(value.reshape([-1]).sum().reshape([1])))
+        self._window.append(value)
 
     @paddle.no_grad()
     def codes(self) -> paddle.Tensor:
-        """int64 ``[steps in the window]`` codes, computed on the device; the window is emptied."""
-        if not self.losses:
-            return paddle.zeros([0], "int64")
-        values = paddle.stack([v.astype("float32").reshape([-1]).sum() for v in self.losses])
-        self.losses = []
-        one = paddle.ones_like(values, dtype="int64")
-        kind = paddle.where(paddle.isnan(values), one, paddle.where(values > 0, one * 2, one * 3))
-        return kind * paddle.logical_not(paddle.isfinite(values)).astype("int64")
+        """int64 ``[ranks, steps in the window]`` codes, on the device; the window is emptied."""
+        window, self._window = self._window, []
+        if not window:
+            return paddle.zeros([self.world, 0], "int64")
+        if self.world > 1:
+            return paddle.concat(window, axis=1)
+        return _finite_codes(paddle.stack([v.astype("float32").reshape([-1]).sum() for v in window])).reshape([1, -1])
 
 
 class Trainer:
@@ -149,7 +164,7 @@ class Trainer:
         self.loss_fn.train()
         if hasattr(self.train_sampler, "set_epoch"):
             self.train_sampler.set_epoch(epoch)
-        meters, watch, checks = DeviceMeters(), FiniteWatch(), DeferredChecks()
+        meters, watch, checks = DeviceMeters(), FiniteWatch(distributed.world_size()), DeferredChecks()
         batch_time, reader_time = AverageMeter(), AverageMeter()
         steps = self._steps_per_epoch()
         read_at, step = 0, 0
@@ -206,15 +221,15 @@ class Trainer:
 
     def _read_device(self, epoch: int, read_at: int, step: int, steps: int, meters: DeviceMeters,
                      watch: "FiniteWatch", checks: DeferredChecks) -> None:
-        """The one host read of steps ``read_at + 1 .. step``: the non-finite flag of every rank (all-reduced
-        on the device), the loss sums and the deferred checks, in a single transfer.
+        """The one host read of steps ``read_at + 1 .. step``: every rank's non-finite codes, the loss parts
+        and the deferred checks, in a single transfer.
 
         Raises:
             TrainingDivergedError: on every rank alike, when any rank's loss was non-finite.
             The first deferred check's error (e.g. labels out of range), naming the steps.
         """
         with distributed.peer_guard(f"reading training epoch {epoch}, step {step}/{steps}"):
-            codes = distributed.gather_rows(watch.codes())  # [ranks, window], all-reduced on the device
+            codes = watch.codes()  # [ranks, window]: every rank holds the same values
             parts = [codes.reshape([-1]).astype("float64")] + meters.window() + checks.tensors()
             values = paddle.concat([p.reshape([-1]) for p in parts]).numpy().tolist()  # the host read
         world, window = codes.shape[0], step - read_at
