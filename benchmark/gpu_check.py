@@ -103,10 +103,10 @@ def main(argv: List[str] = None) -> int:
     rows = steps.run_all(plan)
     md = markdown(rows, card, args.dry_run, args)
     name = "gpu_check_dry_run" if args.dry_run else "gpu_check"
-    common.RESULTS = args.results_dir
+    common.RESULTS = args.results_dir  # write_results writes under common.RESULTS (tests point it to a tmp dir)
+    sizes = {k: v for k, v in vars(plan).items() if isinstance(v, (int, str))}
     common.write_results(name, {"card": card, "dry_run": args.dry_run, "measured": not args.dry_run,
-                                "work": work, "plan": {k: v for k, v in vars(plan).items() if isinstance(v, (int, str))},
-                                "steps": rows}, md)
+                                "work": work, "plan": sizes, "steps": rows}, md)
     print(md)
     print(f"written: {os.path.join(args.results_dir, name)}.md/.json")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
