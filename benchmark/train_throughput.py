@@ -5,12 +5,14 @@ The teacher needs no backward pass, so distillation should reach at least 90% of
 noise from other processes hits them alike; the median round is reported.
 
 Usage: python benchmark/train_throughput.py [--rounds 3] [--steps 8] [--batch 128]
+       python benchmark/train_throughput.py --host-sync --baseline-src DIR   (see host_sync.py)
 """
 import argparse
 import statistics
 import time
 
 import common  # noqa: F401  (sets sys.path)
+import host_sync
 import paddle
 
 from ppssld.arch.distillation import DistillationModel
@@ -50,7 +52,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--host-sync", action="store_true",
+                        help="instead: the real Trainer loop of this tree vs --baseline-src, student CE and "
+                             "distillation arms side by side (writes results/host_sync.*)")
+    host_sync.add_arguments(parser)
     args = parser.parse_args()
+    if args.host_sync:
+        if not args.baseline_src:
+            parser.error("--host-sync needs --baseline-src DIR")
+        host_sync.run(args)
+        return
     paddle.seed(0)
     student = build_backbone("MobileNetV3_small_x0_35", class_num=10)
     teacher = build_backbone("ResNet18", class_num=10)

@@ -9,7 +9,7 @@ stops the remaining processes of its node once one has failed.
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import paddle
@@ -122,16 +122,21 @@ def all_reduce_sum(array: np.ndarray) -> np.ndarray:
     return tensor.numpy()
 
 
-def gather_scalars(value: float) -> List[float]:
-    """Every rank's ``value``, in rank order, through one all-reduce of a world-size vector.
+def gather_rows(values: paddle.Tensor) -> paddle.Tensor:
+    """Every rank's ``values`` (a 1-D tensor of finite numbers, same length everywhere) as the rows of a
+    ``[world_size, len]`` tensor, through one all-reduce that stays on the device (no host read).
 
-    With one process: ``[value]``. A NaN or an infinity stays in its rank's slot (the others add 0).
+    With one process: ``values[None]``. The training loop's non-finite flag travels this way, so all
+    ranks take the same branch at the same step.
     """
+    row = values.reshape([1, -1])
     if world_size() == 1:
-        return [float(value)]
-    packed = np.zeros(world_size(), dtype=np.float64)
-    packed[rank()] = value
-    return [float(v) for v in all_reduce_sum(packed)]
+        return row
+    onehot = np.zeros([world_size(), 1], dtype=np.float64)
+    onehot[rank()] = 1.0
+    packed = paddle.to_tensor(onehot, dtype=row.dtype, place=row.place) * row
+    dist.all_reduce(packed)
+    return packed
 
 
 @contextmanager

@@ -8,7 +8,9 @@ import numpy as np
 import paddle
 
 from ppssld.engine import distributed
-from ppssld.engine.meters import format_metrics
+from ppssld.engine.meters import DeviceMeters, format_metrics
+from ppssld.utils import device_checks
+from ppssld.utils.device_checks import DeferredChecks
 
 logger = logging.getLogger(__name__)
 
@@ -40,25 +42,30 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
     model.eval()
     for metric in metrics:
         metric.reset()
-    loss_sums: Dict[str, float] = {}
+    meters, checks = DeviceMeters(), DeferredChecks()
     seen, tic = 0, time.time()
     total = len(loader)
     infer_name = getattr(model, "infer_model_name", None)
-    for step, (images, labels) in enumerate(loader):
-        with _autocast(amp):
-            outputs = {infer_name: model.infer_model(images)} if infer_name else model(images)
-        if loss_fn is not None:
-            parts = loss_fn(outputs, labels)
-            for key, value in parts.items():
-                loss_sums[key] = loss_sums.get(key, 0.0) + float(value) * int(labels.shape[0])
-        for metric in metrics:
-            metric.update(outputs, labels)
-        seen += int(labels.shape[0])
-        if print_batch_step and (step + 1) % print_batch_step == 0:
-            logger.info("[Eval][Epoch %s][Iter: %d/%d] %.1f images/s", epoch, step + 1, total,
-                        seen / max(time.time() - tic, 1e-9))
-    keys = sorted(loss_sums)
-    packed = np.array([seen] + [loss_sums[k] for k in keys], dtype=np.float64)
+    with device_checks.deferred(checks):  # nothing is read from the device until the loop ends
+        for step, (images, labels) in enumerate(loader):
+            with _autocast(amp):
+                outputs = {infer_name: model.infer_model(images)} if infer_name else model(images)
+            if loss_fn is not None:
+                meters.update(loss_fn(outputs, labels), int(labels.shape[0]))
+            for metric in metrics:
+                accumulate = getattr(metric, "accumulate", None)  # multi-label metrics: numpy, per batch
+                (accumulate or metric.update)(outputs, labels)
+            seen += int(labels.shape[0])
+            if print_batch_step and (step + 1) % print_batch_step == 0:
+                logger.info("[Eval][Epoch %s][Iter: %d/%d] %.1f images/s", epoch, step + 1, total,
+                            seen / max(time.time() - tic, 1e-9))
+    parts = meters.window() + [flag.reshape([-1]) for flag in checks.tensors()]
+    values = paddle.concat(parts).numpy().tolist() if parts else []  # the one host read of the loop
+    error = checks.settle(meters.read_from(values), f"evaluating epoch {epoch}")
+    if error is not None:
+        raise error
+    keys = sorted(meters.sums)
+    packed = np.array([seen] + [meters.sums[k] for k in keys], dtype=np.float64)
     packed = distributed.all_reduce_sum(packed)
     results: Dict[str, float] = {k: float(v) / max(packed[0], 1) for k, v in zip(keys, packed[1:])}
     for metric in metrics:

@@ -1,6 +1,5 @@
 """The training loop: ``train_one_epoch`` and ``fit``; nothing else lives here."""
 import logging
-import math
 import time
 from typing import Any, Dict, List, Optional
 
@@ -9,8 +8,10 @@ import paddle
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
-from ppssld.engine.meters import AverageMeter, format_eta, format_metrics
+from ppssld.engine.meters import AverageMeter, DeviceMeters, format_eta, format_metrics
 from ppssld.loss.mixed import MixedLabels
+from ppssld.utils import device_checks
+from ppssld.utils.device_checks import DeferredChecks
 from ppssld.utils.errors import PpssldError
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,49 @@ logger = logging.getLogger(__name__)
 
 class TrainingDivergedError(PpssldError, RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def _finite_codes(values: paddle.Tensor) -> paddle.Tensor:
+    """int64 codes of float ``values``: 0 finite, 1 nan, 2 inf, 3 -inf (finite numbers ranks can all-reduce)."""
+    values = values.astype("float32")
+    one = paddle.ones_like(values, dtype="int64")
+    kind = paddle.where(paddle.isnan(values), one, paddle.where(values > 0, one * 2, one * 3))
+    return kind * paddle.logical_not(paddle.isfinite(values)).astype("int64")
+
+
+class FiniteWatch:
+    """Whether each step's loss since the last read was finite, kept on the device (no host read per step).
+
+    One process: the step's loss is only kept (a detach, no kernel); :meth:`codes` turns the window into
+    codes at the read. Several processes: each step's code goes through one small all-reduce on the
+    device before backward (still no host read), so every rank holds every rank's codes, and a rank
+    that died surfaces in that Python-level collective as :class:`PeerLostError` rather than as an
+    abort inside the gradient all-reduce.
+    """
+
+    VALUES = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
+
+    def __init__(self, world: int = 1) -> None:
+        self.world = world
+        self._window: List[paddle.Tensor] = []
+
+    @paddle.no_grad()
+    def observe(self, loss: paddle.Tensor) -> None:
+        """Keep this step's loss (one process) or its all-reduced ``[ranks, 1]`` codes (several)."""
+        value = loss.detach()
+        if self.world > 1:
+            value = distributed.gather_rows(_finite_codes(value.reshape([-1]).sum().reshape([1])))
+        self._window.append(value)
+
+    @paddle.no_grad()
+    def codes(self) -> paddle.Tensor:
+        """int64 ``[ranks, steps in the window]`` codes, on the device; the window is emptied."""
+        window, self._window = self._window, []
+        if not window:
+            return paddle.zeros([self.world, 0], "int64")
+        if self.world > 1:
+            return paddle.concat(window, axis=1)
+        return _finite_codes(paddle.stack([v.astype("float32").reshape([-1]).sum() for v in window])).reshape([1, -1])
 
 
 class Trainer:
@@ -104,97 +148,140 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """Train for one epoch.
 
+        Nothing is read from the device inside a step: loss parts, train metrics, the non-finite flag
+        and the loss functions' checks accumulate there and are read in one transfer every
+        ``print_batch_step`` steps and at the last step (:meth:`_read_device`).
+
         Args:
             epoch: 1-based epoch number (also fixes the shuffle via ``set_epoch``).
         Returns:
             Sample-weighted averages of every loss part (and train metrics).
         Raises:
-            TrainingDivergedError: a non-finite loss, naming epoch and step.
+            TrainingDivergedError: a non-finite loss, naming epoch and step, at the next read; the
+                epoch's checkpoint is never written.
         """
         self.model.train()
         self.loss_fn.train()
         if hasattr(self.train_sampler, "set_epoch"):
             self.train_sampler.set_epoch(epoch)
-        meters: Dict[str, AverageMeter] = {}
+        meters, watch, checks = DeviceMeters(), FiniteWatch(distributed.world_size()), DeferredChecks()
         batch_time, reader_time = AverageMeter(), AverageMeter()
         steps = self._steps_per_epoch()
+        read_at, step = 0, 0
         tic = time.time()
         for metric in self.train_metrics:
             metric.reset()
-        for step, (images, labels) in enumerate(self.train_loader, start=1):
-            if step > steps:
-                break
-            reader_time.update(time.time() - tic)
-            if self.batch_transform is not None:
-                images, labels = self.batch_transform(images, labels, epoch, step)
-            with distributed.peer_guard(f"training epoch {epoch}, step {step}/{steps}"):
-                outputs, parts = self._forward_loss(images, labels)
-                loss = parts["loss"] / self.update_freq if self.update_freq > 1 else parts["loss"]
-                self._check_finite(float(loss), epoch, step, steps)
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-                if step % self.update_freq == 0:  # gradients of update_freq micro-batches summed: one update
-                    if self.scaler is not None:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        self.optimizer.step()
-            if step % self.update_freq == 0:
-                self.optimizer.clear_grad()
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-            self.global_step += 1
-            n = int(labels.shape[0])
-            for key, part in parts.items():
-                meters.setdefault(key, AverageMeter()).update(float(part), n)
-            for metric in self.train_metrics:
-                if not isinstance(labels, MixedLabels):  # accuracy is undefined on mixed images
-                    metric.update(outputs, labels)
-            batch_time.update(time.time() - tic, 1)
-            if step % self.print_batch_step == 0 or step == steps:
-                self._log_step(epoch, step, steps, meters, batch_time, reader_time, n)
-            tic = time.time()
+        with device_checks.deferred(checks):
+            for step, (images, labels) in enumerate(self.train_loader, start=1):
+                if step > steps:
+                    step = steps
+                    break
+                reader_time.update(time.time() - tic)
+                if self.batch_transform is not None:
+                    images, labels = self.batch_transform(images, labels, epoch, step)
+                with distributed.peer_guard(f"training epoch {epoch}, step {step}/{steps}"):
+                    outputs, parts = self._forward_loss(images, labels)
+                    loss = parts["loss"] / self.update_freq if self.update_freq > 1 else parts["loss"]
+                    watch.observe(loss)
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                    if step % self.update_freq == 0:  # gradients of update_freq micro-batches summed: one update
+                        if self.scaler is not None:
+                            self.scaler.step(self.optimizer)
+                            self.scaler.update()
+                        else:
+                            self.optimizer.step()
+                if step % self.update_freq == 0:
+                    self.optimizer.clear_grad()
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update(self.model)
+                self.global_step += 1
+                n = int(labels.shape[0])
+                meters.update(parts, n)
+                for metric in self.train_metrics:
+                    if not isinstance(labels, MixedLabels):  # accuracy is undefined on mixed images
+                        accumulate = getattr(metric, "accumulate", None)  # multi-label metrics: numpy, per batch
+                        (accumulate or metric.update)(outputs, labels)
+                batch_time.update(time.time() - tic, 1)
+                if step % self.print_batch_step == 0 or step == steps:
+                    self._read_device(epoch, read_at, step, steps, meters, watch, checks)
+                    read_at = step
+                    self._log_step(epoch, step, steps, meters.averages, batch_time, reader_time, n)
+                tic = time.time()
+            if step > read_at:  # a loader that ended early: what it trained is still checked
+                self._read_device(epoch, read_at, step, steps, meters, watch, checks)
         frozen = tuple(f"{name}." for name in getattr(self.model, "frozen", []))
         with distributed.peer_guard(f"averaging BatchNorm statistics after epoch {epoch}"):
             distributed.average_buffers(self.model, skip_prefixes=frozen)
-        averages = {k: m.avg for k, m in meters.items()}
+        averages = dict(meters.averages)
         for metric in self.train_metrics:
             averages.update(metric.summary())
         logger.info("[Train][Epoch %d/%d][Avg]%s", epoch, self.epochs, format_metrics(averages))
         return averages
 
-    def _check_finite(self, value: float, epoch: int, step: int, steps: int) -> None:
-        """Stop every rank, with the same message, when the loss of any rank is NaN or infinite.
+    def _read_device(self, epoch: int, read_at: int, step: int, steps: int, meters: DeviceMeters,
+                     watch: "FiniteWatch", checks: DeferredChecks) -> None:
+        """The one host read of steps ``read_at + 1 .. step``: every rank's non-finite codes, the loss parts
+        and the deferred checks, in a single transfer.
 
-        Each rank's loss goes through one small all-reduce (the host already reads the loss for
-        the meters), before backward: all ranks take the same branch, none is left waiting in
-        the gradient all-reduce.
+        Raises:
+            TrainingDivergedError: on every rank alike, when any rank's loss was non-finite.
+            The first deferred check's error (e.g. labels out of range), naming the steps.
         """
-        values = distributed.gather_scalars(value)
-        bad = [(r, v) for r, v in enumerate(values) if not math.isfinite(v)]
+        with distributed.peer_guard(f"reading training epoch {epoch}, step {step}/{steps}"):
+            codes = watch.codes()  # [ranks, window]: every rank holds the same values
+            parts = [codes.reshape([-1]).astype("float64")] + meters.window() + checks.tensors()
+            values = paddle.concat([p.reshape([-1]) for p in parts]).numpy().tolist()  # the host read
+        world, window = codes.shape[0], step - read_at
+        per_rank = [values[r * window:(r + 1) * window] for r in range(world)]
+        self._raise_if_diverged(epoch, read_at, step, steps, per_rank)
+        rest = meters.read_from(values[world * window:])
+        error = checks.settle(rest, f"epoch {epoch}, steps {read_at + 1}-{step}/{steps}")
+        if error is not None:
+            raise error
+
+    def _raise_if_diverged(self, epoch: int, read_at: int, step: int, steps: int,
+                           per_rank: List[List[float]]) -> None:
+        """Stop every rank, with the same message, when the loss of any rank was NaN or infinite.
+
+        ``per_rank``: each rank's codes for steps ``read_at + 1 .. step`` (:meth:`FiniteWatch.codes`); every
+        rank reads the same all-reduced values, so all take the same branch and none is left waiting.
+        """
+        bad = []
+        for rank_id, codes in enumerate(per_rank):
+            hit = next((i for i, code in enumerate(codes) if code), None)
+            if hit is not None:
+                bad.append((rank_id, read_at + hit + 1, FiniteWatch.VALUES[int(codes[hit])]))
         if not bad:
             return
-        first = bad[0][1]
+        first_step = min(s for _, s, _ in bad)
+        first = next(v for _, s, v in bad if s == first_step)
         where = ""
-        if len(values) > 1:
-            where = " on rank " + ", ".join(f"{r} ({v})" for r, v in bad)
+        if len(per_rank) > 1:
+            where = " on rank " + ", ".join(f"{r} ({v}{'' if s == first_step else f', step {s}'})"
+                                              for r, s, v in bad)
+        detected = ""
+        if step > first_step:
+            detected = (f"; detected at step {step}/{steps}: the loss is read every Global.print_batch_step="
+                        f"{self.print_batch_step} steps, so steps {first_step}-{step} ran on non-finite values "
+                        f"(none was saved)")
         raise TrainingDivergedError(
-            f"loss became {first} at epoch {epoch}, step {step}/{steps}{where} (global step "
-            f"{self.global_step + 1}); training stopped on every rank. The last good checkpoint is "
-            f"{self.checkpointer.save_dir}/latest. Lower the learning rate or check the data")
+            f"loss became {first} at epoch {epoch}, step {first_step}/{steps}{where} (global step "
+            f"{self.global_step - step + first_step}){detected}; training stopped on every rank. The last good "
+            f"checkpoint is {self.checkpointer.save_dir}/latest. Lower the learning rate or check the data")
 
-    def _log_step(self, epoch: int, step: int, steps: int, meters: Dict[str, AverageMeter],
+    def _log_step(self, epoch: int, step: int, steps: int, averages: Dict[str, float],
                   batch_time: AverageMeter, reader_time: AverageMeter, batch_size: int) -> None:
         remaining = (self.epochs - epoch) * steps + (steps - step)
         ips = batch_size / max(batch_time.avg, 1e-9)
         lr = self.optimizer.get_lr()
-        losses = format_metrics({k: m.avg for k, m in meters.items()})
+        losses = format_metrics(averages)
         logger.info("[Train][Epoch %d/%d][Iter: %d/%d]lr(%s): %.8f, %s, batch_cost: %.5fs, reader_cost: %.5fs, "
                     "ips: %.5f samples/s, eta: %s", epoch, self.epochs, step, steps, type(self.scheduler).__name__,
                     lr, losses, batch_time.avg, reader_time.avg, ips, format_eta(remaining * batch_time.avg))
         if self.visualdl is not None:
-            for key, meter in meters.items():
-                self.visualdl.add_scalar(f"train/{key}", meter.avg, self.global_step)
+            for key, value in averages.items():
+                self.visualdl.add_scalar(f"train/{key}", value, self.global_step)
             self.visualdl.add_scalar("train/lr", lr, self.global_step)
             self.visualdl.add_scalar("train/ips", ips, self.global_step)
 

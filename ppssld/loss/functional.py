@@ -12,6 +12,8 @@ from typing import Optional, Tuple
 import paddle
 import paddle.nn.functional as F
 
+from ppssld.utils import device_checks
+
 logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
@@ -156,11 +158,16 @@ def labeled_mask(labels: paddle.Tensor, num_classes: int) -> Tuple[paddle.Tensor
     if labels.dtype not in (paddle.int64, paddle.int32):
         raise ValueError(f"hard labels must be an int tensor [N] (-1 = unlabeled), got dtype {labels.dtype}")
     labels = labels.reshape([-1]).astype("int64")
-    if labels.shape[0] > 0 and bool(((labels < -1) | (labels >= num_classes)).any()):
+    bad = (labels < -1) | (labels >= num_classes)
+    if device_checks.deferring():  # inside the training loop: read at its print step, no host sync here
+        device_checks.check(f"labels outside [-1, {num_classes})", bad, ValueError(
+            f"labels must lie in [-1, {num_classes}) (-1 = unlabeled); a batch held other values"))
+    elif labels.shape[0] > 0 and bool(bad.any()):
         values = sorted(set(labels.numpy().tolist()))
         raise ValueError(f"labels must lie in [-1, {num_classes}) (-1 = unlabeled); got values {values[:10]}")
-    mask = (labels >= 0).astype("float32")
-    index = paddle.where(labels >= 0, labels, paddle.zeros_like(labels))
+    valid = (labels >= 0) & ~bad
+    mask = valid.astype("float32")
+    index = paddle.where(valid, labels, paddle.zeros_like(labels))
     return mask, index
 
 

@@ -17,6 +17,7 @@ import paddle
 from ppssld.loss import kd_functional as KF
 from ppssld.loss.functional import labeled_mask
 from ppssld.loss.losses import Outputs, PairLoss, _check_temperature, select_output
+from ppssld.utils import device_checks
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES
 
@@ -52,8 +53,16 @@ class LabeledPairLoss(PairLoss):
             index = teacher.argmax(axis=-1).astype("int64")
             return index, paddle.ones([teacher.shape[0]], dtype="float32")
         mask, index = labeled_mask(labels, teacher.shape[-1])
+        if self.where in _told:
+            return index, mask
+        if device_checks.deferring():  # the training loop reads the flag at its print step
+            device_checks.check(f"unlabeled rows in {self.where or self.config_name}", mask <= 0,
+                                f"{self.where or self.config_name}: some rows are unlabeled (-1) and excluded from "
+                                f"its label-dependent part; set use_target_as_gt: True to use the teacher's argmax "
+                                f"for every row")
+            return index, mask
         skipped = int(mask.shape[0] - mask.sum())
-        if skipped and self.where not in _told:
+        if skipped:
             _told.add(self.where)
             logger.warning("%s: %d of %d rows are unlabeled (-1) and excluded from its label-dependent part "
                            "(logged once); set use_target_as_gt: True to use the teacher's argmax for every row",

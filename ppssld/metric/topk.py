@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import paddle
 
+from ppssld.utils import device_checks
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import METRICS
 
@@ -39,7 +40,7 @@ def _check_topk(topk: Any) -> List[int]:
 
 
 def correct_counts(logits: paddle.Tensor, labels: paddle.Tensor, topk: Sequence[int]) -> np.ndarray:
-    """Counts for one batch: ``[correct@k for k in topk] + [labeled rows]`` (int64).
+    """Counts for one batch: ``[correct@k for k in topk] + [labeled rows]`` (int64), read to the host.
 
     Args:
         logits: ``[N, C]`` scores.
@@ -48,24 +49,32 @@ def correct_counts(logits: paddle.Tensor, labels: paddle.Tensor, topk: Sequence[
     Returns:
         ``np.ndarray`` of shape ``[len(topk) + 1]``.
     """
+    return batch_counts(logits, labels, topk).numpy()
+
+
+def batch_counts(logits: paddle.Tensor, labels: paddle.Tensor, topk: Sequence[int]) -> paddle.Tensor:
+    """:func:`correct_counts` left on the device (int64 tensor): no host read, except for the label range
+    check outside a training loop (see :mod:`ppssld.utils.device_checks`)."""
     if logits.ndim != 2:
         raise ValueError(f"expected logits [N, C], got shape {list(logits.shape)}")
     labels = labels.reshape([-1]).astype("int64")
     if labels.shape[0] != logits.shape[0]:
         raise ValueError(f"{logits.shape[0]} rows of logits but {labels.shape[0]} labels")
     num_classes = logits.shape[1]
-    if labels.shape[0] and bool(((labels < -1) | (labels >= num_classes)).any()):
-        raise ValueError(f"labels must lie in [-1, {num_classes}) (-1 = unlabeled)")
-    keep = labels >= 0
+    bad = (labels < -1) | (labels >= num_classes)
+    if labels.shape[0]:
+        device_checks.check(f"metric labels outside [-1, {num_classes})", bad,
+                            ValueError(f"labels must lie in [-1, {num_classes}) (-1 = unlabeled)"))
+    keep = (labels >= 0) & ~bad
     scores = logits.astype("float32")
     safe = paddle.where(keep, labels, paddle.zeros_like(labels))
     true_score = paddle.take_along_axis(scores, safe.unsqueeze(-1), axis=-1)
     # classes (other than the true one) scoring >= the true class
     rank = (scores >= true_score).astype("int64").sum(axis=-1) - 1
     valid = keep & ~paddle.isnan(true_score.squeeze(-1))
-    out = [int(((rank < min(k, num_classes)) & valid).astype("int64").sum()) for k in topk]
-    out.append(int(keep.astype("int64").sum()))
-    return np.array(out, dtype=np.int64)
+    out = [((rank < min(k, num_classes)) & valid).astype("int64").sum() for k in topk]
+    out.append(keep.astype("int64").sum())
+    return paddle.stack(out)
 
 
 @METRICS.register()
@@ -83,11 +92,13 @@ class TopkAcc:
     def __init__(self, topk: Union[int, Sequence[int]] = (1, 5)) -> None:
         self.topk = _check_topk(topk)
         self._counts = np.zeros(len(self.topk) + 1, dtype=np.int64)
+        self._pending: Optional[paddle.Tensor] = None
         self._warned = False
 
     def reset(self) -> None:
         """Forget every accumulated count."""
         self._counts = np.zeros(len(self.topk) + 1, dtype=np.int64)
+        self._pending = None
 
     def select(self, outputs: Outputs) -> paddle.Tensor:
         """The logits this metric scores."""
@@ -111,16 +122,31 @@ class TopkAcc:
             This batch's accuracies ``{top{k}: float}`` (0.0 when it has no labeled row).
         """
         logits = self.select(outputs)
-        if max(self.topk) > logits.shape[-1] and not self._warned:
-            logger.warning("top-k with k=%d > %d classes is clipped to %d (always correct)",
-                           max(self.topk), logits.shape[-1], logits.shape[-1])
-            self._warned = True
+        self._warn_clipped(logits)
         batch = correct_counts(logits, labels, self.topk)
         self._counts += batch
         return self._summarise(batch)
 
+    def _warn_clipped(self, logits: paddle.Tensor) -> None:
+        if max(self.topk) > logits.shape[-1] and not self._warned:
+            logger.warning("top-k with k=%d > %d classes is clipped to %d (always correct)",
+                           max(self.topk), logits.shape[-1], logits.shape[-1])
+            self._warned = True
+
+    def accumulate(self, outputs: Outputs, labels: paddle.Tensor) -> None:
+        """Add one batch on the device, reading nothing to the host (the training and eval loops call this;
+        :meth:`counts` reads the total)."""
+        logits = self.select(outputs)
+        self._warn_clipped(logits)
+        batch = batch_counts(logits, labels, self.topk)
+        self._pending = batch if self._pending is None else self._pending + batch
+
     def counts(self) -> np.ndarray:
-        """Accumulated ``[correct@k..., labeled]`` (a copy, int64), for all-reduce."""
+        """Accumulated ``[correct@k..., labeled]`` (a copy, int64), for all-reduce: folds in (one host read)
+        what :meth:`accumulate` left on the device."""
+        if self._pending is not None:
+            self._counts = self._counts + self._pending.numpy()
+            self._pending = None
         return self._counts.copy()
 
     def set_counts(self, counts: Any) -> None:
@@ -129,6 +155,7 @@ class TopkAcc:
         if arr.shape != self._counts.shape:
             raise ValueError(f"expected counts of shape {self._counts.shape}, got {arr.shape}")
         self._counts = np.rint(arr).astype(np.int64)
+        self._pending = None
 
     def _summarise(self, counts: np.ndarray) -> Dict[str, float]:
         total = int(counts[-1])
@@ -136,7 +163,7 @@ class TopkAcc:
 
     def summary(self) -> Dict[str, float]:
         """``{top{k}: accuracy}`` over labeled samples; 0.0 when none was seen."""
-        return self._summarise(self._counts)
+        return self._summarise(self.counts())
 
 
 @METRICS.register()
