@@ -26,12 +26,10 @@ from ppssld.utils.registry import TRANSFORMS
 logger = logging.getLogger(__name__)
 
 # PaddleClas ops we know of but do not implement: named in the error instead of a bare "unknown".
-PADDLECLAS_ONLY = ("AugMix", "RandomRotation", "Pad", "Padv2", "RandCropImageV2", "RandomCropImage",
-                   "CropImageAtRatio", "CropWithPadding", "RandomResizedCrop", "RandomHorizontalFlip",
-                   "ToTensor", "Normalize", "Resize", "CenterCrop", "RandomGrayscale", "PCALighting",
-                   "RandomRot90", "BlurImage", "RandomInterpolationAugment", "RandAugmentV2",
-                   "RandAugmentV3", "RandAugmentV4", "RandomApply", "OpSampler", "MixupOperator",
-                   "CutmixOperator", "FmixOperator")
+PADDLECLAS_ONLY = ("AugMix", "RandomRotation", "Pad", "RandCropImageV2", "CropImageAtRatio", "CropWithPadding",
+                   "RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize", "Resize", "CenterCrop",
+                   "RandomGrayscale", "RandomRot90", "BlurImage", "RandomInterpolationAugment", "RandAugmentV2",
+                   "RandAugmentV4", "RandomApply", "OpSampler", "MixupOperator", "CutmixOperator", "FmixOperator")
 
 
 class Compose:
