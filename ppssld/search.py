@@ -14,7 +14,9 @@ rewritten by ``final_replace`` (``Arch.lr_mult_list`` -> ``Arch.models.1.Student
 
 Trial configs are fresh dicts from :func:`ppssld.config.load_config` (base file + overrides); nothing
 shared is mutated. Relative config paths are tried from the working directory, then from every folder
-above the search file (PaddleClas writes them from its root).
+above the search file (PaddleClas writes them from its root); a path that exists nowhere but whose file
+name lies beside the search file (two PULC search files name folders PaddleClas has since renamed) is
+taken from there, with a warning.
 """
 import copy
 import json
@@ -103,6 +105,11 @@ def _resolve(path: str, search_file: str, key: str) -> str:
     for candidate in tried:
         if os.path.isfile(candidate):
             return candidate
+    beside = os.path.join(os.path.dirname(os.path.abspath(search_file)), os.path.basename(path))
+    if os.path.isfile(beside):  # PaddleClas renamed PULC folders (vehicle_attr, text_direction) after writing them
+        logger.warning("%s: %s %r does not exist; using %s, the file of that name beside the search file",
+                       search_file, key, path, beside)
+        return beside
     raise ConfigError(f"{_where(search_file, key)}: config file {path!r} not found (tried it from the working "
                       f"directory and from every folder above {search_file}); run from the PaddleClas root or give "
                       f"an absolute path")

@@ -129,6 +129,14 @@ def test_udml_and_no_teacher(tree):
     assert outcome["final"] is None and len(outcome["trials"]) == 3 + 2 + 2  # no teacher: no final run
 
 
+def test_a_renamed_folder_falls_back_to_the_file_beside_the_search_file_with_a_warning(tree, caplog):
+    beside = tree / "root" / "cfgs" / "task" / "base.yaml"
+    beside.write_text((tree / "root" / "cfgs" / "base.yaml").read_text())
+    plan = load_search(_search_file(tree, base_config_file="cfgs/old_name/base.yaml", teacher=None))
+    assert plan.base_config == str(beside)
+    assert any("'cfgs/old_name/base.yaml' does not exist; using" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"search_dic": []}, r"unknown key 'search_dic'. Did you mean 'search_dict'"),
     ({"search_dict": [{"search_key": "res", "replace_config": ["DataLoader.Train.dataset.transform_ops.1."
