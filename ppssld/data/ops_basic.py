@@ -81,7 +81,10 @@ class RandCropImage(Op):
                  interpolation: Optional[str] = None, use_log_aspect: bool = False, backend: str = "cv2",
                  progress_size: Any = None) -> None:
         if progress_size is not None:
-            raise ConfigError("progress_size (progressive resizing) is not supported; remove it")
+            raise ConfigError("progress_size belongs to PaddleClas's progressive training (Global.train_mode: "
+                              "progressive, which also steps RandAugmentV2's progress_magnitude and the head's dropout "
+                              "per stage); ppssld has only the standard training loop: remove progress_size to train "
+                              "at size")
         self.size = _size_pair(size)
         self.scale = self._pair(scale, (0.08, 1.0), "scale")
         self.ratio = self._pair(ratio, (3.0 / 4.0, 4.0 / 3.0), "ratio")
