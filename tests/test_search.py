@@ -176,3 +176,60 @@ def test_tool_reports_a_bad_path_without_traceback(tree):
     assert proc.returncode == 2, proc.stderr
     assert "error:" in proc.stderr and "search_dict[0] (x).replace_config[0]: 'Global.nope.deeper'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+PADDLECLAS = os.environ.get("PADDLECLAS_DIR", "/work/paddleclas")
+
+
+def _effective(overrides):
+    """``{path: value}`` of ``k=v`` overrides (last wins), without the output folders."""
+    eff = {}
+    for item in overrides:
+        key, raw = item.split("=", 1)
+        eff[key] = yaml.safe_load(raw)
+    eff.pop("Global.output_dir", None)
+    return eff
+
+
+def _score(eff, repeat):
+    lr = {0.1: 0.5, 0.2: 0.65, 0.3: 0.9 if repeat == 0 else 0.3}[eff["Optimizer.lr.learning_rate"]]
+    mult = 0.1 if eff.get("Arch.lr_mult_list") == [0.5, 1.0] else 0.0
+    return lr + mult + (0.3 if eff.get("Arch.name") == "ResNet34" else 0.0)
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(PADDLECLAS, "tools", "search_strategy.py")),
+                    reason=f"PaddleClas's source is not at {PADDLECLAS} (set PADDLECLAS_DIR)")
+def test_trials_equal_paddleclas_search_strategy_run_with_fake_training(tree, monkeypatch):
+    import argparse
+    import importlib.util
+
+    path = _search_file(tree, base_config_file=str(tree / "root" / "cfgs" / "base.yaml"),
+                        distill_config_file=str(tree / "root" / "cfgs" / "distill.yaml"))
+    spec = importlib.util.spec_from_file_location("pc_search_strategy",
+                                                  os.path.join(PADDLECLAS, "tools", "search_strategy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    programs = []
+
+    class FakeProcess:
+        def __init__(self, program):
+            programs.append(list(program))
+
+        def communicate(self):
+            return None
+
+    def fake_result(log_dir):
+        program = programs[-1]
+        overrides = [program[i + 1] for i, item in enumerate(program) if item == "-o"]
+        return _score(_effective(overrides), int(os.path.dirname(log_dir).rsplit("_", 1)[1]))
+
+    monkeypatch.setattr(module.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(module, "get_result", fake_result)
+    monkeypatch.setattr(module.config, "parse_args", lambda: argparse.Namespace(config=path, override=[]))
+    module.search_strategy()
+    theirs = [(os.path.basename(p[p.index("-c") + 1]), _effective([p[i + 1] for i, x in enumerate(p) if x == "-o"]))
+              for p in programs]
+    ours = [(os.path.basename(t.config_file), _effective(t.overrides))
+            for t in run_search(load_search(path), lambda t: _score(_effective(t.overrides), t.repeat))["trials"]]
+    assert len(ours) == 3 * 2 + 2 * 2 + 2 * 2 + 2 + 1
+    assert ours == theirs
