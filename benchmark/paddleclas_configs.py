@@ -20,9 +20,9 @@ pipelines) and, for a DistillationModel or a PULC config, one training step (``T
 over one batch of 2 images at the config's resolution; PULC configs then also evaluate, which runs
 their metrics). A PULC ``search.yaml`` (PaddleClas's tools/search_strategy.py input) is planned with
 :mod:`ppssld.search`: every trial config is built in PaddleClas's order (each stage keeping its first
-value, as in ``--dry-run``) with the same patches, and the first trial trains one step. Outcome per config: ``ok``, ``refused`` (a ppssld
-ConfigError / DataError / WeightsError: its first line), ``crash`` (any other exception) or
-``timeout``. Configs run in a worker process, one after another; a config that exceeds the
+value, as in ``--dry-run``) with the same patches, and the first trial trains one step. Outcome per
+config: ``ok``, ``refused`` (a ppssld ConfigError / DataError / WeightsError: its first line), ``crash``
+(any other exception) or ``timeout``. Configs run in a worker process, one after another; a config that exceeds the
 time limit (tripled for a training step) is killed with its worker, which is restarted.
 Writes ``benchmark/results/paddleclas_configs.md`` and ``.json`` (``--merge`` adds to them).
 """
@@ -401,7 +401,9 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
         lines.append(f"| {group} | {row['total']} | {row.get('ok', 0)} | {row.get('refused', 0)} | "
                      f"{row.get('crash', 0)} | {row.get('timeout', 0)} |")
     lines += ["", "ok = built (model, loss, optimizer, train and eval data pipelines); for a DistillationModel, "
-              "built and trained one step; for a PULC config, built, trained one step and evaluated.", "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
+              "built and trained one step; for a PULC config, built, trained one step and evaluated; for a PULC "
+              "search.yaml, every trial (ppssld.search, PaddleClas's order) built and the first trained one step.",
+              "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["kinds"]]
     lines += ["", "## Why not ok, by cause", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["causes"]]
