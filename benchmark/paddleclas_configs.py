@@ -20,9 +20,11 @@ Stages: load (:func:`ppssld.config.load_config`), validate (:func:`ppssld.engine
 build (:func:`ppssld.engine.builder.build_trainer`: model, loss, optimizer, train and eval data
 pipelines) and, for a DistillationModel or a PULC config, one training step (``Trainer.train_one_epoch``
 over one batch of 2 images at the config's resolution; PULC configs then also evaluate, which runs
-their metrics). Outcome per config: ``ok``, ``refused`` (a ppssld
-ConfigError / DataError / WeightsError: its first line), ``crash`` (any other exception) or
-``timeout``. Configs run in a worker process, one after another; a config that exceeds the
+their metrics). A PULC ``search.yaml`` (PaddleClas's tools/search_strategy.py input) is planned with
+:mod:`ppssld.search`: every trial config is built in PaddleClas's order (each stage keeping its first
+value, as in ``--dry-run``) with the same patches, and the first trial trains one step. Outcome per
+config: ``ok``, ``refused`` (a ppssld ConfigError / DataError / WeightsError: its first line), ``crash``
+(any other exception) or ``timeout``. Configs run in a worker process, one after another; a config that exceeds the
 time limit (tripled for a training step) is killed with its worker, which is restarted.
 Writes ``benchmark/results/paddleclas_configs.md`` and ``.json`` (``--merge`` adds to them).
 """
@@ -214,6 +216,56 @@ def _patch_weights(config: Dict[str, Any], folder: str) -> int:
     return count
 
 
+def _is_search_file(path: str) -> bool:
+    """A PaddleClas ``search.yaml`` (tools/search_strategy.py input), told by its top-level keys."""
+    from ppssld.config import safe_load
+    from ppssld.search import FILE_KEYS
+
+    with open(path, "r", encoding="utf-8") as handle:
+        raw = safe_load(handle)
+    return isinstance(raw, dict) and "search_dict" in raw and set(raw) <= set(FILE_KEYS)
+
+
+def _prepare(config: Dict[str, Any], tmp: str, data: Dict[str, str]) -> int:
+    """The in-memory patches of every measured config (cpu data, output, weights); returns ``substituted``."""
+    config.setdefault("Global", {}).update({"output_dir": os.path.join(tmp, "out"), "epochs": 1,
+                                            "eval_during_train": False, "use_visualdl": False,
+                                            "print_batch_step": 1})
+    _patch_data(config, data)
+    return _patch_weights(config, tmp)
+
+
+def _run_search(path: str, tmp: str, result: Dict[str, Any]) -> None:
+    """A search file: plan it (:mod:`ppssld.search`), build every trial in PaddleClas's order (each stage
+    keeping its first value, as in a dry run), train one step of the first trial. The final distillation
+    trial's teacher weights (a teacher trial's best_model) do not exist here: random ones stand in."""
+    from ppssld.engine.builder import build_trainer, validate
+    from ppssld.search import load_search, run_search
+
+    plan = load_search(path)
+    data = _make_images(tmp)
+    result.update(distillation=plan.algorithm is not None, substituted=0, trials=0)
+
+    def evaluate(trial) -> float:
+        result["stage"] = f"trial {result['trials'] + 1} ({trial.stage})"
+        config = trial.load(["Global.device=cpu"])
+        validate(config)
+        if trial.stage == "final":
+            for item in (config.get("Arch") or {}).get("models") or []:
+                if isinstance(item, dict) and isinstance(item.get("Teacher"), dict):
+                    item["Teacher"]["pretrained"] = None
+        result["substituted"] += _prepare(config, tmp, data)
+        trainer = build_trainer(config)
+        if result["trials"] == 0:
+            result["loss"] = float(trainer.train_one_epoch(1)["loss"])
+        result["trials"] += 1
+        return 0.0
+
+    run_search(plan, evaluate)
+    result["stage"] = "search"
+    result["status"] = "ok"
+
+
 def run_one(base: str, rel: str) -> Dict[str, Any]:
     """Load, validate, build and (DistillationModel) train one step; the outcome as a dict."""
     import gc
@@ -226,6 +278,10 @@ def run_one(base: str, rel: str) -> Dict[str, Any]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ppssld-cfg-") as tmp:
         try:
+            if _is_search_file(os.path.join(base, rel)):
+                _run_search(os.path.join(base, rel), tmp, result)
+                result["seconds"] = round(time.perf_counter() - start, 2)
+                return result
             config = load_config(os.path.join(base, rel), ["Global.device=cpu"])
             config = copy.deepcopy(config)
             distill = (config.get("Arch") or {}).get("name") == "DistillationModel"
@@ -233,12 +289,8 @@ def run_one(base: str, rel: str) -> Dict[str, Any]:
             result["stage"] = "validate"
             validate(config)
             result["stage"] = "build"
-            config.setdefault("Global", {}).update({"output_dir": os.path.join(tmp, "out"), "epochs": 1,
-                                                    "eval_during_train": False, "use_visualdl": False,
-                                                    "print_batch_step": 1})
-            _patch_data(config, _make_images(tmp))
             result["missing_weights"] = _missing_paths(config)
-            result["substituted"] = _patch_weights(config, tmp)
+            result["substituted"] = _prepare(config, tmp, _make_images(tmp))
             trainer = build_trainer(config)
             if distill or result["group"] == "PULC":
                 result["stage"] = "step"
@@ -384,7 +436,9 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
         lines.append(f"| {group} | {row['total']} | {row.get('ok', 0)} | {row.get('refused', 0)} | "
                      f"{row.get('crash', 0)} | {row.get('timeout', 0)} |")
     lines += ["", "ok = built (model, loss, optimizer, train and eval data pipelines); for a DistillationModel, "
-              "built and trained one step; for a PULC config, built, trained one step and evaluated.", "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
+              "built and trained one step; for a PULC config, built, trained one step and evaluated; for a PULC "
+              "search.yaml, every trial (ppssld.search, PaddleClas's order) built and the first trained one step.",
+              "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["kinds"]]
     lines += ["", "## Why not ok, by cause", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["causes"]]

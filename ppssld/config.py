@@ -157,16 +157,16 @@ SEARCH_KEYS = ("base_config_file", "distill_config_file", "search_dict", "search
 
 
 def _refuse_search_config(config: Dict[str, Any], path: str) -> None:
-    """PULC ``search.yaml`` files are inputs of PaddleClas's ``tools/search_strategy.py`` (a hyper-parameter
-    search that launches ``tools/train.py`` on ``base_config_file`` many times), not training configs."""
+    """PULC ``search.yaml`` files are inputs of ``tools/search_strategy.py`` (:mod:`ppssld.search`: a
+    hyper-parameter search that trains ``base_config_file`` many times), not training configs."""
     if not any(key in config for key in SEARCH_KEYS):
         return
     base, distill = config.get("base_config_file"), config.get("distill_config_file")
     targets = " and ".join(f"{k} {v!r}" for k, v in (("base_config_file", base), ("distill_config_file", distill)) if v)
     raise ConfigError(f"{path}: a hyper-parameter search file of PaddleClas tools/search_strategy.py, not a training "
-                      f"config; it sets {', '.join(k for k in SEARCH_KEYS if k in config)}; ppssld has no search tool: "
-                      f"train the config it searches over instead, {targets or 'its base config'} (paths relative "
-                      f"to the PaddleClas root), with -o overrides for the values to try")
+                      f"config; it sets {', '.join(k for k in SEARCH_KEYS if k in config)}; run it with "
+                      f"tools/search_strategy.py -c {path} [--dry-run], or train the config it searches over, "
+                      f"{targets or 'its base config'} (paths relative to the PaddleClas root)")
 
 
 def parse_override(item: str) -> tuple:

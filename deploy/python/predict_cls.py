@@ -34,7 +34,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--image_root", default=None, help="base of relative paths in a list file (default: its folder)")
     p.add_argument("--json", default=None, help="write [{path, class_ids, scores, label_names}] here")
     p.add_argument("--batch_size", type=int, default=1)
-    p.add_argument("--top_k", type=int, default=None, help="default: inference.yml PostProcess.Topk.topk")
+    p.add_argument("--top_k", type=int, default=None,
+                   help="default: inference.yml PostProcess.Topk.topk (a multi-label model lists every label at or "
+                        "above its PostProcess.MultiLabelThreshOutput threshold instead)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--enable_mkldnn", type=str2bool, default=True, help="oneDNN on CPU (true/false)")
     p.add_argument("--cpu_threads", type=int, default=1)

@@ -5,6 +5,8 @@ the deploy predictor without paddle. Import ``ppssld.data.dataset``, ``.sampler`
 ``.prepare`` and ``.check`` explicitly.
 """
 from ppssld.data import autoaugment, label_list, transforms
-from ppssld.data import color_jitter, ops_erasing, timm_augment  # register their ops in TRANSFORMS
+# these register their ops in TRANSFORMS
+from ppssld.data import color_jitter, ops_erasing, ops_pad, pca_lighting, randaugment_v3, timm_augment
 
-__all__ = ["autoaugment", "color_jitter", "label_list", "ops_erasing", "timm_augment", "transforms"]
+__all__ = ["autoaugment", "color_jitter", "label_list", "ops_erasing", "ops_pad", "pca_lighting", "randaugment_v3",
+           "timm_augment", "transforms"]

@@ -20,7 +20,7 @@ from ppssld import __version__
 from ppssld.data.image import read_bytes
 from ppssld.export.infer_config import INFER_CONFIG, label_list, read_infer_config
 from ppssld.export.labels import write_class_names
-from ppssld.export.runtime import Predictor, resolve_model_files, topk_results
+from ppssld.export.runtime import Predictor, resolve_model_files
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.io import atomic_write_text, make_temp_dir, publish_dir
 
@@ -147,7 +147,7 @@ class HubClassifier:
                                    cpu_threads=cpu_threads, batch_size=batch_size)
 
     def _dicts(self, items: Sequence[Any], top_k: Optional[int]) -> List[Dict[str, float]]:
-        tops = topk_results(self.predictor.logits(items), top_k or self.predictor.topk, self.predictor.names)
+        tops = self.predictor.results(self.predictor.logits(items), top_k)
         out = []
         for top in tops:
             row: Dict[str, float] = {}

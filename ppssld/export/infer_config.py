@@ -1,4 +1,7 @@
-"""``inference.yml``: the preprocessing, input size, class names and top-k of an exported model.
+"""``inference.yml``: the preprocessing, input size, class names and post-processing of an exported model.
+
+Post-processing is ``Topk`` (softmax) or, for a multi-label model, PaddleClas's ``MultiLabelThreshOutput``
+(every label whose sigmoid score reaches ``threshold``); the graph itself always returns logits.
 
 Every runtime (deploy predictor, PaddleHub module, ONNX check, benchmark) builds its
 preprocessing from this file with :func:`ppssld.data.transforms.build_transforms`, the same
@@ -99,9 +102,39 @@ def _shape_from_ops(ops: List[Any]) -> Optional[List[int]]:
     return None
 
 
+MULTILABEL_POST = "MultiLabelThreshOutput"
+ATTRIBUTE_POSTS = ("PersonAttribute", "VehicleAttribute", "TableAttribute")  # PaddleClas's PULC attribute outputs
+DEFAULT_THRESHOLD = 0.5
+
+
+def multilabel_threshold(config: Dict[str, Any]) -> Optional[float]:
+    """The score threshold of a multi-label model, None for a single-label one.
+
+    Multi-label as PaddleClas's export decides it (``Global.use_multilabel``, or ``ATTRMetric`` as the first
+    eval metric: its exported graph then ends in a sigmoid) or as its ``Infer.PostProcess`` says
+    (``MultiLabelThreshOutput`` or a PULC attribute output). The threshold is ``Infer.PostProcess.threshold``
+    (default 0.5).
+
+    Raises:
+        ConfigError: a threshold that is not a number in [0, 1].
+    """
+    post = get(config, "Infer.PostProcess") or {}
+    post_name = post.get("name") if isinstance(post, dict) else None
+    first_metric = (get(config, "Metric.Eval") or [None])[0]
+    multilabel = (bool(get(config, "Global.use_multilabel", False)) or post_name in (MULTILABEL_POST,) + ATTRIBUTE_POSTS
+                  or (isinstance(first_metric, dict) and "ATTRMetric" in first_metric))
+    if not multilabel:
+        return None
+    value = post.get("threshold", DEFAULT_THRESHOLD) if isinstance(post, dict) else DEFAULT_THRESHOLD
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"Infer.PostProcess.threshold must be a number in [0, 1] (the sigmoid score a label needs), "
+                          f"got {value!r}")
+    return float(value)
+
+
 def build_infer_config(model_name: str, backbone: str, ops: List[Any], shape: List[int],
                        class_names: Optional[List[str]], class_num: int, topk: int,
-                       extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                       extra: Optional[Dict[str, Any]] = None, threshold: Optional[float] = None) -> Dict[str, Any]:
     """The ``inference.yml`` content (PaddleClas layout: ``Global``, ``PreProcess``, ``PostProcess``).
 
     Args:
@@ -113,16 +146,21 @@ def build_infer_config(model_name: str, backbone: str, ops: List[Any], shape: Li
         class_num: number of outputs.
         topk: default k of the predictor.
         extra: further ``Global`` entries (source checkpoint, versions ...).
+        threshold: a multi-label model's threshold: ``PostProcess`` is then PaddleClas's
+            ``MultiLabelThreshOutput`` (labels whose sigmoid score reaches it) instead of ``Topk`` (softmax).
     Returns:
         A plain dict ready for YAML.
     """
     glob: Dict[str, Any] = {"model_name": model_name, "backbone": backbone, "image_shape": list(shape),
                             "class_num": int(class_num), "input_name": "x", "output": "logits"}
     glob.update(extra or {})
-    topk_cfg: Dict[str, Any] = {"topk": int(max(1, min(topk, class_num)))}
+    if threshold is not None:
+        name, post_cfg = MULTILABEL_POST, {"threshold": float(threshold)}
+    else:
+        name, post_cfg = "Topk", {"topk": int(max(1, min(topk, class_num)))}
     if class_names is not None:
-        topk_cfg["label_list"] = list(class_names)
-    return {"Global": glob, "PreProcess": {"transform_ops": copy.deepcopy(ops)}, "PostProcess": {"Topk": topk_cfg}}
+        post_cfg["label_list"] = list(class_names)
+    return {"Global": glob, "PreProcess": {"transform_ops": copy.deepcopy(ops)}, "PostProcess": {name: post_cfg}}
 
 
 def config_topk(config: Dict[str, Any]) -> int:
@@ -164,8 +202,20 @@ def preprocessor(infer_cfg: Dict[str, Any]) -> Compose:
 
 def label_list(infer_cfg: Dict[str, Any]) -> Optional[List[str]]:
     """Class names stored in an ``inference.yml`` (None when the export had none)."""
-    names = get(infer_cfg, "PostProcess.Topk.label_list")
+    names = get(infer_cfg, "PostProcess.Topk.label_list") or get(infer_cfg, f"PostProcess.{MULTILABEL_POST}.label_list")
     return [str(n) for n in names] if names else None
+
+
+def infer_threshold(infer_cfg: Dict[str, Any]) -> Optional[float]:
+    """The ``MultiLabelThreshOutput`` threshold of an ``inference.yml``; None for a top-k (softmax) model."""
+    post = get(infer_cfg, "PostProcess") or {}
+    if MULTILABEL_POST not in post:
+        return None
+    value = (post[MULTILABEL_POST] or {}).get("threshold", DEFAULT_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"inference.yml: PostProcess.{MULTILABEL_POST}.threshold must be a number in [0, 1], "
+                          f"got {value!r}")
+    return float(value)
 
 
 def default_topk(infer_cfg: Dict[str, Any]) -> int:

@@ -13,8 +13,8 @@ import paddle
 import paddle.nn as nn
 
 from ppssld import __version__
-from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config_topk, image_shape, transform_ops,
-                                        write_infer_config)
+from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config_topk, image_shape,
+                                        multilabel_threshold, transform_ops, write_infer_config)
 from ppssld.export.labels import config_class_names
 from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
 from ppssld.utils.io import make_temp_dir, publish_dir
@@ -95,7 +95,9 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
                                  "infer": "Infer.transforms"}[transforms_from]}
     if target.key:
         extra["distillation_model"] = target.key
-    infer_cfg = build_infer_config(name, target.backbone, ops, shape, names, class_num, config_topk(config), extra)
+    threshold = multilabel_threshold(config)
+    infer_cfg = build_infer_config(name, target.backbone, ops, shape, names, class_num, config_topk(config), extra,
+                                   threshold)
     model_dir = os.path.join(save_dir, f"{name}_infer")
     tmp_dir = make_temp_dir(model_dir)
     try:

@@ -1,7 +1,8 @@
 """Paddle Inference predictor for an exported folder, shared by the deploy CLI and the hub module.
 
 Preprocessing comes from the folder's ``inference.yml`` through :mod:`ppssld.data.transforms`;
-the network returns logits and scores are their softmax.
+the network returns logits; scores are their softmax (top-k), or for a multi-label model
+(``PostProcess.MultiLabelThreshOutput``) their sigmoid, every label at or above the threshold being kept.
 """
 import logging
 import os
@@ -12,7 +13,8 @@ import numpy as np
 
 from ppssld.data.image import read_bytes, transform_image
 from ppssld.data.transforms import ImageDecodeError
-from ppssld.export.infer_config import INFER_CONFIG, default_topk, label_list, preprocessor, read_infer_config
+from ppssld.export.infer_config import (INFER_CONFIG, default_topk, infer_threshold, label_list, preprocessor,
+                                        read_infer_config)
 from ppssld.utils.errors import DataError, PpssldError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,24 @@ def topk_results(logits: np.ndarray, k: int, names: Optional[Sequence[str]]) -> 
     return results
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float64 (returned as float32), stable for large |logits|."""
+    x = logits.astype(np.float64)
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
+
+
+def threshold_results(logits: np.ndarray, threshold: float, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
+    """Per row, PaddleClas's ``MultiLabelThreshOutput``: ``{"class_ids", "scores", "label_names"}`` of every
+    label whose sigmoid score is at least ``threshold``, in class-id order."""
+    probs = sigmoid(logits)
+    results = []
+    for row in probs:
+        ids = np.nonzero(row >= threshold)[0]
+        results.append({"class_ids": [int(i) for i in ids], "scores": [float(row[i]) for i in ids],
+                        "label_names": [str(names[i]) if names else "" for i in ids]})
+    return results
+
+
 def parse_shape_range(text: str) -> Tuple[List[int], List[int], List[int]]:
     """``"1,3,224,224:8,3,224,224:32,3,224,224"`` -> (min, opt, max) shapes for TensorRT."""
     parts = text.split(":")
@@ -124,6 +144,7 @@ class Predictor:
         self.transform = preprocessor(self.infer_cfg)
         self.names = label_list(self.infer_cfg)
         self.topk = default_topk(self.infer_cfg)
+        self.threshold = infer_threshold(self.infer_cfg)
         self.image_shape = [int(v) for v in self.infer_cfg["Global"]["image_shape"]]
         self.batch_size = max(1, int(batch_size))
         if precision not in PRECISIONS:
@@ -198,9 +219,16 @@ class Predictor:
         outs = [self.run(np.stack(arrays[i:i + self.batch_size])) for i in range(0, len(arrays), self.batch_size)]
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
 
+    def results(self, logits: np.ndarray, top_k: Optional[int] = None) -> List[Dict[str, Any]]:
+        """The exported post-processing of a logits batch: :func:`threshold_results` for a multi-label model
+        (``top_k`` does not apply), else :func:`topk_results`."""
+        if self.threshold is not None:
+            return threshold_results(logits, self.threshold, self.names)
+        return topk_results(logits, top_k or self.topk, self.names)
+
     def classify(self, items: Sequence[Any], top_k: Optional[int] = None) -> List[Dict[str, Any]]:
-        """Top-k of each item (see :func:`topk_results`)."""
-        return topk_results(self.logits(items), top_k or self.topk, self.names)
+        """Post-processed predictions of each item (see :meth:`results`)."""
+        return self.results(self.logits(items), top_k)
 
 
 def list_images(path: str, image_root: Optional[str] = None) -> List[str]:
@@ -256,7 +284,7 @@ def predict_paths(predictor: Predictor, paths: Sequence[str], top_k: Optional[in
                 slot.update({"class_ids": [], "scores": [], "label_names": [], "error": str(exc)})
             slots.append(slot)
         if arrays:
-            tops = topk_results(predictor.run(np.stack(arrays)), top_k or predictor.topk, predictor.names)
+            tops = predictor.results(predictor.run(np.stack(arrays)), top_k)
             for slot, top in zip(good, tops, strict=True):
                 slot.update(top)
         results += slots
