@@ -95,6 +95,9 @@ class SoftLabelCache:
         self.views, self.topk, self.class_num = int(m["views"]), int(m["topk"]), int(m["class_num"])
         self.reader = ChunkReader(root, int(m["chunk_size"]), int(m["num_images"]))
 
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "SoftLabelCache":
+        return self  # read-only: a model copy (EMA) shares the memory maps
+
     def distribution(self, view: int, indices: np.ndarray) -> np.ndarray:
         """The rebuilt teacher distribution ``(n, C)`` of images ``indices`` in ``view``."""
         probs, classes = self.reader.gather(view, indices)
