@@ -13,7 +13,8 @@ from ppssld.cache import store
 from ppssld.cache.generate import generate
 from ppssld.cache.reader import rebuild, view_for_epoch
 from ppssld.engine.builder import build_trainer
-from ppssld.utils.errors import ConfigError
+from ppssld.config import load_config
+from ppssld.utils.errors import ConfigError, DataError
 from tests.conftest import ROOT, distill_config, save_random_backbone
 
 VIEWS, CLASSES = 2, 4
@@ -176,6 +177,12 @@ def test_refusals_and_cli_exit_2(setup):
     path = str(tmp / "cfg.yaml")
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(cfg, handle)
+    with pytest.raises(ConfigError, match="Global.soft_label_cache must be a folder path"):
+        load_config(path, ["Global.soft_label_cache=3"])
+    missing = copy.deepcopy(cfg)
+    missing["Global"]["soft_label_cache"] = str(tmp / "nowhere")
+    with pytest.raises(DataError, match="no manifest.json there"):
+        build_trainer(missing)
     env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "cache_soft_labels.py"), "-c", path,
                            "--views", "1", "--topk", "9", "--out", str(tmp / "c3")],
