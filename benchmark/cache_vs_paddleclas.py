@@ -24,9 +24,10 @@ IMAGES, BATCH = 5000, 64
 
 def config(data: str, teacher: str) -> dict:
     """The PaddleClas-schema distillation YAML (frozen teacher, DML, no eval)."""
-    ops = [{"DecodeImage": {"to_rgb": True, "channel_first": False}}, {"RandFlipImage": {"flip_code": 1}},
+    ops = [{"DecodeImage": {"to_rgb": True, "channel_first": False}}, {"ResizeImage": {"size": 32}},
+           {"RandFlipImage": {"flip_code": 1}},
            {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                               "order": ""}}, {"ToCHWImage": None}]
+                               "order": ""}}]  # as tests/fixtures/paddleclas/distill_dml_mv3.yaml: CHW out in both
     return {
         "Global": {"checkpoints": None, "pretrained_model": None, "output_dir": "./output", "device": "cpu",
                    "save_interval": 100, "eval_during_train": False, "eval_interval": 1, "epochs": 1,
