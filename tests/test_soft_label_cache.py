@@ -201,3 +201,26 @@ def test_view_schedule_and_rebuild():
     classes = np.array([[2, 0]])
     np.testing.assert_allclose(rebuild(probs, classes, 4, "spread"), [[0.3, 0.05, 0.6, 0.05]], atol=1e-7)
     np.testing.assert_allclose(rebuild(probs, classes, 4, "renormalise"), [[1 / 3, 0, 2 / 3, 0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", [
+    {"JSDivLoss": {"temperature": 2.0}}, {"SymmetricKLLoss": {}}, {"KLDivLoss": {"temperature": 4.0}},
+    {"DistillationDMLLoss": {}}, {"DistillationCELoss": {}},
+    {"DistillationDKDLoss": {"temperature": 2.0}}, {"DistillationDISTLoss": {}},
+    {"DistillationWSLLoss": {"temperature": 2.0}}])
+def test_every_softmax_loss_reads_the_cached_log_p_as_the_teacher_logits(loss):
+    """What the cache hands the losses (log of the stored softmax) gives the online values at any temperature."""
+    from ppssld.cache.reader import as_logits
+    from ppssld.loss import build_loss
+
+    (name, params), = loss.items()
+    fn = build_loss([{name: dict(params, model_name_pairs=[["Student", "Teacher"]])}])
+    rng = np.random.default_rng(0)
+    student = paddle.to_tensor(rng.normal(size=(6, 5)).astype("float32"))
+    teacher = rng.normal(size=(6, 5)).astype("float32") * 3
+    probs = np.exp(teacher - teacher.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    labels = paddle.to_tensor(np.array([0, 1, 2, 3, 4, -1]))
+    online = float(fn({"Student": student, "Teacher": paddle.to_tensor(teacher)}, labels)["loss"])
+    cached = float(fn({"Student": student, "Teacher": paddle.to_tensor(as_logits(probs))}, labels)["loss"])
+    assert abs(online - cached) <= 1e-5 * max(1.0, abs(online)), (online, cached)
