@@ -224,3 +224,23 @@ def test_every_softmax_loss_reads_the_cached_log_p_as_the_teacher_logits(loss):
     online = float(fn({"Student": student, "Teacher": paddle.to_tensor(teacher)}, labels)["loss"])
     cached = float(fn({"Student": student, "Teacher": paddle.to_tensor(as_logits(probs))}, labels)["loss"])
     assert abs(online - cached) <= 1e-5 * max(1.0, abs(online)), (online, cached)
+
+
+def test_ranks_take_alternate_chunks_and_rank0_merges(setup, monkeypatch):
+    """The sharding rule in one process: rank 0 waits for rank 1's chunks, then writes the manifest."""
+    import ppssld.cache.generate as gen
+    from ppssld.utils.errors import DataError as Timeout
+
+    cfg, tmp = setup
+    single, sharded = str(tmp / "single"), str(tmp / "sharded")
+    generate(cfg, single, views=VIEWS, topk=3, chunk_size=8)
+    monkeypatch.setattr(gen, "dist_env", lambda: (0, 2))
+    with pytest.raises(Timeout, match="waiting for 4 chunks of other ranks"):
+        generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8, wait_timeout=0.0)
+    assert not os.path.exists(os.path.join(sharded, "manifest.json"))
+    monkeypatch.setattr(gen, "dist_env", lambda: (1, 2))
+    stats = generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8)
+    assert stats["chunks_now"] == 4 and not os.path.exists(os.path.join(sharded, "manifest.json"))
+    monkeypatch.setattr(gen, "dist_env", lambda: (0, 2))
+    assert generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8)["chunks_now"] == 0
+    assert os.path.isfile(os.path.join(sharded, "manifest.json")) and _files(single) == _files(sharded)
