@@ -32,7 +32,7 @@ SCHEMA: Dict[str, Any] = {
         "print_batch_step": ANY, "use_visualdl": ANY, "image_shape": ANY,
         "save_inference_dir": ANY, "start_eval_epoch": ANY, "seed": ANY,
         "strict_load": ANY, "class_names": ANY, "trust_weights": ANY, "update_freq": ANY, "use_sync_bn": ANY,
-        "use_multilabel": ANY,
+        "use_multilabel": ANY, "soft_label_cache": ANY,
     },
     "Arch": ANY,
     "AMP": {"use_amp": ANY, "level": ANY, "scale_loss": ANY, "use_dynamic_loss_scaling": ANY,
@@ -134,6 +134,8 @@ GLOBAL_TYPES = {
     "eval_during_train": (lambda v: isinstance(v, bool), "true or false"),
     "use_visualdl": (lambda v: isinstance(v, bool), "true or false"),
     "strict_load": (lambda v: isinstance(v, bool), "true or false"),
+    "soft_label_cache": (lambda v: isinstance(v, str) and v != "",
+                         "a folder path written by tools/cache_soft_labels.py"),
     "image_shape": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v),
                     "three positive integers [channels, height, width], e.g. [3, 224, 224]"),
 }

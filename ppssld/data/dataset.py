@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import queue
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import paddle
@@ -106,6 +106,9 @@ class ImageNetDataset(paddle.io.Dataset):
         """Seed, epoch and the bad-image channels (shared by subclasses)."""
         self.seed: Optional[int] = None
         self.epoch = 0
+        # soft-label cache (ppssld.cache.reader): epoch -> augmentation key, and samples carry their index
+        self.epoch_key: Optional[Callable[[int], int]] = None
+        self.carry_index = False
         self._bad_count = multiprocessing.Value("q", 0) if self.skip_bad_images else None
         self._bad_queue = multiprocessing.Queue() if self.skip_bad_images else None
         self._bad_local: List[str] = []
@@ -120,8 +123,9 @@ class ImageNetDataset(paddle.io.Dataset):
         self.seed = None if seed is None else int(seed)
 
     def set_epoch(self, epoch: int) -> None:
-        """Epoch used, with the seed, to derive each sample's augmentation RNG."""
-        self.epoch = int(epoch)
+        """Epoch used, with the seed, to derive each sample's augmentation RNG (through ``epoch_key``
+        when a soft-label cache maps training epochs to its stored views)."""
+        self.epoch = int(epoch) if self.epoch_key is None else int(self.epoch_key(int(epoch)))
 
     def full_path(self, index: int) -> str:
         """Absolute path of sample ``index``."""
@@ -161,17 +165,19 @@ class ImageNetDataset(paddle.io.Dataset):
         """``(network input, label)`` of sample ``index``."""
         return self.load(index), self.target(index)
 
-    def __getitem__(self, index: int) -> Union[Tuple[np.ndarray, Any], SampleError]:
+    def __getitem__(self, index: int) -> Union[Tuple[Any, ...], SampleError]:
         try:
-            return self._sample_or_substitute(index)
+            image, target, source = self._sample_or_substitute(index)
+            # with a soft-label cache the index of the image actually read travels to the cached teacher
+            return (image, target, np.int64(source)) if self.carry_index else (image, target)
         except DataError as exc:
             if paddle.io.get_worker_info() is not None:
                 return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
             raise
 
-    def _sample_or_substitute(self, index: int) -> Tuple[np.ndarray, Any]:
+    def _sample_or_substitute(self, index: int) -> Tuple[np.ndarray, Any, int]:
         try:
-            return self.sample(index)
+            return (*self.sample(index), index)
         except ImageDecodeError:
             if not self.skip_bad_images:
                 raise
@@ -180,7 +186,7 @@ class ImageNetDataset(paddle.io.Dataset):
         for step in range(1, _MAX_SUBSTITUTE_TRIES + 1):
             other = (index + step) % len(self.records)
             try:
-                return self.load(other), self.unlabeled_target()
+                return self.load(other), self.unlabeled_target(), other
             except ImageDecodeError:
                 continue
         raise DataError(f"image {self.full_path(index)} and the {_MAX_SUBSTITUTE_TRIES} images after it in the list "

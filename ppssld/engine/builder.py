@@ -91,7 +91,14 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
     elif pretrained:
         state = load_state_dict(str(pretrained), f"Global.pretrained_model={pretrained}", trust)
         provided = _provided_models(config["Arch"], state)
-    model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided, trust=trust)
+    if get(config, "Global.soft_label_cache"):  # the teacher is read from the cache, never built
+        from ppssld.cache.reader import build_cached_model, drop_teacher_weights
+
+        model = build_cached_model(config, lambda key: build_model(config["Arch"], strict=strict, only=key,
+                                                                     provided=provided, trust=trust))
+        state = drop_teacher_weights(config, state)
+    else:
+        model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided, trust=trust)
     if state is not None:
         load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
     return model
@@ -233,6 +240,9 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     checkpoints = get(config, "Global.checkpoints")
     model = apply_sync_bn(config, build_full_model(config, resume=bool(checkpoints)))
     seed = int(get(config, "Global.seed", 42))
+    # the training stream (dropout, drop-path) starts from the seed whichever models were built: a teacher
+    # read from Global.soft_label_cache is not built, and must not change the student's training
+    paddle.seed(seed)
     if get(config, "DataLoader.Train") is None:
         raise ConfigError("DataLoader.Train is missing: nothing to train on")
     train_loader, sampler = build_dataloader(config["DataLoader"]["Train"], "train", seed=seed,
@@ -241,6 +251,10 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
         raise ConfigError("Loss.Train is missing: list at least one loss")
     with names_after(model):  # the loss's parameters must not repeat a model parameter's name
         loss_fn = build_loss(config["Loss"]["Train"], "Loss.Train")
+    if get(config, "Global.soft_label_cache"):
+        from ppssld.cache.reader import attach
+
+        train_loader = attach(config, model, train_loader, sampler, loss_fn)
     batch_transform = build_batch_transform(get(config, "DataLoader.Train.dataset.batch_transform_ops"), seed,
                                             distributed.rank())
     if batch_transform is not None:

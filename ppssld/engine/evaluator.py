@@ -100,8 +100,11 @@ def report_frozen_models(model: paddle.nn.Layer, loader: Any) -> Dict[str, Dict[
     if loader is None or not getattr(model, "frozen", None):
         return reports
     for name in model.frozen:
+        layer = getattr(model, name)
+        if getattr(layer, "is_soft_label_cache", False):  # no network to evaluate: its outputs were cached
+            logger.info("frozen model %s comes from a soft-label cache: not evaluated", name)
+            continue
         logger.info("evaluating frozen model %s once before training", name)
         metrics = build_metrics([{"TopkAcc": {"topk": [1, 5]}}], f"frozen model {name}")
-        layer = getattr(model, name)
         reports[name] = evaluate(layer, loader, metrics, epoch=0)
     return reports

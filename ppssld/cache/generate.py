@@ -1,0 +1,179 @@
+"""Generate a soft-label cache: the frozen teacher's top-K on every training image, for V views.
+
+View ``v`` of image ``i`` is exactly the image online training draws for ``i`` in epoch ``v + 1``:
+the training transform list run with the dataset's augmentation RNG keyed by
+``(Global.seed, v + 1, i)`` (:meth:`ppssld.data.dataset.ImageNetDataset._rng`; epochs count from 1),
+so nothing but the view number is stored. The teacher runs as training runs a frozen teacher
+(eval mode: BatchNorm running statistics, no dropout, no gradient), in batches, on the labeled and
+unlabeled lists of ``DataLoader.Train`` in the dataset's record order.
+
+Work is cut into (view, chunk) tasks; under ``paddle.distributed.launch`` rank ``r`` of ``W`` takes
+tasks ``r, r + W, ...``, and rank 0 writes the manifest once every chunk exists. A chunk's content
+depends only on its images and view (fixed batch boundaries), so a killed run re-run with the same
+arguments skips its finished chunks and ends with the same bytes as an uninterrupted one.
+"""
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ppssld.arch.build import arch_class_num
+from ppssld.cache import store
+from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expected_fields, teacher_entry
+from ppssld.cache.rules import check_cacheable
+from ppssld.config import get
+from ppssld.data.dataset import build_dataset
+from ppssld.mining.score import dist_env
+from ppssld.mining.teacher import Teacher, teacher_from_config
+from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.fingerprint import canonical, differences
+from ppssld.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+PLAN = "plan.json"  # what a started run is building; a resumed run must build the same
+
+
+def top_k(probs: np.ndarray, k: int, index_dtype: np.dtype, prob_dtype: str) -> tuple:
+    """``(probabilities (n, k) descending, their classes)``; ties keep the lower class first."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(probs, order, axis=1).astype(prob_dtype), order.astype(index_dtype)
+
+
+def build_train_dataset(config: Dict[str, Any]) -> Any:
+    """The training dataset exactly as training builds it (label bound, seed)."""
+    dataset_cfg = dict(get(config, "DataLoader.Train.dataset") or {})
+    if not dataset_cfg:
+        raise ConfigError("DataLoader.Train.dataset is missing: the cache covers the training images")
+    if dataset_cfg.get("class_num") is None and arch_class_num(config["Arch"]) is not None:
+        dataset_cfg["class_num"] = arch_class_num(config["Arch"])
+    dataset = build_dataset(dataset_cfg, "DataLoader.Train.dataset")
+    dataset.set_seed(int(get(config, "Global.seed", 42)))
+    return dataset
+
+
+def _plan(config: Dict[str, Any], records: List[str], views: int, topk: int, chunk_size: int,
+          batch_size: int, prob_dtype: str, teacher: Optional[Teacher]) -> Dict[str, Any]:
+    fields = expected_fields(config, records)
+    classes = fields["class_num"]
+    if not 1 <= topk <= classes:
+        raise ConfigError(f"--topk must be in [1, {classes}] (the teacher's class count), got {topk}")
+    plan = {"format": FORMAT, "version": VERSION, **fields, "views": views, "topk": topk,
+            "chunk_size": chunk_size, "batch_size": batch_size, "prob_dtype": prob_dtype,
+            "index_dtype": store.index_dtype(classes).name, "num_images": len(records),
+            "chunks_per_view": store.chunk_count(len(records), chunk_size),
+            "view_rule": "view v of image i = the training transform with RNG key (seed, v + 1, i): "
+                         "what online training draws in epoch v + 1"}
+    if teacher is not None:
+        plan["teacher_description"] = teacher.description
+    return plan
+
+
+def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size: int = 1024,
+             batch_size: Optional[int] = None, prob_dtype: str = "float16", workers: int = 2,
+             wait_timeout: float = 24 * 3600) -> Dict[str, Any]:
+    """Write (or finish) the cache of ``config`` in ``out``.
+
+    Args:
+        config: a loaded distillation config (not mutated).
+        out: the cache folder.
+        views / topk: V and K.
+        chunk_size: images per chunk file.
+        batch_size: teacher batch (default: ``DataLoader.Train.sampler.batch_size``, else 64).
+        prob_dtype: ``float16`` (default) or ``float32`` (exact probabilities).
+        workers: image-reading threads.
+        wait_timeout: how long rank 0 waits for the other ranks' chunks.
+    Returns:
+        Statistics (images and chunks done now / before, seconds, img/s) and the manifest path.
+    Raises:
+        ConfigError: bad arguments, a config the cache cannot serve, or ``out`` holding another cache.
+    """
+    for name, value, low in (("--views", views, 1), ("--topk", topk, 1), ("chunk size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+    if prob_dtype not in store.PROB_DTYPES:
+        raise ConfigError(f"probability dtype must be one of {store.PROB_DTYPES}, got {prob_dtype!r}")
+    check_cacheable(config)
+    batch_size = int(batch_size or get(config, "DataLoader.Train.sampler.batch_size", 64) or 64)
+    rank, world = dist_env()
+    dataset = build_train_dataset(config)
+    records = [r.path for r in dataset.records]
+    _name, entry, _weights = teacher_entry(config)
+    plan = _plan(config, records, views, topk, chunk_size, batch_size, prob_dtype, None)
+    _claim(out, plan, rank)
+    teacher = teacher_from_config(config, name=_name)
+    classes = class_count(entry, config)
+    tasks = [(v, c) for v in range(views) for c in range(plan["chunks_per_view"])]
+    mine = tasks[rank::world]
+    todo = [t for t in mine if not store.chunk_done(out, *t)]
+    stats: Dict[str, Any] = {"rank": rank, "world": world, "chunks": len(mine), "done_before": len(mine) - len(todo),
+                             "chunks_now": 0, "images_now": 0}
+    if stats["done_before"]:
+        logger.info("resuming: %d of this rank's %d chunks are already written", stats["done_before"], len(mine))
+    start = time.perf_counter()
+    index_type = store.index_dtype(classes)
+    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        for view, chunk in todo:
+            dataset.set_epoch(view + 1)
+            lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, len(records))
+            images = pool.map(lambda i: dataset[i][0], range(lo, hi))  # read ahead while the teacher runs
+            parts = []
+            for s in range(lo, hi, batch_size):
+                batch = np.stack([next(images) for _ in range(min(batch_size, hi - s))])
+                probs, _ = teacher(batch)
+                if probs.shape[1] != classes:
+                    raise ConfigError(f"the teacher outputs {probs.shape[1]} classes but its class_num is {classes}")
+                parts.append(top_k(probs, topk, index_type, prob_dtype))
+            store.write_chunk(out, view, chunk, np.concatenate([p for p, _ in parts]),
+                              np.concatenate([c for _, c in parts]))
+            stats["chunks_now"] += 1
+            stats["images_now"] += hi - lo
+            logger.info("rank %d: view %d chunk %d (images %d-%d) written", rank, view, chunk, lo, hi - 1)
+    stats["seconds"] = round(time.perf_counter() - start, 3)
+    stats["images_per_s"] = round(stats["images_now"] / stats["seconds"], 2) if stats["seconds"] > 0 else None
+    if rank == 0:
+        _wait_all(out, tasks, wait_timeout)
+        plan["teacher_description"] = teacher.description
+        plan["ranks"] = world
+        atomic_write_json(os.path.join(out, MANIFEST), plan)
+        logger.info("soft-label cache %s: %d images x %d views, top-%d of %d classes (%s / %s)", out, len(records),
+                    views, topk, classes, prob_dtype, index_type.name)
+    stats["manifest"] = os.path.join(out, MANIFEST)
+    return stats
+
+
+def _claim(out: str, plan: Dict[str, Any], rank: int) -> None:
+    """Record what this run builds in ``out/plan.json``; refuse a folder that holds another cache's chunks."""
+    path = os.path.join(out, PLAN)
+    if os.path.isfile(path):
+        with open(path, "r", encoding="utf-8") as handle:
+            old = json.load(handle)
+        if canonical(old) != canonical(plan):
+            raise ConfigError(f"--out {out} holds (part of) another cache: {'; '.join(differences(old, plan))}. "
+                              f"Choose another folder or delete this one")
+        return
+    if rank == 0:
+        atomic_write_json(path, plan)
+        return
+    deadline = time.time() + 600
+    while not os.path.isfile(path):  # rank 0 writes the plan first
+        if time.time() > deadline:
+            raise DataError(f"timed out waiting for rank 0 to write {path}")
+        time.sleep(0.2)
+    _claim(out, plan, rank)
+
+
+def _wait_all(out: str, tasks: List[tuple], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while True:
+        missing = [t for t in tasks if not store.chunk_done(out, *t)]
+        if not missing:
+            return
+        if time.time() > deadline:
+            raise DataError(f"timed out after {timeout:.0f}s waiting for {len(missing)} chunks of other ranks "
+                            f"(first: view {missing[0][0]} chunk {missing[0][1]}); re-run to finish the cache")
+        time.sleep(0.2)

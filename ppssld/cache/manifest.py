@@ -1,0 +1,118 @@
+"""What a soft-label cache was built from, and the check that a training config still matches it.
+
+The manifest records the teacher (its architecture entry and its weights file's contents), the
+training transform list, ``Global.seed``, the label lists' contents and the dataset's record order,
+and the class count; with them the cache's own shape (views, top-K, dtypes, chunk size). Training
+from a cache rebuilds these fields from its config and refuses any mismatch, naming the field.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from ppssld.arch.build import _aligned_list, _model_entries  # pylint: disable=protected-access
+from ppssld.arch.weights import resolve_params_path
+from ppssld.config import get
+from ppssld.data.label_list import as_path_list
+from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "ppssld-soft-label-cache"
+VERSION = 1
+# the fields a training config must match, in the order they are reported
+CHECKED = ("teacher_weights", "teacher_arch", "transforms", "seed", "lists", "records", "class_num")
+
+
+def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
+    """``(name, model entry, weights)`` of the frozen teacher of a DistillationModel config.
+
+    Raises:
+        ConfigError: not a DistillationModel, no frozen model, or no weights to cache from.
+    """
+    arch = config.get("Arch") or {}
+    if arch.get("name") != "DistillationModel":
+        raise ConfigError("a soft-label cache needs Arch.name: DistillationModel (a frozen teacher and a student)")
+    entries = _model_entries(arch)
+    frozen = _aligned_list(arch, "freeze_params_list", len(entries))
+    listed = _aligned_list(arch, "pretrained_list", len(entries))
+    teachers = [i for i, f in enumerate(frozen) if f]
+    if len(teachers) != 1:
+        raise ConfigError(f"a soft-label cache needs exactly one frozen model (the teacher) in "
+                          f"Arch.freeze_params_list, got {frozen!r}")
+    i = teachers[0]
+    name, entry = entries[i]
+    weights = entry.get("pretrained") or listed[i]
+    if not weights or weights is True:
+        raise ConfigError(f"Arch.models[{i}].{name}.pretrained must name the teacher's local weights file: "
+                          f"the cache records its fingerprint")
+    return name, entry, weights
+
+
+def class_count(entry: Dict[str, Any], config: Dict[str, Any]) -> int:
+    """The teacher's class count (its ``class_num``, else ``Arch.class_num``, else 1000 as PaddleClas)."""
+    value = entry.get("class_num", get(config, "Arch.class_num", 1000))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"the teacher's class_num must be a positive int, got {value!r}")
+    return value
+
+
+def expected_fields(config: Dict[str, Any], records: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The manifest fields a config implies (``records``: the training dataset's paths, in order)."""
+    name, entry, weights = teacher_entry(config)
+    dataset = get(config, "DataLoader.Train.dataset") or {}
+    arch_entry = {k: v for k, v in entry.items() if k != "pretrained"}
+    fields = {
+        "teacher_name": name,
+        "teacher_weights": file_fingerprint(resolve_params_path(str(weights), f"{name}.pretrained")),
+        "teacher_arch": arch_entry,
+        "transforms": dataset.get("transform_ops"),
+        "seed": int(get(config, "Global.seed", 42)),
+        "lists": {role: [file_fingerprint(p) for p in as_path_list(dataset.get(key), f"DataLoader.Train.dataset.{key}")]
+                  for role, key in (("labeled", "cls_label_path"), ("unlabeled", "unlabeled_label_path"))},
+        "class_num": class_count(entry, config),
+    }
+    if records is not None:
+        fields["records"] = {"count": len(records), "digest": digest(records)}
+    return fields
+
+
+def read_manifest(root: str) -> Dict[str, Any]:
+    """The manifest of cache folder ``root``.
+
+    Raises:
+        DataError: no manifest (not a cache, or generation never finished), or not ours.
+    """
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        raise DataError(f"Global.soft_label_cache={root}: no {MANIFEST} there; generate the cache with "
+                        f"tools/cache_soft_labels.py (a run that did not finish writes no manifest: re-run it to "
+                        f"resume)")
+    with open(path, "r", encoding="utf-8") as handle:
+        try:
+            manifest = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise DataError(f"{path} is not a ppssld soft-label cache manifest (format {FORMAT} version {VERSION})")
+    return manifest
+
+
+def check_matches(manifest: Dict[str, Any], expected: Dict[str, Any], root: str) -> None:
+    """Refuse a cache built from anything else than what the config trains with.
+
+    Raises:
+        ConfigError: naming each mismatching field (teacher weights, transforms, seed, lists, ...).
+    """
+    bad = [key for key in CHECKED if key in expected and canonical(manifest.get(key)) != canonical(expected[key])]
+    if not bad:
+        return
+    lines = []
+    for key in bad:
+        detail = "; ".join(differences({key: manifest.get(key)}, {key: expected[key]}, limit=2))
+        lines.append(f"{key} ({detail})")
+    raise ConfigError(f"Global.soft_label_cache={root} is stale: it was built with other "
+                      f"{', '.join(bad)} than this config: {' | '.join(lines)} (cache -> config). Regenerate it "
+                      f"with tools/cache_soft_labels.py -c <this config> or point Global.soft_label_cache elsewhere")

@@ -1,0 +1,89 @@
+"""What a soft-label cache can stand in for, and what it refuses (with the reason).
+
+The cache stores the frozen teacher's softmax per (image, view). It can replace the teacher only
+where training would compute exactly that:
+
+* the teacher in eval mode (``Arch.teacher_bn_mode: eval``): with ``train`` its BatchNorm uses
+  batch statistics, so its output depends on the other images of the batch, which are
+  reshuffled every epoch;
+* no batch operators (``batch_transform_ops``: Mixup, Cutmix, ...): they change the teacher's input
+  after the dataset (mixing the cached distributions would only approximate the teacher's output on
+  a mixed image);
+* ``ImageNetDataset`` (labels and sizes from the list; not the multi-scale, multi-label or
+  custom-label datasets whose operators change the image or the target);
+* losses that read the teacher only through ``softmax(logits / T)``: the cache hands them
+  ``log p``, which has the same softmax at every temperature (softmax is shift-invariant).
+  Losses on raw logits or features (distance, RKD, SKD, feature losses) are refused.
+"""
+from typing import Any, Dict, Iterable, Set
+
+from ppssld.cache.manifest import teacher_entry
+from ppssld.config import get
+from ppssld.utils.errors import ConfigError
+
+# losses whose teacher term is a function of softmax(teacher / T) only
+SOFTMAX_LOSSES = {"JSDivLoss", "SymmetricKLLoss", "KLDivLoss", "DistillationKLDivLoss", "DistillationDMLLoss",
+                  "DistillationCELoss", "SoftTargetCELoss", "DistillationDKDLoss", "DistillationWSLLoss",
+                  "DistillationDISTLoss"}
+DATASETS = ("ImageNetDataset",)
+
+
+def check_cacheable(config: Dict[str, Any]) -> None:
+    """Refuse configs whose teacher output a cache cannot reproduce (generation and training).
+
+    Raises:
+        ConfigError: naming the key and why.
+    """
+    teacher_entry(config)
+    mode = get(config, "Arch.teacher_bn_mode", "eval")
+    if mode != "eval":
+        raise ConfigError(f"Arch.teacher_bn_mode={mode}: a soft-label cache needs the teacher in eval mode; with "
+                          f"'train' its BatchNorm uses batch statistics, so its output depends on which images share "
+                          f"the batch (reshuffled every epoch) and cannot be stored per image. Set it to eval or "
+                          f"train online (remove Global.soft_label_cache)")
+    if get(config, "DataLoader.Train.dataset.batch_transform_ops"):
+        raise ConfigError("DataLoader.Train.dataset.batch_transform_ops: batch operators (Mixup, Cutmix, ...) "
+                          "change the teacher's input after the dataset, so no stored per-image output is the "
+                          "teacher's output on the mixed image. Remove them or train online")
+    name = get(config, "DataLoader.Train.dataset.name")
+    if name not in DATASETS:
+        raise ConfigError(f"DataLoader.Train.dataset.name={name}: a soft-label cache supports {', '.join(DATASETS)} "
+                          f"(single-label lists; this dataset changes images or targets per sample beyond the "
+                          f"transform list)")
+
+
+def _names(loss: Any) -> Set[str]:
+    names: Set[str] = set()
+    for pair in getattr(loss, "model_name_pairs", None) or []:
+        names.update(pair)
+    for attr in ("model_names", "model_name"):
+        value = getattr(loss, attr, None)
+        if isinstance(value, str):
+            names.add(value)
+        elif isinstance(value, (list, tuple)):
+            names.update(v for v in value if isinstance(v, str))
+    return names
+
+
+def check_losses(losses: Iterable[Any], teacher: str, where: str = "Loss.Train") -> None:
+    """Refuse losses that read the teacher other than through its softmax.
+
+    Raises:
+        ConfigError: naming the loss and why.
+    """
+    for i, loss in enumerate(losses):
+        name = getattr(loss, "config_name", type(loss).__name__)
+        uses = teacher in _names(loss)
+        known = hasattr(loss, "model_name_pairs") or hasattr(loss, "model_names")
+        if not uses and known:
+            continue
+        if name not in SOFTMAX_LOSSES:
+            raise ConfigError(f"{where}[{i}].{name}: with Global.soft_label_cache the teacher is its stored "
+                              f"softmax; this loss reads the teacher's raw logits or features, which the cache "
+                              f"does not hold. Use a softmax-based loss ({', '.join(sorted(SOFTMAX_LOSSES))}) or "
+                              f"train online")
+        key = getattr(loss, "key", None)
+        act = getattr(loss, "act", None)
+        if key not in (None, "logits") or (name == "DistillationDistanceLoss" and act != "softmax"):
+            raise ConfigError(f"{where}[{i}].{name}: key {key!r} is not the teacher's logits; the cache holds only "
+                              f"the teacher's softmax")

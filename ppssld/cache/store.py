@@ -1,0 +1,103 @@
+"""On-disk layout of a soft-label cache: memory-mappable chunks of top-K probabilities and classes.
+
+A cache folder holds ``manifest.json`` and, per view ``v`` and chunk ``c`` (images
+``[c * chunk_size, (c + 1) * chunk_size)`` of the dataset's record order), two ``.npy`` files:
+
+* ``v{v:04d}/c{c:06d}.cls.npy``: ``(n, K)`` class indices in the smallest unsigned type that holds
+  the class count (uint8 up to 256 classes, uint16 up to 65,536, else uint32);
+* ``v{v:04d}/c{c:06d}.prob.npy``: ``(n, K)`` probabilities (float16, or float32 when asked), in
+  descending order, so column 0 is the teacher's top-1.
+
+Each file is written to a temporary name and renamed; the ``.prob`` file is written last, so a
+chunk whose ``.prob`` file exists is complete. ``.npy`` files open with ``np.load(mmap_mode="r")``:
+training reads only the rows of its batch.
+"""
+import os
+from typing import Dict, Tuple
+
+import numpy as np
+
+from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.io import atomic_path
+
+PROB_DTYPES = ("float16", "float32")
+
+
+def index_dtype(class_num: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every class index of ``class_num`` classes."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if class_num - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ConfigError(f"class count {class_num} does not fit uint32")
+
+
+def chunk_count(num_images: int, chunk_size: int) -> int:
+    """Chunks per view."""
+    return (num_images + chunk_size - 1) // chunk_size
+
+
+def chunk_paths(root: str, view: int, chunk: int) -> Tuple[str, str]:
+    """``(cls path, prob path)`` of one chunk."""
+    base = os.path.join(root, f"v{view:04d}", f"c{chunk:06d}")
+    return base + ".cls.npy", base + ".prob.npy"
+
+
+def chunk_done(root: str, view: int, chunk: int) -> bool:
+    """Whether a chunk was completely written (its ``.prob`` file, written last, exists)."""
+    cls_path, prob_path = chunk_paths(root, view, chunk)
+    return os.path.isfile(prob_path) and os.path.isfile(cls_path)
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+
+def write_chunk(root: str, view: int, chunk: int, probs: np.ndarray, classes: np.ndarray) -> None:
+    """Write one chunk atomically (classes first, probabilities last: the completion mark)."""
+    cls_path, prob_path = chunk_paths(root, view, chunk)
+    _save(cls_path, classes)
+    _save(prob_path, probs)
+
+
+class ChunkReader:
+    """Memory-maps a cache's chunks on first use and gathers rows by dataset index.
+
+    Args:
+        root: the cache folder.
+        chunk_size: images per chunk (from the manifest).
+        num_images: images per view.
+    """
+
+    def __init__(self, root: str, chunk_size: int, num_images: int) -> None:
+        self.root, self.chunk_size, self.num_images = root, int(chunk_size), int(num_images)
+        self._open: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
+
+    def _chunk(self, view: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
+        key = (view, chunk)
+        if key not in self._open:
+            cls_path, prob_path = chunk_paths(self.root, view, chunk)
+            if not chunk_done(self.root, view, chunk):
+                raise DataError(f"soft-label cache {self.root}: chunk {prob_path} is missing; the cache is incomplete "
+                                f"(re-run tools/cache_soft_labels.py with the same arguments to finish it)")
+            self._open[key] = (np.load(prob_path, mmap_mode="r"), np.load(cls_path, mmap_mode="r"))
+        return self._open[key]
+
+    def gather(self, view: int, indices: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(probs float32 (n, K), classes int64 (n, K))`` of images ``indices`` in view ``view``."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.num_images):
+            raise DataError(f"soft-label cache {self.root}: image index {int(indices.max())} is outside the "
+                            f"{self.num_images} cached images")
+        chunks, rows = np.divmod(indices, self.chunk_size)
+        first_p, first_c = self._chunk(view, int(chunks[0])) if indices.size else (None, None)
+        k = first_p.shape[1] if first_p is not None else 0
+        probs = np.empty((indices.size, k), np.float32)
+        classes = np.empty((indices.size, k), np.int64)
+        for chunk in np.unique(chunks):
+            where = np.nonzero(chunks == chunk)[0]
+            p, c = self._chunk(view, int(chunk))
+            probs[where] = p[rows[where]]
+            classes[where] = c[rows[where]]
+        return probs, classes

@@ -1,0 +1,246 @@
+"""Soft-label cache: generation (resume, shards), stale-cache refusals, and training from it equals online."""
+import copy
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from ppssld.cache import store
+from ppssld.cache.generate import generate
+from ppssld.cache.reader import rebuild, view_for_epoch
+from ppssld.engine.builder import build_trainer
+from ppssld.config import load_config
+from ppssld.utils.errors import ConfigError, DataError
+from tests.conftest import ROOT, distill_config, save_random_backbone
+
+VIEWS, CLASSES = 2, 4
+
+
+@pytest.fixture
+def setup(tiny_data, tmp_path):
+    root, paths = tiny_data
+    teacher = save_random_backbone(str(tmp_path / "teacher.pdparams"), name="ResNet18", class_num=CLASSES, seed=1)
+    student = save_random_backbone(str(tmp_path / "student.pdparams"), name="MobileNetV3_small_x0_35",
+                                   class_num=CLASSES, seed=2)
+    cfg = distill_config(root, paths, teacher, str(tmp_path / "out"), epochs=2)
+    cfg["Arch"]["models"][1]["Student"]["pretrained"] = student  # same start online and from the cache
+    cfg["Global"]["eval_during_train"] = False
+    return cfg, tmp_path
+
+
+def _files(folder):
+    found = {}
+    for base, _dirs, names in os.walk(folder):
+        for name in names:
+            if name.endswith(".npy"):
+                path = os.path.join(base, name)
+                with open(path, "rb") as handle:
+                    found[os.path.relpath(path, folder)] = handle.read()
+    return found
+
+
+def _student(trainer):
+    return {k: v.numpy().copy() for k, v in trainer.model.state_dict().items() if k.startswith("Student.")}
+
+
+def _train_from(cfg, tmp, cache, tag):
+    cached_cfg = copy.deepcopy(cfg)
+    cached_cfg["Global"]["output_dir"] = str(tmp / tag)
+    cached_cfg["Global"]["soft_label_cache"] = cache
+    trainer = build_trainer(cached_cfg)
+    assert not any(k.startswith("Teacher.") for k in trainer.model.state_dict())  # no teacher built
+    trainer.fit()
+    return _student(trainer)
+
+
+def _distance(a, b):
+    return np.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
+
+
+def test_training_from_an_exact_cache_equals_online_distillation(setup):
+    """V = epochs, v(e) = e, K = class count, float32: the cache only reorders the online arithmetic."""
+    cfg, tmp = setup
+    stats = generate(cfg, str(tmp / "cache"), views=VIEWS, topk=CLASSES, chunk_size=16, prob_dtype="float32")
+    assert stats["images_now"] == 32 * VIEWS
+    online = build_trainer(copy.deepcopy(cfg))
+    online.fit()
+    a = _student(online)
+    b = _train_from(cfg, tmp, str(tmp / "cache"), "out_cache")
+    assert a.keys() == b.keys()
+    # float tolerance, measured: the same cache generated in teacher batches of 3 instead of 8 (teacher
+    # softmax ~1e-7 apart: oneDNN's sums depend on the batch) gives students this far apart after 8 steps
+    generate(cfg, str(tmp / "cache3"), views=VIEWS, topk=CLASSES, chunk_size=16, prob_dtype="float32", batch_size=3)
+    noise = _distance(b, _train_from(cfg, tmp, str(tmp / "cache3"), "out_cache3"))
+    start = {k: paddle.load(cfg["Arch"]["models"][1]["Student"]["pretrained"])[k[len("Student."):]].numpy()
+             for k in a}
+    moved, apart = _distance(a, start), _distance(a, b)
+    assert apart <= 3 * noise + 1e-6, (apart, noise)
+    assert apart < 1e-3 * moved, (apart, moved)  # and training did move the student far more
+
+
+def test_a_run_killed_mid_chunk_resumes_to_the_same_bytes(setup, monkeypatch):
+    cfg, tmp = setup
+    straight, resumed = str(tmp / "straight"), str(tmp / "resumed")
+    generate(cfg, straight, views=VIEWS, topk=2, chunk_size=8)
+    real, calls = store._save, {"n": 0}
+
+    def failing_save(path, array):
+        calls["n"] += 1
+        if calls["n"] == 6:  # chunk 2 of view 0: its classes are written, its probabilities are not
+            raise KeyboardInterrupt("injected kill")
+        real(path, array)
+
+    monkeypatch.setattr(store, "_save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        generate(cfg, resumed, views=VIEWS, topk=2, chunk_size=8)
+    monkeypatch.setattr(store, "_save", real)
+    assert not os.path.exists(os.path.join(resumed, "manifest.json"))
+    assert os.path.isfile(store.chunk_paths(resumed, 0, 2)[0]) and not store.chunk_done(resumed, 0, 2)
+    assert not [n for n in os.listdir(os.path.join(resumed, "v0000")) if n.endswith(".tmp")]  # nothing half-written
+    stats = generate(cfg, resumed, views=VIEWS, topk=2, chunk_size=8)
+    assert stats["done_before"] == 2 and stats["chunks_now"] == 2 * 4 - 2
+    a, b = _files(straight), _files(resumed)
+    assert len(a) == 2 * 2 * 4 and a == b
+    probs = np.load(store.chunk_paths(straight, 1, 0)[1])
+    classes = np.load(store.chunk_paths(straight, 1, 0)[0])
+    assert probs.dtype == np.float16 and classes.dtype == np.uint8 and probs.shape == (8, 2)
+    assert np.all(np.diff(probs.astype(np.float32), axis=1) <= 0)  # descending
+    # another teacher batch order cannot change a chunk: a view differs from the other view
+    assert not np.array_equal(np.load(store.chunk_paths(straight, 0, 0)[1]), probs)
+
+
+def test_two_processes_shard_the_cache_with_the_same_bytes(setup):
+    cfg, tmp = setup
+    path = str(tmp / "cfg.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(cfg, handle)
+    single, sharded = str(tmp / "single"), str(tmp / "sharded")
+    generate(cfg, single, views=VIEWS, topk=3, chunk_size=8)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+           str(tmp / "log"), os.path.join(ROOT, "tools", "cache_soft_labels.py"), "-c", path, "--views", str(VIEWS),
+           "--topk", "3", "--out", sharded, "--chunk-size", "8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp), check=False)
+    logs = "".join(open(os.path.join(tmp, "log", n), encoding="utf-8", errors="replace").read()
+                   for n in sorted(os.listdir(tmp / "log"))) if os.path.isdir(tmp / "log") else ""
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs[-3000:]
+    assert '"rank": 1' in logs and '"rank": 0' in logs  # both ranks wrote chunks
+    assert _files(single) == _files(sharded)
+    manifest = yaml.safe_load(open(os.path.join(sharded, "manifest.json"), encoding="utf-8"))
+    assert manifest["ranks"] == 2 and manifest["views"] == VIEWS and manifest["topk"] == 3
+
+
+@pytest.mark.parametrize("override, field", [
+    (lambda c, t: c["Global"].update(seed=8), "seed"),
+    (lambda c, t: c["Arch"]["models"][0]["Teacher"].update(
+        pretrained=save_random_backbone(str(t / "other.pdparams"), class_num=CLASSES, seed=9)), "teacher_weights"),
+    (lambda c, t: c["DataLoader"]["Train"]["dataset"]["transform_ops"].pop(1), "transforms"),
+    (lambda c, t: c["DataLoader"]["Train"]["dataset"].pop("unlabeled_label_path"), "lists"),
+])
+def test_a_stale_cache_is_refused_naming_the_field(setup, override, field):
+    cfg, tmp = setup
+    cache = str(tmp / "cache")
+    generate(cfg, cache, views=1, topk=2, chunk_size=16)
+    stale = copy.deepcopy(cfg)
+    override(stale, tmp)
+    stale["Global"]["soft_label_cache"] = cache
+    with pytest.raises(ConfigError, match=rf"stale: it was built with other {field}\b"):
+        build_trainer(stale)
+
+
+def test_refusals_and_cli_exit_2(setup):
+    cfg, tmp = setup
+    bn = copy.deepcopy(cfg)
+    bn["Arch"]["teacher_bn_mode"] = "train"
+    with pytest.raises(ConfigError, match="teacher_bn_mode=train.*batch statistics"):
+        generate(bn, str(tmp / "c1"), views=1, topk=2)
+    mix = copy.deepcopy(cfg)
+    mix["DataLoader"]["Train"]["dataset"]["batch_transform_ops"] = [{"MixupOperator": {"alpha": 0.2}}]
+    with pytest.raises(ConfigError, match="batch_transform_ops.*Mixup"):
+        generate(mix, str(tmp / "c2"), views=1, topk=2)
+    cache = str(tmp / "cache")
+    generate(cfg, cache, views=1, topk=2, chunk_size=16)
+    feature = copy.deepcopy(cfg)
+    feature["Global"]["soft_label_cache"] = cache
+    feature["Loss"]["Train"] = [{"DistillationDistanceLoss": {"weight": 1.0, "mode": "l2",
+                                                               "model_name_pairs": [["Student", "Teacher"]]}}]
+    with pytest.raises(ConfigError, match="DistillationDistanceLoss.*raw logits"):
+        build_trainer(feature)
+    other = copy.deepcopy(cfg)
+    other["Global"]["seed"] = 99
+    with pytest.raises(ConfigError, match="holds \\(part of\\) another cache"):
+        generate(other, cache, views=1, topk=2, chunk_size=16)
+    path = str(tmp / "cfg.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(cfg, handle)
+    with pytest.raises(ConfigError, match="Global.soft_label_cache must be a folder path"):
+        load_config(path, ["Global.soft_label_cache=3"])
+    missing = copy.deepcopy(cfg)
+    missing["Global"]["soft_label_cache"] = str(tmp / "nowhere")
+    with pytest.raises(DataError, match="no manifest.json there"):
+        build_trainer(missing)
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "cache_soft_labels.py"), "-c", path,
+                           "--views", "1", "--topk", "9", "--out", str(tmp / "c3")],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--topk must be in [1, 4]" in proc.stderr
+
+
+def test_view_schedule_and_rebuild():
+    assert [view_for_epoch(e, 5, 0) for e in range(1, 6)] == [0, 1, 2, 3, 4]
+    later = [view_for_epoch(e, 5, 0) for e in range(6, 11)]
+    assert sorted(later) == [0, 1, 2, 3, 4] and later == [view_for_epoch(e, 5, 0) for e in range(6, 11)]
+    cycles = [tuple(view_for_epoch(e, 5, 0) for e in range(1 + 5 * c, 6 + 5 * c)) for c in range(1, 5)]
+    assert all(sorted(c) == [0, 1, 2, 3, 4] for c in cycles) and len(set(cycles)) > 1  # fresh orders
+    probs = np.array([[0.6, 0.3]], np.float32)
+    classes = np.array([[2, 0]])
+    np.testing.assert_allclose(rebuild(probs, classes, 4, "spread"), [[0.3, 0.05, 0.6, 0.05]], atol=1e-7)
+    np.testing.assert_allclose(rebuild(probs, classes, 4, "renormalise"), [[1 / 3, 0, 2 / 3, 0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", [
+    {"JSDivLoss": {"temperature": 2.0}}, {"SymmetricKLLoss": {}}, {"KLDivLoss": {"temperature": 4.0}},
+    {"DistillationDMLLoss": {}}, {"DistillationCELoss": {}},
+    {"DistillationDKDLoss": {"temperature": 2.0}}, {"DistillationDISTLoss": {}},
+    {"DistillationWSLLoss": {"temperature": 2.0}}])
+def test_every_softmax_loss_reads_the_cached_log_p_as_the_teacher_logits(loss):
+    """What the cache hands the losses (log of the stored softmax) gives the online values at any temperature."""
+    from ppssld.cache.reader import as_logits
+    from ppssld.loss import build_loss
+
+    (name, params), = loss.items()
+    fn = build_loss([{name: dict(params, model_name_pairs=[["Student", "Teacher"]])}])
+    rng = np.random.default_rng(0)
+    student = paddle.to_tensor(rng.normal(size=(6, 5)).astype("float32"))
+    teacher = rng.normal(size=(6, 5)).astype("float32") * 3
+    probs = np.exp(teacher - teacher.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    labels = paddle.to_tensor(np.array([0, 1, 2, 3, 4, -1]))
+    online = float(fn({"Student": student, "Teacher": paddle.to_tensor(teacher)}, labels)["loss"])
+    cached = float(fn({"Student": student, "Teacher": paddle.to_tensor(as_logits(probs))}, labels)["loss"])
+    assert abs(online - cached) <= 1e-5 * max(1.0, abs(online)), (online, cached)
+
+
+def test_ranks_take_alternate_chunks_and_rank0_merges(setup, monkeypatch):
+    """The sharding rule in one process: rank 0 waits for rank 1's chunks, then writes the manifest."""
+    import ppssld.cache.generate as gen
+    from ppssld.utils.errors import DataError as Timeout
+
+    cfg, tmp = setup
+    single, sharded = str(tmp / "single"), str(tmp / "sharded")
+    generate(cfg, single, views=VIEWS, topk=3, chunk_size=8)
+    monkeypatch.setattr(gen, "dist_env", lambda: (0, 2))
+    with pytest.raises(Timeout, match="waiting for 4 chunks of other ranks"):
+        generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8, wait_timeout=0.0)
+    assert not os.path.exists(os.path.join(sharded, "manifest.json"))
+    monkeypatch.setattr(gen, "dist_env", lambda: (1, 2))
+    stats = generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8)
+    assert stats["chunks_now"] == 4 and not os.path.exists(os.path.join(sharded, "manifest.json"))
+    monkeypatch.setattr(gen, "dist_env", lambda: (0, 2))
+    assert generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8)["chunks_now"] == 0
+    assert os.path.isfile(os.path.join(sharded, "manifest.json")) and _files(single) == _files(sharded)

@@ -1,0 +1,41 @@
+"""Cache a frozen teacher's soft labels: tools/cache_soft_labels.py -c distill.yaml --views V --topk K --out DIR.
+
+Train from the cache with ``-o Global.soft_label_cache=DIR`` (see ppssld/cache/). Run under
+``python -m paddle.distributed.launch`` to shard the work over processes; re-run to resume.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+
+
+def main() -> None:
+    """Parse, generate, print the statistics."""
+    parser = cli.base_parser("Cache the frozen teacher's top-K soft labels for V augmented views of every "
+                             "training image")
+    parser.add_argument("--views", type=int, required=True, help="views V per image (view v = epoch v+1's augmentation)")
+    parser.add_argument("--topk", type=int, required=True, help="classes K kept per view (K = class count: exact)")
+    parser.add_argument("--out", required=True, help="cache folder (re-run with the same arguments to resume)")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="images per chunk file (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="teacher batch (default: DataLoader.Train.sampler.batch_size)")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                        help="stored probability type (default float16; float32 for bit-exact training)")
+    parser.add_argument("--workers", type=int, default=2, help="image-reading threads (default 2)")
+    args = parser.parse_args()
+    config = cli.load(args)
+    from ppssld.cache.generate import generate
+    from ppssld.config import get
+    from ppssld.engine.distributed import use_device
+
+    use_device(get(config, "Global.device"))
+    stats = generate(config, args.out, args.views, args.topk, chunk_size=args.chunk_size,
+                     batch_size=args.batch_size, prob_dtype=args.dtype, workers=args.workers)
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    cli.run(main)
