@@ -10,6 +10,7 @@ import paddle.nn as nn
 from ppssld.arch.features import apply_return_patterns, pop_return_patterns
 from ppssld.arch.lr_mult import apply_lr_mult_list
 from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.quiet import quiet_ppcls_deprecations
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ _BUILDS = {"count": 0}
 def _zoo() -> Dict[str, Any]:
     from paddleclas.ppcls.arch import backbone  # imported lazily: it is slow
 
+    quiet_ppcls_deprecations()
     names = {}
     for name, obj in vars(backbone).items():
         if name[:1].isupper() and inspect.isfunction(obj):
