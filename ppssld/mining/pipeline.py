@@ -5,7 +5,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
+from ppssld.utils.progress import progress as tqdm
 
 from ppssld.config import get
 from ppssld.data.label_list import IMAGE_EXTENSIONS, read_label_list, write_label_list
