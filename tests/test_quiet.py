@@ -47,3 +47,22 @@ def test_ppcls_init_res_deprecation_dropped_other_warnings_kept(caplog):
         target.warning(DeprecationWarning('"init_res" will be deprecated, please use "init_net" instead.'))
         target.warning("stage_pattern is wrong")
     assert [r.getMessage() for r in caplog.records] == ["stage_pattern is wrong"]
+
+
+def test_native_stderr_line_dropped_others_replayed(capfd):
+    from ppssld.utils.quiet import PIR_OUT_TENSOR, drop_native_stderr_lines
+
+    with drop_native_stderr_lines(PIR_OUT_TENSOR):
+        os.write(2, b"W1125 eager_utils.cc:3584] Paddle static graph(PIR) not support input out tensor for now!!!!!\n")
+        os.write(2, b"W1125 other.cc:1] a real native warning\n")
+    err = capfd.readouterr().err
+    assert "a real native warning" in err and "input out tensor" not in err
+
+
+def test_export_prints_no_pir_line(tmp_path, capfd):
+    from ppssld.arch.zoo import build_backbone
+    from ppssld.export.inference import save_inference_model
+
+    save_inference_model(build_backbone("MobileNetV3_small_x0_35", class_num=3), [3, 32, 32], str(tmp_path / "m"))
+    assert (tmp_path / "m.json").is_file() or (tmp_path / "m.pdmodel").is_file()
+    assert "input out tensor" not in capfd.readouterr().err
