@@ -1,7 +1,7 @@
 """Size and speed of a model: parameter count and measured inference images per second."""
 import logging
 import time
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +38,27 @@ def params_and_speed(layer, image_shape: Sequence[int], batch_size: int = 128, r
     times.sort()
     return {"params": params, "images_per_s": round(batch_size / times[len(times) // 2], 1),
             "batch_size": int(batch_size)}
+
+
+def teacher_student_speed(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Parameters and eval-mode img/s (random images at ``Global.image_shape``) of a DistillationModel
+    config's Teacher and Student backbones (freshly built: the architecture is what is timed)."""
+    from ppssld.arch.zoo import build_backbone
+
+    shape = (config.get("Global") or {}).get("image_shape") or [3, 224, 224]
+    models = {}
+    for entry in config["Arch"].get("models") or []:
+        (role, spec), = entry.items()
+        models[role] = spec
+    speed: Dict[str, Any] = {}
+    for role in ("Teacher", "Student"):
+        spec = models.get(role)
+        if not spec:
+            continue
+        kwargs = {k: v for k, v in spec.items() if k not in ("name", "class_num", "pretrained", "use_ssld")}
+        layer = build_backbone(spec["name"], class_num=spec.get("class_num"), where=f"Arch.models.{role}", **kwargs)
+        row = dict(params_and_speed(layer, shape), arch=spec["name"])
+        speed[role.lower()] = row
+        logger.info("%s %s: %.2fM parameters, %.0f img/s (eval forward, batch %d, %s)", role.lower(), spec["name"],
+                    row["params"] / 1e6, row["images_per_s"], row["batch_size"], "x".join(str(v) for v in shape))
+    return speed
