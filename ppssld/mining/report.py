@@ -124,13 +124,14 @@ def plot_mined_accuracy(accuracy: Dict[str, Any], path: str, k: Optional[int] = 
         ax.bar(range(n), wrong, bottom=right, color="tab:red", label="teacher's class wrong")
         if k is not None:
             ax.axhline(k, color="grey", linestyle="--", linewidth=1, label=f"k = {k}")
+        ax.set_ylim(0, 1.15 * max([r["mined"] for r in rows] + [k or 0, 1]))
         ax.set_ylabel("mined images")
         ax.set_title(f"Mined images per class: {accuracy['images']}, teacher right for "
                      f"{100 * (accuracy['accuracy'] or 0):.1f}% (hidden labels)")
         ax.set_xticks(range(n))
         ax.set_xticklabels([r["name"] for r in rows], rotation=45 if n > 5 else 0, ha="right" if n > 5 else "center",
                            fontsize=8)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8, ncol=3)
         fig.tight_layout()
         atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
