@@ -1,4 +1,4 @@
-"""The SSLD recipe end to end: prepare -> teacher -> (baseline) -> mine -> distill -> fine-tune -> export.
+"""The SSLD recipe end to end: prepare -> teacher -> mine -> (CE baseline) -> distill -> fine-tune -> export.
 
 Each stage writes into ``<output_dir>/<stage>/`` and, once complete, a ``stage.json`` with its
 results and a fingerprint of what it was built from: its pipeline settings, its training config

@@ -1,7 +1,8 @@
 """The SSLD recipe end to end, one command: tools/ssld_pipeline.py -c <pipeline yaml> [-o section.key=value].
 
-Stages: prepare data -> teacher -> (baseline) -> mine -> distill -> fine-tune -> export + predict.
-A re-run skips complete stages and resumes an interrupted one.
+Stages: prepare data -> teacher -> mine -> (CE baseline) -> distill -> fine-tune -> export + predict.
+A re-run skips complete stages and resumes an interrupted one. Ends with summary.md, summary.png and the
+commands that evaluate, export and predict with the artefacts.
 """
 import os
 import sys
