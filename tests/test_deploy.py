@@ -103,6 +103,13 @@ def test_topk_order_and_softmax():
     assert len(topk_results(logits, 99, None)[0]["class_ids"]) == 4
 
 
+def test_label_names_fall_back_to_the_class_id_as_the_hub_module_does():
+    logits = np.array([[0.0, 3.0, 1.0, 2.0]], np.float32)
+    assert topk_results(logits, 3, None)[0]["label_names"] == ["1", "3", "2"]
+    # a name list shorter than the classes, or with an empty name, names the rest by id
+    assert topk_results(logits, 3, ["a", "", "c"])[0]["label_names"] == ["1", "3", "c"]
+
+
 def test_trt_shape_range_parsing():
     assert parse_shape_range("1,3,32,32:4,3,32,32:8,3,32,32") == ([1, 3, 32, 32], [4, 3, 32, 32], [8, 3, 32, 32])
     with pytest.raises(ValueError, match="min:opt:max"):

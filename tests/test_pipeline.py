@@ -45,9 +45,51 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
     assert os.path.basename(export["model_dir"]) == "MobileNetV3_small_x0_35_ssld_infer"
     assert os.path.isfile(export["pretrained"]) and export["prediction"]["class_ids"]
     summary = (out / "summary.md").read_text()
-    for label in ("teacher", "student baseline", "SSLD student (fine-tuned)", "exported `_ssld` model"):
-        assert label in summary
-    assert "| model | top-1 | artefact |" in proc.stdout
+    for label in ("| teacher ResNet18", "| CE baseline MobileNetV3_small_x0_35", "| SSLD student (JS",
+                  "| SSLD student after the fine-tune", "| mined unlabeled images", "Exported `_ssld` model"):
+        assert label in summary, (label, summary)
+    assert "| model | top-1 (test) | vs CE baseline | parameters | inference img/s | artefact |" in proc.stdout
+    results = {s: json.loads((out / s / "stage.json").read_text()) for s in ("baseline", "distill", "finetune")}
+    gain = 100 * (results["finetune"]["top1"] - results["baseline"]["top1"])
+    assert f"**{gain:+.2f} points**" in summary
+    # the baseline saw as many images as the SSLD student (distillation + fine-tune), within one epoch of labels
+    ssld_seen = results["distill"]["images_seen"] + results["finetune"]["images_seen"]
+    assert abs(results["baseline"]["images_seen"] - ssld_seen) <= 300, (results["baseline"]["images_seen"], ssld_seen)
+    assert [c["epoch"] for c in results["baseline"]["curve"]] == list(range(1, results["baseline"]["epochs"] + 1))
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG" and "![summary](summary.png)" in summary
+    # each training stage wrote the exact config it trained with, next to its checkpoints; stage.json has overrides
+    for stage, arch in (("teacher", "ResNet18"), ("baseline", "MobileNetV3_small_x0_35"),
+                        ("distill", "DistillationModel"), ("finetune", "DistillationModel")):
+        used = yaml.safe_load((out / stage / arch / "config.yaml").read_text())
+        recorded = json.loads((out / stage / "stage.json").read_text())
+        assert used["Global"]["output_dir"] == str(out / stage) and recorded["config_used"] == str(out / stage / arch /
+                                                                                                  "config.yaml")
+        assert f"Global.output_dir={out / stage}" in recorded["overrides"]
+    assert yaml.safe_load((out / "baseline" / "MobileNetV3_small_x0_35" / "config.yaml").read_text())["Global"][
+        "epochs"] == results["baseline"]["epochs"]
+    # one copy of the images: the teacher's list points at the student's
+    assert not (out / "data" / "teacher" / "images").exists()
+    teacher_lines = (out / "data" / "teacher" / "train_list.txt").read_text().split("\n")
+    assert len([ln for ln in teacher_lines if ln]) == 1200  # labeled + the pool's hidden labels: every training image
+    # the mining report names classes and says how often the teacher was right (the pool's labels are known here)
+    report = json.loads((out / "mine" / "report.json").read_text())
+    assert report["class_names"] == [str(i) for i in range(10)] or len(report["class_names"]) == 10
+    right = report["teacher_right_on_mined"]
+    assert right["images"] == mined["selected"] and sum(r["mined"] for r in right["per_class"]) == mined["selected"]
+    assert 0 <= right["correct"] <= right["images"] and f"{100 * right['accuracy']:.2f}%" in summary
+    # the showcase: predicted vs true for a few test images
+    showcase = export["showcase"]
+    assert len(showcase) == 5 and all("true" in row and "predicted" in row for row in showcase)
+    assert summary.count("(right) |") + summary.count("(wrong) |") == 5
+    # the commands printed at the end run as written
+    commands = summary.split("```bash\n", 1)[1].split("```", 1)[0]
+    for line in (ln for ln in commands.splitlines() if ln and not ln.startswith("#")):
+        ran = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+        assert ran.returncode == 0, (line, ran.stdout[-2000:], ran.stderr[-2000:])
+        if "eval.py" in line:
+            assert f"top1: {results['finetune']['best_top1']:.5f}" in ran.stdout + ran.stderr, ran.stdout[-2000:]
+        if "predict_cls.py" in line:
+            assert showcase[0]["predicted"] in ran.stdout, ran.stdout[-2000:]
     assert "evaluating frozen model" not in proc.stdout + proc.stderr  # the teacher stage already evaluated it
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -72,12 +114,14 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
                              cwd=str(tmp_path))
     assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
     log = changed.stdout
-    for stage in ("data", "teacher", "baseline"):
+    for stage in ("data", "teacher"):
         assert f"{stage}: already complete with the same inputs, skipped" in log, log[-3000:]
     assert "mine: inputs changed since it was built: settings.mine.k: 20 -> 10" in log, log[-3000:]
-    for stage, upstream in (("distill", "mine"), ("finetune", "distill"), ("export", "finetune")):
+    # the baseline's budget follows the mined count, so it re-runs too
+    for stage, upstream in (("baseline", "mine"), ("distill", "mine"), ("finetune", "distill"),
+                            ("export", "finetune")):
         assert re.search(rf"{stage}: inputs changed since it was built: .*upstream\.{upstream}", log), (stage, log)
-    assert log.count("already complete with the same inputs, skipped") == 3
+    assert log.count("already complete with the same inputs, skipped") == 2
     assert json.loads((out / "mine" / "stage.json").read_text())["selected"] <= 100
     assert (out / ".stale" / "mine" / "stage.json").is_file()  # the old outputs were set aside, not mixed in
 
@@ -144,5 +188,5 @@ def test_pipeline_with_a_given_teacher_reports_its_top1_once(tmp_path):
     assert (run.stdout + run.stderr).count("evaluating frozen model Teacher") == 1
     distill = json.loads((tmp_path / "run" / "distill" / "stage.json").read_text())
     teacher_row = next(line for line in (tmp_path / "run" / "summary.md").read_text().splitlines()
-                       if line.startswith("| teacher |"))
+                       if line.startswith("| teacher"))
     assert f"{100 * distill['teacher_top1']:.2f}%" in teacher_row, teacher_row

@@ -1,7 +1,8 @@
 """The SSLD recipe end to end, one command: tools/ssld_pipeline.py -c <pipeline yaml> [-o section.key=value].
 
-Stages: prepare data -> teacher -> (baseline) -> mine -> distill -> fine-tune -> export + predict.
-A re-run skips complete stages and resumes an interrupted one.
+Stages: prepare data -> teacher -> mine -> (CE baseline) -> distill -> fine-tune -> export + predict.
+A re-run skips complete stages and resumes an interrupted one. Ends with summary.md, summary.png and the
+commands that evaluate, export and predict with the artefacts.
 """
 import os
 import sys
@@ -9,7 +10,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppssld.engine import cli  # noqa: E402  (after the path set-up)
-from ppssld.pipeline import Pipeline, load_pipeline_config, summary_table  # noqa: E402
+from ppssld.pipeline import Pipeline, load_pipeline_config  # noqa: E402
+from ppssld.pipeline_summary import next_commands, plot_summary, summary_table  # noqa: E402
 from ppssld.utils.io import atomic_write_text  # noqa: E402
 from ppssld.utils.logger import setup_logging  # noqa: E402
 
@@ -22,6 +24,13 @@ def main() -> None:
     setup_logging(os.path.join(cfg["output_dir"], "pipeline.log"))
     results = Pipeline(cfg).run()
     table = summary_table(results)
+    picture = os.path.join(cfg["output_dir"], "summary.png")
+    if plot_summary(results, picture):
+        table += f"\n\n![summary](summary.png)\n\nPicture: `{picture}`"
+    commands = next_commands(results)
+    if commands:
+        table += "\n\nNext, with these artefacts (run as written from this directory):\n\n```bash\n" + "\n".join(
+            commands) + "\n```"
     atomic_write_text(os.path.join(cfg["output_dir"], "summary.md"), table + "\n")
     print("\n" + table + "\n")
 

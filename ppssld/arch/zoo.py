@@ -11,6 +11,7 @@ import paddle.nn as nn
 from ppssld.arch.features import apply_return_patterns, pop_return_patterns
 from ppssld.arch.lr_mult import apply_lr_mult_list
 from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.quiet import quiet_ppcls_deprecations
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def _is_factory(name: str, obj: Any) -> bool:
 def _zoo() -> Dict[str, Any]:
     from paddleclas.ppcls.arch import backbone  # imported lazily: it is slow
 
+    quiet_ppcls_deprecations()
     return {name: obj for name, obj in vars(backbone).items() if _is_factory(name, obj)}
 
 

@@ -152,7 +152,7 @@ class HubClassifier:
         for top in tops:
             row: Dict[str, float] = {}
             for cid, score, label in zip(top["class_ids"], top["scores"], top["label_names"], strict=True):
-                key = label or str(cid)
+                key = label
                 row[key if key not in row else f"{key} ({cid})"] = score
             out.append(row)
         return out

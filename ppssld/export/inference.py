@@ -18,6 +18,7 @@ from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config
 from ppssld.export.labels import config_class_names
 from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
 from ppssld.utils.io import make_temp_dir, publish_dir
+from ppssld.utils.quiet import PIR_OUT_TENSOR, drop_native_stderr_lines
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def save_inference_model(layer: nn.Layer, shape: List[int], prefix: str) -> None
         static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
     except TypeError:  # Paddle releases without the full_graph switch
         static = paddle.jit.to_static(layer, input_spec=spec)
-    paddle.jit.save(static, prefix)
+    with drop_native_stderr_lines(PIR_OUT_TENSOR):
+        paddle.jit.save(static, prefix)
 
 
 def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir: Optional[str] = None,

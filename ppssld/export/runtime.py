@@ -68,10 +68,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def label_name(class_id: int, names: Optional[Sequence[str]]) -> str:
+    """The class name of ``class_id`` when ``names`` has a non-empty one, else the id as text."""
+    if names and 0 <= class_id < len(names) and str(names[class_id]):
+        return str(names[class_id])
+    return str(class_id)
+
+
 def topk_results(logits: np.ndarray, k: int, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
     """Per row: ``{"class_ids", "scores", "label_names"}`` of the k highest softmax scores.
 
-    Ties keep the lower class id first. Without names, ``label_names`` holds empty strings.
+    Ties keep the lower class id first. ``label_names`` holds the class name when known, else the
+    class id as text (as the PaddleHub module keys its results).
     """
     probs = softmax(logits)
     k = max(1, min(int(k), probs.shape[-1]))
@@ -80,7 +88,7 @@ def topk_results(logits: np.ndarray, k: int, names: Optional[Sequence[str]]) -> 
         order = np.argsort(-row, kind="stable")[:k]
         results.append({"class_ids": [int(i) for i in order],
                         "scores": [float(row[i]) for i in order],
-                        "label_names": [str(names[i]) if names else "" for i in order]})
+                        "label_names": [label_name(i, names) for i in order]})
     return results
 
 

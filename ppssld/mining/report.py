@@ -79,3 +79,69 @@ def class_names_from(path: Optional[str], class_num: int) -> Optional[List[str]]
             if parts:
                 names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else parts[0])
     return names if len(names) == class_num else None
+
+
+def teacher_accuracy(predicted: Sequence[int], truth: Sequence[int], class_num: int,
+                     class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """How often the teacher's class was right for the mined images (when their true labels are known,
+    e.g. a demo that hid the labels of its pool).
+
+    Args:
+        predicted: the teacher's class of each mined image.
+        truth: each image's true class.
+        class_num: number of classes.
+        class_names: names for the per-class rows.
+    Returns:
+        ``{"images", "correct", "accuracy", "per_class": [{"class", "name", "mined", "correct", "accuracy"}]}``,
+        per class of the teacher's prediction (the class the image was mined for).
+    """
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} true labels")
+    rows = []
+    for c in range(class_num):
+        idx = [i for i, p in enumerate(predicted) if int(p) == c]
+        right = sum(1 for i in idx if int(truth[i]) == c)
+        rows.append({"class": c, "name": class_names[c] if class_names else str(c), "mined": len(idx),
+                     "correct": right, "accuracy": round(right / len(idx), 4) if idx else None})
+    correct = sum(1 for p, t in zip(predicted, truth) if int(p) == int(t))
+    return {"images": len(predicted), "correct": correct,
+            "accuracy": round(correct / len(predicted), 4) if len(predicted) else None, "per_class": rows}
+
+
+def plot_mined_accuracy(accuracy: Dict[str, Any], path: str, k: Optional[int] = None) -> None:
+    """``per_class.png`` with the known truth: per class, mined images split into right and wrong teacher labels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = accuracy["per_class"]
+    n = len(rows)
+    right = [r["correct"] for r in rows]
+    wrong = [r["mined"] - r["correct"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.5 * n + 2)), 4.2), dpi=100)
+    try:
+        ax.bar(range(n), right, color="tab:green", label="teacher's class right")
+        ax.bar(range(n), wrong, bottom=right, color="tab:red", label="teacher's class wrong")
+        if k is not None:
+            ax.axhline(k, color="grey", linestyle="--", linewidth=1, label=f"k = {k}")
+        ax.set_ylim(0, 1.15 * max([r["mined"] for r in rows] + [k or 0, 1]))
+        ax.set_ylabel("mined images")
+        ax.set_title(f"Mined images per class: {accuracy['images']}, teacher right for "
+                     f"{100 * (accuracy['accuracy'] or 0):.1f}% (hidden labels)")
+        ax.set_xticks(range(n))
+        ax.set_xticklabels([r["name"] for r in rows], rotation=45 if n > 5 else 0, ha="right" if n > 5 else "center",
+                           fontsize=8)
+        ax.legend(loc="upper right", fontsize=8, ncol=3)
+        fig.tight_layout()
+        atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def name_classes(report: Dict[str, Any], class_names: Sequence[str]) -> Dict[str, Any]:
+    """A copy of ``report`` with ``class_names`` and the per-class counts keyed by class name too."""
+    named = dict(report)
+    named["class_names"] = list(class_names)
+    named["per_class_named"] = {class_names[i]: n for i, n in enumerate(report.get("per_class", []))}
+    named["short_classes"] = [dict(row, name=class_names[row["class"]]) for row in report.get("short_classes", [])]
+    return named

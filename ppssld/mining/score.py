@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from ppssld.utils.progress import progress as tqdm
 
 from ppssld.data.image import decode_file, transform_image
 from ppssld.data.transforms import Compose

@@ -34,6 +34,10 @@ def ensure_cpu_threads() -> int:
     threads = max(1, cores // local_world_size())
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _CHOSEN["source"] = "ppssld"
+    if threads > 1:  # Paddle lectures about any count above 1; ppssld chose it on purpose
+        from ppssld.utils.quiet import import_paddle_without_thread_lecture
+
+        import_paddle_without_thread_lecture()
     return threads
 
 
