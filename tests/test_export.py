@@ -244,3 +244,20 @@ def test_one_command_gives_folder_weights_and_hub_module(tmp_path):
                          env=env, timeout=300)
     assert bad.returncode == 2 and "/nowhere/best_model" in bad.stderr and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_multi_output_backbone_is_refused_with_a_clear_message():
+    from ppssld.export.student import count_classes
+
+    class TwoHeads(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = paddle.nn.Linear(12, 3)
+
+        def forward(self, x):
+            y = self.fc(paddle.flatten(x, 1))
+            return [y, y * 0.3]
+
+    with pytest.raises(ConfigError, match="returns 2 outputs"):
+        count_classes(TwoHeads(), [3, 2, 2])
+    assert count_classes(paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(12, 5)), [3, 2, 2]) == 5

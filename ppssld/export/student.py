@@ -167,6 +167,10 @@ def count_classes(layer: nn.Layer, image_shape: List[int]) -> int:
         out = layer(paddle.zeros([1] + list(image_shape), dtype="float32"))
     if isinstance(out, dict):
         raise ConfigError("the export model returns a dict; export needs a classifier returning logits")
+    if isinstance(out, (list, tuple)):
+        raise ConfigError(f"the export model returns {len(out)} outputs (e.g. GoogLeNet's auxiliary heads); "
+                          "export needs a classifier returning one logits tensor: PaddleClas keeps the first, "
+                          "ppssld does not export multi-output backbones yet")
     return int(out.shape[-1])
 
 
