@@ -88,13 +88,7 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
     Raises:
         ConfigError: unreadable file, unknown key or bad override, naming the closest valid key.
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
-    with open(path, "r", encoding="utf-8") as handle:
-        try:
-            config = safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ConfigError(_yaml_message(path, exc)) from exc
+    config = read_yaml_file(path, "config file")
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(config).__name__}")
     _refuse_search_config(config, path)
@@ -107,6 +101,28 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
     validate_global_types(config, source=path)
     config.setdefault("Global", {})
     return config
+
+
+def read_yaml_file(path: str, what: str) -> Any:
+    """The parsed YAML of ``path`` (safe loader); a missing file or a syntax error is a ConfigError naming
+    the file (and the line)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} {path!r} does not exist")
+    with open(path, "r", encoding="utf-8") as handle:
+        try:
+            return safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise ConfigError(_yaml_message(path, exc)) from exc
+
+
+def check_keys(node: Any, valid: Sequence[str], where: str) -> None:
+    """Refuse a non-mapping ``node`` or a key of it outside ``valid``, naming the closest valid key."""
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(valid)}, got {type(node).__name__}")
+    for key in node:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), valid)} "
+                              f"Valid keys: {', '.join(valid)}")
 
 
 def _yaml_message(path: str, exc: yaml.YAMLError) -> str:

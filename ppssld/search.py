@@ -26,10 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import yaml
-
-from ppssld.config import apply_override, load_config, safe_load
-from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.config import apply_override, check_keys, load_config, read_yaml_file
+from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +113,9 @@ def _resolve(path: str, search_file: str, key: str) -> str:
                       f"an absolute path")
 
 
-def _check_keys(node: Any, valid: Sequence[str], where: str) -> None:
-    if not isinstance(node, dict):
-        raise ConfigError(f"{where} must be a mapping with keys {', '.join(valid)}, got {type(node).__name__}")
-    for key in node:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), valid)} "
-                              f"Valid keys: {', '.join(valid)}")
-
-
 def _stage(entry: Any, index: int, path: str, base: Dict[str, Any]) -> Stage:
     where = _where(path, f"search_dict[{index}]")
-    _check_keys(entry, STAGE_KEYS, where)
+    check_keys(entry, STAGE_KEYS, where)
     missing = [k for k in STAGE_KEYS if k not in entry]
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(missing)} (each entry needs search_key, replace_config "
@@ -154,14 +143,8 @@ def load_search(path: str) -> SearchPlan:
         ConfigError: unreadable file, unknown key (with the closest one), missing key, a config file that
             does not exist, or a ``replace_config`` path the base config does not have (named).
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"search file {path!r} does not exist")
-    with open(path, "r", encoding="utf-8") as handle:
-        try:
-            raw = safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    _check_keys(raw, FILE_KEYS, path)
+    raw = read_yaml_file(path, "search file")
+    check_keys(raw, FILE_KEYS, path)
     for key in ("base_config_file", "output_dir", "search_dict"):
         if raw.get(key) is None:
             raise ConfigError(f"{_where(path, key)} is missing (a search file needs base_config_file, output_dir "
@@ -181,7 +164,7 @@ def load_search(path: str) -> SearchPlan:
     teacher = raw.get("teacher")
     if teacher is not None:
         where = _where(path, "teacher")
-        _check_keys(teacher, TEACHER_KEYS, where)
+        check_keys(teacher, TEACHER_KEYS, where)
         plan.algorithm = teacher.get("algorithm", "skl-ugi")
         if plan.algorithm not in ALGORITHMS:
             raise ConfigError(f"{where}.algorithm must be one of {', '.join(ALGORITHMS)}, got {plan.algorithm!r}")

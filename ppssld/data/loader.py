@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
+from ppssld.config import check_keys
 from ppssld.data.dataset import SampleError, build_dataset
 from ppssld.data.sampler import DistributedBatchSampler
 from ppssld.utils.errors import ConfigError, DataError, did_you_mean
@@ -80,12 +81,7 @@ def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0, where
         ConfigError: unknown keys or values, with the closest valid names.
     """
     mode = _mode(mode)
-    if not isinstance(loader_cfg, dict):
-        raise ConfigError(f"{where} must be a mapping with dataset, sampler and loader")
-    for key in loader_cfg:
-        if key not in LOADER_KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(key, LOADER_KEYS)} "
-                              f"Valid keys: {', '.join(LOADER_KEYS)}")
+    check_keys(loader_cfg, LOADER_KEYS, where)
     if "dataset" not in loader_cfg:
         raise ConfigError(f"{where} has no dataset")
     dataset_cfg = dict(loader_cfg["dataset"]) if isinstance(loader_cfg["dataset"], dict) else loader_cfg["dataset"]
