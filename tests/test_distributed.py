@@ -152,10 +152,13 @@ def test_a_rank_killed_with_kill_9_stops_the_others_quickly(tmp_path):
     elapsed = time.time() - tic
     assert proc.returncode != 0 and elapsed < 60, elapsed
     text = proc.stdout + proc.stderr
-    assert "Container rank 1 status failed" in text and "code -9" in text, text[-3000:]
     log0 = (tmp_path / "log_kill" / "workerlog.0").read_text(errors="replace")
     assert not (tmp_path / "weights_rank0_ws2.npz").exists()  # rank 0 did not finish on its own
-    assert "PeerLostError: rank 0 of 2 lost contact with another rank while" in log0 or "Exit code -15" in text
+    # Either the launcher sees rank 1's kill first (and terminates rank 0), or rank 0's per-step all-reduce
+    # notices the lost peer first and stops with PeerLostError: both are a quick, explained stop.
+    killed_seen = "Container rank 1 status failed" in text and "code -9" in text
+    peer_lost = "PeerLostError: rank 0 of 2 lost contact with another rank while training epoch 1" in log0
+    assert peer_lost or (killed_seen and "Exit code -15" in text), text[-3000:] + log0[-2000:]
 
 
 def _two_nodes(path, tmp_path, tag, env):
