@@ -74,14 +74,10 @@ class LabeledPairLoss(PairLoss):
         """The loss for one pair (scalar)."""
         raise NotImplementedError
 
-    def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
-        parts = {}
-        for first, second in self.model_name_pairs:
-            a = select_output(outputs, first, self.key, self.where)
-            b = select_output(outputs, second, self.key, self.where)
-            index, mask = self.targets(b, labels)
-            parts[f"{self.config_name}_{first}_{second}"] = self.labeled_value(a, b, index, mask)
-        return parts
+    def pair_part(self, student: paddle.Tensor, teacher: paddle.Tensor,
+                  labels: Optional[paddle.Tensor]) -> paddle.Tensor:
+        index, mask = self.targets(teacher, labels)
+        return self.labeled_value(student, teacher, index, mask)
 
 
 @LOSSES.register()

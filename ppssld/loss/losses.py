@@ -10,7 +10,7 @@ rows whose label is ``-1``. On a batch mixed by a batch operator the labels are
 :class:`ppssld.loss.mixed.MixedLabels`; only losses with ``accepts_mixed_labels`` take them.
 """
 import logging
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import paddle
 import paddle.nn as nn
@@ -97,6 +97,13 @@ class ConfigLoss(nn.Layer):
         raise NotImplementedError
 
 
+def check_model_names(names: Any) -> List[str]:
+    """``names`` as a list, refusing anything but a non-empty list of model names."""
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"model_names must be a non-empty list of model names, got {names!r}")
+    return list(names)
+
+
 class PairLoss(ConfigLoss):
     """A divergence between two named models' outputs, for each pair in ``model_name_pairs``."""
     accepts_mixed_labels = True
@@ -115,12 +122,17 @@ class PairLoss(ConfigLoss):
         """The divergence for one pair (scalar)."""
         raise NotImplementedError
 
+    def pair_part(self, student: paddle.Tensor, teacher: paddle.Tensor,
+                  labels: Optional[paddle.Tensor]) -> paddle.Tensor:
+        """One pair's part of the loss; a loss that also reads hard labels overrides this."""
+        return self.pair_value(student, teacher)
+
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         parts = {}
         for first, second in self.model_name_pairs:
             a = select_output(outputs, first, self.key, self.where)
             b = select_output(outputs, second, self.key, self.where)
-            parts[f"{self.config_name}_{first}_{second}"] = self.pair_value(a, b)
+            parts[f"{self.config_name}_{first}_{second}"] = self.pair_part(a, b, labels)
         return parts
 
 
@@ -301,10 +313,7 @@ class DistillationGTCELoss(ConfigLoss):
     def __init__(self, weight: float = 1.0, model_names: Optional[Sequence[str]] = None,
                  epsilon: Optional[float] = None, key: Optional[str] = None) -> None:
         super().__init__(weight, key)
-        names = DEFAULT_GT_MODELS if model_names is None else model_names
-        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"model_names must be a non-empty list of model names, got {model_names!r}")
-        self.model_names = list(names)
+        self.model_names = check_model_names(DEFAULT_GT_MODELS if model_names is None else model_names)
         self.epsilon = _check_epsilon(epsilon)
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
@@ -339,9 +348,8 @@ class CELoss(ConfigLoss):
         super().__init__(weight, key)
         if reduction not in ("mean", "sum"):
             raise ConfigError(f"reduction must be 'mean' or 'sum' (a scalar loss is needed), got {reduction!r}")
-        if model_names is not None and (not isinstance(model_names, (list, tuple)) or not model_names
-                                        or not all(isinstance(n, str) for n in model_names)):
-            raise ConfigError(f"model_names must be a non-empty list of model names, got {model_names!r}")
+        if model_names is not None:
+            check_model_names(model_names)
         self.epsilon = _check_epsilon(epsilon)
         self.reduction = reduction
         self.model_names = list(model_names) if model_names is not None else None

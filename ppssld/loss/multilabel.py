@@ -16,7 +16,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import paddle
 import paddle.nn.functional as F
 
-from ppssld.loss.losses import ConfigLoss, DEFAULT_GT_MODELS, Outputs, _check_epsilon, _require_labels, select_output
+from ppssld.loss.losses import (ConfigLoss, DEFAULT_GT_MODELS, Outputs, _check_epsilon, _require_labels,
+                                check_model_names, select_output)
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES
 
@@ -140,10 +141,7 @@ class DistillationMultiLabelLoss(_MultiLabelBase):
                  epsilon: Optional[float] = None, size_sum: bool = False, weight_ratio: bool = False,
                  key: Optional[str] = None, name: Optional[str] = None) -> None:
         super().__init__(weight, epsilon, size_sum, weight_ratio, key)
-        names = DEFAULT_GT_MODELS if model_names is None else model_names
-        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"model_names must be a non-empty list of model names, got {model_names!r}")
-        self.model_names = list(names)
+        self.model_names = check_model_names(DEFAULT_GT_MODELS if model_names is None else model_names)
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         labels = _require_labels(labels, self.where or self.config_name)
