@@ -390,7 +390,7 @@ class Pipeline:
                   "removed_duplicates": report["dedup"]["removed"],
                   "report": os.path.join(self.stage_dir("mine"), "report.json")}
         names = self.results["data"].get("class_names") or [str(c) for c in range(report["class_num"])]
-        accuracy = mined_accuracy(report, pool, paths, int(mcfg.get("k", 1000)), self.stage_dir("mine"), names)
+        accuracy = mined_accuracy(report, paths, int(mcfg.get("k", 1000)), self.stage_dir("mine"), names)
         if accuracy is not None:
             result["teacher_right"] = accuracy["accuracy"]
         return result

@@ -140,6 +140,10 @@ def test_cli_end_to_end(fixture, tmp_path):
     assert not chosen & set(removed) and not chosen & set(info["corrupt"])
     assert max(report["per_class"]) <= 5 and len(chosen) == len(rows)
     assert len(report["short_classes"]) == sum(c < 5 for c in report["per_class"])
+    # beside the list: the same images in the same order, each with the class it was selected for
+    classes = read_label_list(os.path.join(res, "selected_classes.txt"))
+    assert [r.path for r in classes] == [r.path for r in rows]
+    assert [sum(r.label == c for r in classes) for c in range(len(report["per_class"]))] == report["per_class"]
     assert open(os.path.join(res, "per_class.png"), "rb").read(4) == b"\x89PNG"
 
 

@@ -21,6 +21,8 @@ from ppssld.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
+SELECTED_CLASSES = "selected_classes.txt"  # beside selected_list.txt: each mined image with its class
+
 
 def pool_paths(pool: str, image_root: Optional[str]) -> Tuple[List[str], str]:
     """Distinct pool image paths and their root, from a list file or a folder (walked recursively).
@@ -138,10 +140,14 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     if unreadable:
         logger.warning("%d pool image(s) could not be read and were skipped (listed in the report)", len(unreadable))
     os.makedirs(out, exist_ok=True)
-    with atomic_path(os.path.join(out, "selected_list.txt")) as tmp:  # streamed line by line, then renamed
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for i in sel.index:
+    # streamed line by line, then renamed: the list training reads (no label) and, in PaddleClas's list format,
+    # the class each image was selected for (the teacher's pseudo-label)
+    with atomic_path(os.path.join(out, "selected_list.txt")) as tmp, \
+            atomic_path(os.path.join(out, SELECTED_CLASSES)) as tmp_classes:
+        with open(tmp, "w", encoding="utf-8") as handle, open(tmp_classes, "w", encoding="utf-8") as classes:
+            for i, c in zip(sel.index, sel.label):
                 handle.write(format_record(paths[i], None) + "\n")
+                classes.write(format_record(paths[i], int(c)) + "\n")
     counts = per_class_counts(sel, class_num)
     names = class_names_from(get(config, "Global.class_names"), class_num)
     plot_per_class(counts, os.path.join(out, "per_class.png"), k, names)
