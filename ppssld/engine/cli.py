@@ -73,7 +73,9 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
 
 def _single_process() -> bool:
     """No ``paddle.distributed.launch`` peers: their collective library closes its connections at teardown."""
-    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1) <= 1
+    from ppssld.engine.distributed import world_size
+
+    return world_size() <= 1
 
 
 def _exit_without_teardown() -> NoReturn:
