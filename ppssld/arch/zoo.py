@@ -10,6 +10,7 @@ import paddle.nn as nn
 
 from ppssld.arch.features import apply_return_patterns, pop_return_patterns
 from ppssld.arch.lr_mult import apply_lr_mult_list
+from ppssld.arch.zoo_index import load_factory
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.quiet import quiet_ppcls_deprecations
 
@@ -43,6 +44,17 @@ def _zoo() -> Dict[str, Any]:
 
     quiet_ppcls_deprecations()
     return {name: obj for name, obj in vars(backbone).items() if _is_factory(name, obj)}
+
+
+def _factory(name: str) -> Optional[Any]:
+    """The zoo factory ``name``: its module alone while the full zoo is not imported yet
+    (:mod:`ppssld.arch.zoo_index`), else from the full zoo; ``None`` if the zoo has no such factory."""
+    if _zoo.cache_info().currsize == 0:
+        factory = load_factory(name)
+        if factory is not None and _is_factory(name, factory):
+            quiet_ppcls_deprecations()
+            return factory
+    return _zoo().get(name)
 
 
 def backbone_names() -> List[str]:
@@ -90,13 +102,14 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
     Raises:
         ConfigError: unknown name or an argument the backbone does not take.
     """
-    zoo = _zoo()
-    if name not in zoo:
+    factory = _factory(name)
+    if factory is None:
+        zoo = _zoo()
         raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(name, zoo)} "
                           f"{len(zoo)} backbones exist in paddleclas.ppcls.arch.backbone, e.g. "
                           f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
     return_patterns = pop_return_patterns(kwargs, where)
-    accepted = accepted_params(zoo[name])
+    accepted = accepted_params(factory)
     _drop_inert_options(name, kwargs, accepted, where)
     for key in kwargs:
         if key not in accepted:
@@ -108,12 +121,12 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
         kwargs["lr_mult_list"] = [float(x) for x in lr_mult_list]
     _BUILDS["count"] += 1
     try:
-        layer = _construct(zoo[name], name, kwargs)
+        layer = _construct(factory, name, kwargs)
     except TypeError as exc:
         raise ConfigError(f"backbone {name!r} at {where} rejected its arguments "
                           f"{sorted(kwargs)}: {exc}") from exc
     if lr_mult_list is not None:
-        _ensure_lr_mult_applied(layer, name, zoo[name], [float(x) for x in lr_mult_list], where)
+        _ensure_lr_mult_applied(layer, name, factory, [float(x) for x in lr_mult_list], where)
     if return_patterns is not None:
         apply_return_patterns(layer, name, return_patterns, where)
     return layer

@@ -1,5 +1,6 @@
 """build_dataloader: PaddleClas ``DataLoader.Train`` / ``DataLoader.Eval`` mapping -> paddle DataLoader."""
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -32,9 +33,11 @@ class DataLoader(paddle.io.DataLoader):
     """paddle.io.DataLoader that reports skipped bad images when a pass ends and raises a worker's
     DataError in the main process with its own message (see :func:`collate`).
 
-    With ``num_workers: 0`` batches are read in the calling thread: Paddle's single-process loader
-    reads in a helper thread that dies silently on a dataset error, leaving the consumer waiting
-    forever; here the dataset's own exception reaches the caller at once.
+    With ``num_workers: 0`` batches are read in this process, one batch ahead in one helper thread
+    (decoding overlaps the training step, as in Paddle's single-process loader); Paddle's helper
+    thread dies silently on a dataset error, leaving the consumer waiting forever, while here the
+    dataset's own exception reaches the caller with the batch it belongs to. Augmentation draws
+    from a per-sample generator, so the batches are the same as reading them in the caller's thread.
     """
 
     def __iter__(self) -> Iterator[Any]:
@@ -49,11 +52,21 @@ class DataLoader(paddle.io.DataLoader):
             self.dataset.bad_image_report()
 
     def _iter_in_this_thread(self) -> Iterator[List[paddle.Tensor]]:
-        """Read, collate and convert each batch here, in the caller's thread (same batches as Paddle's)."""
+        """Read and collate each batch one ahead in a helper thread, convert it here (same batches as Paddle's)."""
         collate_fn = self.collate_fn or collate
-        for indices in self.batch_sampler:
-            batch = collate_fn([self.dataset[i] for i in indices])
-            yield [paddle.to_tensor(field) for field in batch]
+
+        def read(indices: List[int]) -> Any:
+            return collate_fn([self.dataset[i] for i in indices])
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppssld-reader") as pool:
+            pending = None
+            for indices in self.batch_sampler:
+                ahead = pool.submit(read, list(indices))
+                if pending is not None:
+                    yield [paddle.to_tensor(field) for field in pending.result()]
+                pending = ahead
+            if pending is not None:
+                yield [paddle.to_tensor(field) for field in pending.result()]
 
 
 def _mode(mode: str) -> str:

@@ -367,4 +367,6 @@ class Trainer:
             self.history.append(record)
         with distributed.peer_guard("waiting for every rank at the end of training"):
             distributed.barrier()
+        if self.visualdl is not None:
+            self.visualdl.flush()  # on disk now: a tool's process ends without the interpreter's teardown
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "history": self.history}
