@@ -16,7 +16,7 @@ from tests.conftest import ROOT, save_random_backbone
 
 QS = os.path.join(ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
 FAST = ["Global.epochs=2", "DataLoader.Train.sampler.batch_size=64", "DataLoader.Train.loader.num_workers=0",
-        "DataLoader.Eval.loader.num_workers=0", "Global.print_batch_step=100", "Global.eval_during_train=False",
+        "DataLoader.Eval.loader.num_workers=0", "Global.print_batch_step=100",
         "Optimizer.lr.learning_rate=0.001"]  # a small step: 1e-7 teacher rounding is not amplified
 
 
@@ -28,6 +28,9 @@ def _config(tmp_path, student, cached):
                        "overrides": FAST + [f"Arch.models.Student.pretrained={student}"],
                        "soft_label_cache": cached},
            "export": {"enabled": False}}
+    if cached:  # the fine-tune (JS to the teacher on the labeled images) can read its own cache too
+        cfg["finetune"] = {"config": os.path.join(QS, "finetune_R18_MV3_small_x0_35.yaml"),
+                           "overrides": FAST + ["Global.epochs=1"], "soft_label_cache": True}
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_pipeline_config(str(path))
@@ -70,9 +73,13 @@ def test_cached_distill_stage_equals_the_online_one(tmp_path, caplog):
     # amplify that 1e-7 to 5%: the trajectory, not the targets, which agree to 1.2e-7 step by step)
     apart = _distance(online, cached)
     assert apart < 1e-4 * moved, (apart, moved)
+    finetune = results["finetune"]["soft_label_cache"]
+    assert (finetune["views"], finetune["images"]) == (1, 100)  # one epoch over the 100 labeled images
+    assert "finetune: the given teacher's top-1 is not evaluated" not in log  # only the distill stage reports it
     caplog.clear()
-    Pipeline(_config(tmp_path, student, True)).run()  # a re-run skips it (cache and all)
-    assert "distill: already complete with the same inputs, skipped" in caplog.text
+    Pipeline(_config(tmp_path, student, True)).run()  # a re-run skips them (caches and all)
+    for stage in ("distill", "finetune"):
+        assert f"{stage}: already complete with the same inputs, skipped" in caplog.text
 
 
 def test_soft_label_cache_key_must_be_a_bool(tmp_path):
