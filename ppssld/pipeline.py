@@ -203,11 +203,11 @@ class Pipeline:
         if stage == "distill":
             unlabeled = self._distill_unlabeled()
             files["unlabeled"] = unlabeled
-            return ({"distill": cfg["distill"]}, "distill",
+            return ({"distill": _settings(cfg["distill"])}, "distill",
                     self._data_overrides("student", unlabeled) + [self._teacher_override()], files)
         if stage == "finetune":
             files["distilled"] = _params(self.results["distill"]["best_model"])
-            return {"finetune": cfg["finetune"]}, "finetune", self._finetune_overrides(), files
+            return {"finetune": _settings(cfg["finetune"])}, "finetune", self._finetune_overrides(), files
         last = "finetune" if "finetune" in self.results else "distill"
         files = {"student": _params(self.results[last]["best_model"])}
         return ({"export": cfg.get("export") or {}, "from": last}, last,
@@ -493,6 +493,12 @@ def _warmup_note(stage: str, config: Dict[str, Any], curve: List[Dict[str, Any]]
             f"~10 steps) trail the fast-moving weights there, so it reads low; re-estimated at the same weights the "
             f"main job's student read 67.8% instead of 34.3% (benchmark/results/first_epoch_eval.md). The cosine "
             f"epochs after it are not affected.")
+
+
+def _settings(section: Dict[str, Any]) -> Dict[str, Any]:
+    """A training section as fingerprinted: ``soft_label_cache: false`` (the default) is left out, so writing it
+    out does not re-run a finished stage."""
+    return {k: v for k, v in section.items() if not (k == "soft_label_cache" and v is False)}
 
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:
