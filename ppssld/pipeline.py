@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from ppssld.config import get, load_config, safe_load
-from ppssld.pipeline_cache import cache_teacher, wants_cache
+from ppssld.pipeline_cache import cache_teacher, stage_settings, wants_cache
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 from ppssld.utils.io import atomic_write_json, atomic_write_text
@@ -197,17 +197,17 @@ class Pipeline:
             return {"baseline": cfg["baseline"]}, "baseline", self._baseline_overrides(), files
         files["teacher_weights"] = _params(self.results["teacher"]["best_model"])
         if stage == "mine":
-            distill = {k: v for k, v in cfg["distill"].items() if k != "soft_label_cache"}  # not read by mining
-            settings = {"mine": cfg.get("mine") or {}, "distill": distill, "seed": cfg["data"].get("seed")}
+            settings = {"mine": cfg.get("mine") or {}, "distill": stage_settings(cfg["distill"], cache=False),
+                        "seed": cfg["data"].get("seed")}
             return settings, "distill", self._data_overrides("student") + [self._teacher_override()], files
         if stage == "distill":
             unlabeled = self._distill_unlabeled()
             files["unlabeled"] = unlabeled
-            return ({"distill": _settings(cfg["distill"])}, "distill",
+            return ({"distill": stage_settings(cfg["distill"])}, "distill",
                     self._data_overrides("student", unlabeled) + [self._teacher_override()], files)
         if stage == "finetune":
             files["distilled"] = _params(self.results["distill"]["best_model"])
-            return {"finetune": _settings(cfg["finetune"])}, "finetune", self._finetune_overrides(), files
+            return {"finetune": stage_settings(cfg["finetune"])}, "finetune", self._finetune_overrides(), files
         last = "finetune" if "finetune" in self.results else "distill"
         files = {"student": _params(self.results[last]["best_model"])}
         return ({"export": cfg.get("export") or {}, "from": last}, last,
@@ -493,12 +493,6 @@ def _warmup_note(stage: str, config: Dict[str, Any], curve: List[Dict[str, Any]]
             f"~10 steps) trail the fast-moving weights there, so it reads low; re-estimated at the same weights the "
             f"main job's student read 67.8% instead of 34.3% (benchmark/results/first_epoch_eval.md). The cosine "
             f"epochs after it are not affected.")
-
-
-def _settings(section: Dict[str, Any]) -> Dict[str, Any]:
-    """A training section as fingerprinted: ``soft_label_cache: false`` (the default) is left out, so writing it
-    out does not re-run a finished stage."""
-    return {k: v for k, v in section.items() if not (k == "soft_label_cache" and v is False)}
 
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:

@@ -32,6 +32,12 @@ def wants_cache(section: Dict[str, Any], stage: str) -> bool:
     return value
 
 
+def stage_settings(section: Dict[str, Any], cache: bool = True) -> Dict[str, Any]:
+    """A training section as fingerprinted: ``soft_label_cache: false`` (the default) left out, so writing it out
+    re-runs nothing; ``cache=False``: the key left out whatever its value (mining does not read it)."""
+    return {k: v for k, v in section.items() if k != KEY or (cache and v is not False)}
+
+
 def cache_teacher(config: Dict[str, Any], stage_dir: str) -> Dict[str, Any]:
     """Write (or finish) the soft-label cache of ``config`` (the stage's online training config, not
     mutated) in ``<stage_dir>/soft_labels``: V = ``Global.epochs``, K = the teacher's class count, float32.
