@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from ppssld.config import get, load_config, safe_load
+from ppssld.pipeline_cache import cache_teacher, stage_settings, wants_cache
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 from ppssld.utils.io import atomic_write_json, atomic_write_text
@@ -35,8 +36,8 @@ SCHEMA: Dict[str, Any] = {
     "baseline": {"enabled": None, "config": None, "overrides": None, "match_budget": None},
     "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None, "pool": None,
              "dedup_train": None},
-    "distill": {"config": None, "overrides": None},
-    "finetune": {"enabled": None, "config": None, "overrides": None},
+    "distill": {"config": None, "overrides": None, "soft_label_cache": None},
+    "finetune": {"enabled": None, "config": None, "overrides": None, "soft_label_cache": None},
     "export": {"enabled": None, "predict": None, "showcase": None, "speed": None},
 }
 # the baseline runs after mining: with baseline.match_budget (default) it sees as many images as the SSLD
@@ -85,6 +86,8 @@ def load_pipeline_config(path: str, overrides: Optional[List[str]] = None) -> Di
         if sub.get("enabled", True) and sub and not sub.get("config") and not (section == "teacher"
                                                                                and sub.get("pretrained")):
             raise ConfigError(f"{path}: {section}.config (a training YAML) is required")
+    for section in ("distill", "finetune"):
+        wants_cache(cfg.get(section) or {}, section)  # true or false, checked before any stage runs
     cfg.setdefault("output_dir", "./output/ssld_pipeline")
     return cfg
 
@@ -194,16 +197,17 @@ class Pipeline:
             return {"baseline": cfg["baseline"]}, "baseline", self._baseline_overrides(), files
         files["teacher_weights"] = _params(self.results["teacher"]["best_model"])
         if stage == "mine":
-            settings = {"mine": cfg.get("mine") or {}, "distill": cfg["distill"], "seed": cfg["data"].get("seed")}
+            settings = {"mine": cfg.get("mine") or {}, "distill": stage_settings(cfg["distill"], cache=False),
+                        "seed": cfg["data"].get("seed")}
             return settings, "distill", self._data_overrides("student") + [self._teacher_override()], files
         if stage == "distill":
             unlabeled = self._distill_unlabeled()
             files["unlabeled"] = unlabeled
-            return ({"distill": cfg["distill"]}, "distill",
+            return ({"distill": stage_settings(cfg["distill"])}, "distill",
                     self._data_overrides("student", unlabeled) + [self._teacher_override()], files)
         if stage == "finetune":
             files["distilled"] = _params(self.results["distill"]["best_model"])
-            return {"finetune": cfg["finetune"]}, "finetune", self._finetune_overrides(), files
+            return {"finetune": stage_settings(cfg["finetune"])}, "finetune", self._finetune_overrides(), files
         last = "finetune" if "finetune" in self.results else "distill"
         files = {"student": _params(self.results[last]["best_model"])}
         return ({"export": cfg.get("export") or {}, "from": last}, last,
@@ -301,6 +305,11 @@ class Pipeline:
 
         overrides = self._overrides(stage, extra)
         config = load_config(self.cfg[stage]["config"], overrides)
+        cache = None
+        if stage in ("distill", "finetune") and wants_cache(self.cfg[stage], stage):
+            cache = cache_teacher(config, self.stage_dir(stage))
+            overrides.append(f"Global.soft_label_cache={cache['dir']}")
+            config = load_config(self.cfg[stage]["config"], overrides)
         folder = save_dir(config)
         os.makedirs(folder, exist_ok=True)
         config_file = os.path.join(folder, "config.yaml")
@@ -312,7 +321,10 @@ class Pipeline:
             config["Global"]["checkpoints"] = latest
         trainer = build_trainer(config)
         teacher_top1 = None
-        if report_teacher and trainer.start_epoch == 1:
+        if report_teacher and cache is not None:
+            logger.info("%s: the given teacher's top-1 is not evaluated: with %s.soft_label_cache it is not built "
+                        "(evaluate it with tools/eval.py)", stage, stage)
+        elif report_teacher and trainer.start_epoch == 1:
             reports = report_frozen_models(trainer.model, trainer.eval_loader)
             teacher_top1 = next((r["top1"] for r in reports.values() if "top1" in r), None)
         per_epoch = trainer._steps_per_epoch() * int(get(config, "DataLoader.Train.sampler.batch_size", 1))
@@ -326,6 +338,8 @@ class Pipeline:
                "config_used": config_file, "overrides": overrides, "arch": config["Arch"]["name"]}
         if teacher_top1 is not None:
             out["teacher_top1"] = teacher_top1
+        if cache is not None:
+            out["soft_label_cache"] = cache
         note = _warmup_note(stage, config, curve)
         if note:
             logger.info(note)
