@@ -41,8 +41,8 @@ CANDIDATES = {
     "R18_60k_1ep_flip": ("ResNet18", 60000, 1, FLIP_ONLY, "flip", TEACHER_YAML, MOMENTUM),
     "R18_60k_1ep_flip_b64": ("ResNet18", 60000, 1, FLIP_ONLY + ["DataLoader.Train.sampler.batch_size=64"], "flip",
                              TEACHER_YAML, "Momentum 0.1, batch 64"),
-    "R18_60k_1ep_adam": ("ResNet18", 60000, 1, [], "flip", TEACHER_1EP_YAML,
-                         "Adam 0.002, batch 64 (`teacher_ResNet18_1ep.yaml`)"),
+    "R18_40k_1ep_adamw": ("ResNet18", 40000, 1, [], "flip", TEACHER_1EP_YAML,
+                          "AdamW 0.002, batch 64 (`teacher_ResNet18_1ep.yaml`)"),
 }
 
 
