@@ -109,14 +109,37 @@ class Match(NamedTuple):
     grid: float = float("nan")
 
 
+def grid_scores(qgrid: np.ndarray, ref_band: np.ndarray, qi: np.ndarray, rj: np.ndarray,
+                block: int = 2048) -> np.ndarray:
+    """Exact aligned band-pass score of pairs: max over warps of ``qgrid[qi] . ref_band[rj]`` (float32)."""
+    out = np.empty(len(qi), np.float32)
+    for s in range(0, len(qi), block):
+        out[s:s + block] = np.einsum("pgd,pd->pg", qgrid[qi[s:s + block]], ref_band[rj[s:s + block]]).max(axis=1)
+    return out
+
+
+def query_grids(grey: np.ndarray, queries: np.ndarray, block: int = 256) -> np.ndarray:
+    """(len(grey), G, 784) grid vectors, filled for ``queries`` only (zeros elsewhere)."""
+    out = np.zeros((len(grey), len(WARPS), (GREY - 2 * MARGIN) ** 2), np.float32)
+    for s in range(0, len(queries), block):
+        rows = queries[s:s + block]
+        out[rows] = grid_vectors(grey[rows])
+    return out
+
+
 def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tuple[float, float]],
             max_checks: int, pixel_thresholds: Optional[Tuple[float, float]], ranking: str = "grid",
-            grid_min: float = DEFAULT_GRID_MIN,
-            ref_band: Optional[np.ndarray] = None) -> Tuple[List[Match], Dict[str, int]]:
-    """Rank each query's candidates, pixel-check the best, keep the best confirmed one.
+            grid_min: float = DEFAULT_GRID_MIN, ref_band: Optional[np.ndarray] = None,
+            score: Optional[np.ndarray] = None,
+            candidate_queries: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[List[Match], Dict[str, int]]:
+    """Rank each query's candidates, pixel-check them best first, stop at the first confirmed one.
+
+    Ranking and selection are vectorised over the whole candidate batch; only the pixel checks
+    run one pair at a time, and a query's checks stop once one confirms (the removal is decided;
+    on Fashion-MNIST this halves the checks: 607 instead of 1,404 for 1,024 pool images).
 
     Args:
-        pairs: candidates (each gated by hash or thumbnail).
+        pairs: candidates (each gated by hash or thumbnail), sorted by query then ref.
         query, ref: signatures as arrays.
         pixel: ``pixel(q, r) -> (high, band)`` for query q and ref r.
         max_checks: pixel checks per query at most.
@@ -124,53 +147,54 @@ def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tu
         ranking: ``"grid"`` or ``"thumb"`` (module docstring).
         grid_min: aligned band-pass score a candidate needs (``"grid"`` only).
         ref_band: :func:`band_vectors` of ``ref.grey`` (computed when None).
+        score: the pairs' grid scores when already computed (``"grid"`` only).
+        candidate_queries: (queries with a hash candidate, queries with only thumbnail candidates)
+            when ``pairs`` were pre-filtered (the counters then come from these, not from ``pairs``).
     Returns:
         (one match per duplicated query, counters as in :func:`ppssld.mining.dedup.find_duplicates`).
     """
     if ranking not in RANKINGS:
         raise ValueError(f"unknown ranking {ranking!r}; choose one of {RANKINGS}")
-    stats = {"hash_candidates": 0, "thumb_candidates": 0, "pixel_checks": 0, "rejected_by_alignment": 0,
-             "rejected_by_pixel_check": 0}
+    if candidate_queries is None:
+        hashed = np.unique(pairs.query[pairs.by_hash.astype(bool)])
+        candidate_queries = (hashed, np.setdiff1d(np.unique(pairs.query), hashed))
+    stats = {"hash_candidates": int(len(candidate_queries[0])), "thumb_candidates": int(len(candidate_queries[1])),
+             "pixel_checks": 0, "rejected_by_alignment": 0, "rejected_by_pixel_check": 0}
     matches: List[Match] = []
+    n_candidates = stats["hash_candidates"] + stats["thumb_candidates"]
     if len(pairs.query) == 0:
+        stats["rejected_by_alignment"] = n_candidates if ranking == "grid" else 0
         return matches, stats
-    bounds = np.flatnonzero(np.diff(pairs.query)) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, len(pairs.query)]
-    if ranking == "grid" and ref_band is None:
-        ref_band = band_vectors(ref.grey)
-    qgrid: Dict[int, np.ndarray] = {}
-    for n, (s, e) in enumerate(zip(starts, ends)):
-        q = int(pairs.query[s])
-        refs = pairs.ref[s:e]
-        hashed = bool(pairs.by_hash[s:e].any())
-        stats["hash_candidates"] += int(hashed)
-        stats["thumb_candidates"] += int(not hashed)
-        if ranking == "grid":
-            if q not in qgrid:  # the next block of queries' warped vectors, one matrix product
-                block = pairs.query[starts[n:n + 256]]
-                qgrid = dict(zip(block.tolist(), grid_vectors(query.grey[block])))
-            score = (qgrid[q] @ ref_band[refs].T).max(axis=0)
-            keep = np.flatnonzero(score >= grid_min)
-            order = keep[np.lexsort((refs[keep], -score[keep]))][:max_checks]
-            if len(order) == 0:
-                stats["rejected_by_alignment"] += 1
-                continue
-        else:
-            score = np.full(len(refs), np.nan, np.float32)
-            order = np.lexsort((refs, -pairs.corr[s:e]))[:max_checks]
-        best: Optional[Match] = None
-        for i in order:
-            r = int(refs[i])
-            if pixel_thresholds is None:
-                best = Match(q, r, int(pairs.distance[s + i]), float("nan"), float("nan"), float(score[i]))
-                break
-            stats["pixel_checks"] += 1
-            high, band = pixel(q, r)
-            if high >= pixel_thresholds[0] and band >= pixel_thresholds[1]:
-                if best is None or band > best.band:
-                    best = Match(q, r, int(pairs.distance[s + i]), high, band, float(score[i]))
-        if best is None:
-            stats["rejected_by_pixel_check"] += 1
-        else:
-            matches.append(best)
-    return matches, stats
+    qi, rj = pairs.query.astype(np.int64), pairs.ref.astype(np.int64)
+    if ranking == "grid":
+        if score is None:
+            if ref_band is None:
+                ref_band = band_vectors(ref.grey)
+            score = grid_scores(query_grids(query.grey, np.unique(qi)), ref_band, qi, rj)
+        keep = np.flatnonzero(score >= grid_min)
+        order = keep[np.lexsort((rj[keep], -score[keep], qi[keep]))]
+    else:
+        score = np.full(len(qi), np.nan, np.float32)
+        order = np.lexsort((rj, -pairs.corr, qi))
+    # the first max_checks of each query's ranked candidates
+    oq = qi[order]
+    first = np.r_[True, oq[1:] != oq[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(oq)), 0))
+    order = order[np.arange(len(oq)) - group_start < max_checks]
+    if ranking == "grid":
+        stats["rejected_by_alignment"] = n_candidates - int(first.sum())
+    best: Dict[int, Match] = {}
+    for i in order.tolist():
+        q, r = int(qi[i]), int(rj[i])
+        if pixel_thresholds is None:
+            best.setdefault(q, Match(q, r, int(pairs.distance[i]), float("nan"), float("nan"), float(score[i])))
+            continue
+        if q in best:  # decided: its best-ranked confirmed candidate is the match, no more checks
+            continue
+        stats["pixel_checks"] += 1
+        high, band = pixel(q, r)
+        if high >= pixel_thresholds[0] and band >= pixel_thresholds[1]:
+            best[q] = Match(q, r, int(pairs.distance[i]), high, band, float(score[i]))
+    checked = np.unique(qi[order])
+    stats["rejected_by_pixel_check"] = int(len(checked)) - len(best) if pixel_thresholds is not None else 0
+    return [best[q] for q in sorted(best)], stats
