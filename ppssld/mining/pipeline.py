@@ -102,7 +102,8 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     settings = sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold)
     ref_lists = [("eval", eval_list)] + ([("train", train_list)] if train_list else [])
 
-    def load_references() -> Tuple[List[Tuple[str, sharded.Reference]], List[Dict[str, str]], Dict[str, int]]:
+    def load_references() -> Tuple[List[Tuple[str, sharded.Reference]], List[Dict[str, str]], Dict[str, int], float]:
+        start = time.perf_counter()
         refs, bad, counts = [], [], {}
         for against, list_path in ref_lists:
             ref_paths = [r.path for r in read_label_list(list_path)]
@@ -112,7 +113,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
             refs.append((against, ref))
             bad += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
             counts[against] = len(ref_paths)
-        return refs, bad, counts
+        return refs, bad, counts, time.perf_counter() - start
 
     for _against, list_path in ref_lists:  # a bad list fails now, not after scoring
         read_label_list(list_path)
@@ -138,7 +139,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
                            rank=rank, world_size=world, restart=restart, on_chunk=on_chunk)
         t_score = time.perf_counter() - t0 - t_ref
-        refs, bad_refs, ref_counts = references.result()
+        refs, bad_refs, ref_counts, t_ref_own = references.result()
         for job in pending:
             job.result()
     key = sharded.dedup_chunks(score_dir, paths, refs, settings, rank, world)  # chunks scored by an earlier run
@@ -191,6 +192,8 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         "removed_duplicates": sorted(removed.values(), key=lambda r: r["pool_image"]),
         "scoring": dict(stats, seconds_total_to_scores=round(t_ref + t_score, 2), world_size=world),
         "seconds_by_part": {"reference_signatures_and_index": round(t_ref, 3),
+                            "reference_signatures_and_index_own": round(t_ref_own, 3),
+                            "reference_in_background": feature_threshold is None,
                             "scoring_with_overlapped_dedup": round(t_score, 3),
                             "dedup_after_scoring_and_merge": round(t_dedup, 3), "selection": round(t_sel, 3)},
         "seconds": round(time.perf_counter() - t0, 2),
