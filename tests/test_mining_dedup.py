@@ -115,3 +115,53 @@ def test_feature_index_nearest():
     assert qi.tolist() == [0, 1] and rj.tolist() == [3, 7] and (cos > 0.99).all()
     bq, br, _ = dedup.feature_matches(query, ref, 0.99)
     assert bq.tolist() == qi.tolist() and br.tolist() == rj.tolist()
+
+
+def _smooth_greys(rng, n):
+    import cv2
+    raw = rng.integers(0, 256, size=(n, 32, 32)).astype(np.float32)
+    return np.stack([cv2.GaussianBlur(x, (0, 0), 1.2) for x in raw])
+
+
+def test_grid_bound_keeps_every_pair_reaching_the_floor():
+    from ppssld.mining import confirm as confirm_mod
+    from ppssld.mining.dedup_index import GridBound
+    rng = np.random.default_rng(4)
+    ref = _smooth_greys(rng, 150)
+    query = np.concatenate([ref[:40] + rng.normal(0, 4, size=(40, 32, 32)), _smooth_greys(rng, 40)])
+    ref_grey = np.clip(ref, 0, 255).astype(np.uint8).reshape(150, -1)
+    query_grey = np.clip(query, 0, 255).astype(np.uint8).reshape(80, -1)
+    ref_band = confirm_mod.band_vectors(ref_grey)
+    queries = np.arange(80)
+    qgrid = confirm_mod.query_grids(query_grey, queries)
+    qi, rj = np.repeat(queries, 150), np.tile(np.arange(150), 80)
+    exact = confirm_mod.grid_scores(qgrid, ref_band, qi, rj)
+    assert np.allclose(exact, [(qgrid[q] @ ref_band[r]).max() for q, r in zip(qi, rj)], atol=1e-5)
+    floor = 0.6
+    want = set(zip(qi[exact >= floor].tolist(), rj[exact >= floor].tolist()))
+    assert 40 <= len(want) < len(qi) // 10
+    for dense_from in (0.0, np.inf):  # dense products over all refs / the listed pairs only
+        bound = GridBound(ref_band, dims=24, dense_from=dense_from)
+        sq, sr = bound.survivors(qgrid, queries, qi, rj, floor)
+        got = set(zip(sq.tolist(), sr.tolist()))
+        assert want <= got and len(got) < len(qi) // 2, (dense_from, len(want), len(got))
+
+
+def test_confirm_stops_at_a_query_s_first_confirmed_candidate():
+    from ppssld.mining import confirm as confirm_mod
+    q = np.array([0, 0, 0, 1, 1, 1])
+    r = np.array([5, 6, 7, 5, 6, 7])
+    pairs = confirm_mod.Pairs(q, r, np.zeros(6, np.int32), np.zeros(6, np.float32), np.ones(6, bool))
+    score = np.array([0.99, 0.98, 0.97, 0.99, 0.95, 0.5], np.float32)
+    calls = []
+
+    def pixel(a, b):
+        calls.append((a, b))
+        return (1.0, 1.0) if (a, b) in {(0, 6), (0, 7)} else (0.0, 0.0)
+
+    matches, stats = confirm_mod.confirm(pairs, None, None, pixel, 8, (0.5, 0.5), "grid", 0.9, score=score)
+    # query 0: 5 fails, 6 confirms, 7 never checked; query 1: 5 and 6 fail, 7 is below the floor
+    assert calls == [(0, 5), (0, 6), (1, 5), (1, 6)]
+    assert [(m.query, m.ref) for m in matches] == [(0, 6)]
+    assert stats == {"hash_candidates": 2, "thumb_candidates": 0, "pixel_checks": 4, "rejected_by_alignment": 0,
+                     "rejected_by_pixel_check": 1}
