@@ -159,9 +159,43 @@ def test_confirm_stops_at_a_query_s_first_confirmed_candidate():
         calls.append((a, b))
         return (1.0, 1.0) if (a, b) in {(0, 6), (0, 7)} else (0.0, 0.0)
 
-    matches, stats = confirm_mod.confirm(pairs, None, None, pixel, 8, (0.5, 0.5), "grid", 0.9, score=score)
+    matches, stats = confirm_mod.confirm(pairs, None, None, pixel, 8, (0.5, 0.5), "grid", 0.9, score=score,
+                                         check="ecc")
     # query 0: 5 fails, 6 confirms, 7 never checked; query 1: 5 and 6 fail, 7 is below the floor
     assert calls == [(0, 5), (0, 6), (1, 5), (1, 6)]
     assert [(m.query, m.ref) for m in matches] == [(0, 6)]
     assert stats == {"hash_candidates": 2, "thumb_candidates": 0, "pixel_checks": 4, "rejected_by_alignment": 0,
                      "rejected_by_pixel_check": 1}
+
+
+def test_aligned_check_equals_per_pair_warps():
+    """The vectorised pixel check equals warping each pair with cv2 and correlating its filtered pixels."""
+    import cv2
+    from ppssld.mining import confirm as confirm_mod
+    rng = np.random.default_rng(5)
+    base = cv2.GaussianBlur(rng.uniform(0, 255, size=(6, 32, 32)).astype(np.float32), (0, 0), 1.5)
+    ref = np.clip(base, 0, 255).astype(np.uint8).reshape(6, -1)
+    zoom = confirm_mod.WARPS[5]
+    query = np.stack([cv2.warpAffine(b, zoom, (32, 32), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE) for b in base])
+    query = np.clip(query + rng.normal(0, 2, query.shape), 0, 255).astype(np.uint8).reshape(6, -1)
+    qi, rj = np.array([0, 1, 2, 3, 0, 4]), np.array([0, 1, 2, 3, 5, 1])
+    high, band = confirm_mod.aligned_scores(query, ref, qi, rj)
+
+    def ncc(a, b):
+        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    m = confirm_mod.MARGIN
+    for k, (q, r) in enumerate(zip(qi, rj)):
+        a = query[q].reshape(32, 32).astype(np.float32)
+        b = ref[r].reshape(32, 32).astype(np.float32)
+        warped = [cv2.warpAffine(a, w, (32, 32), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                  for w in confirm_mod.WARPS]
+        bands = [ncc(confirm_mod._band(x)[m:-m, m:-m], confirm_mod._band(b)[m:-m, m:-m]) for x in warped]
+        g = int(np.argmax(bands))
+        assert band[k] == pytest.approx(bands[g], abs=2e-4)
+        assert high[k] == pytest.approx(ncc(confirm_mod._high(warped[g])[m:-m, m:-m],
+                                            confirm_mod._high(b)[m:-m, m:-m]), abs=2e-4)
+    # the copies (a zoomed source) pass the default minimums; unrelated pairs do not
+    ok = (high >= dedup.DEFAULT_PIXEL_THRESHOLDS[0]) & (band >= dedup.DEFAULT_PIXEL_THRESHOLDS[1])
+    assert ok.tolist() == [True, True, True, True, False, False]

@@ -98,16 +98,18 @@ class RefIndex:
     def find(self, query: confirm_mod.Sigs, max_checks: int = dedup.DEFAULT_MAX_CHECKS,
              pixel_thresholds: Optional[Tuple[float, float]] = dedup.DEFAULT_PIXEL_THRESHOLDS,
              ranking: str = "grid",
-             grid_min: float = confirm_mod.DEFAULT_GRID_MIN) -> Tuple[List[dedup.Match], Dict[str, int]]:
+             grid_min: float = confirm_mod.DEFAULT_GRID_MIN,
+             check: str = dedup.DEFAULT_CHECK) -> Tuple[List[dedup.Match], Dict[str, int]]:
         """Confirmed duplicates of ``query`` among the references (as :func:`dedup.find_duplicates`)."""
         pixel = dedup.pixel_check(query, self.ref)
         if ranking != "grid" or len(query.hash) == 0 or len(self.ref.hash) == 0:
             pairs = self.candidates(query)
             return confirm_mod.confirm(pairs, query, self.ref, pixel, max_checks, pixel_thresholds, ranking,
-                                       grid_min, self.ref_band if ranking == "grid" and len(pairs.query) else None)
+                                       grid_min, self.ref_band if ranking == "grid" and len(pairs.query) else None,
+                                       check=check)
         pairs, score, candidate_queries = self.grid_candidates(query, grid_min)
         return confirm_mod.confirm(pairs, query, self.ref, pixel, max_checks, pixel_thresholds, ranking, grid_min,
-                                   score=score, candidate_queries=candidate_queries)
+                                   score=score, candidate_queries=candidate_queries, check=check)
 
     def grid_candidates(self, query: confirm_mod.Sigs, grid_min: float) -> Tuple[
             confirm_mod.Pairs, np.ndarray, Tuple[np.ndarray, np.ndarray]]:

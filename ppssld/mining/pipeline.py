@@ -184,6 +184,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
                        "per_class_selected": [confidence_stats(sel.prob[sel.label == c]) for c in range(class_num)]},
         "dedup": {"search": "faiss IndexBinaryFlat (hash) + IndexFlatL2 (thumbnail PCA)",
                   "ranking": settings.ranking, "aligned_band_pass_min": settings.grid_min,
+                  "pixel_check": settings.check,
                   "hash": dedup.DEFAULT_HASH, "hash_bits": dedup.DEFAULT_HASH_SIZE ** 2,
                   "hash_threshold": hash_threshold, "pixel_thresholds": pixel_thresholds,
                   "feature_threshold": feature_threshold, "removed": len(removed), **dedup_stats,
