@@ -136,8 +136,11 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
             pending.append(background.submit(dedup_chunk, c, arrays))
 
+        # without teacher features a chunk's de-dup needs only its signatures: it starts as soon as the chunk is
+        # decoded, so the last one overlaps the teacher too
+        hooks = {"on_chunk": on_chunk} if feature_threshold is not None else {"on_loaded": on_chunk}
         stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
-                           rank=rank, world_size=world, restart=restart, on_chunk=on_chunk)
+                           rank=rank, world_size=world, restart=restart, **hooks)
         t_score = time.perf_counter() - t0 - t_ref
         refs, bad_refs, ref_counts, t_ref_own = references.result()
         for job in pending:
