@@ -2,7 +2,8 @@
 
 Candidate pairs (from the scan in :mod:`ppssld.mining.dedup` or the index in
 :mod:`ppssld.mining.dedup_index`) are grouped by query. Two ranking policies choose which
-candidates get the (per pair, ``cv2.findTransformECC``) pixel check:
+candidates get the pixel check (:func:`aligned_scores`, vectorised over the ranked pairs; the
+per-pair ``cv2.findTransformECC`` check it replaced stays as ``check="ecc"``):
 
 - ``"grid"`` (default): every candidate is scored, vectorised over the candidate batch, by the
   best band-pass correlation of the query under :data:`WARPS` (identity, and a 4% zoom
