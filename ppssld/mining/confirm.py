@@ -19,7 +19,7 @@ per-pair ``cv2.findTransformECC`` check it replaced stays as ``check="ecc"``):
 """
 import functools
 import logging
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -73,26 +73,34 @@ def _operator(kind: str = "band") -> np.ndarray:
     return cols.reshape(GREY * GREY, -1)
 
 
-def aligned_scores(query_grey: np.ndarray, ref_grey: np.ndarray, qi: np.ndarray,
-                   rj: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def aligned_scores(query_grey: np.ndarray, ref_grey: np.ndarray, qi: np.ndarray, rj: np.ndarray,
+                   band: Optional[np.ndarray] = None, warp: Optional[np.ndarray] = None,
+                   band_min: float = -np.inf) -> Tuple[np.ndarray, np.ndarray]:
     """The "aligned" pixel check of pairs, vectorised: (high-pass, band-pass) correlation of the query
-    under its best warp of :data:`WARPS` (best by band-pass) with the reference, both (n,) float32."""
+    under its best warp of :data:`WARPS` (best by band-pass) with the reference, both (n,) float32.
+
+    ``band`` and ``warp`` (from :func:`grid_scores`) skip the band-pass part; the high-pass one is
+    computed only for pairs whose band-pass score reaches ``band_min`` (NaN for the others).
+    """
     n, d = len(qi), (GREY - 2 * MARGIN) ** 2
-    high, band = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    high = np.full(n, np.nan, np.float32)
     if n == 0:
-        return high, band
-    ob = _operator("band").reshape(GREY * GREY, len(WARPS), d)
-    oh = _operator("high").reshape(GREY * GREY, len(WARPS), d)
-    q = query_grey[qi].astype(np.float32)
+        return high, np.zeros(0, np.float32)
     r = ref_grey[rj].astype(np.float32)
-    sb = np.einsum("ngd,nd->ng", _unit_rows((q @ ob.reshape(GREY * GREY, -1)).reshape(n, len(WARPS), d)),
-                   _unit_rows(r @ ob[:, 0]))
-    best = sb.argmax(axis=1)
-    band[:] = sb[np.arange(n), best]
-    rh = _unit_rows(r @ oh[:, 0])
-    for g in np.unique(best):
-        rows = np.flatnonzero(best == g)
-        high[rows] = np.einsum("nd,nd->n", _unit_rows(q[rows] @ oh[:, g]), rh[rows])
+    q = query_grey[qi].astype(np.float32)
+    if band is None or warp is None:
+        ob = _operator("band").reshape(GREY * GREY, len(WARPS), d)
+        sb = np.einsum("ngd,nd->ng", _unit_rows((q @ ob.reshape(GREY * GREY, -1)).reshape(n, len(WARPS), d)),
+                       _unit_rows(r @ ob[:, 0]))
+        warp = sb.argmax(axis=1)
+        band = sb[np.arange(n), warp]
+    band = np.asarray(band, np.float32)
+    oh = _operator("high").reshape(GREY * GREY, len(WARPS), d)
+    need = np.flatnonzero(band >= band_min)
+    rh = _unit_rows(r[need] @ oh[:, 0])
+    for g in np.unique(warp[need]):
+        rows = np.flatnonzero(warp[need] == g)
+        high[need[rows]] = np.einsum("nd,nd->n", _unit_rows(q[need[rows]] @ oh[:, g]), rh[rows])
     return high, band
 
 
@@ -145,12 +153,16 @@ class Match(NamedTuple):
 
 
 def grid_scores(qgrid: np.ndarray, ref_band: np.ndarray, qi: np.ndarray, rj: np.ndarray,
-                block: int = 2048) -> np.ndarray:
-    """Exact aligned band-pass score of pairs: max over warps of ``qgrid[qi] . ref_band[rj]`` (float32)."""
+                block: int = 2048, with_warp: bool = False) -> Any:
+    """Exact aligned band-pass score of pairs: max over warps of ``qgrid[qi] . ref_band[rj]`` (float32);
+    with ``with_warp`` also the best warp of each pair (its index in :data:`WARPS`)."""
     out = np.empty(len(qi), np.float32)
+    warp = np.empty(len(qi), np.int64)
     for s in range(0, len(qi), block):
-        out[s:s + block] = np.einsum("pgd,pd->pg", qgrid[qi[s:s + block]], ref_band[rj[s:s + block]]).max(axis=1)
-    return out
+        per_warp = np.einsum("pgd,pd->pg", qgrid[qi[s:s + block]], ref_band[rj[s:s + block]])
+        warp[s:s + block] = per_warp.argmax(axis=1)
+        out[s:s + block] = per_warp[np.arange(len(per_warp)), warp[s:s + block]]
+    return (out, warp) if with_warp else out
 
 
 def query_grids(grey: np.ndarray, queries: np.ndarray, block: int = 256) -> np.ndarray:
@@ -167,7 +179,7 @@ def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tu
             grid_min: float = DEFAULT_GRID_MIN, ref_band: Optional[np.ndarray] = None,
             score: Optional[np.ndarray] = None,
             candidate_queries: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-            check: str = "aligned") -> Tuple[List[Match], Dict[str, int]]:
+            check: str = "aligned", warp: Optional[np.ndarray] = None) -> Tuple[List[Match], Dict[str, int]]:
     """Rank each query's candidates, pixel-check them best first, keep the first confirmed one.
 
     Ranking and selection are vectorised over the whole candidate batch. With ``check="aligned"``
@@ -189,6 +201,7 @@ def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tu
         candidate_queries: (queries with a hash candidate, queries with only thumbnail candidates)
             when ``pairs`` were pre-filtered (the counters then come from these, not from ``pairs``).
         check: ``"aligned"`` (vectorised) or ``"ecc"`` (``pixel``, per pair, kept for before/after).
+        warp: the pairs' best warps, with ``score`` (:func:`grid_scores` ``with_warp``).
     Returns:
         (one match per duplicated query, counters as in :func:`ppssld.mining.dedup.find_duplicates`).
     """
@@ -211,7 +224,7 @@ def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tu
         if score is None:
             if ref_band is None:
                 ref_band = band_vectors(ref.grey)
-            score = grid_scores(query_grids(query.grey, np.unique(qi)), ref_band, qi, rj)
+            score, warp = grid_scores(query_grids(query.grey, np.unique(qi)), ref_band, qi, rj, with_warp=True)
         keep = np.flatnonzero(score >= grid_min)
         order = keep[np.lexsort((rj[keep], -score[keep], qi[keep]))]
     else:
@@ -226,7 +239,9 @@ def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tu
         stats["rejected_by_alignment"] = n_candidates - int(first.sum())
     best: Dict[int, Match] = {}
     if check == "aligned" and pixel_thresholds is not None:
-        high, band = aligned_scores(query.grey, ref.grey, qi[order], rj[order])
+        known = ranking == "grid" and warp is not None  # the ranking's band-pass score is the check's
+        high, band = aligned_scores(query.grey, ref.grey, qi[order], rj[order], score[order] if known else None,
+                                    warp[order] if known else None, pixel_thresholds[1])
         stats["pixel_checks"] = int(len(order))
         ok = np.flatnonzero((high >= pixel_thresholds[0]) & (band >= pixel_thresholds[1]))
         for k in ok.tolist():  # ranked order: a query's first confirmed candidate is its match

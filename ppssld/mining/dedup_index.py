@@ -107,13 +107,13 @@ class RefIndex:
             return confirm_mod.confirm(pairs, query, self.ref, pixel, max_checks, pixel_thresholds, ranking,
                                        grid_min, self.ref_band if ranking == "grid" and len(pairs.query) else None,
                                        check=check)
-        pairs, score, candidate_queries = self.grid_candidates(query, grid_min)
+        pairs, score, warp, candidate_queries = self.grid_candidates(query, grid_min)
         return confirm_mod.confirm(pairs, query, self.ref, pixel, max_checks, pixel_thresholds, ranking, grid_min,
-                                   score=score, candidate_queries=candidate_queries, check=check)
+                                   score=score, candidate_queries=candidate_queries, check=check, warp=warp)
 
     def grid_candidates(self, query: confirm_mod.Sigs, grid_min: float) -> Tuple[
-            confirm_mod.Pairs, np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        """The gated pairs whose aligned band-pass score reaches ``grid_min``, their scores, and the
+            confirm_mod.Pairs, np.ndarray, np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """The gated pairs whose aligned band-pass score reaches ``grid_min``, their scores and best warps, the
         queries with any hash / only thumbnail candidates (the counters) -- without listing every
         gated pair: the bound of :class:`GridBound` drops the rest first (exact, see there)."""
         n = len(query.hash)
@@ -141,12 +141,12 @@ class RefIndex:
         empty = confirm_mod.Pairs(*[np.zeros(0, np.int64)] * 2, np.zeros(0, np.int32), np.zeros(0, np.float32),
                                   np.zeros(0, bool))
         if len(with_any) == 0:
-            return empty, np.zeros(0, np.float32), candidate_queries
+            return empty, np.zeros(0, np.float32), np.zeros(0, np.int64), candidate_queries
         qgrid = confirm_mod.query_grids(query.grey, with_any)
         qi, rj = self.bound.survivors(qgrid, with_any, np.concatenate(qi_parts), np.concatenate(rj_parts), grid_min)
         pairs = dedup.gate_pairs(query, self.ref, qi, rj, self.threshold, self.thumb_min)
-        score = confirm_mod.grid_scores(qgrid, self.ref_band, pairs.query, pairs.ref)
-        return pairs, score, candidate_queries
+        score, warp = confirm_mod.grid_scores(qgrid, self.ref_band, pairs.query, pairs.ref, with_warp=True)
+        return pairs, score, warp, candidate_queries
 
     @property
     def bound(self) -> "GridBound":
