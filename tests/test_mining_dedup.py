@@ -115,3 +115,87 @@ def test_feature_index_nearest():
     assert qi.tolist() == [0, 1] and rj.tolist() == [3, 7] and (cos > 0.99).all()
     bq, br, _ = dedup.feature_matches(query, ref, 0.99)
     assert bq.tolist() == qi.tolist() and br.tolist() == rj.tolist()
+
+
+def _smooth_greys(rng, n):
+    import cv2
+    raw = rng.integers(0, 256, size=(n, 32, 32)).astype(np.float32)
+    return np.stack([cv2.GaussianBlur(x, (0, 0), 1.2) for x in raw])
+
+
+def test_grid_bound_keeps_every_pair_reaching_the_floor():
+    from ppssld.mining import confirm as confirm_mod
+    from ppssld.mining.dedup_index import GridBound
+    rng = np.random.default_rng(4)
+    ref = _smooth_greys(rng, 150)
+    query = np.concatenate([ref[:40] + rng.normal(0, 4, size=(40, 32, 32)), _smooth_greys(rng, 40)])
+    ref_grey = np.clip(ref, 0, 255).astype(np.uint8).reshape(150, -1)
+    query_grey = np.clip(query, 0, 255).astype(np.uint8).reshape(80, -1)
+    ref_band = confirm_mod.band_vectors(ref_grey)
+    queries = np.arange(80)
+    qgrid = confirm_mod.query_grids(query_grey, queries)
+    qi, rj = np.repeat(queries, 150), np.tile(np.arange(150), 80)
+    exact = confirm_mod.grid_scores(qgrid, ref_band, qi, rj)
+    assert np.allclose(exact, [(qgrid[q] @ ref_band[r]).max() for q, r in zip(qi, rj)], atol=1e-5)
+    floor = 0.6
+    want = set(zip(qi[exact >= floor].tolist(), rj[exact >= floor].tolist()))
+    assert 40 <= len(want) < len(qi) // 10
+    for dense_from in (0.0, np.inf):  # dense products over all refs / the listed pairs only
+        bound = GridBound(ref_band, dims=24, dense_from=dense_from)
+        sq, sr = bound.survivors(qgrid, queries, qi, rj, floor)
+        got = set(zip(sq.tolist(), sr.tolist()))
+        assert want <= got and len(got) < len(qi) // 2, (dense_from, len(want), len(got))
+
+
+def test_confirm_stops_at_a_query_s_first_confirmed_candidate():
+    from ppssld.mining import confirm as confirm_mod
+    q = np.array([0, 0, 0, 1, 1, 1])
+    r = np.array([5, 6, 7, 5, 6, 7])
+    pairs = confirm_mod.Pairs(q, r, np.zeros(6, np.int32), np.zeros(6, np.float32), np.ones(6, bool))
+    score = np.array([0.99, 0.98, 0.97, 0.99, 0.95, 0.5], np.float32)
+    calls = []
+
+    def pixel(a, b):
+        calls.append((a, b))
+        return (1.0, 1.0) if (a, b) in {(0, 6), (0, 7)} else (0.0, 0.0)
+
+    matches, stats = confirm_mod.confirm(pairs, None, None, pixel, 8, (0.5, 0.5), "grid", 0.9, score=score,
+                                         check="ecc")
+    # query 0: 5 fails, 6 confirms, 7 never checked; query 1: 5 and 6 fail, 7 is below the floor
+    assert calls == [(0, 5), (0, 6), (1, 5), (1, 6)]
+    assert [(m.query, m.ref) for m in matches] == [(0, 6)]
+    assert stats == {"hash_candidates": 2, "thumb_candidates": 0, "pixel_checks": 4, "rejected_by_alignment": 0,
+                     "rejected_by_pixel_check": 1}
+
+
+def test_aligned_check_equals_per_pair_warps():
+    """The vectorised pixel check equals warping each pair with cv2 and correlating its filtered pixels."""
+    import cv2
+    from ppssld.mining import confirm as confirm_mod
+    rng = np.random.default_rng(5)
+    base = cv2.GaussianBlur(rng.uniform(0, 255, size=(6, 32, 32)).astype(np.float32), (0, 0), 1.5)
+    ref = np.clip(base, 0, 255).astype(np.uint8).reshape(6, -1)
+    zoom = confirm_mod.WARPS[5]
+    query = np.stack([cv2.warpAffine(b, zoom, (32, 32), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE) for b in base])
+    query = np.clip(query + rng.normal(0, 2, query.shape), 0, 255).astype(np.uint8).reshape(6, -1)
+    qi, rj = np.array([0, 1, 2, 3, 0, 4]), np.array([0, 1, 2, 3, 5, 1])
+    high, band = confirm_mod.aligned_scores(query, ref, qi, rj)
+
+    def ncc(a, b):
+        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    m = confirm_mod.MARGIN
+    for k, (q, r) in enumerate(zip(qi, rj)):
+        a = query[q].reshape(32, 32).astype(np.float32)
+        b = ref[r].reshape(32, 32).astype(np.float32)
+        warped = [cv2.warpAffine(a, w, (32, 32), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                  for w in confirm_mod.WARPS]
+        bands = [ncc(confirm_mod._band(x)[m:-m, m:-m], confirm_mod._band(b)[m:-m, m:-m]) for x in warped]
+        g = int(np.argmax(bands))
+        assert band[k] == pytest.approx(bands[g], abs=2e-4)
+        assert high[k] == pytest.approx(ncc(confirm_mod._high(warped[g])[m:-m, m:-m],
+                                            confirm_mod._high(b)[m:-m, m:-m]), abs=2e-4)
+    # the copies (a zoomed source) pass the default minimums; unrelated pairs do not
+    ok = (high >= dedup.DEFAULT_PIXEL_THRESHOLDS[0]) & (band >= dedup.DEFAULT_PIXEL_THRESHOLDS[1])
+    assert ok.tolist() == [True, True, True, True, False, False]

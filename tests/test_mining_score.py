@@ -68,8 +68,15 @@ def test_resume_and_shards_equal_uninterrupted(fixture, tmp_path):
     root = os.path.join(out, "images")
     kw = dict(topn=4, batch_size=8, chunk_size=16, features=True)
     full = str(tmp_path / "full")
-    score_pool(teacher, paths, root, tf, full, **kw)
+    loaded, saved = {}, {}
+    score_pool(teacher, paths, root, tf, full, on_loaded=lambda c, a: loaded.setdefault(c, (a, set(saved))),
+               on_chunk=lambda c, a: saved.setdefault(c, a), **kw)
     ref = load_scores(full)
+    # signatures are handed over before the teacher scores their chunk, equal to what is saved
+    assert sorted(loaded) == sorted(saved) and all(c not in before for c, (_a, before) in loaded.items())
+    for c, (arrays, _before) in loaded.items():
+        assert set(arrays) == {"index", "ok", "hash", "thumb", "grey", "side"}
+        assert all(np.array_equal(arrays[k], saved[c][k]) and arrays[k].dtype == saved[c][k].dtype for k in arrays)
     part = str(tmp_path / "part")
     stats = score_pool(teacher, paths, root, tf, part, max_chunks=2, **kw)  # "killed" after 2 chunks
     assert stats["scored_now"] == 2

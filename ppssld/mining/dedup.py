@@ -17,10 +17,12 @@ distinct training images):
    queries); those above its floor, best :data:`DEFAULT_MAX_CHECKS` first, go to stage 3.
    (The thumbnail ranking used before ranked a crop's source up to 50th among Fashion-MNIST
    near-twins: 3 of 100 crops were missed.)
-3. **Pixel check.** The candidate is aligned onto the eval image (``cv2.findTransformECC``,
-   affine, at the smaller image's size up to 32 px); high-pass and band-pass correlations
-   must reach :data:`DEFAULT_PIXEL_THRESHOLDS` (lowest planted scores: resized 0.88 / 0.98,
-   crop 0.91 / 0.98).
+3. **Pixel check.** By default vectorised over the ranked pairs: high-pass and band-pass
+   correlations of the query under its best warp with the eval image must reach
+   :data:`DEFAULT_PIXEL_THRESHOLDS` (:func:`ppssld.mining.confirm.aligned_scores`). The check it
+   replaced (``check="ecc"``, kept for before/after) aligns each pair by an affine
+   ``cv2.findTransformECC`` fit at the smaller image's size (~1.2 ms a pair), thresholds
+   :data:`ECC_THRESHOLDS` (lowest planted scores: resized 0.88 / 0.98, crop 0.91 / 0.98).
 
 Stage 1 here is the all-pairs scan (:func:`scan_candidates`), the reference; the pipeline
 finds the same pairs with faiss indexes (:mod:`ppssld.mining.dedup_index`) and runs sharded
@@ -48,7 +50,9 @@ DEFAULT_HASH = "dhash"
 DEFAULT_HASH_SIZE = 8
 DEFAULT_THRESHOLD = 18
 DEFAULT_MAX_CHECKS = 8
-DEFAULT_PIXEL_THRESHOLDS = (0.87, 0.975)  # (high-pass, band-pass) correlation after alignment
+DEFAULT_CHECK = "aligned"  # the vectorised pixel check (confirm_mod.aligned_scores); "ecc" is per pair
+DEFAULT_PIXEL_THRESHOLDS = confirm_mod.ALIGNED_THRESHOLDS  # (high-pass, band-pass) correlation after alignment
+ECC_THRESHOLDS = (0.87, 0.975)  # the same for check="ecc" (pixel_scores)
 DEFAULT_THUMB_MIN = 0.95
 GREY = 32
 THUMB = 16
@@ -211,7 +215,8 @@ def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int
                     max_checks: int = DEFAULT_MAX_CHECKS,
                     pixel_thresholds: Optional[Tuple[float, float]] = DEFAULT_PIXEL_THRESHOLDS,
                     thumb_min: Optional[float] = DEFAULT_THUMB_MIN, ranking: str = "grid",
-                    grid_min: float = confirm_mod.DEFAULT_GRID_MIN) -> Tuple[List[Match], Dict[str, int]]:
+                    grid_min: float = confirm_mod.DEFAULT_GRID_MIN,
+                    check: str = DEFAULT_CHECK) -> Tuple[List[Match], Dict[str, int]]:
     """Confirmed near-duplicates of ``query`` images among ``ref`` images, by the all-pairs scan.
 
     The pipeline uses :class:`ppssld.mining.dedup_index.RefIndex` instead (same decisions, tested).
@@ -223,7 +228,8 @@ def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int
         max_checks: candidates per query that get the pixel check, best ranked first.
         pixel_thresholds: (high-pass, band-pass) minimums; None trusts the candidate stage alone.
         thumb_min: thumbnail correlation that makes a candidate without a hash match (crops).
-        ranking, grid_min: see :func:`ppssld.mining.confirm.confirm`.
+        ranking, grid_min, check: see :func:`ppssld.mining.confirm.confirm` (``check="ecc"`` wants
+            ``pixel_thresholds=ECC_THRESHOLDS``).
     Returns:
         (matches, one per duplicated query; counters: ``hash_candidates`` queries with a hash
         match, ``thumb_candidates`` queries with only a thumbnail match, ``pixel_checks`` run,
@@ -232,10 +238,11 @@ def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int
     """
     if not query or not ref:
         return confirm_mod.confirm(confirm_mod.Pairs(*[np.zeros(0, np.int64)] * 5), None, None, None, max_checks,
-                                   pixel_thresholds, ranking, grid_min)
+                                   pixel_thresholds, ranking, grid_min, check=check)
     q, r = as_arrays(query), as_arrays(ref)
     pairs = scan_candidates(q, r, threshold, thumb_min)
-    return confirm_mod.confirm(pairs, q, r, pixel_check(q, r), max_checks, pixel_thresholds, ranking, grid_min)
+    return confirm_mod.confirm(pairs, q, r, pixel_check(q, r), max_checks, pixel_thresholds, ranking, grid_min,
+                               check=check)
 
 
 def feature_matches(query: np.ndarray, ref: np.ndarray, threshold: float,

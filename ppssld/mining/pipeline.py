@@ -100,26 +100,49 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     score_dir = os.path.join(out, "scores")
     os.makedirs(score_dir, exist_ok=True)
     settings = sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold)
-    refs, bad_refs, ref_counts = [], [], {}
-    for against, list_path in [("eval", eval_list)] + ([("train", train_list)] if train_list else []):
-        ref_paths = [r.path for r in read_label_list(list_path)]
-        with_features = feature_threshold is not None and against == "eval"
-        ref = sharded.reference(ref_paths, root, score_dir, rank, world, teacher if with_features else None,
-                                transform, batch_size, hash_threshold)
-        refs.append((against, ref))
-        bad_refs += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
-        ref_counts[against] = len(ref_paths)
-    t_ref = time.perf_counter() - t0
-    # each new chunk is de-duplicated in a background thread while the teacher scores the next one
+    ref_lists = [("eval", eval_list)] + ([("train", train_list)] if train_list else [])
+
+    def load_references() -> Tuple[List[Tuple[str, sharded.Reference]], List[Dict[str, str]], Dict[str, int], float]:
+        start = time.perf_counter()
+        refs, bad, counts = [], [], {}
+        for against, list_path in ref_lists:
+            ref_paths = [r.path for r in read_label_list(list_path)]
+            with_features = feature_threshold is not None and against == "eval"
+            ref = sharded.reference(ref_paths, root, score_dir, rank, world, teacher if with_features else None,
+                                    transform, batch_size, hash_threshold)
+            refs.append((against, ref))
+            bad += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
+            counts[against] = len(ref_paths)
+        return refs, bad, counts, time.perf_counter() - start
+
+    for _against, list_path in ref_lists:  # a bad list fails now, not after scoring
+        read_label_list(list_path)
+    # the references are hashed, and each new chunk de-duplicated, in one background thread while the teacher
+    # scores (with teacher features the references are scored first: one model, one thread)
     pending: List[Future] = []
     with ThreadPoolExecutor(max_workers=1) as background:
-        def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
-            out_file = sharded.dedup_file(score_dir, sharded.dedup_key(score_dir, refs, settings), c)
-            pending.append(background.submit(sharded.dedup_arrays, arrays, paths, refs, settings, out_file))
+        if feature_threshold is None:
+            references = background.submit(load_references)
+        else:
+            references = Future()
+            references.set_result(load_references())
+        t_ref = time.perf_counter() - t0
 
+        def dedup_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
+            refs = references.result()[0]
+            out_file = sharded.dedup_file(score_dir, sharded.dedup_key(score_dir, refs, settings), c)
+            sharded.dedup_arrays(arrays, paths, refs, settings, out_file)
+
+        def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
+            pending.append(background.submit(dedup_chunk, c, arrays))
+
+        # without teacher features a chunk's de-dup needs only its signatures: it starts as soon as the chunk is
+        # decoded, so the last one overlaps the teacher too
+        hooks = {"on_chunk": on_chunk} if feature_threshold is not None else {"on_loaded": on_chunk}
         stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
-                           rank=rank, world_size=world, restart=restart, on_chunk=on_chunk)
+                           rank=rank, world_size=world, restart=restart, **hooks)
         t_score = time.perf_counter() - t0 - t_ref
+        refs, bad_refs, ref_counts, t_ref_own = references.result()
         for job in pending:
             job.result()
     key = sharded.dedup_chunks(score_dir, paths, refs, settings, rank, world)  # chunks scored by an earlier run
@@ -164,6 +187,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
                        "per_class_selected": [confidence_stats(sel.prob[sel.label == c]) for c in range(class_num)]},
         "dedup": {"search": "faiss IndexBinaryFlat (hash) + IndexFlatL2 (thumbnail PCA)",
                   "ranking": settings.ranking, "aligned_band_pass_min": settings.grid_min,
+                  "pixel_check": settings.check,
                   "hash": dedup.DEFAULT_HASH, "hash_bits": dedup.DEFAULT_HASH_SIZE ** 2,
                   "hash_threshold": hash_threshold, "pixel_thresholds": pixel_thresholds,
                   "feature_threshold": feature_threshold, "removed": len(removed), **dedup_stats,
@@ -172,6 +196,8 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         "removed_duplicates": sorted(removed.values(), key=lambda r: r["pool_image"]),
         "scoring": dict(stats, seconds_total_to_scores=round(t_ref + t_score, 2), world_size=world),
         "seconds_by_part": {"reference_signatures_and_index": round(t_ref, 3),
+                            "reference_signatures_and_index_own": round(t_ref_own, 3),
+                            "reference_in_background": feature_threshold is None,
                             "scoring_with_overlapped_dedup": round(t_score, 3),
                             "dedup_after_scoring_and_merge": round(t_dedup, 3), "selection": round(t_sel, 3)},
         "seconds": round(time.perf_counter() - t0, 2),

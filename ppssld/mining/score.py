@@ -111,7 +111,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
                hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
                rank: int = 0, world_size: int = 1, restart: bool = False,
                max_chunks: Optional[int] = None, prefetch: bool = True,
-               on_chunk: Optional[Callable[[int, Dict[str, np.ndarray]], None]] = None) -> Dict[str, Any]:
+               on_chunk: Optional[Callable[[int, Dict[str, np.ndarray]], None]] = None,
+               on_loaded: Optional[Callable[[int, Dict[str, np.ndarray]], None]] = None) -> Dict[str, Any]:
     """Score this rank's chunks of the pool; finished chunks are skipped.
 
     Args:
@@ -132,6 +133,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         prefetch: read the next chunk in a background thread while the teacher runs.
         on_chunk: called with (chunk number, its arrays) after each new chunk is saved (mining hands
             it to a de-duplication thread, which then overlaps the teacher).
+        on_loaded: called with (chunk number, its signature arrays: ``index``, ``ok``, ``hash``, ``thumb``,
+            ``grey``, ``side``, as saved) as soon as a chunk is decoded, before the teacher scores it.
     Returns:
         Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``.
     """
@@ -160,6 +163,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         for k, c in enumerate(tqdm(todo, desc=f"scoring (rank {rank})", unit="chunk", disable=rank != 0)):
             loaded = pending.result() if prefetch else load(c)
             pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
+            if on_loaded is not None:
+                on_loaded(c, _signature_arrays(loaded, c * chunk_size, hash_size))
             arrays = _score_chunk(teacher, loaded, c * chunk_size, topn, batch_size, features, hash_size)
             atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
             if on_chunk is not None:
@@ -175,6 +180,20 @@ def _save_npz(tmp: str, arrays: Dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
+def _signature_arrays(loaded: List[tuple], offset: int, hash_size: int) -> Dict[str, np.ndarray]:
+    """The de-duplication part of a chunk's arrays (zeros for unreadable images)."""
+    n, nbytes = len(loaded), hash_size * hash_size // 8
+    sigs = [item[2] for item in loaded]
+    return {
+        "index": np.arange(offset, offset + n, dtype=np.int64),
+        "ok": np.array([item[0] is not None for item in loaded], dtype=bool),
+        "hash": np.stack([s.hash if s else np.zeros(nbytes, np.uint8) for s in sigs]),
+        "thumb": np.stack([s.thumb if s else np.zeros(dedup.THUMB ** 2, np.float32) for s in sigs]).astype(np.float16),
+        "grey": np.stack([s.grey if s else np.zeros(dedup.GREY ** 2, np.uint8) for s in sigs]),
+        "side": np.array([s.side if s else 0 for s in sigs], np.int32),
+    }
+
+
 def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, batch_size: int,
                  features: bool, hash_size: int) -> Dict[str, np.ndarray]:
     n = len(loaded)
@@ -186,7 +205,6 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
         p, f = teacher(batch, features)
         probs.append(p)
         feats.append(f)
-    nbytes = hash_size * hash_size // 8
     n_top = min(topn, probs[0].shape[1]) if probs else topn
     prob = np.zeros((n, n_top), np.float32)
     cls = np.full((n, n_top), -1, np.int32)
@@ -195,16 +213,9 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
         order = np.argsort(-p, axis=1, kind="stable")[:, :n_top]
         prob[good] = np.take_along_axis(p, order, axis=1)
         cls[good] = order
-    sigs = [item[2] for item in loaded]
-    arrays = {
-        "index": np.arange(offset, offset + n, dtype=np.int64), "ok": ok, "prob": prob, "cls": cls,
-        "error_index": np.array([offset + i for i, item in enumerate(loaded) if item[3]], np.int64),
-        "error_text": np.array([item[3] for item in loaded if item[3]], dtype=str),
-        "hash": np.stack([s.hash if s else np.zeros(nbytes, np.uint8) for s in sigs]),
-        "thumb": np.stack([s.thumb if s else np.zeros(dedup.THUMB ** 2, np.float32) for s in sigs]).astype(np.float16),
-        "grey": np.stack([s.grey if s else np.zeros(dedup.GREY ** 2, np.uint8) for s in sigs]),
-        "side": np.array([s.side if s else 0 for s in sigs], np.int32),
-    }
+    arrays = dict(_signature_arrays(loaded, offset, hash_size), prob=prob, cls=cls,
+                  error_index=np.array([offset + i for i, item in enumerate(loaded) if item[3]], np.int64),
+                  error_text=np.array([item[3] for item in loaded if item[3]], dtype=str))
     if features:
         dim = feats[0].shape[1] if feats else 0
         feature = np.zeros((n, dim), np.float16)

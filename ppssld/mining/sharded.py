@@ -115,6 +115,7 @@ class DedupSettings(NamedTuple):
     grid_min: float = confirm_mod.DEFAULT_GRID_MIN
     max_checks: int = dedup.DEFAULT_MAX_CHECKS
     feature_threshold: Optional[float] = None
+    check: str = dedup.DEFAULT_CHECK
 
 
 def dedup_key(score_dir: str, refs: Sequence[Tuple[str, Reference]], settings: DedupSettings) -> str:
@@ -141,7 +142,7 @@ def dedup_arrays(arrays: Dict[str, np.ndarray], paths: Sequence[str], refs: Sequ
     pool_paths = [paths[int(index[r])] for r in rows]
     for against, ref in refs:
         matches, st = ref.index.find(sigs, settings.max_checks, settings.pixel_thresholds, settings.ranking,
-                                     settings.grid_min)
+                                     settings.grid_min, settings.check)
         for m, row in zip(matches, duplicate_entries(matches, pool_paths, ref.paths, against)):
             if m.grid == m.grid:
                 row["aligned_band_pass"] = round(float(m.grid), 4)
