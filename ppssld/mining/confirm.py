@@ -88,12 +88,10 @@ def aligned_scores(query_grey: np.ndarray, ref_grey: np.ndarray, qi: np.ndarray,
         return high, np.zeros(0, np.float32)
     r = ref_grey[rj].astype(np.float32)
     q = query_grey[qi].astype(np.float32)
-    if band is None or warp is None:
-        ob = _operator("band").reshape(GREY * GREY, len(WARPS), d)
-        sb = np.einsum("ngd,nd->ng", _unit_rows((q @ ob.reshape(GREY * GREY, -1)).reshape(n, len(WARPS), d)),
-                       _unit_rows(r @ ob[:, 0]))
-        warp = sb.argmax(axis=1)
-        band = sb[np.arange(n), warp]
+    if band is None or warp is None:  # the ranking's own score: best warp of the query against the reference
+        pairs = np.arange(n)
+        band, warp = grid_scores(grid_vectors(query_grey[qi]), band_vectors(ref_grey[rj]), pairs, pairs,
+                                 with_warp=True)
     band = np.asarray(band, np.float32)
     oh = _operator("high").reshape(GREY * GREY, len(WARPS), d)
     need = np.flatnonzero(band >= band_min)

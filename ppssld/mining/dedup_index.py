@@ -74,25 +74,29 @@ class RefIndex:
             self._band = confirm_mod.band_vectors(self.ref.grey)
         return self._band
 
+    def _search(self, query: confirm_mod.Sigs) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Raw index hits before the gate: hash pairs per query, hash pairs (qi, rj), thumbnail-prefilter pairs
+        (qi, rj) (empty without ``thumb_min``). Needs a non-empty query and reference set."""
+        n = len(query.hash)
+        lims, _dist, ids = self.hash_index.range_search(np.ascontiguousarray(query.hash, np.uint8),
+                                                        self.threshold + 1)  # faiss keeps d < radius
+        counts = np.diff(lims.astype(np.int64))
+        thumb_q, thumb_r = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if self.thumb_min is not None:
+            qt = np.ascontiguousarray(query.thumb, dtype=np.float32)
+            radius = float((qt * qt).sum(axis=1).max()) + self.ref_sq - 2.0 * self.thumb_min
+            radius = radius * (1 + 1e-4) + 1e-4  # float slack: survivors are decided exactly
+            lims_t, _dist, ids_t = self.thumb_index.range_search(np.ascontiguousarray(qt @ self.basis.T), radius)
+            thumb_q = np.repeat(np.arange(n), np.diff(lims_t.astype(np.int64)))
+            thumb_r = ids_t.astype(np.int64)
+        return counts, np.repeat(np.arange(n), counts), ids.astype(np.int64), thumb_q, thumb_r
+
     def candidates(self, query: confirm_mod.Sigs) -> confirm_mod.Pairs:
         """Pairs passing the hash or thumbnail gate, sorted by query then ref (equal to the scan's)."""
-        n = len(query.hash)
-        qi_parts: List[np.ndarray] = []
-        rj_parts: List[np.ndarray] = []
-        if n and len(self.ref.hash):
-            lims, _dist, ids = self.hash_index.range_search(np.ascontiguousarray(query.hash, np.uint8),
-                                                            self.threshold + 1)  # faiss keeps d < radius
-            qi_parts.append(np.repeat(np.arange(n), np.diff(lims.astype(np.int64))))
-            rj_parts.append(ids)
-            if self.thumb_min is not None:
-                qt = np.ascontiguousarray(query.thumb, dtype=np.float32)
-                radius = float((qt * qt).sum(axis=1).max()) + self.ref_sq - 2.0 * self.thumb_min
-                radius = radius * (1 + 1e-4) + 1e-4  # float slack: survivors are decided exactly
-                lims, _dist, ids = self.thumb_index.range_search(np.ascontiguousarray(qt @ self.basis.T), radius)
-                qi_parts.append(np.repeat(np.arange(n), np.diff(lims.astype(np.int64))))
-                rj_parts.append(ids)
-        qi = np.concatenate(qi_parts) if qi_parts else np.zeros(0, np.int64)
-        rj = np.concatenate(rj_parts) if rj_parts else np.zeros(0, np.int64)
+        qi, rj = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if len(query.hash) and len(self.ref.hash):
+            _counts, hash_q, hash_r, thumb_q, thumb_r = self._search(query)
+            qi, rj = np.concatenate([hash_q, thumb_q]), np.concatenate([hash_r, thumb_r])
         return dedup.gate_pairs(query, self.ref, qi, rj, self.threshold, self.thumb_min)
 
     def find(self, query: confirm_mod.Sigs, max_checks: int = dedup.DEFAULT_MAX_CHECKS,
@@ -116,26 +120,13 @@ class RefIndex:
         """The gated pairs whose aligned band-pass score reaches ``grid_min``, their scores and best warps, the
         queries with any hash / only thumbnail candidates (the counters) -- without listing every
         gated pair: the bound of :class:`GridBound` drops the rest first (exact, see there)."""
-        n = len(query.hash)
-        lims, _dist, ids = self.hash_index.range_search(np.ascontiguousarray(query.hash, np.uint8),
-                                                        self.threshold + 1)
-        counts = np.diff(lims.astype(np.int64))
+        counts, hash_q, hash_r, thumb_q, thumb_r = self._search(query)
         hashed = np.flatnonzero(counts > 0)
-        qi_parts = [np.repeat(np.arange(n), counts)]
-        rj_parts = [ids.astype(np.int64)]
         thumb_only = np.zeros(0, np.int64)
-        if self.thumb_min is not None:
-            qt = np.ascontiguousarray(query.thumb, dtype=np.float32)
-            radius = float((qt * qt).sum(axis=1).max()) + self.ref_sq - 2.0 * self.thumb_min
-            radius = radius * (1 + 1e-4) + 1e-4
-            lims_t, _dist, ids_t = self.thumb_index.range_search(np.ascontiguousarray(qt @ self.basis.T), radius)
-            qt_i = np.repeat(np.arange(n), np.diff(lims_t.astype(np.int64)))
-            qi_parts.append(qt_i)
-            rj_parts.append(ids_t.astype(np.int64))
-            lone = np.flatnonzero(counts[qt_i] == 0)  # thumbnail pairs of queries without a hash pair
-            if len(lone):
-                gated = dedup.gate_pairs(query, self.ref, qt_i[lone], ids_t[lone], self.threshold, self.thumb_min)
-                thumb_only = np.unique(gated.query)
+        lone = np.flatnonzero(counts[thumb_q] == 0)  # thumbnail pairs of queries without a hash pair
+        if len(lone):
+            gated = dedup.gate_pairs(query, self.ref, thumb_q[lone], thumb_r[lone], self.threshold, self.thumb_min)
+            thumb_only = np.unique(gated.query)
         candidate_queries = (hashed, thumb_only)
         with_any = np.union1d(hashed, thumb_only)
         empty = confirm_mod.Pairs(*[np.zeros(0, np.int64)] * 2, np.zeros(0, np.int32), np.zeros(0, np.float32),
@@ -143,7 +134,8 @@ class RefIndex:
         if len(with_any) == 0:
             return empty, np.zeros(0, np.float32), np.zeros(0, np.int64), candidate_queries
         qgrid = confirm_mod.query_grids(query.grey, with_any)
-        qi, rj = self.bound.survivors(qgrid, with_any, np.concatenate(qi_parts), np.concatenate(rj_parts), grid_min)
+        qi, rj = self.bound.survivors(qgrid, with_any, np.concatenate([hash_q, thumb_q]),
+                                     np.concatenate([hash_r, thumb_r]), grid_min)
         pairs = dedup.gate_pairs(query, self.ref, qi, rj, self.threshold, self.thumb_min)
         score, warp = confirm_mod.grid_scores(qgrid, self.ref_band, pairs.query, pairs.ref, with_warp=True)
         return pairs, score, warp, candidate_queries
