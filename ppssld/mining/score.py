@@ -163,9 +163,10 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         for k, c in enumerate(tqdm(todo, desc=f"scoring (rank {rank})", unit="chunk", disable=rank != 0)):
             loaded = pending.result() if prefetch else load(c)
             pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
+            signatures = _signature_arrays(loaded, c * chunk_size, hash_size)
             if on_loaded is not None:
-                on_loaded(c, _signature_arrays(loaded, c * chunk_size, hash_size))
-            arrays = _score_chunk(teacher, loaded, c * chunk_size, topn, batch_size, features, hash_size)
+                on_loaded(c, signatures)
+            arrays = _score_chunk(teacher, loaded, signatures, topn, batch_size, features)
             atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
             if on_chunk is not None:
                 on_chunk(c, arrays)
@@ -194,11 +195,12 @@ def _signature_arrays(loaded: List[tuple], offset: int, hash_size: int) -> Dict[
     }
 
 
-def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, batch_size: int,
-                 features: bool, hash_size: int) -> Dict[str, np.ndarray]:
-    n = len(loaded)
-    ok = np.array([item[0] is not None for item in loaded], dtype=bool)
-    good = np.flatnonzero(ok)
+def _score_chunk(teacher: Teacher, loaded: List[tuple], signatures: Dict[str, np.ndarray], topn: int,
+                 batch_size: int, features: bool) -> Dict[str, np.ndarray]:
+    """The chunk's saved arrays: its ``signatures`` (:func:`_signature_arrays`, shared, not copied) plus the
+    teacher's top-N, the per-image errors and (``features``) the teacher's features."""
+    n, offset = len(loaded), int(signatures["index"][0]) if len(loaded) else 0
+    good = np.flatnonzero(signatures["ok"])
     probs, feats = [], []
     for s in range(0, len(good), batch_size):
         batch = np.stack([loaded[i][1] for i in good[s:s + batch_size]])
@@ -213,7 +215,7 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], offset: int, topn: int, 
         order = np.argsort(-p, axis=1, kind="stable")[:, :n_top]
         prob[good] = np.take_along_axis(p, order, axis=1)
         cls[good] = order
-    arrays = dict(_signature_arrays(loaded, offset, hash_size), prob=prob, cls=cls,
+    arrays = dict(signatures, prob=prob, cls=cls,
                   error_index=np.array([offset + i for i, item in enumerate(loaded) if item[3]], np.int64),
                   error_text=np.array([item[3] for item in loaded if item[3]], dtype=str))
     if features:
