@@ -22,6 +22,7 @@ import yaml
 
 from ppssld.config import get, load_config, safe_load
 from ppssld.pipeline_cache import cache_teacher, stage_settings, wants_cache
+from ppssld.pipeline_summary import warmup_note
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 from ppssld.utils.io import atomic_write_json, atomic_write_text
@@ -340,7 +341,7 @@ class Pipeline:
             out["teacher_top1"] = teacher_top1
         if cache is not None:
             out["soft_label_cache"] = cache
-        note = _warmup_note(stage, config, curve)
+        note = warmup_note(stage, config, curve)
         if note:
             logger.info(note)
             out["note"] = note
@@ -480,19 +481,6 @@ class Pipeline:
         paths = self.results["data"]["student"]
         records = read_label_list(paths["val"])[: max(1, count)]
         return [(os.path.join(paths["image_root"], r.path), int(r.label)) for r in records]
-
-
-def _warmup_note(stage: str, config: Dict[str, Any], curve: List[Dict[str, Any]]) -> Optional[str]:
-    """Why an evaluation at the end of a warm-up epoch reads low (measured: benchmark/results/first_epoch_eval.md)."""
-    warmup = float(get(config, "Optimizer.lr.warmup_epoch", 0) or 0)
-    early = [c for c in curve if c["epoch"] <= warmup and c["epoch"] < curve[-1]["epoch"]]
-    if not warmup or not early:
-        return None
-    return (f"{stage}: the evaluation after epoch {early[-1]['epoch']} ({100 * early[-1]['top1']:.2f}%) fell at the end "
-            f"of the warm-up, at the peak learning rate: BatchNorm's running statistics (an average over the last "
-            f"~10 steps) trail the fast-moving weights there, so it reads low; re-estimated at the same weights the "
-            f"main job's student read 67.8% instead of 34.3% (benchmark/results/first_epoch_eval.md). The cosine "
-            f"epochs after it are not affected.")
 
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:

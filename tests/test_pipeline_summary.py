@@ -2,7 +2,7 @@
 import os
 import sys
 
-from ppssld.pipeline_summary import next_commands, plot_summary, summary_table
+from ppssld.pipeline_summary import next_commands, plot_summary, summary_table, warmup_note
 
 
 def _results(tmp_path):
@@ -65,3 +65,14 @@ def test_next_commands_name_the_final_stage_and_export(tmp_path, monkeypatch):
     assert "--model_dir run/export/MobileNetV3_small_x0_35_ssld_infer --image run/data/student/images/val/00000.png" \
         in predict
     assert os.path.isabs(predict.split()[1])  # the repository's deploy/ seen from outside it
+
+
+def test_warmup_note_names_the_last_warmup_epoch_and_only_then():
+    curve = [{"epoch": e, "top1": t} for e, t in ((1, 0.20), (2, 0.34), (3, 0.70))]
+    config = {"Optimizer": {"lr": {"warmup_epoch": 2}}}
+    note = warmup_note("distill", config, curve)
+    assert note.startswith("distill: the evaluation after epoch 2 (34.00%)")
+    assert warmup_note("distill", {"Optimizer": {"lr": {}}}, curve) is None
+    # the warm-up covers every evaluated epoch but the last: nothing earlier to explain
+    assert warmup_note("distill", config, curve[2:]) is None
+
