@@ -20,14 +20,21 @@ top-1 stop rising") and step 1's chosen runs are the reference of every delta. `
 (plus what it needs: teacher, data, mining, caches, step 5 before 6).
 
     python benchmark/ladder.py --plan                 # print the budget table, run nothing (any options)
-    python benchmark/ladder.py                        # the whole ladder from the cache (--plan: ~95 min)
-    python benchmark/ladder.py --scale 0.5 --tune --tune-epochs 6 --lr-grid 0.05,0.1,0.2 --converge
-        # the full ladder with steps 0/1 trained to convergence (--plan: ~120 min worst case)
+    python benchmark/ladder.py                        # the whole ladder from the caches: --plan 85 min
+                                                      #   (--no-cache: 94 min)
+    # (a) the cache's approximation measured, steps 3 and 5, two seeds each, cached and online: --plan 67 min
+    #     (teacher 8.5 and mining 8.4 of it are reused by (b) when both use the same --work)
     python benchmark/ladder.py --scale 0.25 --only js_L,js_mined --online-check
-        # the cache's approximation measured: steps 3 and 5, two seeds, cached and online (--plan: ~40 min)
+    # (b) the full ladder, the committed run's settings, steps 0 and 1 trained until test top-1 stops rising:
+    #     --plan 122 min worst case (--no-cache: 136 min; without --converge 97 min, --no-cache 111 min)
+    python benchmark/ladder.py --scale 0.5 --tune --tune-epochs 6 --lr-grid 0.05,0.1,0.2 --converge
     python benchmark/ladder.py --no-cache ...         # the old behaviour: online teacher everywhere
     python benchmark/ladder.py --scale 0.02 --limit-train 600 --limit-val 300 --tune --online-check --converge \\
-        --results-dir /tmp/smoke --work /tmp/smoke_work        # smoke run, ~3 min
+        --results-dir /tmp/smoke --work /tmp/smoke_work        # smoke run, ~2.5 min on the 2-core CPU
+
+--plan figures: the cost model of ``ladder_budget.py`` (IPS), which assumes a cached arm trains at CE speed until a
+ladder run measures it; re-run ``--plan`` after changing options. Files: ``ladder_budget.py`` (plan, cost model),
+``ladder_runs.py`` (data, configs, caches, runs), ``ladder_report.py`` (ladder.md, ladder.png).
 """
 import argparse
 import hashlib

@@ -80,6 +80,11 @@ def markdown(p: Dict[str, Any]) -> str:
         rows += [f"| {k} | {c['lists']} | {c['seed']} | {c['images']:,} | {c['views']} | {c['topk']} ({c['dtype']}) |"
                  f" {c['wall_s'] / 60:.1f} min | {', '.join(c['readers'])} |" for k, c in p["caches"].items()]
         rows.append("")
+    if p.get("caches") and not p.get("cache_refused"):
+        rows += ["Every distillation arm that ran passed the cache rules (`ppssld/cache/rules.py`): eval-mode teacher, "
+                 "no batch operators, ImageNetDataset, and losses that read the teacher only through "
+                 "softmax(logits / T) (JSDivLoss; KD's KLDivLoss at T=4; its DistillationGTCELoss does not read the "
+                 "teacher); the fine-tune loads step 5's student without teacher weights.", ""]
     for label, why in (p.get("cache_refused") or {}).items():
         rows.append(f"- {label} trained online: the cache was refused ({why})")
     if p.get("cache_refused"):
