@@ -94,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         for seed in lad.seeds:
             yaml_path, ov = lad.arm("js", "student", own.lr)
             ov = [o for o in ov if not o.startswith("Loss.Train")] + [f"Loss.Train={loss}"]
-            result = lad.train(f"3_{arm}_seed{seed}", yaml_path, ov, lad.epochs(step), seed, lad.estimate_s(step))
+            epochs = lad.plan.epochs(step)
+            result = lad.train(f"3_{arm}_seed{seed}", yaml_path, ov, epochs, seed, lad.plan.run_s(step.key, epochs))
             runs.append({"arm": arm, "loss": name, "seed": seed, **{k: result[k] for k in
                                                                      ("epochs", "images_seen", "wall_s", "top1")}})
     by_arm: Dict[str, Any] = {}
@@ -103,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         entry["top1"].append(r["top1"])
     for entry in by_arm.values():
         entry["mean_top1"] = round(sum(entry["top1"]) / len(entry["top1"]), 5)
-    sizes = lad.sizes()
+    sizes = lad.plan.sizes()
     payload = {"teacher_top1": teacher_top1, "runs": runs, "by_arm": by_arm, "total_wall_s": round(sum(lad.walls.values()), 1),
                "this_invocation_s": round(time.time() - tic, 1),
                "settings": {"dataset": args.dataset, "student": args.student, "teacher_arch": args.teacher_arch,

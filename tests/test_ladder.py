@@ -12,6 +12,7 @@ SCRIPT = os.path.join(ROOT, "benchmark", "ladder.py")
 SMOKE = ["--dataset", "digits", "--scale", "0.01", "--limit-train", "64", "--limit-val", "32", "--batch-size", "16",
          "--workers", "0", "--k", "3"]
 RUNS = 13  # teacher, 0, 1 x2, 2, 3, 4, 5 x2, 6 x2, transfer x2 (mining is logged apart)
+CACHES = 4  # soft-label caches: L seed 1 (steps 2, 3, 4, 6), L seed 2 (6), L+mined seeds 1 and 2 (5)
 
 
 def _run(tmp_path, extra: List[str]) -> subprocess.CompletedProcess:
@@ -48,14 +49,25 @@ def test_ladder_smoke_runs_every_step_then_skips_finished_runs(tmp_path):
     assert 0.3 * elapsed < payload["total_wall_s"] <= payload["invocation_wall_s"] + 0.5 <= elapsed + 0.5
     assert payload["settings"]["js_weight"] == 4.0 and payload["settings"]["lr"]
     assert (results / "ladder.png").stat().st_size > 1000
-    assert "| step | name | seed | images seen |" in (results / "ladder.md").read_text()
+    assert "| step | name | seed | teacher | images seen |" in (results / "ladder.md").read_text()
     assert first.stdout.count("finished earlier, skipped") == 0
+    # distillation arms read the soft-label caches, each generated once and timed in the wall total
+    assert sorted(payload["caches"]) == ["C_cache_L_mined_seed1", "C_cache_L_mined_seed2", "C_cache_L_seed1",
+                                         "C_cache_L_seed2"]
+    for label, cache in payload["caches"].items():
+        assert cache["topk"] == 5 and cache["dtype"] == "float16" and cache["images"] > 0
+        assert payload["wall_s_by_run"][label] == cache["wall_s"] > 0
+        assert first.stdout.count(f"{label}: generating") == 1
+    assert {s["step"]: s["teacher"] for s in payload["steps"] if s["step"] >= 2} == {2: "cache", 3: "cache", 4: "cache",
+                                                                                     5: "cache", 6: "cache"}
+    assert first.stdout.count("is read from the cache") == 7 and payload["cache_refused"] == {}
 
     # A re-run skips everything; a run whose result.json was lost resumes from its last checkpoint.
     lost = next((tmp_path / "work" / "runs").glob("6_finetune_seed2_*")) / "result.json"
     lost.unlink()
     second = _run(tmp_path, [])
-    assert second.stdout.count("finished earlier, skipped") == RUNS - 1 + 1, second.stdout[-3000:]
+    assert second.stdout.count("finished earlier, skipped") == RUNS - 1 + 1 + CACHES, second.stdout[-3000:]
+    assert "generating" not in second.stdout
     assert "6_finetune_seed2: resuming the interrupted run" in second.stdout
     again = json.loads((results / "ladder.json").read_text())
     assert [(s["step"], s["seed"], s["top1"]) for s in again["steps"]] == \

@@ -1,0 +1,114 @@
+"""benchmark/ladder.py's plan (no data, no training): every distillation arm reads a cache with enough views,
+--no-cache and the --online-check twins train online, --only pulls in what a step needs, --converge doubles."""
+import os
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmark"))
+
+import ladder  # noqa: E402  (after the path set-up)
+from ladder_budget import DISTILL, Plan  # noqa: E402
+
+CACHE_KEY = "Global.soft_label_cache="
+
+
+def _ladder(tmp_path, *extra: str) -> "ladder.Ladder":
+    lad = ladder.Ladder(ladder.parse_args(["--work", str(tmp_path), *extra]))
+    lad.data = lad.paths()
+    lad.teacher = str(tmp_path / "teacher.pdparams")
+    lad.mined = str(tmp_path / "mined.txt")
+    return lad
+
+
+def _overrides(lad: "ladder.Ladder", spec) -> list:
+    return lad.spec_config(spec, 0.1)[1]
+
+
+def test_every_distill_arm_reads_one_cache_per_list_and_seed_with_a_view_per_epoch(tmp_path):
+    lad = _ladder(tmp_path, "--tune", "--online-check")
+    runs, caches = lad.plan.runs()
+    readers = [r for r in runs if r.loss in DISTILL and not r.online_twin]
+    # steps 2, 3 (x2 seeds), 4, 5 (x2), 6 (x2) and the KD/JS LR search (3 LRs each)
+    assert len(readers) == 8 + 6
+    assert {r.key for r in readers} == {"kd_L", "js_L", "js_long", "js_mined", "finetune", "tune"}
+    for run in readers:
+        assert run.cache in caches, run.label
+        cache = caches[run.cache]
+        assert cache.views >= run.epochs, (run.label, cache.views, run.epochs)  # no view reused
+        assert cache.seed == run.seed and cache.lists == run.data, run.label
+        assert run.label in cache.readers
+        ov = _overrides(lad, run)
+        assert [o for o in ov if o.startswith(CACHE_KEY)] == [CACHE_KEY + lad.cache_path(run.cache)], run.label
+    # ONE cache per (list, seed): step 4's 15 epochs size the L/seed-1 cache that steps 2, 3 and 6 also read
+    assert sorted(caches) == ["C_cache_L_mined_seed1", "C_cache_L_mined_seed2", "C_cache_L_seed1",
+                              "C_cache_L_seed2", "C_cache_tune_seed1"]
+    assert caches["C_cache_L_seed1"].views == lad.plan.epochs(ladder.STEPS["js_long"]) == 15
+    assert all(c.topk == 5 for c in caches.values())
+    assert len({lad.cache_path(k) for k in caches}) == len(caches)
+    # the online twins of steps 3 and 5, both seeds, read no cache
+    twins = [r for r in runs if r.online_twin]
+    assert sorted((r.key, r.seed) for r in twins) == [("js_L", 1), ("js_L", 2), ("js_mined", 1), ("js_mined", 2)]
+    for run in twins + [r for r in runs if r.loss == "ce"]:
+        assert run.cache is None and not any(o.startswith(CACHE_KEY) for o in _overrides(lad, run)), run.label
+    # the cache is a unit of the schedule, placed before its first reader
+    labels = [u for u, _ in lad.plan.units()]
+    for name, cache in caches.items():
+        assert labels.count(name) == 1 and all(labels.index(name) < labels.index(r) for r in cache.readers)
+
+
+def test_no_cache_plans_every_arm_online(tmp_path):
+    lad = _ladder(tmp_path, "--no-cache", "--tune")
+    runs, caches = lad.plan.runs()
+    assert caches == {}
+    assert any(r.loss in DISTILL for r in runs)
+    for run in runs:
+        if run.loss in ("teacher",) or run.key == "transfer":
+            continue
+        assert run.cache is None and not any(o.startswith(CACHE_KEY) for o in _overrides(lad, run)), run.label
+    cached = sum(s for _, s in _ladder(tmp_path, "--tune").plan.units())
+    assert cached < sum(s for _, s in lad.plan.units())  # the cost model: the cache saves time overall
+
+
+def test_the_ladder_distill_configs_pass_the_cache_rules_and_a_refused_one_is_named(tmp_path):
+    lad = _ladder(tmp_path)
+    runs, _ = lad.plan.runs()
+    for key in ("kd_L", "js_L", "finetune"):
+        run = next(r for r in runs if r.key == key)
+        assert lad.cache_refusal(*lad.spec_config(run, 0.1)) is None, key
+    yaml_path, ov = lad.spec_config(next(r for r in runs if r.key == "js_L"), 0.1)
+    why = lad.cache_refusal(yaml_path, ov + ["Arch.teacher_bn_mode=train"])
+    assert why and "teacher_bn_mode" in why
+
+
+def test_only_adds_what_a_step_needs_and_refuses_unknown_keys(tmp_path, capsys):
+    plan = _ladder(tmp_path, "--only", "js_L,js_mined", "--online-check").plan
+    assert plan.keys() == ["teacher", "js_L", "mine", "js_mined"]
+    assert sorted({r.key for r in plan.runs()[0]}) == ["js_L", "js_mined", "teacher"]
+    assert _ladder(tmp_path, "--only", "transfer").plan.keys() == ["teacher", "ce_L", "mine", "js_mined", "finetune",
+                                                                   "transfer"]
+    for bad in (["--only", "js_L,nope"], ["--online-check", "--no-cache"], ["--cache-topk", "11"]):
+        with pytest.raises(SystemExit) as exc:
+            ladder.parse_args(bad)
+        assert exc.value.code == 2, bad
+    assert "nope" in capsys.readouterr().err
+
+
+def test_converge_doubles_the_budgets_of_steps_0_and_1_within_the_cap(tmp_path):
+    plain = Plan(ladder.parse_args([]))
+    plan = Plan(ladder.parse_args(["--converge", "--converge-cap-min", "40"]))
+    for key in ("ce_full", "ce_L"):
+        budgets = plan.converge_budgets(key)
+        base = plain.epochs(ladder.STEPS[key])
+        assert budgets == [base * 2 ** i for i in range(len(budgets))] and len(budgets) >= 2, budgets
+        worst = sum(plan.run_s(key, e) for e in budgets) * len(plan.step_seeds(key))
+        assert worst <= 40 * 60 < worst + plan.run_s(key, 2 * budgets[-1]) * len(plan.step_seeds(key))
+        labels = [r.label for r in plan.runs()[0] if r.key == key]
+        assert labels[0].endswith(f"_ep{base}") and len(labels) == len(budgets) * len(plan.step_seeds(key))
+    assert plain.converge_budgets("js_L") == [plain.epochs(ladder.STEPS["js_L"])]
+    table = plan.table()
+    assert "--converge: worst case" in table
+    assert float(table.split("included):")[1].split("min")[0]) > float(
+        plain.table().split("included):")[1].split("min")[0])
