@@ -82,6 +82,24 @@ def test_training_from_an_exact_cache_equals_online_distillation(setup):
     assert apart < 1e-3 * moved, (apart, moved)  # and training did move the student far more
 
 
+def test_the_student_starts_from_the_same_weights_online_and_from_the_cache(setup):
+    """Each model is initialised from its own seeded stream: building no teacher changes nothing for the student."""
+    cfg, tmp = setup
+    cfg = copy.deepcopy(cfg)
+    del cfg["Arch"]["models"][1]["Student"]["pretrained"]  # a random start, drawn from Global.seed
+    generate(cfg, str(tmp / "cache"), views=VIEWS, topk=CLASSES, chunk_size=16)
+    online = _student(build_trainer(copy.deepcopy(cfg)))
+    cached_cfg = copy.deepcopy(cfg)
+    cached_cfg["Global"]["output_dir"] = str(tmp / "out_cache")
+    cached_cfg["Global"]["soft_label_cache"] = str(tmp / "cache")
+    cached = _student(build_trainer(cached_cfg))
+    assert online.keys() == cached.keys()
+    assert all(np.array_equal(online[k], cached[k]) for k in online)
+    cfg["Global"]["seed"] = int(cfg["Global"].get("seed", 42)) + 1  # and the seed does move the start
+    other = _student(build_trainer(copy.deepcopy(cfg)))
+    assert any(not np.array_equal(online[k], other[k]) for k in online if "weight" in k)
+
+
 def test_a_run_killed_mid_chunk_resumes_to_the_same_bytes(setup, monkeypatch):
     cfg, tmp = setup
     straight, resumed = str(tmp / "straight"), str(tmp / "resumed")

@@ -2,6 +2,7 @@
 import fnmatch
 import logging
 import re
+import zlib
 from collections import Counter
 from contextlib import contextmanager
 from functools import partial
@@ -122,7 +123,8 @@ def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
 
 
 def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None,
-                load_pretrained: bool = True, provided: Collection[str] = (), trust: bool = False) -> nn.Layer:
+                load_pretrained: bool = True, provided: Collection[str] = (), trust: bool = False,
+                seed: Optional[int] = None) -> nn.Layer:
     """Build a plain backbone or a DistillationModel from ``Arch``.
 
     The model is built in a fresh name scope, so its parameters get the names a fresh
@@ -140,6 +142,9 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
             (``Global.pretrained_model`` / ``Global.checkpoints``): their ``pretrained`` is
             neither required (a frozen teacher) nor loaded. For a plain model, any name.
         trust: read weight pickles with ``paddle.load`` (``Global.trust_weights``).
+        seed: ``Global.seed`` for training: each model of a DistillationModel is initialised from its own
+            stream, :func:`member_seed` ``(seed, name)``, so the student starts from the same weights whether
+            or not a teacher is built before it (a soft-label cache builds none).
     Returns:
         The model.
     Raises:
@@ -153,7 +158,7 @@ def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] =
             if not load_pretrained or provided:
                 arch.pop("pretrained", None)
             return build_single(arch, "Arch", strict, trust)
-        return _build_distillation(arch, strict, only, load_pretrained, set(provided), trust)
+        return _build_distillation(arch, strict, only, load_pretrained, set(provided), trust, seed)
 
 
 @contextmanager
@@ -173,8 +178,13 @@ def names_after(model: nn.Layer) -> Iterator[None]:
         yield
 
 
+def member_seed(seed: int, name: str) -> int:
+    """The initialisation seed of model ``name`` of a DistillationModel trained with ``Global.seed`` = ``seed``."""
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2 ** 31 - 1)
+
+
 def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str], load_pretrained: bool,
-                        provided: set, trust: bool = False) -> nn.Layer:
+                        provided: set, trust: bool = False, seed: Optional[int] = None) -> nn.Layer:
     for key in arch:
         if key not in DISTILL_KEYS:
             raise ConfigError(f"unknown key Arch.{key} for DistillationModel.{did_you_mean(key, DISTILL_KEYS)} "
@@ -214,6 +224,8 @@ def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str],
             cfg.pop("pretrained", None)
         if only is not None:  # built alone for inference (export, mining): logits only
             cfg = logits_only(cfg)
+        if seed is not None:
+            paddle.seed(member_seed(seed, key))
         if cfg.get("name") == "AttentionModel":  # AFD: backbone + feature transforms (ppssld.arch.attention)
             built[key] = build_attention_model(cfg, where, partial(build_single, trust=trust), strict, load_pretrained)
             continue

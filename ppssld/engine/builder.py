@@ -83,6 +83,7 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
 
     strict = bool(get(config, "Global.strict_load", True))
     trust = trust_weights(config)
+    seed = int(get(config, "Global.seed", 42))
     pretrained = get(config, "Global.pretrained_model")
     checkpoints = get(config, "Global.checkpoints") if resume else None
     state, provided = None, []
@@ -95,10 +96,11 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
         from ppssld.cache.reader import build_cached_model, drop_teacher_weights
 
         model = build_cached_model(config, lambda key: build_model(config["Arch"], strict=strict, only=key,
-                                                                     provided=provided, trust=trust))
+                                                                     provided=provided, trust=trust, seed=seed))
         state = drop_teacher_weights(config, state)
     else:
-        model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided, trust=trust)
+        model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided, trust=trust,
+                            seed=seed)
     if state is not None:
         load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
     return model
