@@ -76,6 +76,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--cache-topk", type=int, default=5, help="classes K kept per view in the caches (default 5)")
     p.add_argument("--online-check", action="store_true",
                    help="steps 3 and 5, both seeds, also trained online: the 'cached vs online' table")
+    p.add_argument("--check-seeds", type=int, default=2,
+                   help="--online-check: how many of --seeds steps 3 and 5 train, each both ways (default 2)")
     p.add_argument("--only", default=None, help="comma list of step keys to run (plus what they need)")
     p.add_argument("--converge", action="store_true", help="steps 0 and 1: double the epochs until top-1 stops "
                    "rising (see the docstring)")
@@ -91,6 +93,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parse_only(args.only)
     except ValueError as exc:
         p.error(str(exc))
+    if args.check_seeds < 2 or args.check_seeds > len(args.seeds.split(",")):
+        p.error(f"--check-seeds must be between 2 and the number of --seeds ({args.seeds}), got {args.check_seeds}")
     if args.online_check and args.no_cache:
         p.error("--online-check compares training from the cache with online training: drop --no-cache")
     if not 1 <= args.cache_topk <= DATASETS[args.dataset]["classes"]:

@@ -134,10 +134,10 @@ class Plan:
         return [s.key for s in BUDGET if s.key in wanted]
 
     def step_seeds(self, key: str) -> List[int]:
-        """Seeds step ``key`` trains (step 3 both under --online-check)."""
+        """Seeds step ``key`` trains (steps 3 and 5: --check-seeds of them under --online-check)."""
         n = STEPS[key].seeds
         if key in ONLINE_CHECK and getattr(self.args, "online_check", False):
-            n = max(n, 2)
+            n = max(n, getattr(self.args, "check_seeds", 2))
         return self.seeds[:n]
 
     def epochs(self, step: Step) -> int:

@@ -18,9 +18,11 @@ def online_rows(check: Dict[str, Any]) -> List[str]:
     rows = ["Cached vs online (--online-check): the same arm trained from the soft-label cache (top-K float16, one "
             "view per epoch) and online (eval-mode teacher run per batch), same seeds and settings. Rule *range*: "
             "the cached top-1 lies within [min, max] of the online seeds; rule *spread*: it lies within the online "
-            "seeds' spread (max - min) of the online mean.", "",
-            "| arm | seed | cached top-1 | online top-1 | online mean | online spread | in range | in spread | "
-            "wall cached | wall online |", "|" + "---|" * 10]
+            "seeds' spread (max - min) of the online mean; rule *mean* (the mean row): the cached seeds' mean lies "
+            "within the online spread of the online mean. A seed's two runs start from the same weights, so "
+            "*cached - online* is that seed's paired difference.", "",
+            "| arm | seed | cached top-1 | online top-1 | cached - online | online mean | online spread | in range | "
+            "in spread | wall cached | wall online |", "|" + "---|" * 11]
     for key, arm in check.items():
         online = [v["top1"] for v in arm["online"].values()]
         if not online:
@@ -28,13 +30,16 @@ def online_rows(check: Dict[str, Any]) -> List[str]:
         lo, hi, mean = min(online), max(online), sum(online) / len(online)
         for seed in sorted(set(arm["cached"]) | set(arm["online"])):
             c, o = arm["cached"].get(seed), arm["online"].get(seed)
-            rows.append(f"| {key} | {seed} | {pct(c['top1']) if c else '-'} | {pct(o['top1']) if o else '-'} | "
+            diff = f"{100 * (c['top1'] - o['top1']):+.2f}" if c and o else "-"
+            rows.append(f"| {key} | {seed} | {pct(c['top1']) if c else '-'} | {pct(o['top1']) if o else '-'} | {diff} | "
                         f"{pct(mean)} | {100 * (hi - lo):.2f} | {(lo <= c['top1'] <= hi) if c else '-'} | "
                         f"{(abs(c['top1'] - mean) <= hi - lo) if c else '-'} | "
                         f"{c['wall_s'] / 60 if c else 0:.1f} min | {o['wall_s'] / 60 if o else 0:.1f} min |")
         cached = [v["top1"] for v in arm["cached"].values()]
         if cached:
-            rows.append(f"| {key} | mean | {pct(sum(cached) / len(cached))} | {pct(mean)} | | | | | | |")
+            cmean = sum(cached) / len(cached)
+            rows.append(f"| {key} | mean | {pct(cmean)} | {pct(mean)} | {100 * (cmean - mean):+.2f} | {pct(mean)} | "
+                        f"{100 * (hi - lo):.2f} | | mean: {abs(cmean - mean) <= hi - lo} | | |")
     rows.append("")
     return rows
 

@@ -112,3 +112,15 @@ def test_converge_doubles_the_budgets_of_steps_0_and_1_within_the_cap(tmp_path):
     assert "--converge: worst case" in table
     assert float(table.split("included):")[1].split("min")[0]) > float(
         plain.table().split("included):")[1].split("min")[0])
+
+
+def test_check_seeds_trains_steps_3_and_5_that_many_seeds_both_ways(tmp_path, capsys):
+    lad = _ladder(tmp_path, "--online-check", "--seeds", "1,2,3", "--check-seeds", "3", "--only", "js_L,js_mined")
+    runs, _caches = lad.plan.runs()
+    for key in ("js_L", "js_mined"):
+        cached = sorted(r.seed for r in runs if r.key == key and not r.online_twin)
+        online = sorted(r.seed for r in runs if r.key == key and r.online_twin)
+        assert cached == online == [1, 2, 3], (key, cached, online)
+    with pytest.raises(SystemExit) as exc:
+        ladder.parse_args(["--online-check", "--seeds", "1,2", "--check-seeds", "3"])
+    assert exc.value.code == 2 and "--check-seeds" in capsys.readouterr().err
