@@ -26,7 +26,8 @@ def _assert_equal_rows(arrays, per_image):
     for field in FIELDS:
         got, want = arrays[field], getattr(ref, field)
         assert got.dtype == want.dtype and got.shape == want.shape, field
-        assert got.tobytes() == want.tobytes(), f"{field}: rows {np.flatnonzero((got != want).reshape(len(got), -1).any(1))}"
+        differ = np.flatnonzero((got != want).reshape(len(got), -1).any(1))
+        assert got.tobytes() == want.tobytes(), f"{field}: rows {differ}"
 
 
 def test_pil_lanczos_and_dhash_equal_pillow_and_imagehash():

@@ -19,8 +19,8 @@ import numpy as np
 from ppssld.data.ops_core import decode_grey
 from ppssld.data.transforms import CHW, Compose, DecodeImage, ImageDecodeError, decode_image
 
-__all__ = ["read_bytes", "decode_file", "decode_file_grey", "decode_backend", "needs_transpose", "to_network", "transform_image",
-           "load_and_transform"]
+__all__ = ["read_bytes", "decode_file", "decode_file_grey", "decode_backend", "needs_transpose", "to_network",
+           "transform_image", "load_and_transform"]
 
 
 def read_bytes(path: str) -> bytes:
