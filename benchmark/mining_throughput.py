@@ -77,6 +77,7 @@ def whole(teacher: Teacher, paths, root: str, batch_size: int, chunk: int, eval_
                       chunk_size=chunk)
         total = time.perf_counter() - start
         return dict(report["seconds_by_part"], total=round(total, 3), removed=report["dedup"]["removed"],
+                    teacher_waiting_for_images=round(report["scoring"]["seconds_waiting_for_images"], 3),
                     pixel_checks=report["dedup"]["eval"]["pixel_checks"])
     finally:
         shutil.rmtree(out)

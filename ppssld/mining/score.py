@@ -146,7 +146,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         on_loaded: called with (chunk number, its signature arrays: ``index``, ``ok``, ``hash``, ``thumb``,
             ``grey``, ``side``, as saved) as soon as a chunk is decoded, before the teacher scores it.
     Returns:
-        Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``.
+        Counters: ``chunks``, ``done_before``, ``scored_now``, ``images_now``, ``seconds``,
+        ``seconds_waiting_for_images`` (the teacher idle while a chunk is read and hashed).
     """
     os.makedirs(out_dir, exist_ok=True)
     manifest = {"version": FORMAT_VERSION, "count": len(paths), "pool_sha1": _fingerprint(paths),
@@ -160,7 +161,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
     n_chunks = (len(paths) + chunk_size - 1) // chunk_size
     mine = [c for c in range(n_chunks) if c % world_size == rank]
     todo = [c for c in mine if not os.path.isfile(_chunk_path(out_dir, c))]
-    stats = {"chunks": n_chunks, "done_before": len(mine) - len(todo), "scored_now": 0, "images_now": 0}
+    stats = {"chunks": n_chunks, "done_before": len(mine) - len(todo), "scored_now": 0, "images_now": 0,
+             "seconds_waiting_for_images": 0.0}
     if max_chunks is not None:
         todo = todo[:max_chunks]
     if stats["done_before"]:
@@ -171,7 +173,9 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, todo[0]) if todo and prefetch else None
         for k, c in enumerate(tqdm(todo, desc=f"scoring (rank {rank})", unit="chunk", disable=rank != 0)):
+            waited = time.perf_counter()
             loaded, sigs = pending.result() if prefetch else load(c)
+            stats["seconds_waiting_for_images"] += time.perf_counter() - waited
             pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
             signatures = _signature_arrays(loaded, sigs, c * chunk_size)
             if on_loaded is not None:
