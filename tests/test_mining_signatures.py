@@ -71,7 +71,10 @@ def test_decode_grey_equals_rgb_to_grey_of_decode_image(tmp_path):
     Image.fromarray(colour).convert("P").save(pal)
     la = tmp_path / "la.png"
     Image.fromarray(np.dstack([grey8, grey8[::-1]]), "LA").save(la)
+    trns = tmp_path / "trns.png"  # an 8-bit grey PNG with a transparent grey value: read as grey
+    Image.fromarray(grey8).save(trns, transparency=int(grey8[0, 0]))
     cases = {"grey png": _encode(grey8, ".png"), "colour png": _encode(colour, ".png"),
+             "grey png with tRNS": trns.read_bytes(),
              "16-bit grey png": _encode(grey8.astype(np.uint16) * 257, ".png"),
              "grey jpeg": _encode(grey8, ".jpg"), "colour jpeg": _encode(colour, ".jpg"),
              "palette png": pal.read_bytes(), "grey+alpha png": la.read_bytes()}
