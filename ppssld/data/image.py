@@ -16,10 +16,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ppssld.data.ops_core import decode_grey
 from ppssld.data.transforms import CHW, Compose, DecodeImage, ImageDecodeError, decode_image
 
-__all__ = ["read_bytes", "decode_file", "decode_backend", "needs_transpose", "to_network", "transform_image",
-           "load_and_transform"]
+__all__ = ["read_bytes", "decode_file", "decode_file_grey", "decode_backend", "needs_transpose", "to_network",
+           "transform_image", "load_and_transform"]
 
 
 def read_bytes(path: str) -> bytes:
@@ -51,6 +52,15 @@ def decode_file(path: str, transform: Optional[Compose] = None) -> np.ndarray:
         ImageDecodeError: unreadable or undecodable file.
     """
     return decode_image(read_bytes(path), decode_backend(transform))
+
+
+def decode_file_grey(path: str, transform: Optional[Compose] = None) -> np.ndarray:
+    """The grey (HW uint8) copy of :func:`decode_file`'s image (``COLOR_RGB2GRAY``, bit for bit), decoded directly.
+
+    Raises:
+        ImageDecodeError: unreadable or undecodable file.
+    """
+    return decode_grey(read_bytes(path), decode_backend(transform))
 
 
 def needs_transpose(transform: Compose) -> bool:

@@ -106,7 +106,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         start = time.perf_counter()
         refs, bad, counts = [], [], {}
         for against, list_path in ref_lists:
-            ref_paths = [r.path for r in read_label_list(list_path)]
+            ref_paths = ref_list_paths[list_path]
             with_features = feature_threshold is not None and against == "eval"
             ref = sharded.reference(ref_paths, root, score_dir, rank, world, teacher if with_features else None,
                                     transform, batch_size, hash_threshold)
@@ -115,8 +115,8 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
             counts[against] = len(ref_paths)
         return refs, bad, counts, time.perf_counter() - start
 
-    for _against, list_path in ref_lists:  # a bad list fails now, not after scoring
-        read_label_list(list_path)
+    # a bad list fails now, not after scoring; parsed once, here (the background thread only hashes)
+    ref_list_paths = {list_path: [r.path for r in read_label_list(list_path)] for _against, list_path in ref_lists}
     # the references are hashed, and each new chunk de-duplicated, in one background thread while the teacher
     # scores (with teacher features the references are scored first: one model, one thread)
     pending: List[Future] = []

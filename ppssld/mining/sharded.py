@@ -28,7 +28,7 @@ from ppssld.mining import confirm as confirm_mod
 from ppssld.mining import dedup
 from ppssld.mining.dedup_index import FeatureIndex, RefIndex
 from ppssld.mining.report import duplicate_entries
-from ppssld.mining.score import chunk_path, read_manifest, signatures_of, wait_for
+from ppssld.mining.score import chunk_path, read_manifest, reference_signatures, wait_for
 from ppssld.mining.select import Selection, StreamingTopK
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.io import atomic_save, atomic_write_json
@@ -86,17 +86,15 @@ def _save_npz(tmp: str, arrays: Dict[str, np.ndarray]) -> None:
 
 def _ref_chunk(paths: Sequence[str], root: str, teacher: Optional[Teacher], transform: Optional[Compose],
                batch_size: int) -> Dict[str, np.ndarray]:
-    sigs, bad = signatures_of(paths, root, desc="hashing reference images")
-    errors = {i: e for i, (_p, e) in zip([i for i, s in enumerate(sigs) if s is None], bad)}
-    ok = np.array([s is not None for s in sigs], bool)
+    sigs, bad = reference_signatures(paths, root)
+    errors = {i: e for i, (_p, e) in zip(np.flatnonzero(~sigs["ok"]).tolist(), bad)}
+    ok = sigs["ok"]
     arrays = {"ok": ok, "error_index": np.array(sorted(errors), np.int64),
               "error_text": np.array([errors[i] for i in sorted(errors)], dtype=str),
-              "hash": np.stack([s.hash if s else np.zeros(8, np.uint8) for s in sigs]),
-              "thumb": np.stack([s.thumb if s else np.zeros(256, np.float32) for s in sigs]).astype(np.float16),
-              "grey": np.stack([s.grey if s else np.zeros(1024, np.uint8) for s in sigs]),
-              "side": np.array([s.side if s else 0 for s in sigs], np.int32)}
+              "hash": sigs["hash"], "thumb": sigs["thumb"].astype(np.float16), "grey": sigs["grey"],
+              "side": sigs["side"]}
     if teacher is not None:
-        good = [p for p, s in zip(paths, sigs) if s is not None]
+        good = [p for p, readable in zip(paths, ok) if readable]
         feats = [teacher(np.stack([load_and_transform(os.path.join(root, q), transform)
                                    for q in good[s:s + batch_size]]), features=True)[1]
                  for s in range(0, len(good), batch_size)]
