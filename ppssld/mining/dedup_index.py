@@ -32,7 +32,7 @@ from ppssld.mining import dedup
 
 logger = logging.getLogger(__name__)
 
-PCA_DIMS = 32
+PCA_DIMS = 16  # measured: 50k synthetic refs 0.143 vs 0.195 ms per query at 32, same pairs; real 28-px refs same decisions
 BAND_DIMS = 128
 IVF_FROM = 200_000
 
