@@ -65,8 +65,11 @@ def test_connector_trains_checkpoints_resumes_and_is_not_exported(tiny_data, tmp
     assert not model_names & {p.name for p in first.loss_fn.parameters()}
     first.fit(stop_after_epoch=1)
     trained = {k: v.numpy().copy() for k, v in first.loss_fn.state_dict().items()}
-    for key in keys:  # trained parameters and updated running statistics
+    for key in keys[:3] + keys[4:]:  # trained parameters and the updated running variance
         assert not np.allclose(init[key], trained[key]), key
+    # the student's blocks[2] ends in train-mode BatchNorm (plus a BN-normalised shortcut): its per-channel batch
+    # mean is ~1e-7, so the connector's running mean stays ~0 whatever the seed (it is round-tripped below)
+    assert np.abs(trained[keys[3]]).max() < 1e-4, trained[keys[3]]
     latest = tmp_path / "run" / "DistillationModel" / "latest"
     saved = paddle.load(str(latest) + ".pdparams")
     for key in keys:
