@@ -92,8 +92,9 @@ class LadderRuns:
         ratio = self.done_wall / self.done_est if self.done_est > 0 else 1.0
         left = sum(s for _, s in self.units[idx + 1:]) * ratio
         eta = datetime.datetime.now() + datetime.timedelta(seconds=left)
-        logger.info("[Ladder] %d/%d done (%s); ~%.0f min left (budget x%.2f), ETA %s", idx + 1, len(labels), label,
-                    left / 60, ratio, eta.strftime("%H:%M"))
+        basis = f"budget x{ratio:.2f}" if self.done_est > 0 else "cost model, nothing timed yet"
+        logger.info("[Ladder] %d/%d done (%s); ~%.0f min left (%s), ETA %s", idx + 1, len(labels), label,
+                    left / 60, basis, eta.strftime("%H:%M"))
 
     # ---- data ------------------------------------------------------------------------------------------------
     def paths(self) -> Dict[str, Dict[str, str]]:
@@ -121,10 +122,12 @@ class LadderRuns:
         specs = {"student": (ds, n["L"], n["full"] - n["L"]), "full": (ds, None, None),
                  "transfer": ("digits", None, None)}
         self.data = self.paths()
+        made = False
         for which, (name, labeled, unlabeled) in specs.items():
             out = os.path.join(self.work, "data", which)
             if not os.path.isfile(os.path.join(out, "prepare_summary.json")):
                 prepare_dataset(name, out, labeled=labeled, unlabeled=unlabeled, seed=0)
+                made = True
             for role, limit in (("train", self.args.limit_train), ("val", self.args.limit_val),
                                 ("unlabeled", self.args.limit_train)):
                 full = os.path.join(out, f"{role}_list.txt")
@@ -133,7 +136,8 @@ class LadderRuns:
                 elif not os.path.isfile(full):
                     self.data[which][role] = full
         self.tune_split()
-        self.progress("prepare", self.units[0][1], time.time() - tic)
+        # data found from an earlier invocation is not a timed unit: its ~0 s would drag the ETA's ratio to 0
+        self.progress("prepare", self.units[0][1], time.time() - tic if made else None)
 
     def tune_split(self) -> None:
         """L split into 80% train / 20% held-out (every 5th image of each class), as two lists."""

@@ -124,3 +124,24 @@ def test_check_seeds_trains_steps_3_and_5_that_many_seeds_both_ways(tmp_path, ca
     with pytest.raises(SystemExit) as exc:
         ladder.parse_args(["--online-check", "--seeds", "1,2", "--check-seeds", "3"])
     assert exc.value.code == 2 and "--check-seeds" in capsys.readouterr().err
+
+
+def test_the_eta_ignores_skipped_units_and_scales_by_the_timed_ones(tmp_path, caplog):
+    """A resumed ladder finds its data prepared and its finished units done: none of them is timed, so none may
+    drag the ETA's speed ratio to 0 (it printed '~0 min left (budget x0.00)' with an hour to go)."""
+    lad = _ladder(tmp_path)
+    for which in ("student", "full", "transfer"):   # data from an earlier invocation
+        os.makedirs(tmp_path / "data" / which)
+        (tmp_path / "data" / which / "prepare_summary.json").write_text("{}")
+        (tmp_path / "data" / which / "train_list.txt").write_text("".join(f"a{i}.png {i % 2}\n" for i in range(10)))
+    labels = [u for u, _ in lad.units]
+    with caplog.at_level("INFO", logger="ppssld.benchmark.ladder"):
+        lad.prepare()
+        lad.progress(labels[1], lad.units[1][1], None)   # a finished unit, skipped
+    assert "budget x0" not in caplog.text and "cost model, nothing timed yet" in caplog.text
+    assert f"~{sum(s for _, s in lad.units[2:]) / 60:.0f} min left" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ppssld.benchmark.ladder"):
+        lad.progress(labels[2], lad.units[2][1], 0.5 * lad.units[2][1])   # ran at twice the modelled speed
+    assert "budget x0.50" in caplog.text
+    assert f"~{sum(s for _, s in lad.units[3:]) * 0.5 / 60:.0f} min left" in caplog.text
