@@ -137,13 +137,15 @@ class Ladder(LadderRuns):
             budgets.append({"epochs": epochs, "top1": [runs[s]["top1"] for s in seeds], "mean": round(mean, 5),
                             "wall_s": round(wall, 1), "runs": runs})
             if len(budgets) > 1 and 100 * (mean - budgets[-2]["mean"]) < self.args.plateau:
-                stop = (f"{budgets[-2]['epochs']} -> {epochs} epochs gained {100 * (mean - budgets[-2]['mean']):+.2f}"
-                        f" < {self.args.plateau:g} points")
+                stop = (f"plateau: {budgets[-2]['epochs']} -> {epochs} epochs gained "
+                        f"{100 * (mean - budgets[-2]['mean']):+.2f} < {self.args.plateau:g} points")
                 break
             nxt = self.plan.run_s(key, 2 * epochs) * len(seeds) * (spent / spent_est if spent_est else 1.0)
             if spent + nxt > cap:
-                stop = (f"{2 * epochs} epochs (~{nxt / 60:.1f} min) would pass --converge-cap-min "
-                        f"{self.args.converge_cap_min:g} ({spent / 60:.1f} min used)")
+                rise = f"; still rising ({100 * (mean - budgets[-2]['mean']):+.2f} at the last doubling)" \
+                    if len(budgets) > 1 else ""
+                stop = (f"cap, not converged: {2 * epochs} epochs (~{nxt / 60:.1f} min) would pass "
+                        f"--converge-cap-min {self.args.converge_cap_min:g} ({spent / 60:.1f} min used){rise}")
                 break
             epochs *= 2
         best = max(budgets, key=lambda b: (b["mean"], -b["epochs"]))
@@ -151,12 +153,13 @@ class Ladder(LadderRuns):
             self.results[f"{step.step}_{key}_seed{seed}"] = result
         for b in budgets:
             b.pop("runs")
-        self.converged[key] = {"budgets": budgets, "chosen": best["epochs"], "stop": stop, "protocol": (
+        self.converged[key] = {"budgets": budgets, "chosen": best["epochs"], "stop": stop,
+                               "plateaued": stop.startswith("plateau"), "protocol": (
             f"epoch budgets E, 2E, 4E, ... (each a full run with its own cosine schedule, resumable), stopped when a "
             f"doubling gains < {self.args.plateau:g} points of mean test top-1 over the seeds or the next budget would "
             f"pass {self.args.converge_cap_min:g} min for the step; chosen: the best mean top-1 (on the test set: the "
             f"question is where test top-1 stops rising)")}
-        logger.info("[Ladder] %s converged: %s; chosen %d epochs (mean top-1 %.2f%%)", key, stop, best["epochs"],
+        logger.info("[Ladder] %s stopped (%s); chosen %d epochs (mean top-1 %.2f%%)", key, stop, best["epochs"],
                     100 * best["mean"])
 
     def train_teacher(self) -> float:

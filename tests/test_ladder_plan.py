@@ -1,5 +1,6 @@
 """benchmark/ladder.py's plan (no data, no training): every distillation arm reads a cache with enough views,
 --no-cache and the --online-check twins train online, --only pulls in what a step needs, --converge doubles."""
+import math
 import os
 import sys
 
@@ -112,6 +113,36 @@ def test_converge_doubles_the_budgets_of_steps_0_and_1_within_the_cap(tmp_path):
     assert "--converge: worst case" in table
     assert float(table.split("included):")[1].split("min")[0]) > float(
         plain.table().split("included):")[1].split("min")[0])
+
+
+def _fake_converge(tmp_path, monkeypatch, top1_by_epochs, speed=1.0, cap="45"):
+    """Run Ladder.converge('ce_full') with run_step faked: top-1 = ``top1_by_epochs(E)``, wall = cost model x speed."""
+    lad = _ladder(tmp_path, "--converge", "--converge-cap-min", cap)
+    trained = []
+
+    def fake_run_step(key, seed, epochs):
+        trained.append(epochs)
+        return {"top1": top1_by_epochs(epochs), "wall_s": speed * lad.plan.run_s(key, epochs)}
+
+    monkeypatch.setattr(lad, "run_step", fake_run_step)
+    lad.converge("ce_full")
+    return lad.converged["ce_full"], trained
+
+
+def test_converge_stops_at_a_plateau_or_at_the_cap_and_says_which(tmp_path, monkeypatch):
+    base = Plan(ladder.parse_args([])).epochs(ladder.STEPS["ce_full"])
+    # a doubling that gains < 0.5 points stops it: a plateau, the best mean chosen
+    conv, trained = _fake_converge(tmp_path, monkeypatch, {base: 0.70, 2 * base: 0.75, 4 * base: 0.753}.get,
+                                   speed=0.01)
+    assert trained == [base, 2 * base, 4 * base] and conv["plateaued"] and conv["chosen"] == 4 * base
+    assert conv["stop"].startswith("plateau: ") and "+0.30 < 0.5 points" in conv["stop"]
+    # still rising when the next budget would pass the cap: stopped by the cap, and the report says so
+    plan = Plan(ladder.parse_args(["--converge"]))
+    speed = 20.0 / plan.run_s("ce_full", base)   # the first budget takes 20 s: 20 + 40 + 80 s fit 3 min, 160 not
+    conv, trained = _fake_converge(tmp_path, monkeypatch, lambda e: 0.6 + 0.05 * math.log2(e / base),
+                                   speed=speed, cap="3")
+    assert trained == [base, 2 * base, 4 * base] and not conv["plateaued"] and conv["chosen"] == 4 * base
+    assert conv["stop"].startswith("cap, not converged: ") and "still rising (+" in conv["stop"]
 
 
 def test_check_seeds_trains_steps_3_and_5_that_many_seeds_both_ways(tmp_path, capsys):
