@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional
 
 import common
 from ladder_budget import DATASETS, DIGITS, ONLINE_CHECK, STEPS, TUNE_ARMS, Plan, parse_only
-from ladder_report import markdown, plot
+from ladder_report import markdown, plot, wall_by_part
 from ladder_runs import CACHE_DTYPE, YAML, LadderRuns, floats, load_json, read_lines, short_hash
 
 logger = logging.getLogger("ppssld.benchmark.ladder")
@@ -115,7 +115,8 @@ class Ladder(LadderRuns):
         lr = self.lr["js"] / 10 if step.loss == "ft" else self.lr[step.loss]
         label = f"{step.step}_{key}_online_seed{seed}" if online else \
             self.plan.label(key, seed, epochs or self.plan.epochs(step))
-        result = dict(self.run_spec(self.spec(label), lr, pretrained), step=int(step.step), name=step.name)
+        result = dict(self.run_spec(self.spec(label, key, epochs or 0), lr, pretrained), step=int(step.step),
+                      name=step.name)
         if online:
             self.twins.setdefault(key, {})[str(seed)] = result
         elif not self.plan.converging(key):
@@ -335,7 +336,7 @@ class Ladder(LadderRuns):
                 "settings": settings, "tune": self.tune_report, "caches": self.caches, "cache_refused": self.refused,
                 "converge": self.converged, "online_check": self.online_check(),
                 "total_wall_s": round(sum(self.walls.values()), 1), "invocation_wall_s": round(wall, 1),
-                "wall_s_by_run": self.walls, "budget": self.plan.table()}
+                "wall_s_by_run": self.walls, "wall_by_part": wall_by_part(self.walls), "budget": self.plan.table()}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

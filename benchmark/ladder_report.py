@@ -1,7 +1,8 @@
 """The ladder's report: ``ladder.md`` (tables) and ``ladder.png`` (top-1 per step) from the results payload.
 
 Only what ran is listed (``--only`` runs a subset). Tables: the ladder, the caches (wall time of each generation),
---converge's budgets, --online-check's "cached vs online", transfer, LR tuning, settings and the budget.
+--converge's budgets, --online-check's "cached vs online", transfer, LR tuning, wall time by part, settings and
+the budget.
 """
 import json
 import textwrap
@@ -61,6 +62,31 @@ def converge_rows(conv: Dict[str, Any]) -> List[str]:
     return rows
 
 
+PARTS = (("T_", "teacher training"), ("M_", "mining (scoring + de-duplication)"), ("C_", "soft-label caches"),
+         ("tune_", "LR search (CE, KD, JS)"), ("X_", "transfer to digits"),
+         ("_online_", "online twins (--online-check)"), ("0_", "step 0, every --converge budget"),
+         ("1_", "step 1, every --converge budget"), ("", "steps 2-6 (distillation, fine-tune)"))
+
+
+def wall_by_part(walls: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """Sum every run's and cache's wall seconds by part of the ladder (first matching label pattern wins)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for label, wall in walls.items():
+        part = next(name for pat, name in PARTS if (pat in label if pat.startswith("_") else label.startswith(pat)))
+        slot = out.setdefault(part, {"wall_s": 0.0, "units": 0})
+        slot["wall_s"], slot["units"] = round(slot["wall_s"] + wall, 1), slot["units"] + 1
+    return {name: out[name] for _, name in PARTS if name in out}
+
+
+def part_rows(parts: Dict[str, Dict[str, float]], total_s: float) -> List[str]:
+    """The "wall time by part" table."""
+    rows = ["Wall time by part (every run's own time, this invocation's or an earlier one's):", "",
+            "| part | units | wall | share |", "|---|---|---|---|"]
+    rows += [f"| {name} | {int(v['units'])} | {v['wall_s'] / 60:.1f} min | {100 * v['wall_s'] / total_s:.0f}% |"
+             for name, v in parts.items()]
+    return rows + [""]
+
+
 def markdown(p: Dict[str, Any]) -> str:
     """``ladder.md``."""
     base = [s["top1"] for s in p["steps"] if s["step"] == 1]
@@ -111,6 +137,8 @@ def markdown(p: Dict[str, Any]) -> str:
         rows += [f"| {arm} | " + ", ".join(f"{lr}: {pct(v)}" for lr, v in r["held_out_top1"].items()) +
                  f" | {r['chosen']} |" for arm, r in p["tune"].items()]
         rows.append("")
+    if p.get("wall_by_part") and p["total_wall_s"] > 0:
+        rows += part_rows(p["wall_by_part"], p["total_wall_s"])
     rows += [f"Wall time of every run above, teacher, caches, tuning and mining included (data preparation "
              f"excluded): {p['total_wall_s'] / 60:.0f} min.", "", f"Settings: `{json.dumps(p['settings'])}`",
              "", "Budget:", "", p["budget"], ""]

@@ -8,6 +8,7 @@ skip it (an interrupted run resumes from its ``latest`` checkpoint, an interrupt
 """
 import argparse
 import datetime
+import dataclasses
 import hashlib
 import json
 import logging
@@ -295,9 +296,18 @@ class LadderRuns:
         self.walls[label] = float(result["wall_s"])
         return result
 
-    def spec(self, label: str) -> RunSpec:
-        """The planned run ``label`` (the plan is redrawn once the mined list's size is known)."""
-        return next(r for r in self.plan.runs()[0] if r.label == label)
+    def spec(self, label: str, key: str = "", epochs: int = 0) -> RunSpec:
+        """The planned run ``label`` (the plan is redrawn once the mined list's size is known). A --converge budget
+        past the plan's worst case (the cost model's guess; the runner decides by the speed it sees) is step
+        ``key``'s first budget with ``epochs`` and a cost-model estimate."""
+        runs = self.plan.runs()[0]
+        found = next((r for r in runs if r.label == label), None)
+        if found is None and self.plan.converging(key) and epochs:
+            first = next(r for r in runs if r.key == key)
+            found = dataclasses.replace(first, label=label, epochs=epochs, est_s=self.plan.run_s(key, epochs))
+        if found is None:
+            raise KeyError(f"{label} is not a run of the ladder's plan")
+        return found
 
     def run_spec(self, spec: RunSpec, lr: float, pretrained: Optional[str] = None) -> Dict[str, Any]:
         """Train a planned run, from its cache unless the cache rules refuse its config (then online, reported)."""

@@ -47,6 +47,11 @@ def test_ladder_smoke_runs_every_step_then_skips_finished_runs(tmp_path):
     runs = list(payload["wall_s_by_run"].values())
     assert all(s["wall_s"] > 0 and any(abs(s["wall_s"] - v) < 0.05 for v in runs) for s in payload["steps"])
     assert 0.3 * elapsed < payload["total_wall_s"] <= payload["invocation_wall_s"] + 0.5 <= elapsed + 0.5
+    parts = payload["wall_by_part"]   # the breakdown covers every run once
+    assert sum(v["units"] for v in parts.values()) == len(runs)
+    assert abs(sum(v["wall_s"] for v in parts.values()) - payload["total_wall_s"]) < 0.05 * len(runs)
+    assert parts["soft-label caches"]["units"] == 4 and parts["teacher training"]["units"] == 1
+    assert "| soft-label caches | 4 |" in (results / "ladder.md").read_text()
     assert payload["settings"]["js_weight"] == 4.0 and payload["settings"]["lr"]
     assert (results / "ladder.png").stat().st_size > 1000
     assert "| step | name | seed | teacher | images seen |" in (results / "ladder.md").read_text()

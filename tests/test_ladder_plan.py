@@ -176,3 +176,16 @@ def test_the_eta_ignores_skipped_units_and_scales_by_the_timed_ones(tmp_path, ca
         lad.progress(labels[2], lad.units[2][1], 0.5 * lad.units[2][1])   # ran at twice the modelled speed
     assert "budget x0.50" in caplog.text
     assert f"~{sum(s for _, s in lad.units[3:]) * 0.5 / 60:.0f} min left" in caplog.text
+
+
+def test_a_converge_budget_past_the_plans_worst_case_still_gets_a_run(tmp_path):
+    """The plan lists the budgets the cost model expects to fit the cap; the runner decides by the speed it sees
+    and may go one doubling further (step 1 at 32 epochs crashed the 2026-11-26 ladder with StopIteration)."""
+    lad = _ladder(tmp_path, "--converge", "--converge-cap-min", "1")
+    planned = [r.epochs for r in lad.plan.runs()[0] if r.key == "ce_L"]
+    far = 4 * max(planned)
+    spec = lad.spec(lad.plan.label("ce_L", 1, far), "ce_L", far)
+    assert spec.epochs == far and spec.key == "ce_L" and spec.cache is None and spec.label.endswith(f"_ep{far}")
+    assert spec.est_s == lad.plan.run_s("ce_L", far) > 0
+    with pytest.raises(KeyError, match="not a run of the ladder's plan"):
+        lad.spec("3_js_L_seed9")
