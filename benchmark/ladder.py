@@ -115,7 +115,7 @@ class Ladder(LadderRuns):
         lr = self.lr["js"] / 10 if step.loss == "ft" else self.lr[step.loss]
         label = f"{step.step}_{key}_online_seed{seed}" if online else \
             self.plan.label(key, seed, epochs or self.plan.epochs(step))
-        result = dict(self.run_spec(self.spec(label, key, epochs or 0), lr, pretrained), step=int(step.step),
+        result = dict(self.run_spec(self.spec(label, key, seed, epochs or 0), lr, pretrained), step=int(step.step),
                       name=step.name)
         if online:
             self.twins.setdefault(key, {})[str(seed)] = result

@@ -296,14 +296,14 @@ class LadderRuns:
         self.walls[label] = float(result["wall_s"])
         return result
 
-    def spec(self, label: str, key: str = "", epochs: int = 0) -> RunSpec:
+    def spec(self, label: str, key: str = "", seed: int = 0, epochs: int = 0) -> RunSpec:
         """The planned run ``label`` (the plan is redrawn once the mined list's size is known). A --converge budget
-        past the plan's worst case (the cost model's guess; the runner decides by the speed it sees) is step
-        ``key``'s first budget with ``epochs`` and a cost-model estimate."""
+        past the plan's worst case (the cost model's guess; the runner decides by the speed it sees) is the first
+        budget of step ``key`` for ``seed``, with ``epochs`` and a cost-model estimate."""
         runs = self.plan.runs()[0]
         found = next((r for r in runs if r.label == label), None)
         if found is None and self.plan.converging(key) and epochs:
-            first = next(r for r in runs if r.key == key)
+            first = next(r for r in runs if r.key == key and r.seed == seed)
             found = dataclasses.replace(first, label=label, epochs=epochs, est_s=self.plan.run_s(key, epochs))
         if found is None:
             raise KeyError(f"{label} is not a run of the ladder's plan")

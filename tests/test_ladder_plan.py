@@ -184,8 +184,10 @@ def test_a_converge_budget_past_the_plans_worst_case_still_gets_a_run(tmp_path):
     lad = _ladder(tmp_path, "--converge", "--converge-cap-min", "1")
     planned = [r.epochs for r in lad.plan.runs()[0] if r.key == "ce_L"]
     far = 4 * max(planned)
-    spec = lad.spec(lad.plan.label("ce_L", 1, far), "ce_L", far)
-    assert spec.epochs == far and spec.key == "ce_L" and spec.cache is None and spec.label.endswith(f"_ep{far}")
-    assert spec.est_s == lad.plan.run_s("ce_L", far) > 0
+    for seed in lad.plan.step_seeds("ce_L"):   # each seed its own: the first fix trained seed 2 with seed 1
+        spec = lad.spec(lad.plan.label("ce_L", seed, far), "ce_L", seed, far)
+        assert spec.epochs == far and spec.key == "ce_L" and spec.cache is None and spec.seed == seed
+        assert spec.label.endswith(f"seed{seed}_ep{far}") and spec.est_s == lad.plan.run_s("ce_L", far) > 0
+    assert len(lad.plan.step_seeds("ce_L")) == 2
     with pytest.raises(KeyError, match="not a run of the ladder's plan"):
         lad.spec("3_js_L_seed9")
