@@ -140,6 +140,7 @@ class Ladder(LadderRuns):
             if len(budgets) > 1 and 100 * (mean - budgets[-2]["mean"]) < self.args.plateau:
                 stop = (f"plateau: {budgets[-2]['epochs']} -> {epochs} epochs gained "
                         f"{100 * (mean - budgets[-2]['mean']):+.2f} < {self.args.plateau:g} points")
+                plateaued = True
                 break
             nxt = self.plan.run_s(key, 2 * epochs) * len(seeds) * (spent / spent_est if spent_est else 1.0)
             if spent + nxt > cap:
@@ -147,6 +148,7 @@ class Ladder(LadderRuns):
                     if len(budgets) > 1 else ""
                 stop = (f"cap, not converged: {2 * epochs} epochs (~{nxt / 60:.1f} min) would pass "
                         f"--converge-cap-min {self.args.converge_cap_min:g} ({spent / 60:.1f} min used){rise}")
+                plateaued = False
                 break
             epochs *= 2
         best = max(budgets, key=lambda b: (b["mean"], -b["epochs"]))
@@ -155,7 +157,7 @@ class Ladder(LadderRuns):
         for b in budgets:
             b.pop("runs")
         self.converged[key] = {"budgets": budgets, "chosen": best["epochs"], "stop": stop,
-                               "plateaued": stop.startswith("plateau"), "protocol": (
+                               "plateaued": plateaued, "protocol": (
             f"epoch budgets E, 2E, 4E, ... (each a full run with its own cosine schedule, resumable), stopped when a "
             f"doubling gains < {self.args.plateau:g} points of mean test top-1 over the seeds or the next budget would "
             f"pass {self.args.converge_cap_min:g} min for the step; chosen: the best mean top-1 (on the test set: the "
