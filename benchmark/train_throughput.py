@@ -60,7 +60,7 @@ def _synthetic_cache(root, k=10, classes=10):
         store.write_chunk(root, 0, c, probs.astype("float16"),
                           np.argsort(-rng.random((CACHE_CHUNK, classes)), axis=1)[:, :k].astype(store.index_dtype(classes)))
     atomic_write_json(os.path.join(root, "manifest.json"),
-                      {"format": FORMAT, "version": VERSION, "views": 1, "topk": k, "class_num": classes,
+                      {"format": FORMAT, "version": VERSION, "values": "probs", "views": 1, "topk": k, "class_num": classes,
                        "chunk_size": CACHE_CHUNK, "num_images": CACHE_IMAGES})
     return SoftLabelCache(root)
 

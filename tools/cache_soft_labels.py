@@ -23,7 +23,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="teacher batch (default: DataLoader.Train.sampler.batch_size)")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                        help="stored probability type (default float16; float32 for bit-exact training)")
+                        help="stored probability type (default float16; float32 with K = class count: exact)")
+    parser.add_argument("--values", choices=("auto", "probs", "logits"), default="auto",
+                        help="what the chunks hold: auto (default) stores the teacher's logits when K = class count "
+                             "and --dtype float32, so training repeats online distillation's arithmetic, else "
+                             "probabilities")
     parser.add_argument("--workers", type=int, default=2, help="image-reading threads (default 2)")
     args = parser.parse_args()
     config = cli.load(args)
@@ -33,7 +37,8 @@ def main() -> None:
 
     use_device(get(config, "Global.device"))
     stats = generate(config, args.out, args.views, args.topk, chunk_size=args.chunk_size,
-                     batch_size=args.batch_size, prob_dtype=args.dtype, workers=args.workers)
+                     batch_size=args.batch_size, prob_dtype=args.dtype, workers=args.workers,
+                     values=args.values)
     print(json.dumps(stats))
 
 

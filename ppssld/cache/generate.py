@@ -56,14 +56,34 @@ def build_train_dataset(config: Dict[str, Any]) -> Any:
     return dataset
 
 
+def stored_values(values: str, topk: int, classes: int, prob_dtype: str) -> str:
+    """What the chunks hold: ``logits`` (``auto`` when K = class count in float32) or ``probs``.
+
+    The exact case stores the teacher's float32 logits, the very tensor online training hands its losses,
+    so a student trained from such a cache follows the online arithmetic bit for bit wherever the teacher's
+    logits do not depend on the batch they were computed in (``log`` of stored probabilities does not:
+    ``softmax(log p)`` differs from ``p`` in the last bits, and training amplifies such differences).
+    """
+    if values not in store.VALUE_KINDS + ("auto",):
+        raise ConfigError(f"--values must be one of {store.VALUE_KINDS + ('auto',)}, got {values!r}")
+    exact = topk == classes and prob_dtype == "float32"
+    if values == "auto":
+        return "logits" if exact else "probs"
+    if values == "logits" and not exact:
+        raise ConfigError(f"--values logits needs --topk {classes} (the class count) and --dtype float32, got "
+                          f"--topk {topk} --dtype {prob_dtype}: a partial or float16 cache stores probabilities")
+    return values
+
+
 def _plan(config: Dict[str, Any], records: List[str], views: int, topk: int, chunk_size: int,
-          batch_size: int, prob_dtype: str, teacher: Optional[Teacher]) -> Dict[str, Any]:
+          batch_size: int, prob_dtype: str, values: str, teacher: Optional[Teacher]) -> Dict[str, Any]:
     fields = expected_fields(config, records)
     classes = fields["class_num"]
     if not 1 <= topk <= classes:
         raise ConfigError(f"--topk must be in [1, {classes}] (the teacher's class count), got {topk}")
     plan = {"format": FORMAT, "version": VERSION, **fields, "views": views, "topk": topk,
             "chunk_size": chunk_size, "batch_size": batch_size, "prob_dtype": prob_dtype,
+            "values": stored_values(values, topk, classes, prob_dtype),
             "index_dtype": store.index_dtype(classes).name, "num_images": len(records),
             "chunks_per_view": store.chunk_count(len(records), chunk_size),
             "view_rule": "view v of image i = the training transform with RNG key (seed, v + 1, i): "
@@ -75,7 +95,7 @@ def _plan(config: Dict[str, Any], records: List[str], views: int, topk: int, chu
 
 def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size: int = 1024,
              batch_size: Optional[int] = None, prob_dtype: str = "float16", workers: int = 2,
-             wait_timeout: float = 24 * 3600) -> Dict[str, Any]:
+             wait_timeout: float = 24 * 3600, values: str = "auto") -> Dict[str, Any]:
     """Write (or finish) the cache of ``config`` in ``out``.
 
     Args:
@@ -87,6 +107,8 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
         prob_dtype: ``float16`` (default) or ``float32`` (exact probabilities).
         workers: image-reading threads.
         wait_timeout: how long rank 0 waits for the other ranks' chunks.
+        values: ``auto`` (logits when K = class count in float32, else probabilities), ``probs`` or
+            ``logits`` (see :func:`stored_values`).
     Returns:
         Statistics (images and chunks done now / before, seconds, img/s) and the manifest path.
     Raises:
@@ -103,7 +125,8 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
     dataset = build_train_dataset(config)
     records = [r.path for r in dataset.records]
     _name, entry, _weights = teacher_entry(config)
-    plan = _plan(config, records, views, topk, chunk_size, batch_size, prob_dtype, None)
+    plan = _plan(config, records, views, topk, chunk_size, batch_size, prob_dtype, values, None)
+    as_logits = plan["values"] == "logits"
     _claim(out, plan, rank)
     teacher = teacher_from_config(config, name=_name)
     classes = class_count(entry, config)
@@ -124,7 +147,7 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
             parts = []
             for s in range(lo, hi, batch_size):
                 batch = np.stack([next(images) for _ in range(min(batch_size, hi - s))])
-                probs, _ = teacher(batch)
+                probs, _ = teacher(batch, logits=as_logits)
                 if probs.shape[1] != classes:
                     raise ConfigError(f"the teacher outputs {probs.shape[1]} classes but its class_num is {classes}")
                 parts.append(top_k(probs, topk, index_type, prob_dtype))

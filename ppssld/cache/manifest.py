@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "ppssld-soft-label-cache"
-VERSION = 1
+VERSION = 2  # 2: the ``values`` field (an exact cache stores logits); version 1 caches hold probabilities
+READABLE_VERSIONS = (1, 2)
 # the fields a training config must match, in the order they are reported
 CHECKED = ("teacher_weights", "teacher_arch", "transforms", "seed", "lists", "records", "class_num")
 
@@ -95,9 +96,10 @@ def read_manifest(root: str) -> Dict[str, Any]:
             manifest = json.load(handle)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise DataError(f"{path} is not a ppssld soft-label cache manifest (format {FORMAT} version {VERSION})")
-    return manifest
+    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
+        raise DataError(f"{path} is not a ppssld soft-label cache manifest (format {FORMAT}, version one of "
+                        f"{READABLE_VERSIONS})")
+    return {"values": "probs", **manifest}
 
 
 def check_matches(manifest: Dict[str, Any], expected: Dict[str, Any], root: str) -> None:

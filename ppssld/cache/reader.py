@@ -11,6 +11,8 @@
 * The distribution is rebuilt from the top-K (:func:`rebuild`): the mass the top-K leave out is
   spread evenly over the other classes (``spread``, the default; ``renormalise`` is kept for the
   measurement in ``benchmark/soft_label_cache.py``).
+* An exact cache (K = class count, float32: manifest ``values: logits``) stores the teacher's logits;
+  :class:`CachedTeacher` then returns them as stored, the very tensor online training's losses get.
 """
 import logging
 from typing import Any, Dict, Iterator, Optional
@@ -93,6 +95,7 @@ class SoftLabelCache:
         self.mode = mode
         m = self.manifest
         self.views, self.topk, self.class_num = int(m["views"]), int(m["topk"]), int(m["class_num"])
+        self.values = m["values"]
         self.reader = ChunkReader(root, int(m["chunk_size"]), int(m["num_images"]))
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "SoftLabelCache":
@@ -101,7 +104,20 @@ class SoftLabelCache:
     def distribution(self, view: int, indices: np.ndarray) -> np.ndarray:
         """The rebuilt teacher distribution ``(n, C)`` of images ``indices`` in ``view``."""
         probs, classes = self.reader.gather(view, indices)
+        if self.values == "logits":
+            probs = np.exp(probs - probs.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
         return rebuild(probs, classes, self.class_num, self.mode)
+
+    def teacher_output(self, view: int, indices: np.ndarray) -> np.ndarray:
+        """What :class:`CachedTeacher` returns for images ``indices`` in ``view``: the stored logits of an
+        exact cache, else ``log`` of the rebuilt distribution (same softmax at any temperature)."""
+        if self.values != "logits":
+            return as_logits(self.distribution(view, indices))
+        values, classes = self.reader.gather(view, indices)
+        out = np.empty((values.shape[0], self.class_num), np.float32)
+        np.put_along_axis(out, classes, values, axis=1)
+        return out
 
 
 class CachedTeacher(nn.Layer):
@@ -136,8 +152,7 @@ class CachedLoader:
         cache = self.teacher.cache
         view = view_for_epoch(getattr(self.sampler, "epoch", 1), cache.views, self.seed)
         for images, labels, index in self.loader:
-            dist = cache.distribution(view, np.asarray(index.numpy()))
-            self.teacher.current = paddle.to_tensor(as_logits(dist))
+            self.teacher.current = paddle.to_tensor(cache.teacher_output(view, np.asarray(index.numpy())))
             yield images, labels
         self.teacher.current = None
 

@@ -6,7 +6,8 @@ A cache folder holds ``manifest.json`` and, per view ``v`` and chunk ``c`` (imag
 * ``v{v:04d}/c{c:06d}.cls.npy``: ``(n, K)`` class indices in the smallest unsigned type that holds
   the class count (uint8 up to 256 classes, uint16 up to 65,536, else uint32);
 * ``v{v:04d}/c{c:06d}.prob.npy``: ``(n, K)`` probabilities (float16, or float32 when asked), in
-  descending order, so column 0 is the teacher's top-1.
+  descending order, so column 0 is the teacher's top-1; in an exact cache (manifest ``values:
+  logits``: K = class count, float32) the teacher's logits instead, in the same order.
 
 Each file is written to a temporary name and renamed; the ``.prob`` file is written last, so a
 chunk whose ``.prob`` file exists is complete. ``.npy`` files open with ``np.load(mmap_mode="r")``:
@@ -21,6 +22,7 @@ from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.io import atomic_path
 
 PROB_DTYPES = ("float16", "float32")
+VALUE_KINDS = ("probs", "logits")  # what the ``.prob`` files hold (manifest ``values``; version 1: probs)
 
 
 def index_dtype(class_num: int) -> np.dtype:

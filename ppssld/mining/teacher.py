@@ -43,12 +43,17 @@ class Teacher:
     def _capture(self, _layer: nn.Layer, inputs: Tuple[Any, ...]) -> None:
         self._feature = inputs[0]
 
-    def __call__(self, batch: np.ndarray, features: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """Probabilities (n, C) float32 and, when asked, penultimate features (n, D).
+    def __call__(self, batch: np.ndarray, features: bool = False,
+                 logits: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Probabilities (n, C) float32 (or, with ``logits``, the raw outputs online training's losses
+        receive) and, when asked, penultimate features (n, D).
 
         Raises:
-            ConfigError: features asked of a model without a final Linear layer.
+            ConfigError: features asked of a model without a final Linear layer, or logits asked of a
+                model that already ends in a softmax.
         """
+        if logits and self.outputs_probs:
+            raise ConfigError(f"teacher {self.description} outputs probabilities, not logits")
         if features and not self.has_features:
             raise ConfigError(f"teacher {self.description} has no final Linear layer to take features from "
                               f"(inference models do not expose them); score without features")
@@ -61,7 +66,10 @@ class Teacher:
                 out = out[0]
             if isinstance(out, dict):
                 out = out.get("logits", next(iter(out.values())))
-            probs = out if self.outputs_probs else paddle.nn.functional.softmax(out.astype("float32"), axis=-1)
+            if logits:
+                probs = out.astype("float32")
+            else:
+                probs = out if self.outputs_probs else paddle.nn.functional.softmax(out.astype("float32"), axis=-1)
             probs = probs.numpy().astype(np.float32)
         feat = None
         if features:
