@@ -68,6 +68,19 @@ def test_one_epoch_plus_resume_equals_two_epochs(setup):
     assert any(not np.allclose(changed[k], b[k]) for k in b)  # epoch 2 did train
 
 
+def test_a_resume_with_nothing_left_says_so_and_how_to_go_on(setup, caplog):
+    root, paths, teacher, tmp = setup
+    build_trainer(distill_config(root, paths, teacher, str(tmp / "c"), epochs=1)).fit()
+    cfg = distill_config(root, paths, teacher, str(tmp / "c"), epochs=1)
+    cfg["Global"]["checkpoints"] = str(tmp / "c" / "DistillationModel" / "latest")
+    logging.getLogger("ppssld").propagate = True
+    with caplog.at_level(logging.INFO, logger="ppssld"):
+        result = build_trainer(cfg).fit()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "the run is already complete" in text and "-o Global.epochs=<more than 1>" in text, text
+    assert "[Train]" not in text and result["history"] == []
+
+
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(setup):
     root, paths, teacher, tmp = setup
     good = build_trainer(distill_config(root, paths, teacher, str(tmp / "n"), epochs=2))

@@ -112,6 +112,7 @@ class Trainer:
         self.best_metric_ema = -1.0
         self.batch_transform = options.get("batch_transform")
         self.start_epoch, self.global_step = 1, 0
+        self.resumed_from: Optional[str] = None
         self.best_metric, self.best_epoch = -1.0, 0
         self.pending_eval_epoch = 0
         self.history: List[Dict[str, Any]] = []
@@ -127,6 +128,7 @@ class Trainer:
         states = Checkpointer.load(path, self.model, self.optimizer, strict=strict, trust=trust,
                                    loss=self.loss_fn, ema=self.ema)
         self.start_epoch = int(states.get("epoch", 0)) + 1
+        self.resumed_from = path
         self.global_step = int(states.get("step", int(states.get("epoch", 0)) * self._steps_per_epoch()))
         self.best_metric = float(states.get("best_metric", -1.0))
         self.best_epoch = int(states.get("best_epoch", 0))
@@ -337,6 +339,16 @@ class Trainer:
         logger.info("[Eval][Epoch %d][best metric: %.5f at epoch %d]", epoch, self.best_metric, self.best_epoch)
         return results
 
+    def _say_nothing_left(self, last: int) -> None:
+        """A resumed run whose checkpoint already covers every epoch asked for: say so and how to go on."""
+        done = self.start_epoch - 1
+        if self.resumed_from is None:
+            return
+        logger.warning("the run is already complete: %s has trained %d epoch(s) and Global.epochs is %d, so "
+                       "there is nothing left to train; to train further pass -o Global.epochs=<more than %d> "
+                       "with the same Global.checkpoints (the LR schedule then spans the new total)",
+                       self.resumed_from, done, last, done)
+
     def fit(self, stop_after_epoch: Optional[int] = None) -> Dict[str, Any]:
         """Train from ``start_epoch`` to ``epochs``, checkpointing, then evaluating.
 
@@ -355,6 +367,8 @@ class Trainer:
             self._evaluate_and_record(self.pending_eval_epoch)
             self.pending_eval_epoch = 0
         last = min(self.epochs, stop_after_epoch or self.epochs)
+        if self.start_epoch > last:
+            self._say_nothing_left(last)
         for epoch in range(self.start_epoch, last + 1):
             train_avg = self.train_one_epoch(epoch)
             record: Dict[str, Any] = {"epoch": epoch, "train": train_avg}
