@@ -10,7 +10,7 @@ from ppssld.engine.builder import build_trainer
 from ppssld.engine.trainer import TrainingDivergedError
 from ppssld.utils import threads
 from ppssld.utils.errors import WeightsError
-from tests.conftest import distill_config, save_random_backbone
+from tests.conftest import ROOT, distill_config, save_random_backbone
 
 
 @pytest.fixture
@@ -86,7 +86,26 @@ def test_thread_default(monkeypatch, user, local, cores, expected, source):
     monkeypatch.setattr(threads, "_CHOSEN", {})
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert threads.ensure_cpu_threads() == int(expected)
-    assert os.environ["OMP_NUM_THREADS"] == expected and threads.thread_source() == source
+    assert os.environ["OMP_NUM_THREADS"] == expected and threads.thread_source().startswith(source)
+
+
+@pytest.mark.parametrize("user, needle", [(None, "paddle.distributed.launch had set 1, not you"), ("1", "user")])
+def test_the_thread_line_says_who_set_it_under_the_launcher(tmp_path, user, needle):
+    """paddle.distributed.launch's own import of Paddle sets OMP_NUM_THREADS=1 for its workers: not the user."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "w.py"
+    script.write_text("import os, sys\nsys.path.insert(0, %r)\nfrom ppssld.utils import threads\n"
+                      "threads.ensure_cpu_threads()\nprint('SOURCE', os.environ['OMP_NUM_THREADS'], "
+                      "threads.thread_source())\n" % ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if user:
+        env["OMP_NUM_THREADS"] = user
+    subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+                    str(tmp_path / "log"), str(script)], env=env, check=True, capture_output=True, timeout=120)
+    line = next(x for x in (tmp_path / "log" / "workerlog.0").read_text().splitlines() if x.startswith("SOURCE"))
+    assert needle in line, line
 
 
 @pytest.mark.parametrize("ci, code, needle", [("true", 1, "Fashion-MNIST is missing"), ("", 0, "1 skipped")])

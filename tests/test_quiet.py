@@ -66,3 +66,10 @@ def test_export_prints_no_pir_line(tmp_path, capfd):
     save_inference_model(build_backbone("MobileNetV3_small_x0_35", class_num=3), [3, 32, 32], str(tmp_path / "m"))
     assert (tmp_path / "m.json").is_file() or (tmp_path / "m.pdmodel").is_file()
     assert "input out tensor" not in capfd.readouterr().err
+
+
+def test_paddles_ccache_warning_dropped_and_nothing_else():
+    assert "No ccache found" in _stderr_of("import paddle")  # Paddle alone prints it ...
+    assert "No ccache found" not in _stderr_of("import ppssld, paddle")  # ... ppssld drops it
+    other = _stderr_of("import ppssld, paddle, warnings; warnings.warn('another warning', UserWarning)")
+    assert "another warning" in other

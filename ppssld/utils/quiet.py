@@ -11,6 +11,8 @@ Each rule names the exact text it drops and why it is harmless:
 * Paddle's C++ line ``Paddle static graph(PIR) not support input out tensor for now!!!!!``, logged
   while ``paddle.jit.save`` traces the zoo backbones ppssld exports (an op of theirs passes an
   output tensor; the exported model is checked against the dygraph model by the export tests).
+* Paddle's ``UserWarning: No ccache found`` at import: it concerns compiling C++ extensions, which
+  ppssld never does.
 """
 import contextlib
 import io
@@ -23,6 +25,14 @@ from typing import Iterator, Sequence
 OMP_LECTURE = ("WARNING: OMP_NUM_THREADS set to ", "PLEASE USE OMP_NUM_THREADS WISELY.")
 PPCLS_DEPRECATIONS = ('"init_res" will be deprecated',)
 PIR_OUT_TENSOR = ("Paddle static graph(PIR) not support input out tensor",)
+NO_CCACHE = "No ccache found"
+
+
+def quiet_paddle_import_warnings() -> None:
+    """Drop Paddle's import-time ``No ccache found`` warning (:data:`NO_CCACHE`; call before ``import paddle``)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=NO_CCACHE, category=UserWarning)
 
 
 class _LineFilter(io.TextIOBase):
