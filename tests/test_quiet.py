@@ -73,3 +73,9 @@ def test_paddles_ccache_warning_dropped_and_nothing_else():
     assert "No ccache found" not in _stderr_of("import ppssld, paddle")  # ... ppssld drops it
     other = _stderr_of("import ppssld, paddle, warnings; warnings.warn('another warning', UserWarning)")
     assert "another warning" in other
+
+
+def test_faiss_loader_lines_dropped():
+    code = "import logging; logging.basicConfig(level=logging.INFO); {}import faiss"
+    assert "Loading faiss" in _stderr_of(code.format(""))
+    assert "faiss" not in _stderr_of(code.format("import ppssld; "))

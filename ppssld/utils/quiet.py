@@ -13,6 +13,9 @@ Each rule names the exact text it drops and why it is harmless:
   output tensor; the exported model is checked against the dygraph model by the export tests).
 * Paddle's ``UserWarning: No ccache found`` at import: it concerns compiling C++ extensions, which
   ppssld never does.
+* faiss's ``Loading faiss with AVX... support`` / ``Successfully loaded ...`` INFO lines (its
+  ``faiss.loader`` logger, shown wherever a library configured the root logger): a failure to load
+  is still logged as a warning.
 """
 import contextlib
 import io
@@ -28,11 +31,16 @@ PIR_OUT_TENSOR = ("Paddle static graph(PIR) not support input out tensor",)
 NO_CCACHE = "No ccache found"
 
 
-def quiet_paddle_import_warnings() -> None:
-    """Drop Paddle's import-time ``No ccache found`` warning (:data:`NO_CCACHE`; call before ``import paddle``)."""
+FAISS_LOADER = "faiss.loader"
+
+
+def quiet_import_noise() -> None:
+    """Drop Paddle's import-time ``No ccache found`` warning (:data:`NO_CCACHE`) and faiss's loader INFO lines
+    (call before ``import paddle`` / ``import faiss``)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=NO_CCACHE, category=UserWarning)
+    logging.getLogger(FAISS_LOADER).setLevel(logging.WARNING)
 
 
 class _LineFilter(io.TextIOBase):
