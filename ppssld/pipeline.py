@@ -278,7 +278,11 @@ class Pipeline:
                  f"DataLoader.Train.dataset.cls_label_path={paths['train']}",
                  f"DataLoader.Eval.dataset.image_root={paths['image_root']}",
                  f"DataLoader.Eval.dataset.cls_label_path={paths['val']}",
-                 f"Global.class_names={paths['labels']}"]
+                 f"Global.class_names={paths['labels']}",
+                 # the keys export and inference read: the main job's own folders, not the stage YAML's ./dataset/...
+                 f"Global.save_inference_dir={self.stage_dir('export')}",
+                 f"Infer.infer_imgs={os.path.join(paths['image_root'], 'val')}",
+                 f"Infer.PostProcess.class_id_map_file={paths['labels']}"]
         if unlabeled is not None:
             items.append(f"DataLoader.Train.dataset.unlabeled_label_path={unlabeled}")
         return items

@@ -171,13 +171,15 @@ def next_commands(results: Dict[str, Dict[str, Any]]) -> List[str]:
     lines = [f"# evaluate the {'fine-tuned' if last == 'finetune' else 'distilled'} student on the test set",
              f"{python} {tool('tools', 'eval.py')} -c {shlex.quote(cfg)} -o Global.pretrained_model={shlex.quote(weights)}"]
     export = results.get("export")
-    if export:
+    if export:  # into <output_dir>/next/: never into a stage's own folder
+        again = os.path.join(os.path.dirname(os.path.dirname(export["model_dir"])), "next", "inference")
+        model_dir = os.path.join(again, os.path.basename(export["model_dir"]))
         lines += ["# export it again (Paddle Inference model, pretrained weights, PaddleHub module)",
                   f"{python} {tool('tools', 'export_model.py')} -c {shlex.quote(cfg)} -o "
-                  f"Global.pretrained_model={shlex.quote(weights)} --save_dir {shlex.quote(_shown(os.path.dirname(export['model_dir'])))}",
-                  "# predict test images with the exported model",
+                  f"Global.pretrained_model={shlex.quote(weights)} --save_dir {shlex.quote(_shown(again))}",
+                  "# predict test images with the model just exported",
                   f"{python} {tool('deploy', 'python', 'predict_cls.py')} --model_dir "
-                  f"{shlex.quote(_shown(export['model_dir']))} --image {shlex.quote(_shown(export['predicted_image']))}"]
+                  f"{shlex.quote(_shown(model_dir))} --image {shlex.quote(_shown(export['predicted_image']))}"]
     return lines
 
 

@@ -18,8 +18,45 @@ FAST = ["Global.epochs=1", "DataLoader.Train.sampler.batch_size=64", "DataLoader
         "DataLoader.Eval.loader.num_workers=0", "Global.print_batch_step=100"]
 
 
+def _readme_block() -> str:
+    """The bash block of the README's *Everyday use* section."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    return text.split("## Everyday use", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def _files_under(folder):
+    return {os.path.relpath(os.path.join(base, n), folder) for base, _d, names in os.walk(folder) for n in names}
+
+
+def _run_readme_block(work, main_job):
+    """Run the README's everyday block as written, from a checkout-like folder whose main job is ``main_job``:
+    every line exits 0, writes only under output/everyday and leaves the main job's files as they were."""
+    for name in ("tools", "deploy", "ppssld", "ppcls_configs", ".venv"):
+        if os.path.exists(os.path.join(ROOT, name)):
+            os.symlink(os.path.join(ROOT, name), os.path.join(work, name))
+    if not os.path.exists(os.path.join(ROOT, ".venv")):  # no virtual environment: `source` gets a stand-in
+        os.makedirs(os.path.join(work, ".venv", "bin"))
+        with open(os.path.join(work, ".venv", "bin", "activate"), "w", encoding="utf-8") as handle:
+            handle.write(f'python() {{ "{sys.executable}" "$@"; }}\n')
+    before_top, before_main = set(os.listdir(work)), _files_under(main_job)
+    script = "set -euo pipefail\n" + _readme_block()
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=900, cwd=work, env=env)
+    assert ran.returncode == 0, (ran.stdout[-3000:], ran.stderr[-3000:])
+    assert set(os.listdir(work)) == before_top, set(os.listdir(work)) ^ before_top  # nothing beside output/
+    assert sorted(os.listdir(os.path.join(work, "output"))) == ["everyday", "fashion_mnist_ssld"]
+    assert _files_under(main_job) == before_main, _files_under(main_job) ^ before_main  # the main job untouched
+    everyday = os.path.join(work, "output", "everyday")
+    for made in ("my_ssld/DistillationModel/latest.pdparams", "my_ssld_2procs/DistillationModel/latest.pdparams",
+                 "mined/selected_list.txt", "inference/MobileNetV3_small_x0_35_ssld_infer/inference.yml",
+                 "predictions.json", "hub_modules/mv3_ssld/module.py"):
+        assert os.path.isfile(os.path.join(everyday, made)), made
+    assert "LAUNCH INFO" not in ran.stdout + ran.stderr
+
+
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
-    out = tmp_path / "run"
+    out = tmp_path / "output" / "fashion_mnist_ssld"  # where the README's everyday commands look for the main job
     cfg = {"output_dir": str(out),
            "data": {"dataset": "digits", "labeled": 300, "unlabeled": 900, "seed": 0},
            "teacher": {"config": os.path.join(QS, "teacher_ResNet18.yaml"), "overrides": FAST},
@@ -65,6 +102,9 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
         assert used["Global"]["output_dir"] == str(out / stage) and recorded["config_used"] == str(out / stage / arch /
                                                                                                   "config.yaml")
         assert f"Global.output_dir={out / stage}" in recorded["overrides"]
+        text = (out / stage / arch / "config.yaml").read_text()  # no path left pointing outside the main job
+        assert "./dataset/" not in text and "./output/fashion_mnist/" not in text, (stage, text)
+        assert used["Global"]["save_inference_dir"] == str(out / "export")
     assert yaml.safe_load((out / "baseline" / "MobileNetV3_small_x0_35" / "config.yaml").read_text())["Global"][
         "epochs"] == results["baseline"]["epochs"]
     # one copy of the images: the teacher's list points at the student's
@@ -91,6 +131,7 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
         if "predict_cls.py" in line:
             assert showcase[0]["predicted"] in ran.stdout, ran.stdout[-2000:]
     assert "evaluating frozen model" not in proc.stdout + proc.stderr  # the teacher stage already evaluated it
+    _run_readme_block(str(tmp_path), str(out))
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("already complete with the same inputs, skipped") == 7, rerun.stdout[-3000:]

@@ -62,8 +62,10 @@ def test_next_commands_name_the_final_stage_and_export(tmp_path, monkeypatch):
     assert evaluate.startswith(sys.executable + " ")  # the interpreter that ran the pipeline
     assert "-c run/finetune/DistillationModel/config.yaml -o Global.pretrained_model=run/finetune/" in evaluate
     predict = next(ln for ln in lines if "predict_cls.py" in ln)
-    assert "--model_dir run/export/MobileNetV3_small_x0_35_ssld_infer --image run/data/student/images/val/00000.png" \
-        in predict
+    export = next(ln for ln in lines if "export_model.py" in ln)
+    assert export.endswith("--save_dir run/next/inference")  # never into the export stage's own folder
+    assert "--model_dir run/next/inference/MobileNetV3_small_x0_35_ssld_infer --image run/data/student/images/val/" \
+           "00000.png" in predict  # the model the line before wrote
     assert os.path.isabs(predict.split()[1])  # the repository's deploy/ seen from outside it
 
 

@@ -69,8 +69,10 @@ class WarmupSchedule(LRScheduler):
         warmup = int(round(warmup_epoch)) if self.by_epoch else (
             int(warmup_steps) or int(round(warmup_epoch * steps_per_epoch)))
         if warmup >= self.total and warmup > 0:
-            logger.warning("warmup (%d %s) is not shorter than training (%d): the whole run is warmup",
-                           warmup, "epochs" if self.by_epoch else "steps", self.total)
+            unit = "epochs" if self.by_epoch else "steps"
+            logger.info("LR warmup (%d %s) spans the whole run (%d %s): the LR rises linearly to %s and the "
+                        "schedule's decay never starts (Optimizer.lr.warmup_epoch below Global.epochs changes that)",
+                        warmup, unit, self.total, unit, base_lr)
             warmup = self.total
         self.warmup = warmup
         self.warmup_start_lr = _number(warmup_start_lr, "warmup_start_lr")
