@@ -303,3 +303,20 @@ def get(config: Dict[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
+
+
+DEFAULT_SEED = 42  # PaddleClas's Global.seed when a config has none
+
+
+def global_seed(config: Dict[str, Any]) -> int:
+    """``Global.seed`` (validated on load as an integer), :data:`DEFAULT_SEED` when absent: the one place
+    that default lives."""
+    return int(get(config, "Global.seed", DEFAULT_SEED))
+
+
+DEFAULT_OUTPUT_DIR = "./output"  # PaddleClas's Global.output_dir when a config has none
+
+
+def output_dir(config: Dict[str, Any]) -> str:
+    """``Global.output_dir``, :data:`DEFAULT_OUTPUT_DIR` when absent (the one place that default lives)."""
+    return str(get(config, "Global.output_dir", DEFAULT_OUTPUT_DIR))

@@ -25,7 +25,7 @@ from ppssld.arch.build import arch_class_num
 from ppssld.cache import store
 from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expected_fields, teacher_entry
 from ppssld.cache.rules import check_cacheable
-from ppssld.config import get
+from ppssld.config import get, global_seed
 from ppssld.data.dataset import build_dataset
 from ppssld.mining.score import dist_env
 from ppssld.mining.teacher import Teacher, teacher_from_config
@@ -52,7 +52,7 @@ def build_train_dataset(config: Dict[str, Any]) -> Any:
     if dataset_cfg.get("class_num") is None and arch_class_num(config["Arch"]) is not None:
         dataset_cfg["class_num"] = arch_class_num(config["Arch"])
     dataset = build_dataset(dataset_cfg, "DataLoader.Train.dataset")
-    dataset.set_seed(int(get(config, "Global.seed", 42)))
+    dataset.set_seed(global_seed(config))
     return dataset
 
 

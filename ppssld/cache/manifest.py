@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ppssld.arch.build import _aligned_list, _model_entries  # pylint: disable=protected-access
 from ppssld.arch.weights import resolve_params_path
-from ppssld.config import get
+from ppssld.config import get, global_seed
 from ppssld.data.label_list import as_path_list
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
@@ -70,7 +70,7 @@ def expected_fields(config: Dict[str, Any], records: Optional[List[str]] = None)
         "teacher_weights": file_fingerprint(resolve_params_path(str(weights), f"{name}.pretrained")),
         "teacher_arch": arch_entry,
         "transforms": dataset.get("transform_ops"),
-        "seed": int(get(config, "Global.seed", 42)),
+        "seed": global_seed(config),
         "lists": {role: [file_fingerprint(p) for p in as_path_list(dataset.get(key), f"DataLoader.Train.dataset.{key}")]
                   for role, key in (("labeled", "cls_label_path"), ("unlabeled", "unlabeled_label_path"))},
         "class_num": class_count(entry, config),

@@ -24,7 +24,7 @@ import paddle.nn as nn
 from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_entry
 from ppssld.cache.rules import check_cacheable, check_losses
 from ppssld.cache.store import ChunkReader
-from ppssld.config import get
+from ppssld.config import get, global_seed
 from ppssld.utils.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def attach(config: Dict[str, Any], model: nn.Layer, loader: Any, sampler: Any, l
     cache = teacher.cache
     records = [r.path for r in dataset.records]
     check_matches(cache.manifest, expected_fields(config, records), cache.root)
-    seed = int(get(config, "Global.seed", 42))
+    seed = global_seed(config)
     dataset.epoch_key = ViewKey(cache.views, seed)
     dataset.carry_index = True
     epochs = int(get(config, "Global.epochs", 1))

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.build import arch_class_num, build_model, infer_model_name, names_after
-from ppssld.config import get, trust_weights
+from ppssld.config import get, global_seed, output_dir, trust_weights
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.trainer import Trainer
@@ -55,13 +55,13 @@ def seed_everything(seed: int) -> None:
 
 def save_dir(config: Dict[str, Any]) -> str:
     """``<output_dir>/<Arch.name>``, PaddleClas's checkpoint folder."""
-    return os.path.join(get(config, "Global.output_dir", "./output"), config["Arch"]["name"])
+    return os.path.join(output_dir(config), config["Arch"]["name"])
 
 
 def prepare_runtime(config: Dict[str, Any]) -> None:
     """Device (missing ``Global.device``: a visible GPU, else the CPU), process group and seed from ``Global``."""
     distributed.init(get(config, "Global.device"))
-    seed_everything(int(get(config, "Global.seed", 42)))
+    seed_everything(global_seed(config))
 
 
 def _provided_models(arch: Dict[str, Any], state_keys: Any) -> List[str]:
@@ -83,7 +83,7 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
 
     strict = bool(get(config, "Global.strict_load", True))
     trust = trust_weights(config)
-    seed = int(get(config, "Global.seed", 42))
+    seed = global_seed(config)
     pretrained = get(config, "Global.pretrained_model")
     checkpoints = get(config, "Global.checkpoints") if resume else None
     state, provided = None, []
@@ -174,7 +174,7 @@ def _visualdl(config: Dict[str, Any]) -> Optional[Any]:
         return None
     from visualdl import LogWriter
 
-    return LogWriter(logdir=os.path.join(get(config, "Global.output_dir", "./output"), "vdl"))
+    return LogWriter(logdir=os.path.join(output_dir(config), "vdl"))
 
 
 def build_eval_pieces(config: Dict[str, Any]) -> tuple:
@@ -185,7 +185,7 @@ def build_eval_pieces(config: Dict[str, Any]) -> tuple:
 
     if get(config, "DataLoader.Eval") is None:
         return None, [], None
-    seed = int(get(config, "Global.seed", 42))
+    seed = global_seed(config)
     loader, _ = build_dataloader(config["DataLoader"]["Eval"], "eval", seed=seed, where="DataLoader.Eval",
                                  class_num=arch_class_num(config["Arch"]))
     metric_cfg = get(config, "Metric.Eval") or _default_metrics(config)
@@ -241,7 +241,7 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
 
     checkpoints = get(config, "Global.checkpoints")
     model = apply_sync_bn(config, build_full_model(config, resume=bool(checkpoints)))
-    seed = int(get(config, "Global.seed", 42))
+    seed = global_seed(config)
     # the training stream (dropout, drop-path) starts from the seed whichever models were built: a teacher
     # read from Global.soft_label_cache is not built, and must not change the student's training
     paddle.seed(seed)

@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import Any, Callable, Dict, List, NoReturn, Optional
 
-from ppssld.config import get, load_config
+from ppssld.config import load_config, output_dir
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging
 from ppssld.utils.threads import thread_source
@@ -122,7 +122,7 @@ def load(args: argparse.Namespace, log_name: Optional[str] = None) -> Dict[str, 
     setup_logging()
     config = load_config(args.config, flat_overrides(args.override, getattr(args, "trust_weights", False)))
     if log_name:
-        setup_logging(os.path.join(get(config, "Global.output_dir", "./output"), log_name))
+        setup_logging(os.path.join(output_dir(config), log_name))
     logger.info("config %s; OMP_NUM_THREADS=%s (chosen by %s)", args.config, os.environ.get("OMP_NUM_THREADS"),
                 thread_source())
     return config
