@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from ppssld.config import get, load_config, safe_load
+from ppssld.config import get, load_config, parse_override, read_yaml_file
 from ppssld.pipeline_cache import cache_teacher, stage_settings, wants_cache
 from ppssld.pipeline_summary import warmup_note
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -57,19 +57,17 @@ def load_pipeline_config(path: str, overrides: Optional[List[str]] = None) -> Di
     Raises:
         ConfigError: unknown sections or keys (with the closest valid one), missing stage configs.
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"pipeline config {path!r} does not exist")
-    with open(path, "r", encoding="utf-8") as handle:
-        cfg = safe_load(handle) or {}
+    cfg = read_yaml_file(path, "pipeline config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a pipeline config is a mapping of sections, got {type(cfg).__name__}")
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        key, raw = item.split("=", 1)
-        parts = key.split(".")
+        parts, value = parse_override(item)  # the one -o rule (YAML values, errors naming the override)
         node = cfg
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node[parts[-1]] = value
     for section, value in cfg.items():
         if section not in SCHEMA:
             raise ConfigError(f"{path}: unknown section {section!r}.{did_you_mean(section, SCHEMA)} "

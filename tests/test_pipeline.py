@@ -62,7 +62,7 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path):
            "teacher": {"config": os.path.join(QS, "teacher_ResNet18.yaml"), "overrides": FAST},
            "baseline": {"enabled": True, "config": os.path.join(QS, "student_MV3_small_x0_35_ce.yaml"),
                         "overrides": FAST},
-           "mine": {"k": 20},
+           "mine": {"k": 20, "pool": 600},  # a sample, as the main job mines (its pool_sample.txt)
            "distill": {"config": os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"), "overrides": FAST},
            "finetune": {"config": os.path.join(QS, "finetune_R18_MV3_small_x0_35.yaml"),
                         "overrides": FAST + ["Global.epochs=2", "Global.save_interval=1"]},
@@ -185,6 +185,15 @@ def test_pipeline_config_errors_name_the_key(tmp_path):
     path.write_text(yaml.safe_dump({"data": {"dataset": "digits", "labelled": 5}, "teacher": {"pretrained": "t"},
                                     "distill": {"config": "x.yaml"}}))
     with pytest.raises(ConfigError, match="Did you mean 'labeled'"):
+        load_pipeline_config(str(path))
+    # -o goes through the one override rule: a bad YAML value and a missing '=' are named
+    path.write_text(yaml.safe_dump({"data": {"dataset": "digits"}, "distill": {"config": "x.yaml"}}))
+    with pytest.raises(ConfigError, match=r"override 'mine.k=\[1,': value '\[1,' is not valid YAML"):
+        load_pipeline_config(str(path), ["mine.k=[1,"])
+    with pytest.raises(ConfigError, match="must look like Section.key=value"):
+        load_pipeline_config(str(path), ["mine.k"])
+    path.write_text("data: {dataset: digits\n")
+    with pytest.raises(ConfigError, match=str(path)):
         load_pipeline_config(str(path))
 
 
