@@ -27,8 +27,8 @@ from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expect
 from ppssld.cache.rules import check_cacheable
 from ppssld.config import get, global_seed
 from ppssld.data.dataset import build_dataset
-from ppssld.mining.score import dist_env
 from ppssld.mining.teacher import Teacher, teacher_from_config
+from ppssld.utils.dist_env import dist_env
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.fingerprint import canonical, differences
 from ppssld.utils.io import atomic_write_json

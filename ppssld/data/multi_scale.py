@@ -18,6 +18,7 @@ import paddle
 from ppssld.data.dataset import ImageNetDataset
 from ppssld.data.sampler import epoch_permutation
 from ppssld.data.transforms import Compose, build_transforms
+from ppssld.utils import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import DATASETS, SAMPLERS
 
@@ -117,8 +118,8 @@ class MultiScaleSampler(paddle.io.BatchSampler):
         self.plans = [(w, h, max(1, int(base / (w * h)))) for w, h in pairs]
         self.dataset, self.shuffle, self.seed, self.epoch = dataset, bool(shuffle), int(seed), 0
         self.batch_size = first_bs
-        self.nranks = int(num_replicas) if num_replicas is not None else paddle.distributed.get_world_size()
-        self.local_rank = int(rank) if rank is not None else paddle.distributed.get_rank()
+        self.nranks = int(num_replicas) if num_replicas is not None else dist_env.world_size()
+        self.local_rank = int(rank) if rank is not None else dist_env.rank()
         self.per_rank = int(math.ceil(len(dataset) / self.nranks))
         chooser = np.random.default_rng([self.seed & 0xFFFFFFFF, 0x5CA1E])
         self.batches: List[Tuple[int, int, int]] = []

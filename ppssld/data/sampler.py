@@ -15,6 +15,7 @@ from typing import Any, Iterator, List, Optional
 import numpy as np
 import paddle
 
+from ppssld.utils import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SAMPLERS
 
@@ -58,8 +59,8 @@ class DistributedBatchSampler(paddle.io.BatchSampler):
             logger.warning("drop_last is ignored for evaluation: every sample is evaluated exactly once")
             drop_last = False
         self.drop_last = bool(drop_last)
-        self.nranks = int(num_replicas) if num_replicas is not None else paddle.distributed.get_world_size()
-        self.local_rank = int(rank) if rank is not None else paddle.distributed.get_rank()
+        self.nranks = int(num_replicas) if num_replicas is not None else dist_env.world_size()
+        self.local_rank = int(rank) if rank is not None else dist_env.rank()
         if not 0 <= self.local_rank < self.nranks:
             raise ConfigError(f"rank {self.local_rank} is outside world size {self.nranks}")
         self.seed = int(seed)

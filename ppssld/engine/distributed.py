@@ -15,6 +15,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from ppssld.utils.dist_env import rank, world_size  # noqa: F401  (the one rank rule; engine code calls it here)
 from ppssld.utils.errors import ConfigError, PpssldError
 
 logger = logging.getLogger(__name__)
@@ -26,16 +27,6 @@ _PEER_LOST_MARKERS = ("gloo", "nccl", "Connection reset", "Connection closed", "
 
 class PeerLostError(PpssldError, RuntimeError):
     """Another rank died or stopped answering during a collective operation (the CLIs print it, exit 2)."""
-
-
-def world_size() -> int:
-    """Number of trainer processes (1 without paddle.distributed.launch)."""
-    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-
-
-def rank() -> int:
-    """This process's rank."""
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
 
 
 def is_main() -> bool:

@@ -11,9 +11,9 @@ import logging
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import paddle
 
 from ppssld.metric.multilabel import Outputs, _sigmoid, multilabel_targets, select_logits
+from ppssld.utils import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
 
@@ -75,7 +75,7 @@ class MultiLabelMAP:
 
     def counts(self) -> np.ndarray:
         """Scores then labels, flattened (``[N * C * 2]``)."""
-        if paddle.distributed.get_world_size() > 1:
+        if dist_env.world_size() > 1:
             raise ConfigError("MultiLabelMAP ranks every score of the evaluation set, which ppssld's distributed "
                               "evaluation (it sums per-process counts) cannot: evaluate it in one process")
         if not self._scores:

@@ -13,7 +13,8 @@ from ppssld.data.transforms import build_transforms
 from ppssld.mining import dedup
 from ppssld.mining import sharded
 from ppssld.mining.report import class_names_from, plot_per_class, write_report
-from ppssld.mining.score import chunk_path, dist_env, score_pool, wait_for_chunks
+from ppssld.mining.score import chunk_path, score_pool, wait_for_chunks
+from ppssld.utils.dist_env import dist_env
 from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import ConfigError, DataError

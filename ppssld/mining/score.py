@@ -55,11 +55,6 @@ class Scores(NamedTuple):
         return dedup.Signature(self.hash[i], self.thumb[i].astype(np.float32), self.grey[i], int(self.side[i]))
 
 
-def dist_env() -> tuple:
-    """(rank, world size) from ``paddle.distributed.launch``'s environment (0, 1 outside it)."""
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0")), int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-
-
 def _load_one(path: str, transform: Compose) -> tuple:
     """Decode once (with the chain's decoder) for both the teacher's input and the signature's grey image."""
     try:

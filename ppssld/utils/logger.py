@@ -4,14 +4,10 @@ import os
 import sys
 from typing import Optional
 
+from ppssld.utils.dist_env import rank as dist_rank
 from ppssld.utils.errors import OutputError
 
 FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
-
-
-def get_rank() -> int:
-    """This process's trainer rank (0 outside distributed launch)."""
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
 
 
 def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> None:
@@ -26,7 +22,7 @@ def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> 
         OutputError: the log file cannot be created.
     """
     root = logging.getLogger("ppssld")
-    rank = get_rank()
+    rank = dist_rank()
     root.setLevel(level if rank == 0 else logging.WARNING)
     if not any(getattr(h, "_ppssld", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stdout)
