@@ -76,6 +76,20 @@ def loader_cfg(root: str, list_path: str, train: bool, batch_size: int = 8, size
             "loader": {"num_workers": 0, "use_shared_memory": False}}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def engine_store(tmp_path_factory):
+    """The teacher-engine store of the whole run in a temporary folder (never the user's ~/.cache);
+    subprocesses inherit it."""
+    folder = str(tmp_path_factory.mktemp("ppssld_cache"))
+    old = os.environ.get("PPSSLD_CACHE_DIR")
+    os.environ["PPSSLD_CACHE_DIR"] = folder
+    yield folder
+    if old is None:
+        os.environ.pop("PPSSLD_CACHE_DIR", None)
+    else:
+        os.environ["PPSSLD_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
     """24 labeled + 8 unlabeled 32x32 images of 4 classes."""

@@ -22,10 +22,11 @@ from ppssld.utils.errors import ConfigError, did_you_mean
 logger = logging.getLogger(__name__)
 
 DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
-                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "use_ssld")
+                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "use_ssld",
+                "teacher_engine")
 _WARN_KEYS = {"infer_add_softmax": "export writes logits; the predictor applies softmax",
               "use_ssld": "on a DistillationModel PaddleClas ignores it too; set use_ssld on each model"}
-ENGINE_KEYS = ("use_sync_bn",)  # read by ppssld.engine.builder (SyncBatchNorm conversion), not by the model
+ENGINE_KEYS = ("use_sync_bn", "teacher_engine")  # read by ppssld.engine.builder / ppssld.teacher, not the model
 _warned: set = set()
 
 
@@ -95,7 +96,7 @@ def restrict_trainable(layer: nn.Layer, patterns: List[str], where: str) -> int:
     return kept
 
 
-def _model_entries(arch: Dict[str, Any]) -> List[tuple]:
+def model_entries(arch: Dict[str, Any]) -> List[tuple]:
     models = arch.get("models")
     if not isinstance(models, list) or not models:
         raise ConfigError("Arch.models must be a non-empty list like [{Teacher: {...}}, {Student: {...}}]")
@@ -113,7 +114,7 @@ def _model_entries(arch: Dict[str, Any]) -> List[tuple]:
     return entries
 
 
-def _aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
+def aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
     value = arch.get(key)
     if value is None:
         return [None] * count
@@ -192,9 +193,9 @@ def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str],
     for key in _WARN_KEYS:
         if arch.get(key) is not None:
             _warn_once(key, "Arch")
-    entries = _model_entries(arch)
-    freeze = _aligned_list(arch, "freeze_params_list", len(entries))
-    pretrained = _aligned_list(arch, "pretrained_list", len(entries))
+    entries = model_entries(arch)
+    freeze = aligned_list(arch, "freeze_params_list", len(entries))
+    pretrained = aligned_list(arch, "pretrained_list", len(entries))
     bn_mode = arch.get("teacher_bn_mode", "eval")
     if bn_mode not in BN_MODES:
         raise ConfigError(f"Arch.teacher_bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
@@ -260,8 +261,8 @@ def infer_model_name(arch: Dict[str, Any]) -> Optional[str]:
     """The name of the model export and evaluation use (None for a plain model)."""
     if arch.get("name") != "DistillationModel":
         return None
-    names = [k for k, _ in _model_entries(arch)]
-    frozen = _aligned_list(arch, "freeze_params_list", len(names))
+    names = [k for k, _ in model_entries(arch)]
+    frozen = aligned_list(arch, "freeze_params_list", len(names))
     return arch.get("infer_model_name") or [n for n, f in zip(names, frozen) if not f][-1]
 
 
@@ -270,7 +271,7 @@ def arch_class_num(arch: Dict[str, Any]) -> Optional[int]:
     if arch.get("name") != "DistillationModel":
         return int(arch["class_num"]) if arch.get("class_num") is not None else None
     name = infer_model_name(arch)
-    for key, cfg in _model_entries(arch):
+    for key, cfg in model_entries(arch):
         if key == name and cfg.get("class_num") is not None:
             return int(cfg["class_num"])
     return int(arch["class_num"]) if arch.get("class_num") is not None else None

@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ppssld.arch.build import _aligned_list, _model_entries  # pylint: disable=protected-access
+from ppssld.arch.build import aligned_list, model_entries
 from ppssld.arch.weights import resolve_params_path
 from ppssld.config import get, global_seed
 from ppssld.data.label_list import as_path_list
@@ -36,9 +36,9 @@ def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
     arch = config.get("Arch") or {}
     if arch.get("name") != "DistillationModel":
         raise ConfigError("a soft-label cache needs Arch.name: DistillationModel (a frozen teacher and a student)")
-    entries = _model_entries(arch)
-    frozen = _aligned_list(arch, "freeze_params_list", len(entries))
-    listed = _aligned_list(arch, "pretrained_list", len(entries))
+    entries = model_entries(arch)
+    frozen = aligned_list(arch, "freeze_params_list", len(entries))
+    listed = aligned_list(arch, "pretrained_list", len(entries))
     teachers = [i for i, f in enumerate(frozen) if f]
     if len(teachers) != 1:
         raise ConfigError(f"a soft-label cache needs exactly one frozen model (the teacher) in "

@@ -9,6 +9,7 @@ import paddle
 
 from ppssld.arch.build import arch_class_num, build_model, infer_model_name, names_after
 from ppssld.config import get, global_seed, output_dir, trust_weights
+from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.trainer import Trainer
@@ -103,6 +104,7 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
                             seed=seed)
     if state is not None:
         load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
+    attach_teacher_engines(model, config)
     return model
 
 

@@ -10,6 +10,7 @@ from ppssld.arch.build import build_model
 from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.config import get, trust_weights
+from ppssld.teacher.choose import engine_for
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.safe_load import check_inference_side_files
 
@@ -25,8 +26,10 @@ class Teacher:
         outputs_probs: the model already ends in a softmax.
     """
 
-    def __init__(self, layer: nn.Layer, description: str, outputs_probs: bool = False) -> None:
+    def __init__(self, layer: nn.Layer, description: str, outputs_probs: bool = False,
+                 engine: Optional[Any] = None) -> None:
         self.layer = layer
+        self.engine = engine  # a ppssld.teacher engine (logits of a numpy batch), or None: dygraph
         self.description = description
         self.outputs_probs = outputs_probs
         self.layer.eval()
@@ -61,7 +64,10 @@ class Teacher:
             self._hook = self.feature_layer.register_forward_pre_hook(self._capture)
         self._feature = None
         with paddle.no_grad():
-            out = self.layer(paddle.to_tensor(np.ascontiguousarray(batch, dtype=np.float32)))
+            if self.engine is not None and not features:
+                out = paddle.to_tensor(self.engine(np.ascontiguousarray(batch, dtype=np.float32)))
+            else:
+                out = self.layer(paddle.to_tensor(np.ascontiguousarray(batch, dtype=np.float32)))
             if isinstance(out, (list, tuple)):
                 out = out[0]
             if isinstance(out, dict):
@@ -96,7 +102,9 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
                               f"to the teacher's .pdparams (mining with a random teacher selects noise)")
         layer = build_model(arch, strict=strict, only=name, trust=trust)
         where = entry.get("pretrained") or listed
-        return Teacher(layer, f"{name}={entry.get('name')} weights={where}")
+        engine = engine_for(layer, name, entry, arch.get("teacher_engine"))
+        engine_name = "paddle_inference" if engine is not None else "dygraph"
+        return Teacher(layer, f"{name}={entry.get('name')} weights={where} engine={engine_name}", engine=engine)
     weights = arch.get("pretrained") or get(config, "Global.pretrained_model")
     if not weights:
         raise ConfigError("Arch.pretrained (or Global.pretrained_model) must name the teacher's .pdparams: "

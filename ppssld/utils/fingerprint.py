@@ -56,3 +56,16 @@ def differences(old: Dict[str, Any], new: Dict[str, Any], limit: int = 5) -> Lis
 def _short(value: Any, width: int = 60) -> str:
     text = canonical(value) if not isinstance(value, str) else value
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def arrays_digest(arrays: Dict[str, Any]) -> str:
+    """A BLAKE2 digest of named arrays' names, shapes, dtypes and bytes (weights in memory, e.g. a teacher's
+    ``state_dict`` as numpy), in sorted name order."""
+    import numpy as np
+
+    hasher = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        hasher.update(f"{name}|{value.shape}|{value.dtype}|".encode("utf-8"))
+        hasher.update(value.tobytes())
+    return hasher.hexdigest()

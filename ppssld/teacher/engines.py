@@ -1,0 +1,158 @@
+"""Run a frozen teacher layer in Paddle Inference (oneDNN on CPU) instead of dygraph.
+
+The layer is saved once with ``paddle.jit.save`` into a folder of the engine store keyed by its
+weights (their bytes, :func:`ppssld.utils.fingerprint.arrays_digest`), its class and the input shape
+``[C, H, W]`` and Paddle's version; any change makes another folder, and a run finding the folder
+reuses it. The store is ``$PPSSLD_CACHE_DIR/teacher_engine`` (default ``$XDG_CACHE_HOME/ppssld``, else
+``~/.cache/ppssld``). Each folder is written beside its final name and renamed into place, so two
+processes (ranks) saving the same teacher at once both end with a complete folder.
+"""
+import logging
+import os
+import shutil
+import time
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from ppssld.utils.errors import ConfigError
+from ppssld.utils.fingerprint import arrays_digest, digest
+from ppssld.utils.io import ensure_dir, make_temp_dir
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "dygraph", "paddle_inference")
+MODEL_FILE = "teacher"  # paddle.jit.save prefix inside a store folder
+EXACT_TOLERANCE = 1e-4  # largest |softmax difference| to dygraph that an engine may have on a checked batch
+
+
+def store_root() -> str:
+    """The engine store folder (see the module docstring)."""
+    base = os.environ.get("PPSSLD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ppssld")
+    return os.path.join(base, "teacher_engine")
+
+
+def check_engine_name(value: object, where: str = "Arch.teacher_engine") -> str:
+    """The engine name, or a ConfigError naming the key and the valid values."""
+    if value is None:
+        return "auto"
+    if value not in ENGINES:
+        raise ConfigError(f"{where} must be one of {', '.join(ENGINES)}, got {value!r}")
+    return str(value)
+
+
+def layer_key(layer: nn.Layer, shape: Sequence[int]) -> str:
+    """The store key of ``layer`` run at input ``shape`` ``[C, H, W]``."""
+    weights = arrays_digest({k: v.numpy() for k, v in layer.state_dict().items()})
+    return digest({"weights": weights, "class": type(layer).__name__, "shape": list(shape),
+                   "paddle": paddle.__version__})
+
+
+def _save(layer: nn.Layer, shape: Sequence[int], folder: str) -> None:
+    """``paddle.jit.save`` the layer into ``folder`` (complete or absent)."""
+    if os.path.isfile(os.path.join(folder, MODEL_FILE + ".pdiparams")):
+        return
+    tmp = make_temp_dir(folder)
+    try:
+        spec = [paddle.static.InputSpec([None, *shape], "float32", "x")]
+        was_training = layer.training
+        layer.eval()
+        paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec, full_graph=True),
+                        os.path.join(tmp, MODEL_FILE))
+        if was_training:
+            layer.train()
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process published the same folder first: keep theirs
+            if not os.path.isfile(os.path.join(folder, MODEL_FILE + ".pdiparams")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model_files(folder: str) -> Tuple[str, str]:
+    for graph in ("teacher.json", "teacher.pdmodel"):
+        if os.path.isfile(os.path.join(folder, graph)):
+            return os.path.join(folder, graph), os.path.join(folder, MODEL_FILE + ".pdiparams")
+    raise ConfigError(f"teacher engine folder {folder} holds no saved model: delete it and run again")
+
+
+class InferencePredictor:
+    """A Paddle Inference predictor (CPU, oneDNN) of one saved teacher at one input shape."""
+
+    def __init__(self, folder: str, threads: int) -> None:
+        import paddle.inference as pi
+
+        graph, params = _model_files(folder)
+        config = pi.Config(graph, params)
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(max(1, int(threads)))
+        config.disable_glog_info()
+        self.predictor = pi.create_predictor(config)
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self.input.reshape(list(batch.shape))
+        self.input.copy_from_cpu(batch)
+        self.predictor.run()
+        return self.output.copy_to_cpu()
+
+
+def softmax_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference between the row softmaxes of two logit arrays."""
+    def soft(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return float(np.abs(soft(a.astype(np.float64)) - soft(b.astype(np.float64))).max())
+
+
+class LayerEngine:
+    """Runs ``layer`` in Paddle Inference, one predictor per input shape, each checked against dygraph on its
+    first batch (softmax within :data:`EXACT_TOLERANCE`).
+
+    Args:
+        layer: the frozen teacher (eval mode, logits out).
+        name: its name, for logs and errors.
+        threads: CPU threads of each predictor.
+    Raises (on a call):
+        ConfigError: the engine's softmax differs from dygraph's beyond the tolerance.
+    """
+
+    def __init__(self, layer: nn.Layer, name: str, threads: int) -> None:
+        self.layer, self.name, self.threads = layer, name, int(threads)
+        self.predictors: Dict[Tuple[int, ...], InferencePredictor] = {}
+
+    def __deepcopy__(self, memo: dict) -> "LayerEngine":
+        return self  # frozen: a model copy (EMA) shares the engine
+
+    def _predictor(self, batch: np.ndarray) -> InferencePredictor:
+        shape = tuple(int(s) for s in batch.shape[1:])
+        if shape in self.predictors:
+            return self.predictors[shape]
+        start = time.perf_counter()
+        folder = os.path.join(ensure_dir(store_root()), layer_key(self.layer, shape))
+        reused = os.path.isfile(os.path.join(folder, MODEL_FILE + ".pdiparams"))
+        _save(self.layer, shape, folder)
+        predictor = InferencePredictor(folder, self.threads)
+        with paddle.no_grad():
+            reference = self.layer(paddle.to_tensor(batch)).numpy()
+        gap = softmax_gap(predictor(batch), reference)
+        if gap > EXACT_TOLERANCE:
+            raise ConfigError(f"Arch.teacher_engine: Paddle Inference's softmax of {self.name} differs from dygraph's "
+                              f"by {gap:.2e} (> {EXACT_TOLERANCE:g}) at input {list(shape)}; set "
+                              f"Arch.teacher_engine: dygraph")
+        logger.info("teacher %s runs in Paddle Inference (oneDNN, %d thread(s)) at input %s: %s %s in %.1f s; "
+                    "softmax within %.1e of dygraph on its first batch", self.name, self.threads, list(shape),
+                    "reused" if reused else "saved", folder, time.perf_counter() - start, gap)
+        self.predictors[shape] = predictor
+        return predictor
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Logits ``(n, classes)`` float32 of a float32 batch ``(n, C, H, W)``."""
+        return self._predictor(batch)(batch)
