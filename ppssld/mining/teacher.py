@@ -111,7 +111,9 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
                           "mining with a random teacher selects noise")
     layer = build_model(arch, strict=strict, load_pretrained=False)
     load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}", trust=trust)
-    return Teacher(layer, f"{arch.get('name')} weights={weights}")
+    engine = engine_for(layer, str(arch.get("name")), arch, "auto")
+    return Teacher(layer, f"{arch.get('name')} weights={weights} engine={'paddle_inference' if engine else 'dygraph'}",
+                   engine=engine)
 
 
 def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bool = True,
@@ -123,7 +125,9 @@ def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bo
     if any(k.startswith("Teacher.") for k in state):
         state = {k[len("Teacher."):]: v for k, v in state.items() if k.startswith("Teacher.")}
     load_weights(layer, state, strict=strict, where=weights)
-    return Teacher(layer, f"{backbone} weights={weights}")
+    engine = engine_for(layer, backbone, {}, "auto")
+    return Teacher(layer, f"{backbone} weights={weights} engine={'paddle_inference' if engine else 'dygraph'}",
+                   engine=engine)
 
 
 def teacher_from_inference(prefix: str, outputs_probs: bool = False, trust: bool = False) -> Teacher:
