@@ -74,6 +74,7 @@ def test_a_resume_with_nothing_left_says_so_and_how_to_go_on(setup, caplog):
     cfg = distill_config(root, paths, teacher, str(tmp / "c"), epochs=1)
     cfg["Global"]["checkpoints"] = str(tmp / "c" / "DistillationModel" / "latest")
     logging.getLogger("ppssld").propagate = True
+    caplog.clear()  # only the resumed run's records (the first run's may have propagated)
     with caplog.at_level(logging.INFO, logger="ppssld"):
         result = build_trainer(cfg).fit()
     text = "\n".join(r.getMessage() for r in caplog.records)

@@ -38,7 +38,8 @@ def test_engine_softmax_equals_dygraph_on_every_image_and_batch_size():
     assert len(engine.predictors) == 1  # one predictor per input shape, whatever the batch
 
 
-def test_the_saved_teacher_is_reused_and_rebuilt_when_its_weights_change(caplog):
+def test_the_saved_teacher_is_reused_and_rebuilt_when_its_weights_change(caplog, tmp_path, monkeypatch):
+    monkeypatch.setenv("PPSSLD_CACHE_DIR", str(tmp_path / "store"))  # an empty store of its own
     layer = _layer(1)
     batch = np.zeros((2, 3, 32, 32), np.float32)
     logging.getLogger("ppssld").propagate = True
