@@ -10,10 +10,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld import search  # noqa: E402  (after the path set-up)
-from ppssld.engine import cli  # noqa: E402
-from ppssld.utils.io import atomic_write_json  # noqa: E402
-from ppssld.utils.logger import setup_logging  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld import search  # noqa: E402  (after the path set-up)
+    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils.io import atomic_write_json  # noqa: E402
+    from ppssld.utils.logger import setup_logging  # noqa: E402
 
 
 def main() -> None:

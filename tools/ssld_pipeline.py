@@ -9,11 +9,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.engine import cli  # noqa: E402  (after the path set-up)
-from ppssld.pipeline import Pipeline, load_pipeline_config  # noqa: E402
-from ppssld.pipeline_summary import next_commands, plot_summary, summary_table  # noqa: E402
-from ppssld.utils.io import atomic_write_text  # noqa: E402
-from ppssld.utils.logger import setup_logging  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+    from ppssld.pipeline import Pipeline, load_pipeline_config  # noqa: E402
+    from ppssld.pipeline_summary import next_commands, plot_summary, summary_table  # noqa: E402
+    from ppssld.utils.io import atomic_write_text  # noqa: E402
+    from ppssld.utils.logger import setup_logging  # noqa: E402
 
 
 def main() -> None:

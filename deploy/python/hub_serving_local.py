@@ -9,6 +9,11 @@ own clients. Loading a module runs its ``module.py``: serve only modules you tru
 """
 import argparse
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 
 def main() -> None:
@@ -32,4 +37,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with missing_dependency_exits():  # no PaddleHub or Flask: one line and status 2, not a traceback
+        main()

@@ -11,10 +11,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppssld.data.image import read_bytes  # noqa: E402
-from ppssld.engine import cli  # noqa: E402
-from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths  # noqa: E402
-from ppssld.utils.io import atomic_write_json  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.data.image import read_bytes  # noqa: E402
+    from ppssld.engine import cli  # noqa: E402
+    from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths  # noqa: E402
+    from ppssld.utils.io import atomic_write_json  # noqa: E402
 
 
 def str2bool(text: str) -> bool:

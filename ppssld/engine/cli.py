@@ -2,8 +2,8 @@
 
 :func:`run` is the one place where a user's mistake becomes a message instead of a traceback:
 a :class:`~ppssld.utils.errors.PpssldError` (ConfigError, DataError, WeightsError, ...) prints
-``error: <message>`` on stderr and exits with status 2; ``--debug`` or ``PPSSLD_DEBUG=1`` shows
-the traceback as well. Any other exception keeps its traceback (it is a bug, not a user error).
+``error: <message>`` on stderr and exits with status 2, and so does a missing third-party package
+(:mod:`ppssld.utils.deps`); ``--debug`` or ``PPSSLD_DEBUG=1`` shows the traceback as well. Any other exception keeps its traceback (it is a bug, not a user error).
 """
 import argparse
 import logging
@@ -13,20 +13,15 @@ import traceback
 from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from ppssld.config import get, load_config
+from ppssld.utils.deps import DEBUG_ENV, DEBUG_FLAG, USER_ERROR_STATUS, debug_enabled, missing_dependency_exits
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging
 from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
 
-DEBUG_ENV = "PPSSLD_DEBUG"
-DEBUG_FLAG = "--debug"
-USER_ERROR_STATUS = 2
-
-
-def debug_enabled() -> bool:
-    """True when ``PPSSLD_DEBUG`` is set to something other than ``0``/``false``/empty."""
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+__all__ = ["DEBUG_ENV", "DEBUG_FLAG", "USER_ERROR_STATUS", "add_debug_flag", "base_parser", "debug_enabled",
+           "flat_overrides", "load", "run"]
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -53,7 +48,8 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
     if DEBUG_FLAG in sys.argv[1:]:
         os.environ[DEBUG_ENV] = "1"  # child processes (distributed workers, pipeline stages) inherit it
     try:
-        status = main()
+        with missing_dependency_exits():  # a package imported only inside main: one line, status 2
+            status = main()
     except PpssldError as exc:
         if debug_enabled():
             traceback.print_exc()
