@@ -20,14 +20,27 @@ from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEBUG_ENV", "DEBUG_FLAG", "USER_ERROR_STATUS", "add_debug_flag", "base_parser", "debug_enabled",
-           "flat_overrides", "load", "run"]
+__all__ = ["CONFIG_HELP", "DEBUG_ENV", "DEBUG_FLAG", "USER_ERROR_STATUS", "add_debug_flag", "base_parser", "debug_enabled",
+           "flat_overrides", "load", "OVERRIDE_HELP",
+           "override_argument", "run"]
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give ``parser`` the ``--debug`` switch (read by :func:`run` before parsing)."""
     parser.add_argument(DEBUG_FLAG, action="store_true",
-                        help=f"show the Python traceback of errors too (same as {DEBUG_ENV}=1)")
+                        help=f"on an error, also show the Python traceback (same as {DEBUG_ENV}=1; default: off, "
+                             f"one 'error: ...' line)")
+    return parser
+
+
+OVERRIDE_HELP = ("override one config value, Section.key=VALUE (VALUE is read as YAML), e.g. -o Global.epochs=3; "
+                 "give several after one -o or repeat -o, applied in order (default: none)")
+
+
+def override_argument(parser: argparse.ArgumentParser, help_text: str = OVERRIDE_HELP) -> argparse.ArgumentParser:
+    """Give ``parser`` the repeatable ``-o KEY=VALUE [KEY=VALUE ...]``; read it with :func:`flat_overrides`."""
+    parser.add_argument("-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=help_text)
     return parser
 
 
@@ -86,17 +99,22 @@ def _exit_without_teardown() -> NoReturn:
     os._exit(0)
 
 
-def base_parser(description: str, trust_flag: bool = True) -> argparse.ArgumentParser:
+CONFIG_HELP = "YAML config file, PaddleClas schema (Global, Arch, DataLoader, ...); required"
+
+
+def base_parser(description: str, trust_flag: bool = True, config_help: str = CONFIG_HELP,
+                override_help: str = OVERRIDE_HELP) -> argparse.ArgumentParser:
     """A parser with PaddleClas's ``-c`` and repeatable ``-o`` options, and ``--trust-weights``
-    (unless ``trust_flag`` is False: tools that read no weights themselves)."""
+    (unless ``trust_flag`` is False: tools that read no weights themselves); ``config_help`` and
+    ``override_help`` describe ``-c`` and ``-o`` for a tool whose config is not PaddleClas's."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-c", "--config", required=True, help="YAML config (PaddleClas schema)")
-    parser.add_argument("-o", "--override", action="append", nargs="+", default=[],
-                        metavar="KEY=VALUE", help="override a config value, e.g. -o Global.epochs=3")
+    parser.add_argument("-c", "--config", required=True, help=config_help)
+    override_argument(parser, override_help)
     if trust_flag:
         parser.add_argument("--trust-weights", action="store_true",
                             help="read weight files with paddle.load, which runs any code a file holds "
-                                 "(same as -o Global.trust_weights=True); only for files whose author you trust")
+                                 "(same as -o Global.trust_weights=True); only for files whose author you trust "
+                                 "(default: off, weights are read as plain data)")
     return add_debug_flag(parser)
 
 
