@@ -38,6 +38,19 @@ def test_list_sample_is_seeded_in_pool_order_and_the_main_jobs_draw(tmp_path, po
     assert open(tmp_path / "again.txt").read() == open(out).read()
 
 
+def test_main_job_mine_pool_draws_through_the_shared_sample(tmp_path, pool_list):
+    from ppssld.pipeline import Pipeline
+
+    job = Pipeline({"output_dir": str(tmp_path / "job"), "data": {"seed": 3}})
+    path = job._pool_sample(pool_list, 12)  # noqa: SLF001  (the exact call the mine stage makes)
+    assert path == str(tmp_path / "job" / "mine" / "pool_sample.txt")
+    old_draw = sorted(np.random.RandomState(3).permutation(50)[:12].tolist())
+    assert [r.path for r in read_label_list(path, unlabeled=True)] == [f"images/{i:03d}.png" for i in old_draw]
+    assert job._pool_sample(pool_list, None) == pool_list  # noqa: SLF001
+    with pytest.raises(ConfigError, match="mine.pool must be a whole number"):
+        job._pool_sample(pool_list, -5)  # noqa: SLF001
+
+
 def test_folder_pool_and_no_size(tmp_path, pool_list):
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
