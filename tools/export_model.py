@@ -25,8 +25,10 @@ def main() -> None:
     parser.add_argument("--transforms", choices=("eval", "infer"), default="eval",
                         help="preprocessing to export: DataLoader.Eval transforms (default) or Infer.transforms")
     parser.add_argument("--hub_name", default=None, help="PaddleHub module name (default: name, lower case)")
-    parser.add_argument("--no_hub", action="store_true", help="do not write the PaddleHub module")
-    parser.add_argument("--onnx", action="store_true", help="also write inference.onnx (needs paddle2onnx)")
+    parser.add_argument("--no_hub", action="store_true", help="do not write the PaddleHub module "
+                        "(default: off, it is written)")
+    parser.add_argument("--onnx", action="store_true", help="also write inference.onnx "
+                        "(needs paddle2onnx; default: off)")
     args = parser.parse_args()
     config = cli.load(args)
     result = export_model(config, save_dir=args.save_dir, name=args.name, transforms_from=args.transforms,

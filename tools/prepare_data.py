@@ -24,13 +24,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description="Write a ready-to-train dataset (images/, train_list.txt, "
                                      "val_list.txt, label_list.txt, unlabeled_list.txt) into --out.")
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset to write (required)")
+    parser.add_argument("--out", required=True, help="output folder; a previous images/ there is replaced (required)")
     parser.add_argument("--src", default=None, help="source folder (fashion_mnist default: "
                         "/usr/share/datasets/fashion-mnist; needed for cifar10, cifar100, imagefolder)")
-    parser.add_argument("--labeled", type=int, default=None, help="class-balanced labeled training images")
-    parser.add_argument("--unlabeled", type=int, default=None, help="training images listed without labels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the labeled/unlabeled split")
+    parser.add_argument("--labeled", type=int, default=None, help="labeled training images in total, spread "
+                        "evenly over the classes (default: every training image not made unlabeled)")
+    parser.add_argument("--unlabeled", type=int, default=None, help="training images listed without labels in "
+                        "unlabeled_list.txt (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the labeled/unlabeled split (default 0)")
     return cli.add_debug_flag(parser).parse_args(argv)
 
 

@@ -20,9 +20,8 @@ from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_HELP", "DEBUG_ENV", "DEBUG_FLAG", "USER_ERROR_STATUS", "add_debug_flag", "base_parser", "debug_enabled",
-           "flat_overrides", "load", "OVERRIDE_HELP",
-           "override_argument", "run"]
+__all__ = ["CONFIG_HELP", "DEBUG_ENV", "DEBUG_FLAG", "OVERRIDE_HELP", "USER_ERROR_STATUS", "add_debug_flag",
+           "base_parser", "debug_enabled", "flat_overrides", "load", "override_argument", "run"]
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
