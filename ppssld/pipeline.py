@@ -416,17 +416,11 @@ class Pipeline:
         """The whole pool, or a seeded random sample of ``size`` of its images (``mine.pool``)."""
         if not size:
             return pool
-        import numpy as np
+        from ppssld.mining.pipeline import sample_pool
 
-        from ppssld.data.label_list import read_label_list, write_label_list
-
-        records = read_label_list(pool, unlabeled=True, ignore_labels=True)
-        rng = np.random.RandomState(int(self.cfg["data"].get("seed", 0)))
-        keep = sorted(rng.permutation(len(records))[: int(size)].tolist())
+        seed = int(self.cfg["data"].get("seed", 0))
         path = os.path.join(self.stage_dir("mine"), "pool_sample.txt")
-        write_label_list(path, [(records[i].path, None) for i in keep])
-        logger.info("mining a random sample of %d of the %d pool images (mine.pool)", len(keep), len(records))
-        return path
+        return sample_pool(pool, None, size, seed, path, size_name="mine.pool", seed_name="data.seed")[0]
 
     def _distill_unlabeled(self) -> str:
         return (self.results["mine"]["selected_list"] if "mine" in self.results

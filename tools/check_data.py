@@ -12,28 +12,38 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.config import load_config  # noqa: E402
-from ppssld.engine import cli  # noqa: E402
-from ppssld.data.check import check_dataset, datasets_from_config, format_reports  # noqa: E402
-from ppssld.utils.errors import ConfigError  # noqa: E402
-from ppssld.utils.io import atomic_write_json  # noqa: E402
-from ppssld.utils.logger import setup_logging  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.config import load_config  # noqa: E402
+    from ppssld.engine import cli  # noqa: E402
+    from ppssld.data.check import check_dataset, datasets_from_config, format_reports  # noqa: E402
+    from ppssld.utils.errors import ConfigError  # noqa: E402
+    from ppssld.utils.io import atomic_write_json  # noqa: E402
+    from ppssld.utils.logger import setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description="Read every listed image once and report all problems.")
-    parser.add_argument("-c", "--config", help="YAML config: checks DataLoader.Train and DataLoader.Eval datasets")
-    parser.add_argument("-o", "--override", action="append", default=[], help="config override key=value")
-    parser.add_argument("--image-root", help="image root (without --config)")
-    parser.add_argument("--list", action="append", default=[], help="labeled list (repeatable)")
-    parser.add_argument("--unlabeled-list", action="append", default=[], help="unlabeled list (repeatable)")
-    parser.add_argument("--class-num", type=int, default=None, help="labels must lie in [0, class_num)")
+    parser.add_argument("-c", "--config", help="YAML config file (PaddleClas schema): checks the datasets of "
+                        "DataLoader.Train and DataLoader.Eval (default: none; then give --image-root and lists)")
+    cli.override_argument(parser, cli.OVERRIDE_HELP + "; only with --config")
+    parser.add_argument("--image-root", help="folder the list paths are relative to (without --config; "
+                        "default: none)")
+    parser.add_argument("--list", action="append", default=[], help="labeled list file, 'path label' lines "
+                        "(repeatable; without --config; default: none)")
+    parser.add_argument("--unlabeled-list", action="append", default=[], help="unlabeled list file: one image "
+                        "path a line, or PaddleClas's 'path 0' (repeatable; without --config; default: none)")
+    parser.add_argument("--class-num", type=int, default=None, help="number of classes: every label must lie in "
+                        "[0, CLASS_NUM) (without --config; default: no upper bound)")
     parser.add_argument("--unlabeled-ignore-labels", action="store_true",
-                        help="read labels in unlabeled lists as -1 (PaddleClas dummy 0)")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)), help="decoding processes")
-    parser.add_argument("--report", help="also write the report as JSON here")
-    parser.add_argument("--max-print", type=int, default=50, help="problems printed per dataset")
+                        help="read labels in unlabeled lists as -1 (PaddleClas dummy 0; default: off)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)),
+                        help="image-decoding processes (default: the CPU core count, %(default)s here)")
+    parser.add_argument("--report", help="also write the report as JSON to this file (default: printed only)")
+    parser.add_argument("--max-print", type=int, default=50,
+                        help="problems printed per dataset; all are counted and in --report (default 50)")
     return cli.add_debug_flag(parser).parse_args(argv)
 
 
@@ -42,7 +52,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     if args.config:
-        targets = datasets_from_config(load_config(args.config, args.override))
+        targets = datasets_from_config(load_config(args.config, cli.flat_overrides(args.override)))
     elif args.image_root and (args.list or args.unlabeled_list):
         targets = [("lists", {"image_root": args.image_root, "cls_label_path": args.list,
                               "unlabeled_label_path": args.unlabeled_list, "class_num": args.class_num,

@@ -11,17 +11,21 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.engine import cli  # noqa: E402  (after the path set-up)
-from ppssld.utils.safetensors_io import convert_weights  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+    from ppssld.utils.safetensors_io import convert_weights  # noqa: E402
 
 
 def main() -> None:
     """Parse, convert, report; a bad file exits 2 with one line (--debug shows the traceback)."""
     parser = cli.add_debug_flag(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("src", help="input .pdparams or .safetensors")
-    parser.add_argument("dst", help="output .safetensors or .pdparams")
+    parser.add_argument("src", help="input weight file, .pdparams or .safetensors (required)")
+    parser.add_argument("dst", help="output weight file, .safetensors or .pdparams (the other format; required)")
     parser.add_argument("--trust-weights", action="store_true",
-                        help="read IN with paddle.load (runs any code it holds); only for trusted files")
+                        help="read IN with paddle.load (runs any code it holds); only for trusted files "
+                             "(default: off, IN is read as plain data)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     arrays = convert_weights(args.src, args.dst, trust=args.trust_weights)

@@ -9,19 +9,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.engine import cli  # noqa: E402  (after the path set-up)
-from ppssld.export.hub import MODULE_VERSION, write_hub_module  # noqa: E402  (after the path set-up)
-from ppssld.utils.logger import setup_logging  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+    from ppssld.export.hub import MODULE_VERSION, write_hub_module  # noqa: E402  (after the path set-up)
+    from ppssld.utils.logger import setup_logging  # noqa: E402
 
 
 def main() -> None:
     """Parse arguments and write the module folder."""
     parser = argparse.ArgumentParser(description="Write a PaddleHub module for an exported _ssld_infer folder")
-    parser.add_argument("--model_dir", required=True, help="exported folder (inference.json/.pdiparams/.yml)")
-    parser.add_argument("--name", required=True, help="module name, a Python identifier")
-    parser.add_argument("--out", required=True, help="parent folder; the module is written to OUT/NAME/")
-    parser.add_argument("--version", default=MODULE_VERSION, help="module version")
-    parser.add_argument("--summary", default=None, help="one-line description")
+    parser.add_argument("--model_dir", required=True, help="exported _ssld_infer folder holding inference.json, "
+                        ".pdiparams and .yml (required)")
+    parser.add_argument("--name", required=True, help="module name, a Python identifier (required)")
+    parser.add_argument("--out", required=True, help="parent folder; the module is written to OUT/NAME/ (required)")
+    parser.add_argument("--version", default=MODULE_VERSION, help="module version string (default %(default)s)")
+    parser.add_argument("--summary", default=None, help="one-line description (default: '<model> image classifier "
+                        "(<N> classes), exported by ppssld', from inference.yml)")
     args = cli.add_debug_flag(parser).parse_args()
     setup_logging()
     path = write_hub_module(args.model_dir, args.name, args.out, version=args.version, summary=args.summary)

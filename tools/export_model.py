@@ -9,8 +9,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.engine import cli  # noqa: E402  (after the path set-up)
-from ppssld.export.inference import export_model  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+    from ppssld.export.inference import export_model  # noqa: E402
 
 
 def main() -> None:
@@ -22,8 +25,10 @@ def main() -> None:
     parser.add_argument("--transforms", choices=("eval", "infer"), default="eval",
                         help="preprocessing to export: DataLoader.Eval transforms (default) or Infer.transforms")
     parser.add_argument("--hub_name", default=None, help="PaddleHub module name (default: name, lower case)")
-    parser.add_argument("--no_hub", action="store_true", help="do not write the PaddleHub module")
-    parser.add_argument("--onnx", action="store_true", help="also write inference.onnx (needs paddle2onnx)")
+    parser.add_argument("--no_hub", action="store_true", help="do not write the PaddleHub module "
+                        "(default: off, it is written)")
+    parser.add_argument("--onnx", action="store_true", help="also write inference.onnx "
+                        "(needs paddle2onnx; default: off)")
     args = parser.parse_args()
     config = cli.load(args)
     result = export_model(config, save_dir=args.save_dir, name=args.name, transforms_from=args.transforms,

@@ -12,22 +12,27 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.data.prepare import DATASETS, format_summary, prepare_dataset  # noqa: E402
-from ppssld.engine import cli  # noqa: E402
-from ppssld.utils.logger import setup_logging  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld.data.prepare import DATASETS, format_summary, prepare_dataset  # noqa: E402
+    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils.logger import setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description="Write a ready-to-train dataset (images/, train_list.txt, "
                                      "val_list.txt, label_list.txt, unlabeled_list.txt) into --out.")
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset to write (required)")
+    parser.add_argument("--out", required=True, help="output folder; a previous images/ there is replaced (required)")
     parser.add_argument("--src", default=None, help="source folder (fashion_mnist default: "
                         "/usr/share/datasets/fashion-mnist; needed for cifar10, cifar100, imagefolder)")
-    parser.add_argument("--labeled", type=int, default=None, help="class-balanced labeled training images")
-    parser.add_argument("--unlabeled", type=int, default=None, help="training images listed without labels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the labeled/unlabeled split")
+    parser.add_argument("--labeled", type=int, default=None, help="labeled training images in total, spread "
+                        "evenly over the classes (default: every training image not made unlabeled)")
+    parser.add_argument("--unlabeled", type=int, default=None, help="training images listed without labels in "
+                        "unlabeled_list.txt (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the labeled/unlabeled split (default 0)")
     return cli.add_debug_flag(parser).parse_args(argv)
 
 

@@ -10,19 +10,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld import search  # noqa: E402  (after the path set-up)
-from ppssld.engine import cli  # noqa: E402
-from ppssld.utils.io import atomic_write_json  # noqa: E402
-from ppssld.utils.logger import setup_logging  # noqa: E402
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
+
+with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
+    from ppssld import search  # noqa: E402  (after the path set-up)
+    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils.io import atomic_write_json  # noqa: E402
+    from ppssld.utils.logger import setup_logging  # noqa: E402
 
 
 def main() -> None:
     """Parse, plan, run (or build) every trial, write the summary."""
     parser = argparse.ArgumentParser(description="PaddleClas's greedy hyper-parameter search, run with ppssld")
-    parser.add_argument("-c", "--config", required=True, help="a PaddleClas search file (PULC search.yaml)")
-    parser.add_argument("-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override applied to every trial config, e.g. -o Global.device=cpu")
-    parser.add_argument("--dry-run", action="store_true", help="list and build every trial, train nothing")
+    parser.add_argument("-c", "--config", required=True, help="a PaddleClas search file (PULC search.yaml; "
+                        "required)")
+    cli.override_argument(parser, "override applied to every trial config, Section.key=VALUE (VALUE is read as "
+                          "YAML), e.g. -o Global.device=cpu; several after one -o or repeat -o (default: none)")
+    parser.add_argument("--dry-run", action="store_true", help="list and build every trial, train nothing "
+                        "(default: off, every trial is trained)")
     args = cli.add_debug_flag(parser).parse_args()
     setup_logging()
     plan = search.load_search(args.config)

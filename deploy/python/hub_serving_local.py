@@ -9,15 +9,20 @@ own clients. Loading a module runs its ``module.py``: serve only modules you tru
 """
 import argparse
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 
 def main() -> None:
     """Install the module into PaddleHub's serving table the way ``hub serving start`` does, then serve."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--module_dir", required=True, help="the module folder (has module.py)")
+    parser.add_argument("--module_dir", required=True, help="the module folder, holding module.py (required)")
     parser.add_argument("--name", default=None, help="URL name (default: the folder's name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8866)
+    parser.add_argument("--port", type=int, default=8866, help="TCP port to listen on (default 8866)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.module_dir, "module.py")):
         parser.exit(2, f"hub_serving_local: error: {args.module_dir}: no module.py (not a PaddleHub module)\n")
@@ -32,4 +37,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with missing_dependency_exits():  # no PaddleHub or Flask: one line and status 2, not a traceback
+        main()

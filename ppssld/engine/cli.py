@@ -2,8 +2,8 @@
 
 :func:`run` is the one place where a user's mistake becomes a message instead of a traceback:
 a :class:`~ppssld.utils.errors.PpssldError` (ConfigError, DataError, WeightsError, ...) prints
-``error: <message>`` on stderr and exits with status 2; ``--debug`` or ``PPSSLD_DEBUG=1`` shows
-the traceback as well. Any other exception keeps its traceback (it is a bug, not a user error).
+``error: <message>`` on stderr and exits with status 2, and so does a missing third-party package
+(:mod:`ppssld.utils.deps`); ``--debug`` or ``PPSSLD_DEBUG=1`` shows the traceback as well. Any other exception keeps its traceback (it is a bug, not a user error).
 """
 import argparse
 import logging
@@ -13,26 +13,33 @@ import traceback
 from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from ppssld.config import load_config, output_dir
+from ppssld.utils.deps import DEBUG_ENV, DEBUG_FLAG, USER_ERROR_STATUS, debug_enabled, missing_dependency_exits
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging
 from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
 
-DEBUG_ENV = "PPSSLD_DEBUG"
-DEBUG_FLAG = "--debug"
-USER_ERROR_STATUS = 2
-
-
-def debug_enabled() -> bool:
-    """True when ``PPSSLD_DEBUG`` is set to something other than ``0``/``false``/empty."""
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+__all__ = ["CONFIG_HELP", "DEBUG_ENV", "DEBUG_FLAG", "OVERRIDE_HELP", "USER_ERROR_STATUS", "add_debug_flag",
+           "base_parser", "debug_enabled", "flat_overrides", "load", "override_argument", "run"]
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give ``parser`` the ``--debug`` switch (read by :func:`run` before parsing)."""
     parser.add_argument(DEBUG_FLAG, action="store_true",
-                        help=f"show the Python traceback of errors too (same as {DEBUG_ENV}=1)")
+                        help=f"on an error, also show the Python traceback (same as {DEBUG_ENV}=1; default: off, "
+                             f"one 'error: ...' line)")
+    return parser
+
+
+OVERRIDE_HELP = ("override one config value, Section.key=VALUE (VALUE is read as YAML), e.g. -o Global.epochs=3; "
+                 "give several after one -o or repeat -o, applied in order (default: none)")
+
+
+def override_argument(parser: argparse.ArgumentParser, help_text: str = OVERRIDE_HELP) -> argparse.ArgumentParser:
+    """Give ``parser`` the repeatable ``-o KEY=VALUE [KEY=VALUE ...]``; read it with :func:`flat_overrides`."""
+    parser.add_argument("-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=help_text)
     return parser
 
 
@@ -53,7 +60,8 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
     if DEBUG_FLAG in sys.argv[1:]:
         os.environ[DEBUG_ENV] = "1"  # child processes (distributed workers, pipeline stages) inherit it
     try:
-        status = main()
+        with missing_dependency_exits():  # a package imported only inside main: one line, status 2
+            status = main()
     except PpssldError as exc:
         if debug_enabled():
             traceback.print_exc()
@@ -90,17 +98,22 @@ def _exit_without_teardown() -> NoReturn:
     os._exit(0)
 
 
-def base_parser(description: str, trust_flag: bool = True) -> argparse.ArgumentParser:
+CONFIG_HELP = "YAML config file, PaddleClas schema (Global, Arch, DataLoader, ...); required"
+
+
+def base_parser(description: str, trust_flag: bool = True, config_help: str = CONFIG_HELP,
+                override_help: str = OVERRIDE_HELP) -> argparse.ArgumentParser:
     """A parser with PaddleClas's ``-c`` and repeatable ``-o`` options, and ``--trust-weights``
-    (unless ``trust_flag`` is False: tools that read no weights themselves)."""
+    (unless ``trust_flag`` is False: tools that read no weights themselves); ``config_help`` and
+    ``override_help`` describe ``-c`` and ``-o`` for a tool whose config is not PaddleClas's."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-c", "--config", required=True, help="YAML config (PaddleClas schema)")
-    parser.add_argument("-o", "--override", action="append", nargs="+", default=[],
-                        metavar="KEY=VALUE", help="override a config value, e.g. -o Global.epochs=3")
+    parser.add_argument("-c", "--config", required=True, help=config_help)
+    override_argument(parser, override_help)
     if trust_flag:
         parser.add_argument("--trust-weights", action="store_true",
                             help="read weight files with paddle.load, which runs any code a file holds "
-                                 "(same as -o Global.trust_weights=True); only for files whose author you trust")
+                                 "(same as -o Global.trust_weights=True); only for files whose author you trust "
+                                 "(default: off, weights are read as plain data)")
     return add_debug_flag(parser)
 
 

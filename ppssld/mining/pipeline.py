@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ppssld.config import get
-from ppssld.data.label_list import IMAGE_EXTENSIONS, format_record, read_label_list
+from ppssld.data.label_list import IMAGE_EXTENSIONS, format_record, read_label_list, write_label_list
 from ppssld.data.transforms import build_transforms
 from ppssld.mining import dedup
 from ppssld.mining import sharded
@@ -55,6 +55,44 @@ def pool_paths(pool: str, image_root: Optional[str]) -> Tuple[List[str], str]:
         logger.info("pool %s: %d repeated line(s) scored once (an image is selected at most once)", pool,
                     len(records) - len(paths))
     return paths, image_root
+
+
+def sample_pool(pool: str, image_root: Optional[str], size: Optional[int], seed: int, out_path: str,
+                size_name: str = "size", seed_name: str = "seed") -> Tuple[str, Optional[str]]:
+    """The whole pool, or a seeded random sample of ``size`` of its images, written as a list to ``out_path``.
+
+    The main job's ``mine.pool`` and ``select_unlabeled.py --max-pool`` both sample here: the pool's images (a
+    list's lines in order, a folder's images sorted) at the first ``size`` positions of
+    ``numpy.random.RandomState(seed).permutation``, kept in the pool's order.
+
+    Args:
+        pool: pool list or folder; image_root: the folder a list's paths are relative to.
+        size: images to keep (None: the whole pool, nothing written).
+        seed: seed of the sample.
+        out_path: the sample's list file.
+        size_name, seed_name: the names the user gave them by (in errors and in the log).
+    Returns:
+        ``(pool, image_root)`` to mine: the sample's list and the folder its paths are relative to.
+    Raises:
+        ConfigError: ``size`` not a whole number >= 1, ``seed`` outside [0, 2**32).
+        DataError: see :func:`pool_paths`.
+    """
+    if size is None:
+        return pool, image_root
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"{size_name} must be a whole number of pool images >= 1 (leave it out to score the "
+                          f"whole pool), got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ConfigError(f"{seed_name} must be a whole number in [0, 2**32) (the pool sample's seed), got {seed!r}")
+    if os.path.isfile(pool):
+        paths = [rec.path for rec in read_label_list(pool, unlabeled=True, ignore_labels=True)]
+    else:
+        paths, image_root = pool_paths(pool, image_root)  # a folder's images (DataError if neither)
+    keep = sorted(np.random.RandomState(seed).permutation(len(paths))[:size].tolist())
+    write_label_list(out_path, [(paths[i], None) for i in keep])
+    logger.info("mining a random sample of %d of the %d pool images (%s=%d, %s=%d): %s", len(keep), len(paths),
+                size_name, size, seed_name, seed, out_path)
+    return out_path, image_root
 
 
 def eval_transform_ops(config: Dict[str, Any]) -> List[Any]:
