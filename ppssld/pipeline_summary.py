@@ -93,14 +93,15 @@ def summary_table(results: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_summary(results: Dict[str, Dict[str, Any]], path: str) -> bool:
-    """``summary.png``: top-1 bars (teacher, CE baseline, SSLD student, fine-tuned) and the per-epoch test
-    top-1 of the baseline and the SSLD student against images seen. Returns False when there is nothing to draw."""
+def summary_figure(results: Dict[str, Dict[str, Any]]) -> Optional[Any]:
+    """The matplotlib Figure of ``summary.png`` (the caller closes it): top-1 bars (teacher, CE baseline, SSLD
+    student, fine-tuned) and the per-epoch test top-1 of the baseline and the SSLD student against images seen.
+    None when there is nothing to draw."""
     bars = [(label, teacher_top1(results) if s == "teacher" else results[s].get("top1"))
             for s, label in BARS if s in results]
     bars = [(label, v) for label, v in bars if isinstance(v, (int, float))]
     if not bars:
-        return False
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -144,6 +145,20 @@ def plot_summary(results: Dict[str, Dict[str, Any]], path: str) -> bool:
         right.grid(alpha=0.3)
         right.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
+    except Exception:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def plot_summary(results: Dict[str, Dict[str, Any]], path: str) -> bool:
+    """Write ``summary.png`` (:func:`summary_figure`); False, and no file, when there is nothing to draw."""
+    fig = summary_figure(results)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    try:
         atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
