@@ -4,7 +4,7 @@ import logging
 import os
 import shlex
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ppssld.config import get
 from ppssld.utils.io import atomic_save
@@ -93,57 +93,168 @@ def summary_table(results: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_summary(results: Dict[str, Dict[str, Any]], path: str) -> bool:
-    """``summary.png``: top-1 bars (teacher, CE baseline, SSLD student, fine-tuned) and the per-epoch test
-    top-1 of the baseline and the SSLD student against images seen. Returns False when there is nothing to draw."""
-    bars = [(label, teacher_top1(results) if s == "teacher" else results[s].get("top1"))
-            for s, label in BARS if s in results]
-    bars = [(label, v) for label, v in bars if isinstance(v, (int, float))]
+COLORS = {"teacher": "tab:grey", "baseline": "tab:orange", "distill": "tab:blue", "finetune": "tab:green"}
+
+
+def _cost(size: Optional[Dict[str, Any]]) -> Optional[str]:
+    """``0.40M params · 1,050 img/s`` from a measured size/speed row (export stage); None without one."""
+    parts = []
+    if isinstance((size or {}).get("params"), (int, float)):
+        parts.append(f"{size['params'] / 1e6:.2f}M params")
+    if isinstance((size or {}).get("images_per_s"), (int, float)):
+        parts.append(f"{size['images_per_s']:,.0f} img/s")
+    return " · ".join(parts) or None
+
+
+def _run(r: Dict[str, Any], prefix: str = "", seen: Any = None, suffix: str = "") -> Optional[str]:
+    """``4 epochs · 19,968 images seen`` from what a stage recorded; None when it recorded neither."""
+    parts = [prefix + _epochs(r["epochs"])] if isinstance(r.get("epochs"), int) else []
+    seen = r.get("images_seen") if seen is None else seen
+    if isinstance(seen, int):
+        parts.append(f"{seen:,} images seen{suffix}")
+    return " · ".join(parts) or None
+
+
+def bar_label(stage: str, results: Dict[str, Dict[str, Any]]) -> str:
+    """A bar's label in ``summary.png``: the model, its label budget (labeled training images; for SSLD also the
+    unlabeled images it learned from), its epochs and images seen, and for the teacher and the exported student
+    parameters and inference speed. Only what the results record; nothing is filled in."""
+    r = results.get(stage) or {}
+    counts = (results.get("data") or {}).get("counts") or {}
+    labeled = counts.get("train_labeled")
+    speed = (results.get("export") or {}).get("speed") or {}
+    lines: List[Optional[str]] = [dict(BARS)[stage]]
+    budget = f"{labeled:,} labels" if isinstance(labeled, int) else None
+    if stage == "teacher":
+        lines[0] += " (given weights)" if r.get("given") else (f" {r['arch']}" if r.get("arch") else "")
+        teacher_labels = counts.get("teacher_labeled") if not r.get("given") else None
+        budget = f"{teacher_labels:,} labels" if isinstance(teacher_labels, int) else None
+        lines += [budget, _run(r), _cost(speed.get("teacher"))]
+    elif stage == "distill":
+        # the unlabeled images it learned from: the mined ones, or (no mining stage) the whole unlabeled list
+        kind, unlabeled = (("mined", results["mine"].get("selected")) if "mine" in results
+                           else ("unlabeled", counts.get("unlabeled")))
+        extra = f"{unlabeled:,} {kind}" if isinstance(unlabeled, int) else None
+        lines += [" + ".join(p for p in (budget, extra) if p) or None, _run(r)]
+    elif stage == "finetune":
+        seen = (r.get("images_seen"), (results.get("distill") or {}).get("images_seen"))
+        total = sum(seen) if all(isinstance(s, int) for s in seen) else None
+        lines += [budget, _run(r, "+", total, " in all") if total is not None else _run(r, "+")]
+    else:
+        lines += [budget, _run(r)]
+    last = "finetune" if "finetune" in results else "distill"
+    if stage == last:
+        lines.append(_cost(speed.get("student")))
+    return "\n".join(line for line in lines if line)
+
+
+def summary_caption(results: Dict[str, Dict[str, Any]]) -> str:
+    """The caption under ``summary.png``: how long each model trained and how speed was measured."""
+    def epochs(stage: str) -> Optional[int]:
+        value = (results.get(stage) or {}).get("epochs")
+        return value if isinstance(value, int) else None
+
+    runs = [f"teacher {_epochs(epochs('teacher'))}" if epochs("teacher") else None,
+            f"CE baseline {_epochs(epochs('baseline'))}" if epochs("baseline") else None]
+    if epochs("distill") and epochs("finetune"):
+        runs.append(f"SSLD student {epochs('distill')} + {epochs('finetune')} epochs (distillation + fine-tune)")
+    elif epochs("distill"):
+        runs.append(f"SSLD student {_epochs(epochs('distill'))}")
+    lines = []
+    if any(runs):
+        lines += ["Run length: " + ", ".join(r for r in runs if r) + ".",
+                  "\"labels\": labeled training images each model trained on; \"mined\"/\"unlabeled\": images "
+                  "without labels that SSLD also learned from."]
+    speed = (results.get("export") or {}).get("speed") or {}
+    batch = next((row.get("batch_size") for row in speed.values() if isinstance(row, dict)), None)
+    if speed:
+        lines.append("img/s: eval-mode forward pass" + (f", batch {batch}" if batch else "")
+                     + ", on this machine's CPU threads (export stage).")
+    return "\n".join(lines)
+
+
+def _draw_bars(ax: Any, results: Dict[str, Dict[str, Any]], bars: List[Tuple[str, float]]) -> None:
+    """Horizontal top-1 bars on a 0-100% axis, each with its value (and SSLD's gain over CE) written on it."""
+    values = [100 * v for _, v in bars]
+    ax.barh(range(len(bars)), values, height=0.6, color=[COLORS[s] for s, _ in bars])
+    ax.set_yticks(range(len(bars)))
+    ax.set_yticklabels([bar_label(s, results) for s, _ in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test top-1 (%)")
+    ax.grid(axis="x", alpha=0.3)
+    base = (results.get("baseline") or {}).get("top1")
+    for i, ((stage, top1), v) in enumerate(zip(bars, values)):
+        text = f"{v:.1f}%"
+        if stage in ("distill", "finetune") and isinstance(base, float):
+            text += f"  {100 * (top1 - base):+.1f} points vs CE"
+        inside = v >= 60
+        ax.text(v - 1 if inside else v + 1, i, text, ha="right" if inside else "left", va="center", fontsize=9,
+                color="white" if inside else "black", fontweight="bold")
+    best = (results.get("finetune") or results.get("distill") or {}).get("top1")
+    gain = f": SSLD {100 * (best - base):+.1f} points over CE" if isinstance(base, float) and isinstance(
+        best, float) else ""
+    ax.set_title(f"Test top-1, same test set{gain}", fontsize=10)
+
+
+def _draw_curves(ax: Any, results: Dict[str, Dict[str, Any]]) -> None:
+    """Per-epoch test top-1 of the baseline and the SSLD student against images seen; the teacher as a line."""
+    shift = 0
+    for stage, label in BARS[1:]:
+        curve = (results.get(stage) or {}).get("curve") or []
+        if curve:
+            xs = [(shift + c["images_seen"]) / 1000 for c in curve]
+            ys = [100 * c["top1"] for c in curve]
+            before = (results.get("distill") or {}).get("curve") or []
+            if stage == "finetune" and before:  # the fine-tune continues from the distilled student
+                xs, ys = [shift / 1000] + xs, [100 * before[-1]["top1"]] + ys
+            ax.plot(xs, ys, marker="o", color=COLORS[stage], label=label)
+        if stage == "distill":
+            shift = (results.get("distill") or {}).get("images_seen", 0)
+    teacher = teacher_top1(results)
+    if isinstance(teacher, float):
+        ax.axhline(100 * teacher, color=COLORS["teacher"], linestyle="--", linewidth=1, label="teacher")
+    ax.set_xlabel("images seen by the student (thousands)")
+    ax.set_ylabel("test top-1 (%) after each epoch")
+    ax.set_title("Per-epoch test top-1", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def summary_figure(results: Dict[str, Dict[str, Any]]) -> Optional[Any]:
+    """The matplotlib Figure of ``summary.png`` (the caller closes it): top-1 bars (teacher, CE baseline, SSLD
+    student, fine-tuned) from 0 to 100% with each one's label budget, run length and cost, the per-epoch curves,
+    and a caption. None when there is nothing to draw."""
+    bars = [(s, teacher_top1(results) if s == "teacher" else results[s].get("top1")) for s, _ in BARS if s in results]
+    bars = [(s, v) for s, v in bars if isinstance(v, (int, float))]
     if not bars:
-        return False
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2), dpi=100)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13.0, 5.2), dpi=100, gridspec_kw={"width_ratios": [1.3, 1]})
     try:
-        colors = {"teacher": "tab:grey", "CE baseline": "tab:orange", "SSLD student": "tab:blue",
-                  "SSLD + fine-tune": "tab:green"}
-        values = [100 * v for _, v in bars]
-        left.bar(range(len(bars)), values, color=[colors[label] for label, _ in bars])
-        for i, v in enumerate(values):
-            left.text(i, v + 0.5, f"{v:.1f}", ha="center", va="bottom", fontsize=9)
-        left.set_xticks(range(len(bars)))
-        left.set_xticklabels([label for label, _ in bars], fontsize=9)
-        low = max(0.0, min(values) - 15)
-        left.set_ylim(low, min(100.0, max(values) + 6))
-        left.set_ylabel("test top-1 (%)")
-        base = (results.get("baseline") or {}).get("top1")
-        best = (results.get("finetune") or results.get("distill") or {}).get("top1")
-        gain = f": SSLD {100 * (best - base):+.1f} points over CE" if isinstance(base, float) and isinstance(
-            best, float) else ""
-        left.set_title(f"Same test set, same labeled images{gain}", fontsize=10)
-        shift = 0
-        for stage, label in BARS[1:]:
-            curve = (results.get(stage) or {}).get("curve") or []
-            if curve:
-                xs = [(shift + c["images_seen"]) / 1000 for c in curve]
-                ys = [100 * c["top1"] for c in curve]
-                before = (results.get("distill") or {}).get("curve") or []
-                if stage == "finetune" and before:  # the fine-tune continues from the distilled student
-                    xs, ys = [shift / 1000] + xs, [100 * before[-1]["top1"]] + ys
-                right.plot(xs, ys, marker="o", color=colors[label], label=label)
-            if stage == "distill":
-                shift = (results.get("distill") or {}).get("images_seen", 0)
-        teacher = teacher_top1(results)
-        if isinstance(teacher, float):
-            right.axhline(100 * teacher, color=colors["teacher"], linestyle="--", linewidth=1, label="teacher")
-        right.set_xlabel("images seen by the student (thousands)")
-        right.set_ylabel("test top-1 (%) after each epoch")
-        right.set_title("Per-epoch test top-1", fontsize=10)
-        right.grid(alpha=0.3)
-        right.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
+        _draw_bars(left, results, bars)
+        _draw_curves(right, results)
+        caption = summary_caption(results)
+        if caption:
+            fig.text(0.01, 0.01, caption, ha="left", va="bottom", fontsize=8)
+        fig.tight_layout(rect=(0, 0.025 * (caption.count("\n") + 1.2) if caption else 0, 1, 1))
+    except Exception:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def plot_summary(results: Dict[str, Dict[str, Any]], path: str) -> bool:
+    """Write ``summary.png`` (:func:`summary_figure`); False, and no file, when there is nothing to draw."""
+    fig = summary_figure(results)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    try:
         atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

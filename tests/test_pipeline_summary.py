@@ -2,7 +2,7 @@
 import os
 import sys
 
-from ppssld.pipeline_summary import next_commands, plot_summary, summary_table, warmup_note
+from ppssld.pipeline_summary import next_commands, plot_summary, summary_figure, summary_table, warmup_note
 
 
 def _results(tmp_path):
@@ -11,7 +11,8 @@ def _results(tmp_path):
     out = str(tmp_path / "run")
     return {
         "data": {"counts": {"train_labeled": 5000, "unlabeled": 55000, "val": 10000, "teacher_labeled": 40000}},
-        "teacher": {"arch": "ResNet18", "epochs": 1, "top1": 0.8544, "best_model": f"{out}/teacher/ResNet18/best_model"},
+        "teacher": {"arch": "ResNet18", "epochs": 1, "images_seen": 40000, "top1": 0.8544,
+                    "best_model": f"{out}/teacher/ResNet18/best_model"},
         "mine": {"selected": 2900, "scored": 6000, "removed_duplicates": 900, "teacher_right": 0.9412,
                  "report": f"{out}/mine/report.json", "selected_list": f"{out}/mine/selected_list.txt"},
         "baseline": {"arch": "MobileNetV3_small_x0_35", "epochs": 4, "images_seen": 19968, "top1": 0.6800,
@@ -53,6 +54,52 @@ def test_picture_is_written(tmp_path):
     assert plot_summary(_results(tmp_path), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10000
     assert not plot_summary({"data": {}}, str(tmp_path / "none.png")) and not (tmp_path / "none.png").exists()
+
+
+def _figure_texts(results):
+    """The bar axes' limits, the bars' labels (by their first line) and every text in the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    fig = summary_figure(results)
+    try:
+        bars = fig.axes[0]
+        labels = {t.get_text().split("\n")[0]: t.get_text() for t in bars.get_yticklabels()}
+        texts = [t.get_text() for t in fig.findobj(Text)]
+        return bars.get_xlim(), labels, texts
+    finally:
+        plt.close(fig)
+
+
+def test_picture_bars_start_at_zero_and_name_label_budget_run_and_cost(tmp_path):
+    limits, labels, texts = _figure_texts(_results(tmp_path))
+    assert limits == (0.0, 100.0)  # the whole top-1 scale: a 4-point gain looks like 4 points
+    teacher, base = labels["teacher ResNet18"], labels["CE baseline"]
+    ssld, tuned = labels["SSLD student"], labels["SSLD + fine-tune"]
+    assert "40,000 labels" in teacher and "1 epoch · 40,000 images seen" in teacher
+    assert "11.19M params · 480 img/s" in teacher
+    assert "5,000 labels" in base and "4 epochs · 19,968 images seen" in base and "params" not in base
+    assert "5,000 labels + 2,900 mined" in ssld and "2 epochs · 15,744 images seen" in ssld
+    assert "+1 epoch · 20,736 images seen in all" in tuned and "0.40M params · 1,050 img/s" in tuned
+    assert "72.1%  +4.1 points vs CE" in texts and "73.3%  +5.3 points vs CE" in texts and "68.0%" in texts
+    caption = next(t for t in texts if t.startswith("Run length:"))
+    assert "teacher 1 epoch, CE baseline 4 epochs, SSLD student 2 + 1 epochs" in caption
+    assert "batch 128" in caption
+
+
+def test_picture_omits_what_was_not_recorded(tmp_path):
+    results = _results(tmp_path)
+    for stage in ("mine", "finetune", "export"):
+        del results[stage]
+    results["teacher"] = {"best_model": "given.pdparams", "top1": None, "given": True}
+    results["distill"]["teacher_top1"] = 0.85
+    del results["data"]["counts"]["teacher_labeled"]
+    limits, labels, texts = _figure_texts(results)
+    assert limits == (0.0, 100.0)
+    assert labels["teacher (given weights)"] == "teacher (given weights)"
+    assert "5,000 labels + 55,000 unlabeled" in labels["SSLD student"]  # no mining: the whole unlabeled list
+    joined = "\n".join(texts)
+    assert "params" not in joined and "img/s" not in joined and "None" not in joined and "fine-tune" not in joined
 
 
 def test_next_commands_name_the_final_stage_and_export(tmp_path, monkeypatch):
