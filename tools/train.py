@@ -6,7 +6,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppssld.engine import cli  # noqa: E402  (after the path set-up)
 from ppssld.engine.builder import build_trainer  # noqa: E402
-from ppssld.engine.evaluator import report_frozen_models  # noqa: E402
+from ppssld.engine.teacher_report import report_frozen_models  # noqa: E402
 
 
 def main() -> None:
@@ -15,7 +15,7 @@ def main() -> None:
     config = cli.load(args, log_name="train.log")
     trainer = build_trainer(config)
     if trainer.start_epoch == 1:
-        report_frozen_models(trainer.model, trainer.eval_loader)
+        report_frozen_models(config, trainer.model, trainer.eval_loader)
     trainer.fit()
 
 
