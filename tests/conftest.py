@@ -76,6 +76,15 @@ def loader_cfg(root: str, list_path: str, train: bool, batch_size: int = 8, size
             "loader": {"num_workers": 0, "use_shared_memory": False}}
 
 
+@pytest.fixture(autouse=True)
+def private_cache_home(tmp_path_factory, monkeypatch):
+    """Every test (and the tools it runs) gets its own ``XDG_CACHE_HOME``: nothing reads or writes the real
+    ``~/.cache`` (a teacher evaluation kept there would make a later run skip the evaluation a test expects)."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
     """24 labeled + 8 unlabeled 32x32 images of 4 classes."""
