@@ -112,7 +112,7 @@ def test_a_corrupt_record_is_ignored_with_a_warning_and_rewritten(setup, calls, 
 
 
 def test_a_whole_model_file_is_fingerprinted_and_no_weights_means_no_reuse(setup, tmp_path):
-    config, teacher, _ = setup
+    config, _, _ = setup
     whole = str(tmp_path / "whole.pdparams")
     paddle.save({"Teacher.fc.weight": paddle.zeros([2, 2])}, whole)
     arch = dict(config["Arch"], models=[{"Teacher": {"name": "ResNet18", "class_num": 4}},

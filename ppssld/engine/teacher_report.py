@@ -148,7 +148,7 @@ def store_record(path: str, fields: Dict[str, Any], results: Dict[str, float]) -
 def _all_ranks_hit(hit: bool) -> bool:
     """Reuse only when every rank found the record (a rank that evaluates alone would wait forever)."""
     hits = distributed.all_reduce_sum(np.array([float(hit)]))
-    return int(round(float(hits[0]))) == distributed.world_size()
+    return round(float(hits[0])) == distributed.world_size()
 
 
 def report_one(config: Dict[str, Any], name: str, layer: paddle.nn.Layer, loader: Any) -> Dict[str, float]:
