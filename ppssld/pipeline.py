@@ -304,7 +304,7 @@ class Pipeline:
         The exact config it trains with is written as ``<checkpoint folder>/config.yaml`` (evaluate or
         export with it as it is); ``stage.json`` records the overrides that made it from the stage YAML."""
         from ppssld.engine.builder import build_trainer, save_dir
-        from ppssld.engine.evaluator import report_frozen_models
+        from ppssld.engine.teacher_report import report_frozen_models
 
         overrides = self._overrides(stage, extra)
         config = load_config(self.cfg[stage]["config"], overrides)
@@ -328,7 +328,7 @@ class Pipeline:
             logger.info("%s: the given teacher's top-1 is not evaluated: with %s.soft_label_cache it is not built "
                         "(evaluate it with tools/eval.py)", stage, stage)
         elif report_teacher and trainer.start_epoch == 1:
-            reports = report_frozen_models(trainer.model, trainer.eval_loader)
+            reports = report_frozen_models(config, trainer.model, trainer.eval_loader)
             teacher_top1 = next((r["top1"] for r in reports.values() if "top1" in r), None)
         per_epoch = trainer._steps_per_epoch() * int(get(config, "DataLoader.Train.sampler.batch_size", 1))
         result = trainer.fit()

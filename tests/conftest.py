@@ -76,18 +76,14 @@ def loader_cfg(root: str, list_path: str, train: bool, batch_size: int = 8, size
             "loader": {"num_workers": 0, "use_shared_memory": False}}
 
 
-@pytest.fixture(autouse=True, scope="session")
-def engine_store(tmp_path_factory):
-    """The teacher-engine store of the whole run in a temporary folder (never the user's ~/.cache);
-    subprocesses inherit it."""
-    folder = str(tmp_path_factory.mktemp("ppssld_cache"))
-    old = os.environ.get("PPSSLD_CACHE_DIR")
-    os.environ["PPSSLD_CACHE_DIR"] = folder
-    yield folder
-    if old is None:
-        os.environ.pop("PPSSLD_CACHE_DIR", None)
-    else:
-        os.environ["PPSSLD_CACHE_DIR"] = old
+@pytest.fixture(autouse=True)
+def private_cache_home(tmp_path_factory, monkeypatch):
+    """Every test (and the tools it runs) gets its own ``XDG_CACHE_HOME``: nothing reads or writes the real
+    ``~/.cache`` (a teacher evaluation kept there would make a later run skip the evaluation a test expects)."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.delenv("PPSSLD_CACHE_DIR", raising=False)  # saved teacher engines go there too
+    return home
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
     from ppssld.engine import cli  # noqa: E402  (after the path set-up)
     from ppssld.engine.builder import build_trainer  # noqa: E402
-    from ppssld.engine.evaluator import report_frozen_models  # noqa: E402
+    from ppssld.engine.teacher_report import report_frozen_models  # noqa: E402
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     config = cli.load(args, log_name="train.log")
     trainer = build_trainer(config)
     if trainer.start_epoch == 1:
-        report_frozen_models(trainer.model, trainer.eval_loader)
+        report_frozen_models(config, trainer.model, trainer.eval_loader)
     trainer.fit()
 
 

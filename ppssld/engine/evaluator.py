@@ -84,27 +84,3 @@ def _autocast(amp: Optional[Dict[str, Any]]) -> Any:
         return contextlib.nullcontext()
     return paddle.amp.auto_cast(level=amp["level"], custom_black_list=amp.get("black_list"))
 
-
-def report_frozen_models(model: paddle.nn.Layer, loader: Any) -> Dict[str, Dict[str, float]]:
-    """Log the top-1/top-5 of each frozen model (the teacher) once, before training.
-
-    Args:
-        model: a DistillationModel (anything else is skipped).
-        loader: the eval DataLoader (None: skipped).
-    Returns:
-        model name -> results.
-    """
-    from ppssld.metric import build_metrics
-
-    reports: Dict[str, Dict[str, float]] = {}
-    if loader is None or not getattr(model, "frozen", None):
-        return reports
-    for name in model.frozen:
-        layer = getattr(model, name)
-        if getattr(layer, "is_soft_label_cache", False):  # no network to evaluate: its outputs were cached
-            logger.info("frozen model %s comes from a soft-label cache: not evaluated", name)
-            continue
-        logger.info("evaluating frozen model %s once before training", name)
-        metrics = build_metrics([{"TopkAcc": {"topk": [1, 5]}}], f"frozen model {name}")
-        reports[name] = evaluate(layer, loader, metrics, epoch=0)
-    return reports

@@ -3,8 +3,7 @@
 The layer is saved once with ``paddle.jit.save`` into a folder of the engine store keyed by its
 weights (their bytes, :func:`ppssld.utils.fingerprint.arrays_digest`), its class and the input shape
 ``[C, H, W]`` and Paddle's version; any change makes another folder, and a run finding the folder
-reuses it. The store is ``$PPSSLD_CACHE_DIR/teacher_engine`` (default ``$XDG_CACHE_HOME/ppssld``, else
-``~/.cache/ppssld``). Each folder is written beside its final name and renamed into place, so two
+reuses it. The store is ``<ppssld cache>/teacher_engine`` (:func:`ppssld.utils.io.cache_root`). Each folder is written beside its final name and renamed into place, so two
 processes (ranks) saving the same teacher at once both end with a complete folder.
 """
 import logging
@@ -19,7 +18,7 @@ import paddle.nn as nn
 
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.fingerprint import arrays_digest, digest
-from ppssld.utils.io import ensure_dir, make_temp_dir
+from ppssld.utils.io import cache_root, ensure_dir, make_temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +29,7 @@ EXACT_TOLERANCE = 1e-4  # largest |softmax difference| to dygraph that an engine
 
 def store_root() -> str:
     """The engine store folder (see the module docstring)."""
-    base = os.environ.get("PPSSLD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ppssld")
-    return os.path.join(base, "teacher_engine")
+    return os.path.join(cache_root(), "teacher_engine")
 
 
 def check_engine_name(value: object, where: str = "Arch.teacher_engine") -> str:

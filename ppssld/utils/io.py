@@ -148,3 +148,14 @@ def publish_dir(tmp_dir: str, final_dir: str) -> None:
         raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def cache_root() -> str:
+    """ppssld's per-user cache folder (saved teacher engines, teacher evaluations): ``$PPSSLD_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/ppssld`` (an absolute path), else ``~/.cache/ppssld``. The one place this rule lives."""
+    if os.environ.get("PPSSLD_CACHE_DIR"):
+        return os.environ["PPSSLD_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ppssld")
