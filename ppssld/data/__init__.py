@@ -1,4 +1,4 @@
-"""Floor 3: label lists, transforms, datasets, samplers, loaders and dataset preparation.
+"""Floor 2: label lists, transforms, datasets, samplers, loaders and dataset preparation.
 
 Only the paddle-free modules are imported here, so ``ppssld.data.transforms`` stays usable by
 the deploy predictor without paddle. Import ``ppssld.data.dataset``, ``.sampler``, ``.loader``,
