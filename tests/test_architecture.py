@@ -26,8 +26,6 @@ KNOWN_FLOOR: Set[Pair] = {
     ("ppssld.utils.speed", "ppssld.arch.zoo"),  # floor 1 -> 2: speed belongs above arch
 }
 KNOWN_PRIVATE: Set[Pair] = {
-    ("ppssld.cache.manifest", "ppssld.arch.build._aligned_list"),
-    ("ppssld.cache.manifest", "ppssld.arch.build._model_entries"),
     ("ppssld.data.multilabel", "ppssld.data.label_list._looks_like_image"),
     ("ppssld.data.ops_basic", "ppssld.data.ops_core._backend"),
     ("ppssld.data.ops_basic", "ppssld.data.ops_core._interp_name"),
