@@ -6,7 +6,7 @@ import zlib
 from collections import Counter
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Collection, Dict, Iterator, List, Optional
+from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -16,7 +16,7 @@ from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
 from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_weights
-from ppssld.arch.zoo import build_backbone
+from ppssld.arch.zoo import build_backbone, default_class_num
 from ppssld.utils.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -275,3 +275,45 @@ def arch_class_num(arch: Dict[str, Any]) -> Optional[int]:
         if key == name and cfg.get("class_num") is not None:
             return int(cfg["class_num"])
     return int(arch["class_num"]) if arch.get("class_num") is not None else None
+
+
+def member_class_count(cfg: Dict[str, Any]) -> Tuple[Optional[int], str]:
+    """``(classes, where the number comes from)`` of one ``Arch.models`` entry: its ``class_num``, else its
+    backbone's default (PaddleClas builds members without ``Arch.class_num``, and so does ppssld); ``None``
+    when that is unknown (an ``AttentionModel``, a backbone without a ``class_num`` default)."""
+    value = cfg.get("class_num")
+    if value is not None:
+        return (value if isinstance(value, int) and not isinstance(value, bool) else None), "its class_num"
+    name = cfg.get("name")
+    default = default_class_num(name) if isinstance(name, str) else None
+    return default, f"no class_num: the {name} default"
+
+
+def check_compared_class_counts(arch: Dict[str, Any], pairs: Iterable[Sequence[str]]) -> None:
+    """Refuse a DistillationModel whose members a loss compares class by class but that predict different
+    numbers of classes (a student with ``class_num: 12``, a teacher with 10).
+
+    The rule: only pairs whose logits a configured loss compares element by element are checked (``pairs``:
+    ``(loss location, first model, second model)``, from :func:`ppssld.loss.compared_logits`); members
+    compared on features (``DistillationPairLoss`` with ``s_key``/``t_key``, AFD, RKD's relations) may differ
+    legitimately, and a member whose class count is unknown is not judged.
+
+    Raises:
+        ConfigError: naming the loss, both models (with their config place) and both counts.
+    """
+    if not isinstance(arch, dict) or arch.get("name") != "DistillationModel":
+        return
+    entries = {key: (i, cfg) for i, (key, cfg) in enumerate(model_entries(arch))}
+    for where, first, second in pairs:
+        if first not in entries or second not in entries:
+            continue  # the loss names an unknown model: it says so itself
+        (i, a), (j, b) = entries[first], entries[second]
+        (count_a, from_a), (count_b, from_b) = member_class_count(a), member_class_count(b)
+        if count_a is None or count_b is None or count_a == count_b:
+            continue
+        raise ConfigError(f"{where} compares the logits of {first} and {second} class by class, but "
+                          f"Arch.models[{i}].{first} ({a.get('name')}) predicts {count_a} classes ({from_a}) and "
+                          f"Arch.models[{j}].{second} ({b.get('name')}) {count_b} ({from_b}); both must predict "
+                          f"the same classes: set Arch.models[{i}].{first}.class_num: {count_b}, or distil from "
+                          f"a model with {count_a} classes (losses on features, e.g. DistillationPairLoss with "
+                          f"s_key/t_key or AFDLoss, may pair models of different class counts)")

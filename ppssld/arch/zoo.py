@@ -86,6 +86,24 @@ def accepted_params(factory: Any) -> List[str]:
     return sorted(names - {"pretrained", "use_ssld"})
 
 
+def default_class_num(name: str) -> Optional[int]:
+    """The ``class_num`` zoo backbone ``name`` gets when its config gives none (1000 for PaddleClas's ImageNet
+    backbones); None when the zoo has no such backbone, or its constructors name no default or disagree."""
+    factory = _factory(name)
+    if factory is None:
+        return None
+    module = inspect.getmodule(factory)
+    funcs = [factory] + [obj.__init__ for obj in vars(module).values()
+                         if inspect.isclass(obj) and issubclass(obj, nn.Layer) and obj.__module__ == module.__name__]
+    defaults = set()
+    for func in funcs:
+        param = inspect.signature(func).parameters.get("class_num")
+        if param is not None and param.default is not param.empty:
+            defaults.add(param.default)
+    value = defaults.pop() if len(defaults) == 1 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Optional[List[float]] = None,
                    where: str = "Arch", **kwargs: Any) -> nn.Layer:
     """Build a randomly initialised zoo backbone (weights are loaded by :mod:`ppssld.arch.weights`).

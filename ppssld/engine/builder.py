@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import paddle
 
-from ppssld.arch.build import arch_class_num, build_model, infer_model_name, names_after
+from ppssld.arch.build import arch_class_num, build_model, check_compared_class_counts, infer_model_name, names_after
 from ppssld.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
@@ -35,7 +35,9 @@ def validate(config: Dict[str, Any]) -> None:
         raise ConfigError("the config has no Arch section (the model to train)")
     for mode in ("Train", "Eval"):
         if get(config, f"Loss.{mode}") is not None:
-            validate_loss_config(config["Loss"][mode], f"Loss.{mode}")
+            pairs = validate_loss_config(config["Loss"][mode], f"Loss.{mode}")
+            if mode == "Train":  # a student of 12 classes distilled from a teacher of 10: refused before building
+                check_compared_class_counts(config["Arch"], pairs)
         if get(config, f"Metric.{mode}") is not None:
             validate_metric_config(config["Metric"][mode], f"Metric.{mode}")
         if get(config, f"DataLoader.{mode}.dataset") is not None:

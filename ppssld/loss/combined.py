@@ -82,17 +82,25 @@ def build_loss(cfg_list: Any, where: str = "Loss.Train") -> CombinedLoss:
     return CombinedLoss(losses)
 
 
-def validate_loss_config(cfg_list: Any, where: str = "Loss.Train") -> None:
-    """Check a loss list (structure, names, parameters and values) without keeping anything.
+def validate_loss_config(cfg_list: Any, where: str = "Loss.Train") -> List[Tuple[str, str, str]]:
+    """Check a loss list (structure, names, parameters and values) without keeping any loss.
 
     Constructing the losses is the check (trainable ones create their small layers, which are
-    discarded); nothing is returned.
+    discarded).
 
+    Returns:
+        :func:`compared_logits` of the losses: the model pairs whose class counts must agree.
     Raises:
         ConfigError: as :func:`build_loss`.
     """
-    for i, (name, params) in enumerate(_entries(cfg_list, where)):
-        _build_one(name, params, f"{where}[{i}].{name}")
+    return compared_logits([_build_one(name, params, f"{where}[{i}].{name}")
+                            for i, (name, params) in enumerate(_entries(cfg_list, where))])
+
+
+def compared_logits(losses: Sequence[ConfigLoss]) -> List[Tuple[str, str, str]]:
+    """``(loss location, first model, second model)`` for each pair of models whose logits a loss compares
+    class by class (see :meth:`ppssld.loss.losses.ConfigLoss.logit_pairs`)."""
+    return [(loss.where or loss.config_name, a, b) for loss in losses for a, b in loss.logit_pairs()]
 
 
 def check_mixed_label_support(loss: CombinedLoss, where: str = "Loss.Train") -> None:

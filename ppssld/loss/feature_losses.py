@@ -17,7 +17,7 @@ as PaddleClas names them); export never builds the loss, so the ``_ssld`` model 
 """
 import logging
 import math
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -156,6 +156,11 @@ class DistillationPairLoss(PairLoss):
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty part-name prefix, got {name!r}")
         self.name = name
+
+    def logit_pairs(self) -> List[Tuple[str, str]]:
+        """Every pair when both sides are the logits (no ``s_key``/``t_key``) and no connector reshapes them."""
+        plain = self.s_key is None and self.t_key is None and self.connector is None
+        return [(a, b) for a, b in self.model_name_pairs] if plain else []
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         parts = {}

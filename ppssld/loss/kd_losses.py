@@ -254,6 +254,10 @@ class DistillationRKDLoss(PairLoss):
             raise ConfigError(f"target_size must be a positive integer or null, got {target_size!r}")
         self.target_size = target_size
 
+    def logit_pairs(self) -> List[Tuple[str, str]]:
+        """None: RKD compares distances and angles within each model's batch, not the outputs themselves."""
+        return []
+
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         parts = {}
         for first, second in self.model_name_pairs:

@@ -10,7 +10,7 @@ rows whose label is ``-1``. On a batch mixed by a batch operator the labels are
 :class:`ppssld.loss.mixed.MixedLabels`; only losses with ``accepts_mixed_labels`` take them.
 """
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import paddle
 import paddle.nn as nn
@@ -96,6 +96,11 @@ class ConfigLoss(nn.Layer):
         """Return ``{part name: unweighted scalar}``."""
         raise NotImplementedError
 
+    def logit_pairs(self) -> List[Tuple[str, str]]:
+        """The pairs of models whose logits this loss compares class by class (they must have the same
+        class count); none for a loss on ground truth or features."""
+        return []
+
 
 def check_model_names(names: Any) -> List[str]:
     """``names`` as a list, refusing anything but a non-empty list of model names."""
@@ -117,6 +122,10 @@ class PairLoss(ConfigLoss):
             raise ConfigError(f"model_name_pairs must be a non-empty list of [student, teacher] name pairs, "
                               f"e.g. [[Student, Teacher]], got {model_name_pairs!r}")
         self.model_name_pairs = [list(p) for p in pairs]
+
+    def logit_pairs(self) -> List[Tuple[str, str]]:
+        """Every pair, when ``key`` picks the logits (null or ``logits``)."""
+        return [(a, b) for a, b in self.model_name_pairs] if self.key in (None, "logits") else []
 
     def pair_value(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
         """The divergence for one pair (scalar)."""
