@@ -83,7 +83,7 @@ def _tool_main(monkeypatch, tmp_path, *extra: str):
     config.write_text("Global:\n  device: cpu\n  seed: 7\n")
     calls = []
     namespace = runpy.run_path(TOOL, run_name="ppssld_pool_sample_probe")["main"].__globals__  # (not a copy)
-    monkeypatch.setitem(namespace, "mine", lambda teacher, config, pool, root, *a: calls.append((pool, root)))
+    monkeypatch.setitem(namespace, "mine", lambda teacher, config, pool, root, *a, **kw: calls.append((pool, root)))
     monkeypatch.setattr(namespace["teachers"], "teacher_from_config", lambda config: "teacher")
     monkeypatch.setattr("sys.argv", [TOOL, "-c", str(config), "--eval-list", "val.txt", "--k", "5",
                                      "--out", str(tmp_path / "out"), *extra])
@@ -91,16 +91,18 @@ def _tool_main(monkeypatch, tmp_path, *extra: str):
 
 
 def test_tool_mines_the_sample_seeded_by_global_seed(monkeypatch, tmp_path, pool_list):
-    main, calls = _tool_main(monkeypatch, tmp_path, "--pool", pool_list, "--image-root", "ROOT", "--max-pool", "9")
+    main, calls = _tool_main(monkeypatch, tmp_path, "--pool", pool_list, "--image-root", str(tmp_path), "--max-pool",
+                             "9")  # a real folder: a missing --image-root is refused first
     main()
     sample = str(tmp_path / "out" / "pool_sample.txt")
-    assert calls == [(sample, "ROOT")]
+    assert calls == [(sample, str(tmp_path))]
     expected = sorted(np.random.RandomState(7).permutation(50)[:9].tolist())
     assert [r.path for r in read_label_list(sample, unlabeled=True)] == [f"images/{i:03d}.png" for i in expected]
 
 
 def test_tool_bad_max_pool_is_one_error_line_and_status_2(monkeypatch, tmp_path, pool_list, capsys):
-    main, calls = _tool_main(monkeypatch, tmp_path, "--pool", pool_list, "--image-root", "ROOT", "--max-pool", "0")
+    main, calls = _tool_main(monkeypatch, tmp_path, "--pool", pool_list, "--image-root", str(tmp_path), "--max-pool",
+                             "0")
     with pytest.raises(SystemExit) as exit_info:
         cli.run(main)
     assert exit_info.value.code == 2 and calls == []

@@ -21,6 +21,7 @@ with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 
     from ppssld.engine.distributed import use_device  # noqa: E402
     from ppssld.mining import dedup, teacher as teachers  # noqa: E402
     from ppssld.mining.pipeline import mine, sample_pool  # noqa: E402
+    from ppssld.mining.settings import ARGUMENTS, check_folders, check_settings, check_teacher_source  # noqa: E402
     from ppssld.utils.logger import setup_logging  # noqa: E402
 
 logger = logging.getLogger("ppssld.tools.select_unlabeled")
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     """Parse arguments, build the teacher, run the mining pipeline."""
     args = build_parser().parse_args()
+    check_settings({key: getattr(args, key) for key in ARGUMENTS}, ARGUMENTS)  # before any file is read
+    check_teacher_source(args.inference_model, args.teacher_weights, args.teacher_backbone)
+    check_folders(args.image_root, args.out, ARGUMENTS)
     setup_logging()
     config = load_config(args.config, cli.flat_overrides(args.override, args.trust_weights))
     use_device(get(config, "Global.device"))
@@ -103,7 +107,8 @@ def main() -> None:
         teacher = teachers.teacher_from_config(config)
     report = mine(teacher, config, pool, image_root, args.eval_list, args.k, args.out, args.train_list,
                   args.topn, args.batch_size, args.chunk_size, args.min_conf, args.cap, args.features,
-                  args.feature_threshold, args.hash_threshold, tuple(args.pixel_thresholds), args.restart)
+                  args.feature_threshold, args.hash_threshold, tuple(args.pixel_thresholds), args.restart,
+                  names=ARGUMENTS)
     if report is not None:
         print(f"selected {report['selected']} of {report['scored']} scored images -> {args.out}/selected_list.txt; "
               f"{report['dedup']['removed']} duplicates removed, {report['unreadable']} unreadable")

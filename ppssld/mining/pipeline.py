@@ -16,9 +16,10 @@ from ppssld.mining.report import class_names_from, plot_per_class, write_report
 from ppssld.mining.score import chunk_path, score_pool, wait_for_chunks
 from ppssld.utils.dist_env import dist_env
 from ppssld.mining.select import confidence_stats, per_class_counts
+from ppssld.mining.settings import check_folders, check_settings
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import ConfigError, DataError
-from ppssld.utils.io import atomic_path
+from ppssld.utils.io import atomic_path, ensure_dir
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
          min_conf: float = 0.0, cap: Optional[int] = None, features: bool = False,
          feature_threshold: Optional[float] = None, hash_threshold: int = dedup.DEFAULT_THRESHOLD,
          pixel_thresholds: Optional[Tuple[float, float]] = dedup.DEFAULT_PIXEL_THRESHOLDS,
-         restart: bool = False) -> Optional[Dict[str, Any]]:
+         restart: bool = False, names: Optional[Dict[str, str]] = None) -> Optional[Dict[str, Any]]:
     """Score, de-duplicate, select; write ``selected_list.txt``, ``report.json``, ``per_class.png``.
 
     Args:
@@ -126,9 +127,17 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
             cosine to an eval image reaches it (needs eval features: eval images are scored too).
         hash_threshold, pixel_thresholds: see :func:`ppssld.mining.dedup.find_duplicates`.
         restart: discard scores of a different run in ``out/scores``.
+        names: how the caller's user names the settings in errors (:data:`ppssld.mining.settings.ARGUMENTS`
+            for select_unlabeled.py; default ``mine.<setting>``).
     Returns:
         The report (None on ranks other than 0, which score and de-duplicate their shard).
+    Raises:
+        ConfigError: a setting out of range (:func:`ppssld.mining.settings.check_settings`), before any work.
     """
+    check_settings({"k": k, "topn": topn, "batch_size": batch_size, "chunk_size": chunk_size, "min_conf": min_conf,
+                    "cap": cap, "feature_threshold": feature_threshold, "hash_threshold": hash_threshold,
+                    "pixel_thresholds": pixel_thresholds}, names)
+    check_folders(image_root, out, names)
     t0 = time.perf_counter()
     paths, root = pool_paths(pool, image_root)
     if not paths:
@@ -136,8 +145,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     transform = build_transforms(eval_transform_ops(config), "DataLoader.Eval.dataset.transform_ops")
     rank, world = dist_env()
     features = features or feature_threshold is not None
-    score_dir = os.path.join(out, "scores")
-    os.makedirs(score_dir, exist_ok=True)
+    score_dir = ensure_dir(os.path.join(out, "scores"))
     settings = sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold)
     ref_lists = [("eval", eval_list)] + ([("train", train_list)] if train_list else [])
 
