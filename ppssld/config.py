@@ -142,7 +142,7 @@ def _is_int(value: Any) -> bool:
 # Global keys whose type ppssld relies on: key -> (check, what would be right)
 GLOBAL_TYPES = {
     "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer, e.g. 120"),
-    "save_interval": (_is_int, "an integer (epochs between epoch_N snapshots)"),
+    "save_interval": (_is_int, "an integer (epochs between epoch_N snapshots; 0 or less: none)"),
     "eval_interval": (lambda v: _is_int(v) and v >= 1, "a positive integer (epochs between evaluations)"),
     "print_batch_step": (lambda v: _is_int(v) and v >= 1, "a positive integer (steps between log lines)"),
     "start_eval_epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),

@@ -278,3 +278,21 @@ def _split_ema(prefix: str, params: Dict[str, Any], ema_digest: Optional[str], e
     else:
         ema.set_state_dict(params)
     return trained
+
+
+def snapshot_interval(value: Any) -> int:
+    """``Global.save_interval`` as the trainer uses it: epochs between ``epoch_N`` snapshots, 0 for none.
+
+    Missing (null) is 1, PaddleClas's default. 0 or a negative number means no ``epoch_N`` snapshot at all;
+    ``latest`` (every epoch, for resuming) and ``best_model`` are written regardless. PaddleClas 2.5 divides
+    by it (0: ``ZeroDivisionError`` at the end of the first epoch; -1: a snapshot every epoch, Python's
+    ``n % -1 == 0``); its develop branch skips snapshots for values <= 0, which is the rule here.
+    """
+    if value is None:
+        return 1
+    interval = int(value)
+    if interval <= 0:
+        logger.info("Global.save_interval=%d: no epoch_N snapshots (latest and best_model are still written)",
+                    interval)
+        return 0
+    return interval

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 import paddle
 
 from ppssld.engine import distributed
-from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
+from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state, snapshot_interval
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, DeviceMeters, format_eta, format_metrics
 from ppssld.loss.mixed import MixedLabels
@@ -98,7 +98,7 @@ class Trainer:
         self.checkpointer, self.epochs = checkpointer, int(epochs)
         self.eval_loader, self.eval_metrics, self.eval_loss = eval_loader, eval_metrics or [], eval_loss
         self.train_metrics = train_metrics or []
-        self.save_interval = int(options.get("save_interval", 1) or 1)
+        self.save_interval = snapshot_interval(options.get("save_interval"))
         self.eval_interval = int(options.get("eval_interval", 1) or 1)
         self.eval_during_train = bool(options.get("eval_during_train", True)) and eval_loader is not None
         self.start_eval_epoch = int(options.get("start_eval_epoch", 0) or 0)
@@ -373,7 +373,7 @@ class Trainer:
             train_avg = self.train_one_epoch(epoch)
             record: Dict[str, Any] = {"epoch": epoch, "train": train_avg}
             due = self._eval_due(epoch)
-            if epoch % self.save_interval == 0:
+            if self.save_interval and epoch % self.save_interval == 0:
                 self._save(f"epoch_{epoch}", epoch, -1.0)
             self._save("latest", epoch, -1.0, eval_pending=due)
             if due:
