@@ -315,7 +315,7 @@ def test_floor_table_parsing() -> None:
            f"| 2 | `ppssld/arch/` | y |\n{TABLE_END}\n| 9 | `ppssld/ignored/` | outside the markers |\n")
     table = parse_floor_table(doc)
     assert table == {"ppssld/utils/": 1, "ppssld/arch/": 2}
-    assert floor_of("ppssld/arch/zoo.py", table) == 2 and floor_of("ppssld/search.py", table) is None
+    assert floor_of("ppssld/arch/zoo.py", table) == 2 and floor_of("ppssld/recipes/search.py", table) is None
 
 
 def test_doc_counts_the_known_violations() -> None:

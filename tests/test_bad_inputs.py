@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ppssld.arch.build import build_model
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.data.dataset import ImageNetDataset
 from ppssld.data.label_list import read_label_list
 from ppssld.data.transforms import ImageDecodeError, decode_image

@@ -10,7 +10,7 @@ import yaml
 from conftest import distill_config, write_images
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.data.dataset import build_dataset
 from ppssld.export.infer_config import read_infer_config, transform_ops
 from ppssld.export.inference import export_model

@@ -107,7 +107,7 @@ def test_resume_and_shards_equal_uninterrupted(fixture, tmp_path):
 
 def test_teacher_sources(fixture, tmp_path):
     out, _, weights, config = fixture
-    from ppssld.config import load_config
+    from ppssld.utils.config import load_config
     cfg = load_config(config)
     x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
     a = teacher_from_config(cfg)(x)[0]

@@ -25,7 +25,7 @@ from ppssld.arch.build import arch_class_num
 from ppssld.cache import store
 from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expected_fields, teacher_entry
 from ppssld.cache.rules import check_cacheable
-from ppssld.config import get, global_seed
+from ppssld.utils.config import get, global_seed
 from ppssld.data.dataset import build_dataset
 from ppssld.mining.teacher import Teacher, teacher_from_config
 from ppssld.utils.dist_env import dist_env

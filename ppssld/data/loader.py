@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
-from ppssld.config import check_keys
+from ppssld.utils.config import check_keys
 from ppssld.data.dataset import SampleError, build_dataset
 from ppssld.data.sampler import DistributedBatchSampler
 from ppssld.utils.errors import ConfigError, DataError, did_you_mean

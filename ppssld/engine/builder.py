@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.build import arch_class_num, build_model, infer_model_name, names_after
-from ppssld.config import get, global_seed, output_dir, trust_weights
+from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer

@@ -28,7 +28,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.weights import resolve_params_path
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.data.label_list import as_path_list
 from ppssld.engine import distributed, evaluator
 from ppssld.utils.errors import OutputError, PpssldError

@@ -176,7 +176,7 @@ SEARCH_KEYS = ("base_config_file", "distill_config_file", "search_dict", "search
 
 
 def _refuse_search_config(config: Dict[str, Any], path: str) -> None:
-    """PULC ``search.yaml`` files are inputs of ``tools/search_strategy.py`` (:mod:`ppssld.search`: a
+    """PULC ``search.yaml`` files are inputs of ``tools/search_strategy.py`` (:mod:`ppssld.recipes.search`: a
     hyper-parameter search that trains ``base_config_file`` many times), not training configs."""
     if not any(key in config for key in SEARCH_KEYS):
         return

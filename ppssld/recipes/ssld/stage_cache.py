@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any, Dict
 
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from ppssld.config import get, load_config, parse_override, read_yaml_file
-from ppssld.pipeline_cache import cache_teacher, stage_settings, wants_cache
-from ppssld.pipeline_summary import warmup_note
+from ppssld.utils.config import get, load_config, parse_override, read_yaml_file
+from ppssld.recipes.ssld.stage_cache import cache_teacher, stage_settings, wants_cache
+from ppssld.recipes.ssld.summary import warmup_note
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 from ppssld.utils.io import atomic_write_json, atomic_write_text
@@ -389,8 +389,8 @@ class Pipeline:
         return f"Arch.models.Teacher.pretrained={self.results['teacher']['best_model']}"
 
     def _mine(self) -> Dict[str, Any]:
-        from ppssld.mining.pipeline import mine
-        from ppssld.pipeline_mining import mined_accuracy
+        from ppssld.mining.mine import mine
+        from ppssld.recipes.ssld.mining_report import mined_accuracy
         from ppssld.mining.teacher import teacher_from_config
 
         mcfg = self.cfg.get("mine") or {}
@@ -416,7 +416,7 @@ class Pipeline:
         """The whole pool, or a seeded random sample of ``size`` of its images (``mine.pool``)."""
         if not size:
             return pool
-        from ppssld.mining.pipeline import sample_pool
+        from ppssld.mining.mine import sample_pool
 
         seed = int(self.cfg["data"].get("seed", 0))
         path = os.path.join(self.stage_dir("mine"), "pool_sample.txt")

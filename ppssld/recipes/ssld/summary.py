@@ -6,12 +6,12 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.utils.io import atomic_save
 
 logger = logging.getLogger(__name__)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BARS = (("teacher", "teacher"), ("baseline", "CE baseline"), ("distill", "SSLD student"),
         ("finetune", "SSLD + fine-tune"))
 

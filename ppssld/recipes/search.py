@@ -12,7 +12,7 @@ the teacher. Finally the ``distill_config_file`` is trained with every chosen va
 rewritten by ``final_replace`` (``Arch.lr_mult_list`` -> ``Arch.models.1.Student.lr_mult_list``). Without a
 ``teacher`` section there is no final run, as in PaddleClas.
 
-Trial configs are fresh dicts from :func:`ppssld.config.load_config` (base file + overrides); nothing
+Trial configs are fresh dicts from :func:`ppssld.utils.config.load_config` (base file + overrides); nothing
 shared is mutated. Relative config paths are tried from the working directory, then from every folder
 above the search file (PaddleClas writes them from its root); a path that exists nowhere but whose file
 name lies beside the search file (two PULC search files name folders PaddleClas has since renamed) is
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ppssld.config import apply_override, check_keys, load_config, read_yaml_file
+from ppssld.utils.config import apply_override, check_keys, load_config, read_yaml_file
 from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
