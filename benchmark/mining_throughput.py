@@ -29,7 +29,7 @@ import ppssld  # noqa: E402,F401
 import paddle  # noqa: E402
 
 from ppssld.arch.zoo import build_backbone  # noqa: E402
-from ppssld.data.label_list import read_label_list  # noqa: E402
+from ppssld.data.lists.label_list import read_label_list  # noqa: E402
 from ppssld.data.image import decode_file, load_and_transform  # noqa: E402
 from ppssld.data.transforms import build_transforms  # noqa: E402
 from ppssld.mining import sharded  # noqa: E402

@@ -25,25 +25,7 @@ Pair = Tuple[str, str]
 KNOWN_FLOOR: Set[Pair] = {
     ("ppssld.utils.speed", "ppssld.arch.zoo"),  # floor 1 -> 2: speed belongs above arch
 }
-KNOWN_PRIVATE: Set[Pair] = {
-    ("ppssld.data.multilabel", "ppssld.data.label_list._looks_like_image"),
-    ("ppssld.data.ops_basic", "ppssld.data.ops_core._backend"),
-    ("ppssld.data.ops_basic", "ppssld.data.ops_core._interp_name"),
-    ("ppssld.data.ops_basic", "ppssld.data.ops_core._size_pair"),
-    ("ppssld.data.ops_pad", "ppssld.data.ops_core._size_pair"),
-    ("ppssld.loss.afd_loss", "ppssld.arch.attention._shapes"),
-    ("ppssld.loss.afd_loss", "ppssld.loss.functional._f32"),
-    ("ppssld.loss.feature_losses", "ppssld.loss.functional._f32"),
-    ("ppssld.loss.googlenet", "ppssld.loss.losses._hard_ce"),
-    ("ppssld.loss.googlenet", "ppssld.loss.losses._require_labels"),
-    ("ppssld.loss.kd_functional", "ppssld.loss.functional._check_pair"),
-    ("ppssld.loss.kd_functional", "ppssld.loss.functional._f32"),
-    ("ppssld.loss.kd_losses", "ppssld.loss.losses._check_temperature"),
-    ("ppssld.loss.multilabel", "ppssld.loss.losses._check_epsilon"),
-    ("ppssld.loss.multilabel", "ppssld.loss.losses._require_labels"),
-    ("ppssld.metric.multilabel_map", "ppssld.metric.multilabel._sigmoid"),
-    ("ppssld.optim.decay_schedulers", "ppssld.optim.schedulers._number"),
-}
+KNOWN_PRIVATE: Set[Pair] = set()
 KNOWN_OUTSIDE: Set[Pair] = set()
 
 
@@ -58,7 +40,7 @@ class Import(NamedTuple):
 # ---------------------------------------------------------------- the checker (pure functions)
 
 def module_name(rel_path: str) -> str:
-    """``ppssld/data/dataset.py`` -> ``ppssld.data.dataset``; a package's ``__init__.py`` -> the package."""
+    """``ppssld/data/datasets/imagenet.py`` -> ``ppssld.data.datasets.imagenet``; a package's ``__init__.py`` -> the package."""
     parts = rel_path[:-3].replace(os.sep, "/").split("/")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 

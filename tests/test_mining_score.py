@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from ppssld.arch.zoo import build_backbone
-from ppssld.data.label_list import read_label_list
+from ppssld.data.lists.label_list import read_label_list
 from ppssld.data.transforms import build_transforms
 from ppssld.data.prepare import read_idx
 from ppssld.mining.planted import make_planted_set

@@ -7,7 +7,7 @@ import runpy
 import numpy as np
 import pytest
 
-from ppssld.data.label_list import read_label_list, write_label_list
+from ppssld.data.lists.label_list import read_label_list, write_label_list
 from ppssld.engine import cli
 from ppssld.mining.mine import sample_pool
 from ppssld.utils.errors import ConfigError

@@ -29,7 +29,7 @@ import paddle
 
 from ppssld.arch.weights import resolve_params_path
 from ppssld.utils.config import get
-from ppssld.data.label_list import as_path_list
+from ppssld.data.lists.label_list import as_path_list
 from ppssld.engine import distributed, evaluator
 from ppssld.utils.errors import OutputError, PpssldError
 from ppssld.utils.fingerprint import digest, file_fingerprint

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ppssld.utils.config import get
-from ppssld.data.label_list import IMAGE_EXTENSIONS, format_record, read_label_list, write_label_list
+from ppssld.data.lists.label_list import IMAGE_EXTENSIONS, format_record, read_label_list, write_label_list
 from ppssld.data.transforms import build_transforms
 from ppssld.mining import dedup
 from ppssld.mining import sharded

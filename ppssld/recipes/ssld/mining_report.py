@@ -4,7 +4,7 @@ import logging
 import os
 from typing import Any, Dict, Optional, Sequence
 
-from ppssld.data.label_list import read_label_list
+from ppssld.data.lists.label_list import read_label_list
 from ppssld.mining.mine import SELECTED_CLASSES
 from ppssld.mining.report import name_classes, plot_mined_accuracy, teacher_accuracy, write_report
 

@@ -242,7 +242,7 @@ class Pipeline:
         student's image copy; validation set and class names are the student's."""
         import numpy as np
 
-        from ppssld.data.label_list import read_label_list, write_label_list
+        from ppssld.data.lists.label_list import read_label_list, write_label_list
         from ppssld.data.prepare import split_labeled
 
         paths = self._data_paths("student")
@@ -472,7 +472,7 @@ class Pipeline:
         """``export.predict`` (true class unknown) or the first ``count`` test images with their classes."""
         if given:
             return [(given, None)]
-        from ppssld.data.label_list import read_label_list
+        from ppssld.data.lists.label_list import read_label_list
 
         paths = self.results["data"]["student"]
         records = read_label_list(paths["val"])[: max(1, count)]

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ppssld.data.ops_core import Op, parse_number
+from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ppssld.data.transforms import ANY, CHW, Op, parse_number
+from ppssld.data.transforms.core import ANY, CHW, Op, parse_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 

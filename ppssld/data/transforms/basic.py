@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ppssld.data.autoaugment import ImageNetPolicy, RandAugmentPolicy
-from ppssld.data.ops_core import (CHW, HWC, BYTES, Op, _backend, _interp_name, _size_pair, as_rgb_array,
+from ppssld.data.transforms.autoaugment import ImageNetPolicy, RandAugmentPolicy
+from ppssld.data.transforms.core import (CHW, HWC, BYTES, Op, check_backend, interp_name, size_pair, as_rgb_array,
                                   decode_image, parse_number, resize)
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import TRANSFORMS
@@ -33,7 +33,7 @@ class DecodeImage(Op):
         # channel_first) gives the same pixels as an RGB HWC array, which every ppssld op takes.
         self.to_rgb = bool(to_rgb) or not to_np
         self.channel_first = bool(channel_first) and bool(to_np)
-        self.backend = _backend(backend)
+        self.backend = check_backend(backend)
         self.gives = CHW if self.channel_first else HWC
 
     def __call__(self, img: Any, rng: Any = random) -> np.ndarray:
@@ -59,9 +59,9 @@ class ResizeImage(Op):
         if resize_short is None and size is None:
             raise ConfigError("give either size or resize_short")
         self.resize_short = resize_short
-        self.size = None if resize_short else _size_pair(size)
-        self.backend = _backend(backend)
-        self.interpolation = _interp_name(interpolation, self.backend)
+        self.size = None if resize_short else size_pair(size)
+        self.backend = check_backend(backend)
+        self.interpolation = interp_name(interpolation, self.backend)
 
     def __call__(self, img: np.ndarray, rng: Any = random) -> np.ndarray:
         height, width = img.shape[:2]
@@ -85,14 +85,14 @@ class RandCropImage(Op):
                               "progressive, which also steps RandAugmentV2's progress_magnitude and the head's dropout "
                               "per stage); ppssld has only the standard training loop: remove progress_size to train "
                               "at size")
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
         self.scale = self._pair(scale, (0.08, 1.0), "scale")
         self.ratio = self._pair(ratio, (3.0 / 4.0, 4.0 / 3.0), "ratio")
         if self.ratio[0] <= 0:
             raise ConfigError(f"ratio must be positive, got {ratio!r}")
         self.use_log_aspect = bool(use_log_aspect)
-        self.backend = _backend(backend)
-        self.interpolation = _interp_name(interpolation, self.backend)
+        self.backend = check_backend(backend)
+        self.interpolation = interp_name(interpolation, self.backend)
 
     @staticmethod
     def _pair(value: Any, default: Tuple[float, float], name: str) -> Tuple[float, float]:
@@ -144,7 +144,7 @@ class CropImage(Op):
     """Centre crop to ``size`` (int or [w, h])."""
 
     def __init__(self, size: Any) -> None:
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
 
     def __call__(self, img: np.ndarray, rng: Any = random) -> np.ndarray:
         width, height = self.size

@@ -65,7 +65,7 @@ def parse_number(value: Any, name: str = "value") -> float:
     raise ConfigError(f"{name} must be a number or a fraction like '1.0/255.0', got {value!r}")
 
 
-def _size_pair(size: Any, name: str = "size") -> Tuple[int, int]:
+def size_pair(size: Any, name: str = "size") -> Tuple[int, int]:
     """``int`` or ``[w, h]`` -> (w, h)."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
         return int(size), int(size)
@@ -75,7 +75,7 @@ def _size_pair(size: Any, name: str = "size") -> Tuple[int, int]:
     raise ConfigError(f"{name} must be a positive int or a [width, height] pair, got {size!r}")
 
 
-def _interp_name(interpolation: Optional[str], backend: str) -> Optional[str]:
+def interp_name(interpolation: Optional[str], backend: str) -> Optional[str]:
     if interpolation is None:
         return None
     names = _CV2_INTERP if backend == "cv2" else _PIL_INTERP
@@ -86,7 +86,7 @@ def _interp_name(interpolation: Optional[str], backend: str) -> Optional[str]:
     return key
 
 
-def _backend(backend: str) -> str:
+def check_backend(backend: str) -> str:
     key = str(backend).lower()
     if key not in ("cv2", "pil"):
         raise ConfigError(f"backend must be 'cv2' or 'pil', got {backend!r}")

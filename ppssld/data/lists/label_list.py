@@ -73,7 +73,7 @@ def format_problems(problems: Sequence[Problem], header: str, limit: int = MAX_L
     return "\n".join(lines)
 
 
-def _looks_like_image(text: str) -> bool:
+def looks_like_image(text: str) -> bool:
     return text.lower().endswith(IMAGE_EXTENSIONS)
 
 
@@ -99,7 +99,7 @@ def parse_line(text: str, unlabeled: bool = False, ignore_labels: bool = False,
     if last is None:
         return line, UNLABELED, None
     if not _INT.match(last):
-        if unlabeled or _looks_like_image(line):
+        if unlabeled or looks_like_image(line):
             return line, UNLABELED, None
         return head, UNLABELED, (f"label {last!r} is not an integer; write 'relative/path label' with an "
                                  f"integer label (0 .. class_num-1), or only the path (or label -1) for an "
@@ -261,7 +261,7 @@ def format_record(path: str, label: Optional[int]) -> str:
     if "\n" in path or "\r" in path or path != path.strip() or not path:
         raise DataError(f"cannot write path {path!r} to a label list (empty, newline or outer whitespace)")
     if label is None or label == UNLABELED:
-        if re.search(r"\s", path) and not _looks_like_image(path):
+        if re.search(r"\s", path) and not looks_like_image(path):
             return f"{path} {UNLABELED}"
         return path
     if label < 0:

@@ -21,9 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
-from ppssld.data.dataset import ImageNetDataset, PathList
-from ppssld.data.label_list import (UNLABELED, Problem, Record, as_path_list, check_records, count_repeats,
-                                    format_problems, _looks_like_image)
+from ppssld.data.datasets.imagenet import ImageNetDataset, PathList
+from ppssld.data.lists.label_list import (UNLABELED, Problem, Record, as_path_list, check_records, count_repeats,
+                                    format_problems, looks_like_image)
 from ppssld.data.transforms import build_transforms
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import DATASETS
@@ -44,7 +44,7 @@ def parse_multilabel_line(text: str, delimiter: Optional[str] = None) -> Tuple[s
     sep = delimiter or ("\t" if "\t" in line else None)
     parts = line.rsplit(sep, 1)
     if len(parts) == 1 or not _LABELS.match(parts[1].strip()):
-        if len(parts) == 1 or _looks_like_image(line):
+        if len(parts) == 1 or looks_like_image(line):
             return line, None
         raise ValueError(f"labels field {parts[1].strip()!r} is not comma-separated integers; write "
                          f"'img.jpg<TAB>0,1,0' (1 present, 0 absent, -1 unknown)")

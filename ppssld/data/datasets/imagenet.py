@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
-from ppssld.data.batch_ops import validate_batch_transform
-from ppssld.data.label_list import UNLABELED, as_path_list, count_repeats, format_problems, load_records, resolve
+from ppssld.data.batch.ops import validate_batch_transform
+from ppssld.data.lists.label_list import UNLABELED, as_path_list, count_repeats, format_problems, load_records, resolve
 from ppssld.data.image import read_bytes, transform_image
 from ppssld.data.transforms import Compose, ImageDecodeError, build_transforms, validate_transforms
 from ppssld.utils.errors import ConfigError, DataError
@@ -29,7 +29,7 @@ PathList = Union[str, Sequence[str], None]
 REPORT_FIRST = 5
 _MAX_SUBSTITUTE_TRIES = 16
 
-# Read by the trainer (ppssld.data.batch_ops), not by the dataset.
+# Read by the trainer (ppssld.data.batch.ops), not by the dataset.
 BATCH_KEY = "batch_transform_ops"
 # Keys of other PaddleClas datasets / loaders, with what to do instead.
 UNSUPPORTED_KEYS = {
@@ -172,7 +172,7 @@ class ImageNetDataset(paddle.io.Dataset):
             return (image, target, np.int64(source)) if self.carry_index else (image, target)
         except DataError as exc:
             if paddle.io.get_worker_info() is not None:
-                return SampleError(str(exc))  # in-band: see ppssld.data.loader.collate
+                return SampleError(str(exc))  # in-band: see ppssld.data.loading.loader.collate
             raise
 
     def _sample_or_substitute(self, index: int) -> Tuple[np.ndarray, Any, int]:
@@ -269,7 +269,3 @@ def build_dataset(dataset_cfg: Dict[str, Any], where: str = "DataLoader.Train.da
         return DATASETS.build(dataset_cfg["name"], kwargs, where)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-
-
-# The ImageNetDataset subclasses register themselves wherever datasets are validated.
-from ppssld.data import custom_label, multi_scale, multilabel  # noqa: E402,F401  pylint: disable=wrong-import-position,cyclic-import

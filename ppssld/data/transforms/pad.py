@@ -13,7 +13,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ppssld.data.ops_core import Op, _size_pair, parse_number
+from ppssld.data.transforms.core import Op, size_pair, parse_number
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import TRANSFORMS
 
@@ -33,7 +33,7 @@ class Padv2(Op):
 
     def __init__(self, size: Any = None, size_divisor: int = 32, pad_mode: int = 0, offsets: Any = None,
                  fill_value: Any = (127.5, 127.5, 127.5)) -> None:
-        self.size: Optional[Tuple[int, int]] = None if size is None else _size_pair(size)
+        self.size: Optional[Tuple[int, int]] = None if size is None else size_pair(size)
         if not isinstance(size_divisor, int) or isinstance(size_divisor, bool) or size_divisor < 1:
             raise ConfigError(f"size_divisor must be a positive int, got {size_divisor!r}")
         self.size_divisor = size_divisor
@@ -83,7 +83,7 @@ class RandomCropImage(Op):
     """Cut a random ``size`` ([w, h] or int) window, no resize (PaddleClas's RandomCropImage)."""
 
     def __init__(self, size: Any) -> None:
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
 
     def __call__(self, img: np.ndarray, rng: Any = random) -> np.ndarray:
         im_h, im_w = img.shape[:2]

@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ppssld.data.transforms import Op, parse_number
+from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 

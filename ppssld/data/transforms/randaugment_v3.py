@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from ppssld.data.ops_core import Op, parse_number
+from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 

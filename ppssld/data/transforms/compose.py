@@ -1,9 +1,9 @@
 """Build a checked chain of transform ops from a PaddleClas ``transform_ops`` list.
 
-The ops live in their own modules (:mod:`ppssld.data.ops_core` holds the shared helpers and the
-``Op`` base, :mod:`ppssld.data.ops_basic` the basic ops; the augmentation modules register theirs
-in the one ``TRANSFORMS`` registry when :mod:`ppssld.data` is imported). The names used elsewhere
-are re-exported here.
+The ops live in their own modules (:mod:`ppssld.data.transforms.core` holds the shared helpers and the
+``Op`` base, :mod:`ppssld.data.transforms.basic` the basic ops; the augmentation modules register theirs
+in the one ``TRANSFORMS`` registry when :mod:`ppssld.data.transforms` is imported). The names used elsewhere
+are re-exported by the package.
 
 This module must not import paddle: the deploy predictor and the PaddleHub module reuse it so
 that every runtime preprocesses identically. Randomness comes from an explicit ``rng``
@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ppssld.data.ops_basic import (AutoAugment, CropImage, DecodeImage, NormalizeImage, RandAugment,  # noqa: F401
+from ppssld.data.transforms.basic import (AutoAugment, CropImage, DecodeImage, NormalizeImage, RandAugment,  # noqa: F401
                                    RandCropImage, RandFlipImage, ResizeImage, ToCHWImage)
-from ppssld.data.ops_core import (ANY, BYTES, CHW, HWC, MAX_IMAGE_PIXELS, ImageDecodeError, Op,  # noqa: F401
+from ppssld.data.transforms.core import (ANY, BYTES, CHW, HWC, MAX_IMAGE_PIXELS, ImageDecodeError, Op,  # noqa: F401
                                   as_rgb_array, check_image_size, decode_image, header_size, parse_number, resize)
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS

@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from ppssld.data.autoaugment import IMAGENET_POLICY
-from ppssld.data.transforms import Op, parse_number
+from ppssld.data.transforms.autoaugment import IMAGENET_POLICY
+from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 

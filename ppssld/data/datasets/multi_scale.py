@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
-from ppssld.data.dataset import ImageNetDataset
-from ppssld.data.sampler import epoch_permutation
+from ppssld.data.datasets.imagenet import ImageNetDataset
+from ppssld.data.loading.sampler import epoch_permutation
 from ppssld.data.transforms import Compose, build_transforms
 from ppssld.utils import dist_env
 from ppssld.utils.errors import ConfigError

@@ -8,8 +8,8 @@ import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
 from ppssld.utils.config import check_keys
-from ppssld.data.dataset import SampleError, build_dataset
-from ppssld.data.sampler import DistributedBatchSampler
+from ppssld.data.datasets.imagenet import SampleError, build_dataset
+from ppssld.data.loading.sampler import DistributedBatchSampler
 from ppssld.utils.errors import ConfigError, DataError, did_you_mean
 from ppssld.utils.registry import SAMPLERS
 

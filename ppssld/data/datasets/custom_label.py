@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import paddle
 
-from ppssld.data.dataset import ImageNetDataset
+from ppssld.data.datasets.imagenet import ImageNetDataset
 from ppssld.data.image import read_bytes, to_network
-from ppssld.data.label_list import UNLABELED, Problem, Record, check_records, count_repeats, format_problems
+from ppssld.data.lists.label_list import UNLABELED, Problem, Record, check_records, count_repeats, format_problems
 from ppssld.data.transforms import HWC, ImageDecodeError, Op, as_rgb_array, build_transforms, decode_image
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import DATASETS, TRANSFORMS
