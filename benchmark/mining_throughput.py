@@ -34,8 +34,8 @@ from ppssld.data.image import decode_file, load_and_transform  # noqa: E402
 from ppssld.data.transforms import build_transforms  # noqa: E402
 from ppssld.mining import sharded  # noqa: E402
 from ppssld.mining.mine import mine  # noqa: E402
-from ppssld.mining.confirm import _operator as confirm_operator  # noqa: E402
-from ppssld.mining import dedup  # noqa: E402
+from ppssld.mining.dedup.confirm import _operator as confirm_operator  # noqa: E402
+from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
 from ppssld.mining.score import reference_signatures, score_pool  # noqa: E402
 from ppssld.mining.teacher import Teacher, teacher_from_weights  # noqa: E402
 from ppssld.utils.io import atomic_write_json, atomic_write_text  # noqa: E402

@@ -13,7 +13,7 @@ from ppssld.arch.zoo import build_backbone
 from ppssld.data.lists.label_list import read_label_list
 from ppssld.data.transforms import build_transforms
 from ppssld.data.prepare import read_idx
-from ppssld.mining.planted import make_planted_set
+from ppssld.mining.dedup.planted import make_planted_set
 from ppssld.mining.score import load_scores, score_pool
 from ppssld.mining.teacher import Teacher, teacher_from_config, teacher_from_weights
 from ppssld.utils.errors import ConfigError, DataError

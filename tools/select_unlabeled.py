@@ -19,7 +19,8 @@ with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 
     from ppssld.utils.config import get, load_config  # noqa: E402
     from ppssld.engine import cli  # noqa: E402
     from ppssld.engine.distributed import use_device  # noqa: E402
-    from ppssld.mining import dedup, teacher as teachers  # noqa: E402
+    from ppssld.mining import teacher as teachers  # noqa: E402
+    from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
     from ppssld.mining.mine import mine, sample_pool  # noqa: E402
     from ppssld.utils.logger import setup_logging  # noqa: E402
 

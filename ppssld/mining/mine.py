@@ -10,7 +10,7 @@ import numpy as np
 from ppssld.utils.config import get
 from ppssld.data.lists.label_list import IMAGE_EXTENSIONS, format_record, read_label_list, write_label_list
 from ppssld.data.transforms import build_transforms
-from ppssld.mining import dedup
+from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining import sharded
 from ppssld.mining.report import class_names_from, plot_per_class, write_report
 from ppssld.mining.score import chunk_path, score_pool, wait_for_chunks

@@ -463,7 +463,7 @@ class Pipeline:
         out = {"model_dir": result.model_dir, "pretrained": result.pretrained, "hub_dir": result.hub_dir,
                "predicted_image": shown[0][0], "prediction": predictions[0], "showcase": showcase}
         if ecfg.get("speed", True):
-            from ppssld.utils.speed import teacher_student_speed
+            from ppssld.recipes.ssld.speed import teacher_student_speed
 
             out["speed"] = teacher_student_speed(config)
         return out

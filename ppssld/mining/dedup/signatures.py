@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ppssld.mining import dedup
+from ppssld.mining.dedup import near_duplicates as dedup
 
 logger = logging.getLogger(__name__)
 

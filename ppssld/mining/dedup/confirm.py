@@ -1,7 +1,7 @@
 """Confirmation of near-duplicate candidates: aligned band-pass ranking, then the pixel check.
 
-Candidate pairs (from the scan in :mod:`ppssld.mining.dedup` or the index in
-:mod:`ppssld.mining.dedup_index`) are grouped by query. Two ranking policies choose which
+Candidate pairs (from the scan in :mod:`ppssld.mining.dedup.near_duplicates` or the index in
+:mod:`ppssld.mining.dedup.index`) are grouped by query. Two ranking policies choose which
 candidates get the pixel check (:func:`aligned_scores`, vectorised over the ranked pairs; the
 per-pair ``cv2.findTransformECC`` check it replaced stays as ``check="ecc"``):
 

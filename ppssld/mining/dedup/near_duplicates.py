@@ -13,19 +13,19 @@ distinct training images):
    candidate filter, matched exactly and vectorised (XOR + popcount over blocks).
 2. **Ranking.** Hash candidates, plus images whose blurred 16x16 thumbnails correlate at
    >= :data:`DEFAULT_THUMB_MIN`, are ranked by their band-pass correlation after the best of
-   a few crop-like warps (:mod:`ppssld.mining.confirm`, one matrix product per block of
+   a few crop-like warps (:mod:`ppssld.mining.dedup.confirm`, one matrix product per block of
    queries); those above its floor, best :data:`DEFAULT_MAX_CHECKS` first, go to stage 3.
    (The thumbnail ranking used before ranked a crop's source up to 50th among Fashion-MNIST
    near-twins: 3 of 100 crops were missed.)
 3. **Pixel check.** By default vectorised over the ranked pairs: high-pass and band-pass
    correlations of the query under its best warp with the eval image must reach
-   :data:`DEFAULT_PIXEL_THRESHOLDS` (:func:`ppssld.mining.confirm.aligned_scores`). The check it
+   :data:`DEFAULT_PIXEL_THRESHOLDS` (:func:`ppssld.mining.dedup.confirm.aligned_scores`). The check it
    replaced (``check="ecc"``, kept for before/after) aligns each pair by an affine
    ``cv2.findTransformECC`` fit at the smaller image's size (~1.2 ms a pair), thresholds
    :data:`ECC_THRESHOLDS` (lowest planted scores: resized 0.88 / 0.98, crop 0.91 / 0.98).
 
 Stage 1 here is the all-pairs scan (:func:`scan_candidates`), the reference; the pipeline
-finds the same pairs with faiss indexes (:mod:`ppssld.mining.dedup_index`) and runs sharded
+finds the same pairs with faiss indexes (:mod:`ppssld.mining.dedup.index`) and runs sharded
 (:mod:`ppssld.mining.sharded`). Before/after figures: ``benchmark/results/mining_scale.md``.
 """
 import logging
@@ -36,7 +36,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from ppssld.mining import confirm as confirm_mod
+from ppssld.mining.dedup import confirm as confirm_mod
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int
                     check: str = DEFAULT_CHECK) -> Tuple[List[Match], Dict[str, int]]:
     """Confirmed near-duplicates of ``query`` images among ``ref`` images, by the all-pairs scan.
 
-    The pipeline uses :class:`ppssld.mining.dedup_index.RefIndex` instead (same decisions, tested).
+    The pipeline uses :class:`ppssld.mining.dedup.index.RefIndex` instead (same decisions, tested).
 
     Args:
         query: signatures of the pool images.
@@ -228,7 +228,7 @@ def find_duplicates(query: List[Signature], ref: List[Signature], threshold: int
         max_checks: candidates per query that get the pixel check, best ranked first.
         pixel_thresholds: (high-pass, band-pass) minimums; None trusts the candidate stage alone.
         thumb_min: thumbnail correlation that makes a candidate without a hash match (crops).
-        ranking, grid_min, check: see :func:`ppssld.mining.confirm.confirm` (``check="ecc"`` wants
+        ranking, grid_min, check: see :func:`ppssld.mining.dedup.confirm.confirm` (``check="ecc"`` wants
             ``pixel_thresholds=ECC_THRESHOLDS``).
     Returns:
         (matches, one per duplicated query; counters: ``hash_candidates`` queries with a hash

@@ -15,7 +15,7 @@
   :data:`IVF_FROM` references), nearest reference per query.
 
 Every candidate then goes through :func:`ppssld.mining.dedup.gate_pairs` and
-:func:`ppssld.mining.confirm.confirm`, exactly as the scan's do: same decisions (tested).
+:func:`ppssld.mining.dedup.confirm.confirm`, exactly as the scan's do: same decisions (tested).
 With the (default) aligned band-pass ranking, :meth:`RefIndex.find` first drops the pairs
 that cannot reach its floor (:class:`GridBound`, a lossless PCA bound) and gates only the
 rest: on 28-px Fashion-MNIST every query has ~1,000 gated pairs of which ~8 survive, and
@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import faiss
 import numpy as np
 
-from ppssld.mining import confirm as confirm_mod
-from ppssld.mining import dedup
+from ppssld.mining.dedup import confirm as confirm_mod
+from ppssld.mining.dedup import near_duplicates as dedup
 
 logger = logging.getLogger(__name__)
 
