@@ -2,7 +2,7 @@
 import os
 import sys
 
-from ppssld.pipeline_summary import next_commands, plot_summary, summary_figure, summary_table, warmup_note
+from ppssld.recipes.ssld.summary import next_commands, plot_summary, summary_figure, summary_table, warmup_note
 
 
 def _results(tmp_path):

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.engine.builder import build_trainer
 from ppssld.engine.checkpoint import snapshot_interval
 from ppssld.utils.errors import ConfigError

@@ -47,7 +47,7 @@ def multilabel_targets(labels: Any, num_classes: int, what: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid_np(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -116,7 +116,7 @@ class HammingDistance(CountMetric):
         self.bi_threshold = _check_threshold(bi_threshold, "bi_threshold")
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
-        scores = _sigmoid(select_logits(outputs, "HammingDistance"))
+        scores = sigmoid_np(select_logits(outputs, "HammingDistance"))
         targets = multilabel_targets(labels, scores.shape[1], "HammingDistance")
         known = targets >= 0
         wrong = ((scores > self.bi_threshold) != (targets == 1)) & known
@@ -142,7 +142,7 @@ class AccuracyScore(CountMetric):
         self.bi_threshold = _check_threshold(bi_threshold, "bi_threshold")
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
-        scores = _sigmoid(select_logits(outputs, "AccuracyScore"))
+        scores = sigmoid_np(select_logits(outputs, "AccuracyScore"))
         targets = multilabel_targets(labels, scores.shape[1], "AccuracyScore")
         known = targets >= 0
         right = ((scores > self.bi_threshold) == (targets == 1)) & known
@@ -173,7 +173,7 @@ class MultilabelMeanAccuracy(CountMetric):
         self.thresholds = [start + i * (end - start) / num_iterations for i in range(num_iterations)]
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
-        scores = _sigmoid(select_logits(outputs, "MultilabelMeanAccuracy"))
+        scores = sigmoid_np(select_logits(outputs, "MultilabelMeanAccuracy"))
         targets = multilabel_targets(labels, scores.shape[1], "MultilabelMeanAccuracy")
         known = targets >= 0
         right = [(((scores > t) == (targets == 1)) & known).sum() for t in self.thresholds]

@@ -8,10 +8,10 @@ import math
 import os
 from typing import Any, Dict, Optional
 
-from ppssld.mining import dedup
+from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.utils.errors import ConfigError, DataError, OutputError
 
-# how select_unlabeled.py names each setting of :func:`ppssld.mining.pipeline.mine`
+# how select_unlabeled.py names each setting of :func:`ppssld.mining.mine.mine`
 ARGUMENTS = {"k": "--k", "topn": "--topn", "batch_size": "--batch-size", "chunk_size": "--chunk-size",
              "min_conf": "--min-conf", "cap": "--cap", "feature_threshold": "--feature-threshold",
              "hash_threshold": "--hash-threshold", "pixel_thresholds": "--pixel-thresholds",
