@@ -2,6 +2,8 @@
 
 Train from the cache with ``-o Global.soft_label_cache=DIR`` (see ppssld/cache/). Run under
 ``python -m paddle.distributed.launch`` to shard the work over processes; re-run to resume.
+``tools/cache_soft_labels.py --verify DIR`` checks a whole cache (every chunk's header, size and content
+hash): status 0, or 2 with the files that do not match.
 """
 import json
 import os
@@ -18,10 +20,17 @@ with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 
 def main() -> None:
     """Parse, generate, print the statistics."""
     parser = cli.base_parser("Cache the frozen teacher's top-K soft labels for V augmented views of every "
-                             "training image")
-    parser.add_argument("--views", type=int, required=True, help="views V per image (view v = epoch v+1's augmentation)")
-    parser.add_argument("--topk", type=int, required=True, help="classes K kept per view (K = class count: exact)")
-    parser.add_argument("--out", required=True, help="cache folder (re-run with the same arguments to resume)")
+                             "training image", config_required=False,
+                             config_help="YAML distillation config (required to write a cache; default: none)")
+    parser.add_argument("--verify", metavar="DIR", help="check the cache in DIR instead of writing one: every chunk "
+                        "file's header, size and content hash against its manifest; status 0, or 2 with the "
+                        "files that do not match (takes no other argument; default: off, a cache is written)")
+    parser.add_argument("--views", type=int, help="views V per image (view v = epoch v+1's augmentation; required to write a "
+                        "cache, no default)")
+    parser.add_argument("--topk", type=int, help="classes K kept per view (K = class count: exact; required to write a cache, "
+                        "no default)")
+    parser.add_argument("--out", help="cache folder (re-run with the same arguments to resume; required to write a "
+                        "cache, no default)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="images per chunk file (default 1024)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="teacher batch (default: DataLoader.Train.sampler.batch_size)")
@@ -33,6 +42,16 @@ def main() -> None:
                              "probabilities")
     parser.add_argument("--workers", type=int, default=2, help="image-reading threads (default 2)")
     args = parser.parse_args()
+    if args.verify is not None:
+        from ppssld.cache.integrity import verify_cache
+
+        print(json.dumps(verify_cache(args.verify)))
+        return
+    missing = [flag for flag, value in (("-c", args.config), ("--views", args.views), ("--topk", args.topk),
+                                        ("--out", args.out)) if value is None]
+    if missing:
+        parser.error(f"the following arguments are required to write a cache: {', '.join(missing)} "
+                     f"(or --verify DIR to check one)")
     config = cli.load(args)
     from ppssld.cache.generate import generate
     from ppssld.utils.config import get

@@ -23,6 +23,7 @@ with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 
     from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
     from ppssld.mining.mine import mine, sample_pool  # noqa: E402
     from ppssld.mining.settings import ARGUMENTS, check_folders, check_settings, check_teacher_source  # noqa: E402
+    from ppssld.utils.folder_lock import holding  # noqa: E402
     from ppssld.utils.logger import setup_logging  # noqa: E402
 
 logger = logging.getLogger("ppssld.tools.select_unlabeled")
@@ -91,6 +92,12 @@ def main() -> None:
     check_settings({key: getattr(args, key) for key in ARGUMENTS}, ARGUMENTS)  # before any file is read
     check_teacher_source(args.inference_model, args.teacher_weights, args.teacher_backbone)
     check_folders(args.image_root, args.out, ARGUMENTS)
+    with holding(args.out, "--out"):  # one mining per folder, from the pool sample on (mine() takes it again)
+        _mine(args)
+
+
+def _mine(args: argparse.Namespace) -> None:
+    """Load the config, sample the pool, build the teacher, mine (the folder lock held)."""
     setup_logging()
     config = load_config(args.config, cli.flat_overrides(args.override, args.trust_weights))
     use_device(get(config, "Global.device"))

@@ -23,6 +23,7 @@ import numpy as np
 
 from ppssld.arch.build import arch_class_num
 from ppssld.cache import store
+from ppssld.cache.integrity import damaged_chunk, record_chunks
 from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expected_fields, teacher_entry
 from ppssld.cache.rules import check_cacheable
 from ppssld.utils.config import get, global_seed
@@ -31,6 +32,7 @@ from ppssld.mining.teacher import Teacher, teacher_from_config
 from ppssld.utils.dist_env import dist_env
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.fingerprint import canonical, differences
+from ppssld.utils.folder_lock import holding
 from ppssld.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,7 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
         Statistics (images and chunks done now / before, seconds, img/s) and the manifest path.
     Raises:
         ConfigError: bad arguments, a config the cache cannot serve, or ``out`` holding another cache.
+        OutputError: another generation writes ``out`` (its holder named; see :mod:`ppssld.utils.folder_lock`).
     """
     for name, value, low in (("--views", views, 1), ("--topk", topk, 1), ("chunk size", chunk_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -121,6 +124,12 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
         raise ConfigError(f"probability dtype must be one of {store.PROB_DTYPES}, got {prob_dtype!r}")
     check_cacheable(config)
     batch_size = int(batch_size or get(config, "DataLoader.Train.sampler.batch_size", 64) or 64)
+    with holding(out, "the soft-label cache folder (--out)"):  # one generation per folder (rank 0 holds it)
+        return _generate(config, out, views, topk, chunk_size, batch_size, prob_dtype, workers, wait_timeout, values)
+
+
+def _generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size: int, batch_size: int,
+              prob_dtype: str, workers: int, wait_timeout: float, values: str) -> Dict[str, Any]:
     rank, world = dist_env()
     dataset = build_train_dataset(config)
     records = [r.path for r in dataset.records]
@@ -132,7 +141,7 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
     classes = class_count(entry, config)
     tasks = [(v, c) for v in range(views) for c in range(plan["chunks_per_view"])]
     mine = tasks[rank::world]
-    todo = [t for t in mine if not store.chunk_done(out, *t)]
+    todo = [t for t in mine if not _kept(out, t, plan)]
     stats: Dict[str, Any] = {"rank": rank, "world": world, "chunks": len(mine), "done_before": len(mine) - len(todo),
                              "chunks_now": 0, "images_now": 0}
     if stats["done_before"]:
@@ -162,11 +171,24 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
         _wait_all(out, tasks, wait_timeout)
         plan["teacher_description"] = teacher.description
         plan["ranks"] = world
+        plan["chunks"] = record_chunks(out, plan)  # every header checked, every file's size and hash recorded
         atomic_write_json(os.path.join(out, MANIFEST), plan)
         logger.info("soft-label cache %s: %d images x %d views, top-%d of %d classes (%s / %s)", out, len(records),
                     views, topk, classes, prob_dtype, index_type.name)
     stats["manifest"] = os.path.join(out, MANIFEST)
     return stats
+
+
+def _kept(out: str, task: tuple, plan: Dict[str, Any]) -> bool:
+    """Whether a chunk an earlier run wrote is kept: both files there, with the headers and sizes the plan
+    implies; a damaged one is written again (one warning naming the file and what differed)."""
+    if not store.chunk_done(out, *task):
+        return False
+    bad = damaged_chunk(out, task[0], task[1], plan)
+    if bad is not None:
+        logger.warning("%s is damaged (%s): writing view %d chunk %d again", bad[0], bad[1], *task)
+        return False
+    return True
 
 
 def _claim(out: str, plan: Dict[str, Any], rank: int) -> None:
@@ -175,6 +197,12 @@ def _claim(out: str, plan: Dict[str, Any], rank: int) -> None:
     if os.path.isfile(path):
         with open(path, "r", encoding="utf-8") as handle:
             old = json.load(handle)
+        if canonical(old) != canonical(plan) and _only_older_version(old, plan):
+            if rank == 0:  # the same cache begun before chunk checksums: finished as version 3, with the record
+                logger.info("%s: begun by an older ppssld (version %s); its chunks are kept and recorded", path,
+                            old.get("version"))
+                atomic_write_json(path, plan)
+            return
         if canonical(old) != canonical(plan):
             raise ConfigError(f"--out {out} holds (part of) another cache: {'; '.join(differences(old, plan))}. "
                               f"Choose another folder or delete this one")
@@ -188,6 +216,12 @@ def _claim(out: str, plan: Dict[str, Any], rank: int) -> None:
             raise DataError(f"timed out waiting for rank 0 to write {path}")
         time.sleep(0.2)
     _claim(out, plan, rank)
+
+
+def _only_older_version(old: Dict[str, Any], plan: Dict[str, Any]) -> bool:
+    """Whether ``old`` is ``plan`` written by a version 2 ppssld (same chunks, no checksums yet)."""
+    strip = lambda p: {k: v for k, v in p.items() if k != "version"}  # noqa: E731
+    return old.get("version") == 2 and canonical(strip(old)) == canonical(strip(plan))
 
 
 def _wait_all(out: str, tasks: List[tuple], timeout: float) -> None:

@@ -21,8 +21,10 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "ppssld-soft-label-cache"
-VERSION = 2  # 2: the ``values`` field (an exact cache stores logits); version 1 caches hold probabilities
-READABLE_VERSIONS = (1, 2)
+# 2: the ``values`` field (an exact cache stores logits; version 1 caches hold probabilities);
+# 3: the ``chunks`` field, each chunk file's size and content hash (:mod:`ppssld.cache.integrity`)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 # the fields a training config must match, in the order they are reported
 CHECKED = ("teacher_weights", "teacher_arch", "transforms", "seed", "lists", "records", "class_num")
 

@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ppssld.cache.integrity import check_sizes
 from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_entry
 from ppssld.cache.rules import check_cacheable, check_losses
 from ppssld.cache.store import ChunkReader
@@ -96,7 +97,9 @@ class SoftLabelCache:
         m = self.manifest
         self.views, self.topk, self.class_num = int(m["views"]), int(m["topk"]), int(m["class_num"])
         self.values = m["values"]
-        self.reader = ChunkReader(root, int(m["chunk_size"]), int(m["num_images"]))
+        check_sizes(root, m)  # one stat per chunk file; each header is checked as its chunk is first opened
+        layout = all(key in m for key in ("index_dtype", "prob_dtype"))
+        self.reader = ChunkReader(root, int(m["chunk_size"]), int(m["num_images"]), m if layout else None)
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "SoftLabelCache":
         return self  # read-only: a model copy (EMA) shares the memory maps

@@ -14,10 +14,11 @@ chunk whose ``.prob`` file exists is complete. ``.npy`` files open with ``np.loa
 training reads only the rows of its batch.
 """
 import os
-from typing import Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ppssld.utils.chunk_files import npy_difference
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.io import atomic_path
 
@@ -44,6 +45,14 @@ def chunk_paths(root: str, view: int, chunk: int) -> Tuple[str, str]:
     return base + ".cls.npy", base + ".prob.npy"
 
 
+def chunk_layout(manifest: Dict[str, Any], chunk: int) -> List[Tuple[Tuple[int, int], np.dtype]]:
+    """``[(shape, dtype) of the .cls file, (shape, dtype) of the .prob file]`` of chunk ``chunk``, from a
+    manifest or plan (``num_images``, ``chunk_size``, ``topk``, ``index_dtype``, ``prob_dtype``)."""
+    rows = min(int(manifest["chunk_size"]), int(manifest["num_images"]) - chunk * int(manifest["chunk_size"]))
+    shape = (rows, int(manifest["topk"]))
+    return [(shape, np.dtype(manifest["index_dtype"])), (shape, np.dtype(manifest["prob_dtype"]))]
+
+
 def chunk_done(root: str, view: int, chunk: int) -> bool:
     """Whether a chunk was completely written (its ``.prob`` file, written last, exists)."""
     cls_path, prob_path = chunk_paths(root, view, chunk)
@@ -56,6 +65,14 @@ def _save(path: str, array: np.ndarray) -> None:
             np.save(handle, array, allow_pickle=False)
 
 
+def _memory_map(path: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:  # no manifest to compare with: still one message naming the file
+        raise DataError(f"soft-label cache chunk file {path} cannot be memory-mapped ({exc}): it is damaged; "
+                        f"delete it and re-run tools/cache_soft_labels.py with the same arguments") from exc
+
+
 def write_chunk(root: str, view: int, chunk: int, probs: np.ndarray, classes: np.ndarray) -> None:
     """Write one chunk atomically (classes first, probabilities last: the completion mark)."""
     cls_path, prob_path = chunk_paths(root, view, chunk)
@@ -66,14 +83,20 @@ def write_chunk(root: str, view: int, chunk: int, probs: np.ndarray, classes: np
 class ChunkReader:
     """Memory-maps a cache's chunks on first use and gathers rows by dataset index.
 
+    Each chunk's two ``.npy`` headers are checked against ``manifest`` (shape, dtype, and the size they imply)
+    as it is first opened: a damaged file is a :class:`DataError` naming it and what differs.
+
     Args:
         root: the cache folder.
         chunk_size: images per chunk (from the manifest).
         num_images: images per view.
+        manifest: the cache's manifest (None: headers are not compared with it, only read).
     """
 
-    def __init__(self, root: str, chunk_size: int, num_images: int) -> None:
+    def __init__(self, root: str, chunk_size: int, num_images: int,
+                 manifest: Optional[Dict[str, Any]] = None) -> None:
         self.root, self.chunk_size, self.num_images = root, int(chunk_size), int(num_images)
+        self.manifest = manifest
         self._open: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
 
     def _chunk(self, view: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -83,7 +106,14 @@ class ChunkReader:
             if not chunk_done(self.root, view, chunk):
                 raise DataError(f"soft-label cache {self.root}: chunk {prob_path} is missing; the cache is incomplete "
                                 f"(re-run tools/cache_soft_labels.py with the same arguments to finish it)")
-            self._open[key] = (np.load(prob_path, mmap_mode="r"), np.load(cls_path, mmap_mode="r"))
+            if self.manifest is not None:
+                for path, (shape, dtype) in zip((cls_path, prob_path), chunk_layout(self.manifest, chunk)):
+                    why = npy_difference(path, shape, dtype)
+                    if why is not None:
+                        raise DataError(f"soft-label cache {self.root}: chunk file {path} is damaged: {why}. "
+                                        f"Delete it and re-run tools/cache_soft_labels.py with the same arguments "
+                                        f"(it writes the chunk again); --verify {self.root} checks every file")
+            self._open[key] = (_memory_map(prob_path), _memory_map(cls_path))
         return self._open[key]
 
     def gather(self, view: int, indices: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,9 @@ from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
-from ppssld.engine.trainer import Trainer
+from ppssld.engine.trainer import FOLDER_WHAT, Trainer
 from ppssld.utils.errors import ConfigError
+from ppssld.utils.folder_lock import lock_folder
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +231,28 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
 
     Returns:
         A trainer, already resumed when ``Global.checkpoints`` is set.
+    Raises:
+        OutputError: another run writes ``<Global.output_dir>/<Arch.name>`` (named: pid, host, start time).
     """
+    validate(config)
+    # one writer per checkpoint folder: a second run with the same Global.output_dir and Arch.name is refused
+    # before anything is built (rank 0 holds the lock for the job; released when fit ends)
+    lock = lock_folder(save_dir(config), FOLDER_WHAT)
+    try:
+        return _build_trainer(config, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build_trainer(config: Dict[str, Any], lock: Any) -> Trainer:
     from ppssld.data.batch.ops import build_batch_transform
     from ppssld.data.loading.loader import build_dataloader
     from ppssld.loss import build_loss, check_mixed_label_support
     from ppssld.metric import build_metrics
     from ppssld.optim import build_optimizer
 
-    validate(config)
     prepare_runtime(config)
     from ppssld.engine.ema import build_ema
     from ppssld.engine.sync_bn import apply_sync_bn
@@ -291,7 +306,7 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
                       print_batch_step=get(config, "Global.print_batch_step", 10),
                       amp=amp, scaler=scaler, visualdl=_visualdl(config), update_freq=update_freq,
                       ema=build_ema(config, model), metric_key=primary_key(eval_metrics),
-                      batch_transform=batch_transform)
+                      batch_transform=batch_transform, folder_lock=lock)
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
                        trust=trust_weights(config))

@@ -102,12 +102,13 @@ CONFIG_HELP = "YAML config file, PaddleClas schema (Global, Arch, DataLoader, ..
 
 
 def base_parser(description: str, trust_flag: bool = True, config_help: str = CONFIG_HELP,
-                override_help: str = OVERRIDE_HELP) -> argparse.ArgumentParser:
+                override_help: str = OVERRIDE_HELP, config_required: bool = True) -> argparse.ArgumentParser:
     """A parser with PaddleClas's ``-c`` and repeatable ``-o`` options, and ``--trust-weights``
     (unless ``trust_flag`` is False: tools that read no weights themselves); ``config_help`` and
-    ``override_help`` describe ``-c`` and ``-o`` for a tool whose config is not PaddleClas's."""
+    ``override_help`` describe ``-c`` and ``-o`` for a tool whose config is not PaddleClas's;
+    ``config_required=False``: a tool with a mode that reads no config checks ``-c`` itself."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-c", "--config", required=True, help=config_help)
+    parser.add_argument("-c", "--config", required=config_required, help=config_help)
     override_argument(parser, override_help)
     if trust_flag:
         parser.add_argument("--trust-weights", action="store_true",

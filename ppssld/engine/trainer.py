@@ -7,6 +7,7 @@ import paddle
 
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state, snapshot_interval
+from ppssld.utils.folder_lock import lock_folder
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, DeviceMeters, format_eta, format_metrics
 from ppssld.loss.mixed import MixedLabels
@@ -15,6 +16,7 @@ from ppssld.utils.device_checks import DeferredChecks
 from ppssld.utils.errors import PpssldError
 
 logger = logging.getLogger(__name__)
+FOLDER_WHAT = "the checkpoint folder (Global.output_dir/Arch.name)"
 
 
 class TrainingDivergedError(PpssldError, RuntimeError):
@@ -81,7 +83,8 @@ class Trainer:
             ``update_freq`` (micro-batches per optimizer update); ``ema`` (a ModelEMA or None);
             ``metric_key`` (the eval result that ranks checkpoints, default ``top1``);
             ``batch_transform`` (:class:`ppssld.data.batch.ops.BatchTransform` or None: mixes each batch
-            before the model; train metrics skip mixed batches).
+            before the model; train metrics skip mixed batches); ``folder_lock`` (the checkpoint folder's
+            :class:`ppssld.utils.folder_lock.FolderLock`, released when :meth:`fit` ends).
     """
 
     def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
@@ -111,6 +114,7 @@ class Trainer:
         self.metric_key = str(options.get("metric_key", "top1"))
         self.best_metric_ema = -1.0
         self.batch_transform = options.get("batch_transform")
+        self.folder_lock = options.get("folder_lock")  # held from build_trainer to the end of fit (rank 0)
         self.start_epoch, self.global_step = 1, 0
         self.resumed_from: Optional[str] = None
         self.best_metric, self.best_epoch = -1.0, 0
@@ -361,7 +365,19 @@ class Trainer:
                 ``epochs``; resume later with ``Global.checkpoints``).
         Returns:
             ``best_metric``, ``best_epoch`` and the per-epoch history.
+        Raises:
+            OutputError: another run writes the checkpoint folder (:mod:`ppssld.utils.folder_lock`).
         """
+        if self.folder_lock is None:  # build_trainer took it; a second fit() of this trainer takes it again
+            self.folder_lock = lock_folder(self.checkpointer.save_dir, FOLDER_WHAT)
+        try:
+            return self._fit(stop_after_epoch)
+        finally:
+            if self.folder_lock is not None:
+                self.folder_lock.release()
+                self.folder_lock = None
+
+    def _fit(self, stop_after_epoch: Optional[int]) -> Dict[str, Any]:
         if self.pending_eval_epoch:
             logger.info("evaluating epoch %d, which the interrupted run had not evaluated", self.pending_eval_epoch)
             self._evaluate_and_record(self.pending_eval_epoch)

@@ -14,11 +14,13 @@ from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining import sharded
 from ppssld.mining.report import class_names_from, plot_per_class, write_report
 from ppssld.mining.score import chunk_path, score_pool, wait_for_chunks
+from ppssld.mining.score_files import check_chunks
 from ppssld.utils.dist_env import dist_env
 from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.settings import check_folders, check_settings
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.folder_lock import holding
 from ppssld.utils.io import atomic_path, ensure_dir
 
 logger = logging.getLogger(__name__)
@@ -133,11 +135,21 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         The report (None on ranks other than 0, which score and de-duplicate their shard).
     Raises:
         ConfigError: a setting out of range (:func:`ppssld.mining.settings.check_settings`), before any work.
+        OutputError: another mining run writes ``out`` (its holder named; see :mod:`ppssld.utils.folder_lock`).
     """
     check_settings({"k": k, "topn": topn, "batch_size": batch_size, "chunk_size": chunk_size, "min_conf": min_conf,
                     "cap": cap, "feature_threshold": feature_threshold, "hash_threshold": hash_threshold,
                     "pixel_thresholds": pixel_thresholds}, names)
     check_folders(image_root, out, names)
+    with holding(out, (names or {}).get("out", "the mining output folder")):  # one mining per folder (rank 0)
+        return _mine(teacher, config, pool, image_root, eval_list, k, out, train_list, topn, batch_size, chunk_size,
+                     min_conf, cap, features, feature_threshold, hash_threshold, pixel_thresholds, restart)
+
+
+def _mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Optional[str], eval_list: str, k: int,
+          out: str, train_list: Optional[str], topn: int, batch_size: int, chunk_size: int, min_conf: float,
+          cap: Optional[int], features: bool, feature_threshold: Optional[float], hash_threshold: int,
+          pixel_thresholds: Optional[Tuple[float, float]], restart: bool) -> Optional[Dict[str, Any]]:
     t0 = time.perf_counter()
     paths, root = pool_paths(pool, image_root)
     if not paths:
@@ -196,6 +208,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
     if rank != 0:
         return None
     wait_for_chunks(score_dir, len(paths), chunk_size)
+    check_chunks(score_dir, (len(paths) + chunk_size - 1) // chunk_size)  # every chunk as recorded, before selection
     removed, dedup_stats = sharded.merge_dedup(score_dir, key, (len(paths) + chunk_size - 1) // chunk_size)
     for against, count in ref_counts.items():
         dedup_stats.setdefault(against, {})["reference_images"] = count

@@ -28,6 +28,7 @@ from ppssld.data.image import decode_file, decode_file_grey, transform_image
 from ppssld.data.transforms import Compose
 from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining.dedup.signatures import signature_arrays
+from ppssld.mining.score_files import REDO, check_chunks, chunk_path, chunk_state, record_path, write_record
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import DataError
 from ppssld.utils.io import atomic_save, atomic_write_json
@@ -107,10 +108,6 @@ def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False
     atomic_write_json(path, manifest)
 
 
-def _chunk_path(out_dir: str, c: int) -> str:
-    return os.path.join(out_dir, f"chunk_{c:06d}.npz")
-
-
 def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transform: Compose, out_dir: str,
                topn: int = 10, batch_size: int = 64, chunk_size: int = 1024, features: bool = False,
                hash_kind: str = dedup.DEFAULT_HASH, hash_size: int = dedup.DEFAULT_HASH_SIZE,
@@ -155,7 +152,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
     n_chunks = (len(paths) + chunk_size - 1) // chunk_size
     mine = [c for c in range(n_chunks) if c % world_size == rank]
-    todo = [c for c in mine if not os.path.isfile(_chunk_path(out_dir, c))]
+    todo = [c for c in mine if chunk_state(out_dir, c, min(chunk_size, len(paths) - c * chunk_size),
+                                           c * chunk_size) == REDO]  # kept: matching its checksum record
     stats = {"chunks": n_chunks, "done_before": len(mine) - len(todo), "scored_now": 0, "images_now": 0,
              "seconds_waiting_for_images": 0.0}
     if max_chunks is not None:
@@ -176,7 +174,8 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
             if on_loaded is not None:
                 on_loaded(c, signatures)
             arrays = _score_chunk(teacher, loaded, signatures, topn, batch_size, features)
-            atomic_save(_chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
+            atomic_save(chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
+            write_record(out_dir, c)  # last: the chunk's completion mark
             if on_chunk is not None:
                 on_chunk(c, arrays)
             stats["scored_now"] += 1
@@ -250,8 +249,8 @@ def wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
 def wait_for_chunks(out_dir: str, count: int, chunk_size: int, timeout: float = 24 * 3600) -> None:
     """Block until every chunk of a ``count``-image pool exists (rank 0 waits for the others)."""
     n_chunks = (count + chunk_size - 1) // chunk_size
-    wait_for(lambda: all(os.path.isfile(_chunk_path(out_dir, c)) for c in range(n_chunks)), timeout,
-              f"all {n_chunks} chunks in {out_dir}")
+    wait_for(lambda: all(os.path.isfile(record_path(out_dir, c)) for c in range(n_chunks)), timeout,
+             f"all {n_chunks} chunks in {out_dir}")
 
 
 def read_manifest(out_dir: str) -> Dict[str, Any]:
@@ -267,11 +266,6 @@ def read_manifest(out_dir: str) -> Dict[str, Any]:
         return json.load(handle)
 
 
-def chunk_path(out_dir: str, c: int) -> str:
-    """The file of chunk ``c``."""
-    return _chunk_path(out_dir, c)
-
-
 def load_scores(out_dir: str) -> Scores:
     """Merge every chunk of a finished scoring run.
 
@@ -284,13 +278,14 @@ def load_scores(out_dir: str) -> Scores:
     with open(path, "r", encoding="utf-8") as handle:
         manifest = json.load(handle)
     n_chunks = (manifest["count"] + manifest["chunk_size"] - 1) // manifest["chunk_size"]
-    missing = [c for c in range(n_chunks) if not os.path.isfile(_chunk_path(out_dir, c))]
+    missing = [c for c in range(n_chunks) if not os.path.isfile(record_path(out_dir, c))]
     if missing:
         raise DataError(f"{out_dir}: {len(missing)} of {n_chunks} chunks are missing (first {missing[:5]}); "
                         f"the scoring run is unfinished: run it again to resume")
+    check_chunks(out_dir, n_chunks)
     parts: Dict[str, List[np.ndarray]] = {}
     for c in range(n_chunks):
-        with np.load(_chunk_path(out_dir, c), allow_pickle=False) as data:
+        with np.load(chunk_path(out_dir, c), allow_pickle=False) as data:
             for key in data.files:
                 parts.setdefault(key, []).append(data[key])
     cat = {k: np.concatenate(v) for k, v in parts.items()}
