@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import paddle
 
+from ppssld.arch.roles import LOGITS, student_output_name
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
 
@@ -27,12 +28,12 @@ TPR_STEPS = 10000  # TprAtFpr scans thresholds i / 10000
 def select_logits(outputs: Outputs, what: str) -> np.ndarray:
     """``logits``, else ``Student``, else the only entry of a dict output, as float64 numpy."""
     if isinstance(outputs, dict):
-        names = [n for n in ("logits", "Student") if n in outputs] or (list(outputs) if len(outputs) == 1 else [])
-        if not names:
+        name = student_output_name(outputs)
+        if name is None:
             raise ConfigError(f"{what} got outputs of several models {sorted(outputs)} and none is 'Student'")
-        outputs = outputs[names[0]]
+        outputs = outputs[name]
         if isinstance(outputs, dict):
-            outputs = outputs["logits"]
+            outputs = outputs[LOGITS]
     return outputs.astype("float32").numpy().astype(np.float64)
 
 
