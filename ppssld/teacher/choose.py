@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import paddle
 import paddle.nn as nn
 
-from ppssld.arch.build import model_entries
+from ppssld.arch.roles import model_entries
 from ppssld.teacher.engines import LayerEngine, check_engine_name
 from ppssld.utils.errors import ConfigError
 
