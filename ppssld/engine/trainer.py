@@ -9,7 +9,7 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, DeviceMeters, format_eta, format_metrics
-from ppssld.loss.mixed import MixedLabels
+from ppssld.data.batch.mixed_labels import MixedLabels
 from ppssld.utils import device_checks
 from ppssld.utils.device_checks import DeferredChecks
 from ppssld.utils.errors import PpssldError
