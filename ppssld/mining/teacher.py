@@ -11,7 +11,7 @@ from ppssld.arch.roles import model_entries, teacher_name, teacher_weights
 from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.config import get, trust_weights
-from ppssld.teacher.choose import engine_for
+from ppssld.teacher.choose import engine_for, engine_label
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.safe_load import check_inference_side_files
 
@@ -109,8 +109,8 @@ def teacher_from_config(config: Dict[str, Any], name: Optional[str] = None) -> T
                               f"to the teacher's .pdparams (mining with a random teacher selects noise)")
         layer = build_model(arch, strict=strict, only=name, trust=trust)
         engine = engine_for(layer, name, entry, arch.get("teacher_engine"))
-        engine_name = "paddle_inference" if engine is not None else "dygraph"
-        return Teacher(layer, f"{name}={entry.get('name')} weights={where} engine={engine_name}", engine=engine)
+        return Teacher(layer, f"{name}={entry.get('name')} weights={where} engine={engine_label(engine)}",
+                       engine=engine)
     weights = arch.get("pretrained") or get(config, "Global.pretrained_model")
     if not weights:
         raise ConfigError("Arch.pretrained (or Global.pretrained_model) must name the teacher's .pdparams: "
@@ -118,7 +118,7 @@ def teacher_from_config(config: Dict[str, Any], name: Optional[str] = None) -> T
     layer = build_model(arch, strict=strict, load_pretrained=False)
     load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}", trust=trust)
     engine = engine_for(layer, str(arch.get("name")), arch, "auto")
-    return Teacher(layer, f"{arch.get('name')} weights={weights} engine={'paddle_inference' if engine else 'dygraph'}",
+    return Teacher(layer, f"{arch.get('name')} weights={weights} engine={engine_label(engine)}",
                    engine=engine)
 
 
@@ -132,7 +132,7 @@ def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bo
         state = {k[len("Teacher."):]: v for k, v in state.items() if k.startswith("Teacher.")}
     load_weights(layer, state, strict=strict, where=weights)
     engine = engine_for(layer, backbone, {}, "auto")
-    return Teacher(layer, f"{backbone} weights={weights} engine={'paddle_inference' if engine else 'dygraph'}",
+    return Teacher(layer, f"{backbone} weights={weights} engine={engine_label(engine)}",
                    engine=engine)
 
 
