@@ -15,6 +15,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.roles import LOGITS, student_output_name
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
 
@@ -100,7 +101,7 @@ class CountMetric:
 
 
 def _check_threshold(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     return float(value)
 
@@ -167,7 +168,7 @@ class MultilabelMeanAccuracy(CountMetric):
 
     def __init__(self, start_threshold: float = 0.4, num_iterations: int = 10, end_threshold: float = 0.9) -> None:
         super().__init__()
-        if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or num_iterations < 1:
+        if not is_int(num_iterations) or num_iterations < 1:
             raise ConfigError(f"num_iterations must be an int >= 1, got {num_iterations!r}")
         start = _check_threshold(start_threshold, "start_threshold")
         end = _check_threshold(end_threshold, "end_threshold")
