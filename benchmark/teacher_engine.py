@@ -67,6 +67,9 @@ def _train_arms(batch: int, seconds: float) -> dict:
     def arm(kind: str):
         paddle.seed(2)
         student = build_backbone("MobileNetV3_small_x0_35", class_num=10)
+        if kind.endswith("_static"):  # Global.to_static: the student's forward through paddle.jit.to_static
+            paddle.jit.to_static(student, full_graph=False)
+            kind = kind[: -len("_static")]
         if kind == "ce":
             model, loss_fn = student, ce
         else:
@@ -89,7 +92,7 @@ def _train_arms(batch: int, seconds: float) -> dict:
             float(loss)
         return lambda: _rate(step, batch, seconds)
 
-    return {k: arm(k) for k in ("ce", "dygraph", "engine", "onnxruntime")}
+    return {k: arm(k) for k in ("ce", "dygraph", "engine", "onnxruntime", "ce_static", "engine_static")}
 
 
 def main() -> None:
@@ -121,6 +124,10 @@ def main() -> None:
               f"| JS, ResNet18 teacher in dygraph | {t['dygraph']:.1f} | {t['dygraph'] / t['ce']:.2f} |",
               f"| JS, ResNet18 teacher in Paddle Inference | {t['engine']:.1f} | **{t['engine'] / t['ce']:.2f}** |",
               f"| JS, ResNet18 teacher in ONNX Runtime | {t['onnxruntime']:.1f} | {t['onnxruntime'] / t['ce']:.2f} |",
+              f"| CE alone, student `to_static` (Global.to_static) | {t['ce_static']:.1f} | "
+              f"{t['ce_static'] / t['ce']:.2f} |",
+              f"| JS, teacher in Paddle Inference, student `to_static` | {t['engine_static']:.1f} | "
+              f"{t['engine_static'] / t['ce']:.2f} |",
               "", f"Median of {args.rounds} alternated rounds; each arm runs {args.seconds:g} s per round "
               f"({args.big_seconds:g} s for the 224-px teacher) after one warm-up step."]
     payload = {"rounds": rates, "median": med,

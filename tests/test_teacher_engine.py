@@ -138,3 +138,24 @@ def test_onnxruntime_engine_equals_dygraph_and_is_recorded(tmp_path):
         engine_for(layer, "Teacher", {"return_patterns": ["blocks[1]"]}, "onnxruntime")
     with pytest.raises(ConfigError, match="kind must be one of"):
         LayerEngine(layer, "Teacher", threads=1, kind="tensorrt")
+
+
+def test_global_to_static_trains_the_student_to_dygraphs_weights(setup):
+    from ppssld.engine.to_static import convert_trained_models
+
+    dy = build_trainer(copy.deepcopy(setup))
+    dy.fit()
+    st_cfg = copy.deepcopy(setup)
+    st_cfg["Global"]["to_static"] = True
+    st_cfg["Global"]["output_dir"] += "_static"
+    st = build_trainer(st_cfg)
+    assert st.model.state_dict().keys() == dy.model.state_dict().keys()  # checkpoint keys unchanged
+    st.fit()
+    a, b = dy.model.Student.state_dict(), st.model.Student.state_dict()
+    gap = max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a)
+    print("to_static vs dygraph student, largest weight difference:", gap)
+    assert gap <= 1e-5, gap  # float noise at most
+    bad = copy.deepcopy(setup)
+    bad["Global"]["to_static"] = "yes"
+    with pytest.raises(ConfigError, match="Global.to_static must be true or false"):
+        convert_trained_models(dy.model, bad)
