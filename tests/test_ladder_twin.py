@@ -1,15 +1,9 @@
-"""benchmark/ladder_twin.py's arithmetic and errors (the twins themselves train in the benchmark, not here)."""
+"""benchmark/ladder/twin.py's arithmetic and errors (the twins themselves train in the benchmark, not here)."""
 import json
-import os
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-
-import ladder_twin  # noqa: E402  (after the path set-up)
+from benchmark.ladder import twin as ladder_twin
 
 LADDER = {"command": "benchmark/ladder.py", "total_wall_s": 1000.0,
           "steps": [{"label": "1_ce_L_seed1", "teacher": "-", "wall_s": 300.0},

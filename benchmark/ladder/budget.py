@@ -1,7 +1,7 @@
 """The ladder's plan and cost model: which runs and soft-label caches a set of options implies, and their minutes.
 
 Pure planning (no data, no training): :class:`Plan` turns the command line into :class:`RunSpec` (one training
-run) and :class:`CacheSpec` (one teacher soft-label cache) objects. ``benchmark/ladder.py`` executes them and
+run) and :class:`CacheSpec` (one teacher soft-label cache) objects. ``classic.py`` executes them and
 ``--plan`` prints :meth:`Plan.table`.
 
 Caches: every distillation arm (KD, JS, fine-tune, and the KD/JS LR-search runs) reads the cache of its
