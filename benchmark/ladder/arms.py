@@ -8,9 +8,9 @@ Pure planning (no data, no training). Every compared arm goes through the same p
    from step 5's model trained on the same 80%.
 2. **search** (seed 1): the doubling search of ``plateau.py`` from the arm's start budget, at most
    ``--max-doublings`` doublings and ``--cap-epochs``.
-3. **re-check** (arms with ``tune``): the chosen setting and the tuning's runner-up, both at the chosen budget on
-   the tuning split; if the runner-up scores higher on the held-out part it replaces the choice, and the search
-   runs again under it from the chosen budget (once).
+3. **re-check** (main arms): the chosen setting and the tuning's runner-up, both at the chosen budget on the
+   tuning split; if the runner-up scores higher on the held-out part it replaces the choice, and the search runs
+   again under it (once) from half the chosen budget, with the same cap.
 4. **seeds**: the other seeds at the chosen budget.
 
 Rungs (one factor each, seed 1 only, LR and weight decay of step 5 unless the rung is a loss, which has its own LR
@@ -214,8 +214,8 @@ class Plan:
                 "search": sum(self.run_s(n, e, val, c) for e in budgets),
                 "recheck": 2 * self.run_s(tn, chosen, held, c) if arm.tune and not arm.rung else 0.0,
                 "seeds": (arm.seeds - 1) * self.run_s(n, chosen, val, c)}
-        if worst and arm.tune and not arm.rung:
-            cost["search"] += self.run_s(n, chosen, val, c)  # the switched setting at the chosen budget
+        if worst and arm.tune and not arm.rung:  # the switched setting from half the chosen budget to it
+            cost["search"] += self.run_s(n, max(start, chosen // 2), val, c) + self.run_s(n, chosen, val, c)
         return cost
 
     def js_chosen(self, worst: bool) -> int:
@@ -251,7 +251,7 @@ class Plan:
     def fixed(self) -> Dict[str, float]:
         """Seconds of what every plan runs once: data, teachers, mining, transfer."""
         full, pool = self.limit(FULL), self.pool()
-        teach = (1 + self.args.strong_epochs) * full / IPS["teacher"] + 2 * EVAL_S["teacher"] + 2 * START_S
+        teach = self.args.strong_epochs * full / IPS["teacher"] + 2 * (EVAL_S["teacher"] + START_S)
         mines = {(a.teacher or "strong", a.k) for a in self.arms if a.k}
         transfer = 0.0
         if not getattr(self.args, "only", None) or "transfer" in parse_only(self.args.only):
@@ -291,7 +291,7 @@ class Plan:
         rows.append(f"| caches | - | {len(caches[False])} soft-label cache families (teacher, list, seed), top-"
                     f"{a.cache_topk} float16, grown to the most epochs a reader trains | - | - | - | - | - | "
                     f"{cache_s[False] / 60:.1f} | {cache_s[True] / 60:.1f} |")
-        rows.append(f"| teachers | T | ResNet18 1 epoch (weak) and {a.strong_epochs} epochs (strong), all "
+        rows.append(f"| teachers | T | ResNet18 1 epoch (weak), then {a.strong_epochs - 1} more from it (strong), all "
                     f"{self.limit(FULL):,} labels | {self.limit(FULL):,} | 1 | - | - | - | "
                     f"{fixed['teachers'] / 60:.1f} | {fixed['teachers'] / 60:.1f} |")
         rows.append(f"| mining | M | top-k per class from {self.pool():,} pool images, one pass per (teacher, k) | "

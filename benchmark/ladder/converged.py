@@ -151,23 +151,26 @@ class ConvergedLadder(ConvergedRuns):
             out["switched"] = out["runner_up"]["held_out"] > out["chosen"]["held_out"]
         return out
 
-    def search(self, arm: Arm, setting: Setting, start: int, kind: str = "search") -> Dict[str, Any]:
-        """The doubling search of ``arm`` on the first seed under ``setting``."""
+    def search(self, arm: Arm, setting: Setting, start: int, cap: int, kind: str = "search") -> Dict[str, Any]:
+        """The doubling search of ``arm`` on the first seed under ``setting``, from ``start`` up to ``cap``."""
         seed = self.seeds[0]
         train: Callable[[int], float] = lambda e: self.run(arm, kind, seed, e, setting,  # noqa: E731
                                                            pretrained=self.start_of(arm, seed))["top1"]
-        return plateau.search(train, start, self.plan.cap(start), self.args.plateau)
+        return plateau.search(train, start, cap, self.args.plateau)
 
     def main_arm(self, arm: Arm) -> Dict[str, Any]:
-        """Tune, search, re-check (search again once if it switched), then every seed at the chosen budget."""
+        """Tune, search, re-check (if it switched: search again once, under the new setting, from half the chosen
+        budget), then every seed at the chosen budget."""
         start = self.plan.arm_start(arm, 0)
+        cap = self.plan.cap(start)
         tune = self.tune(arm, start)
         setting = tune["chosen"]
-        found = self.search(arm, setting, start)
+        found = self.search(arm, setting, start, cap)
         check = self.recheck(arm, tune, found["chosen"])
-        if check["switched"]:
+        if check["switched"]:  # the plateau again under the new setting: from half the chosen budget, same cap
             setting = tune["runner_up"]
-            found = dict(self.search(arm, setting, found["chosen"], "search (re-checked setting)"), first=found)
+            again = self.search(arm, setting, max(start, found["chosen"] // 2), cap, "search (re-checked setting)")
+            found = dict(again, first=found)
         final = check["runner_up" if check["switched"] else "chosen"]
         return dict(self.seed_runs(arm, setting, found), tune=tune, recheck=check, tune_model=final["model"])
 
@@ -179,7 +182,7 @@ class ConvergedLadder(ConvergedRuns):
         start = self.plan.arm_start(arm, self.results["js_mined"]["chosen"])
         tune = self.tune(arm, start) if arm.tune else None
         setting = tune["chosen"] if tune else self.results["js_mined"]["setting"]
-        return dict(self.seed_runs(arm, setting, self.search(arm, setting, start)), tune=tune)
+        return dict(self.seed_runs(arm, setting, self.search(arm, setting, start, self.plan.cap(start))), tune=tune)
 
     def seed_runs(self, arm: Arm, setting: Setting, found: Dict[str, Any]) -> Dict[str, Any]:
         """Every seed of ``arm`` at the chosen budget (the first seed's run is the search's)."""

@@ -118,12 +118,12 @@ class ConvergedRuns(LadderRuns):
         the weak one trained ``--strong-epochs`` - 1 epochs more (its own cosine schedule, from the weak weights)."""
         yaml_path, ov = self.arm("teacher", "full", None)
         seed = self.seeds[0]
-        weak = self.train(f"T_teacher_weak_seed{seed}", yaml_path, ov, 1, seed, self.plan.fixed()["teachers"] /
-                          (1 + self.args.strong_epochs))
+        per_epoch = self.plan.fixed()["teachers"] / self.args.strong_epochs
+        weak = self.train(f"T_teacher_weak_seed{seed}", yaml_path, ov, 1, seed, per_epoch)
         more = self.args.strong_epochs - 1
         strong = weak if more < 1 else self.train(
             f"T_teacher_strong_seed{seed}", yaml_path, ov + [f"Global.pretrained_model={weak['best_model']}"], more,
-            seed, self.plan.fixed()["teachers"] * more / (1 + self.args.strong_epochs))
+            seed, per_epoch * more)
         self.teachers = {"weak": weak["best_model"], "strong": strong["best_model"]}
         self.teacher_report = {
             "weak": {"top1": weak["top1"], "epochs": 1, "wall_s": weak["wall_s"],
