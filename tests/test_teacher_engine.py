@@ -115,3 +115,26 @@ def test_where_the_engine_cannot_serve_auto_says_why_and_paddle_inference_is_ref
     bad["Arch"]["teacher_engine"] = "tensorrt"
     with pytest.raises(ConfigError, match="Arch.teacher_engine must be one of auto, dygraph, paddle_inference"):
         build_trainer(bad)
+
+
+def test_onnxruntime_engine_equals_dygraph_and_is_recorded(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    layer = _layer(3)
+    engine = LayerEngine(layer, "Teacher", threads=1, kind="onnxruntime")
+    rng = np.random.default_rng(3)
+    for n in (1, 5):
+        batch = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        with paddle.no_grad():
+            reference = layer(paddle.to_tensor(batch)).numpy()
+        out = engine(batch)
+        assert out.shape == reference.shape and softmax_gap(out, reference) <= 1e-4
+    folder = os.path.join(store_root(), layer_key(layer, (3, 32, 32)))
+    assert os.path.isfile(os.path.join(folder, "teacher.onnx"))  # converted once, beside the saved net
+    from ppssld.teacher.choose import engine_for, engine_label
+    assert engine_label(engine_for(layer, "Teacher", {}, "onnxruntime")) == "onnxruntime"
+    assert engine_label(engine_for(layer, "Teacher", {}, "dygraph")) == "dygraph"
+    with pytest.raises(ConfigError, match="onnxruntime cannot run teacher Teacher: it returns intermediate"):
+        engine_for(layer, "Teacher", {"return_patterns": ["blocks[1]"]}, "onnxruntime")
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        LayerEngine(layer, "Teacher", threads=1, kind="tensorrt")

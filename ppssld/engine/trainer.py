@@ -9,7 +9,7 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, DeviceMeters, format_eta, format_metrics
-from ppssld.loss.mixed import MixedLabels
+from ppssld.data.batch.mixed_labels import MixedLabels
 from ppssld.utils import device_checks
 from ppssld.utils.device_checks import DeferredChecks
 from ppssld.utils.errors import PpssldError
@@ -80,7 +80,7 @@ class Trainer:
             ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None);
             ``update_freq`` (micro-batches per optimizer update); ``ema`` (a ModelEMA or None);
             ``metric_key`` (the eval result that ranks checkpoints, default ``top1``);
-            ``batch_transform`` (:class:`ppssld.data.batch_ops.BatchTransform` or None: mixes each batch
+            ``batch_transform`` (:class:`ppssld.data.batch.ops.BatchTransform` or None: mixes each batch
             before the model; train metrics skip mixed batches).
     """
 
