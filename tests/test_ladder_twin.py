@@ -5,7 +5,7 @@ import pytest
 
 from benchmark.ladder import twin as ladder_twin
 
-LADDER = {"command": "benchmark/ladder.py", "total_wall_s": 1000.0,
+LADDER = {"command": "-m benchmark.ladder", "total_wall_s": 1000.0,
           "steps": [{"label": "1_ce_L_seed1", "teacher": "-", "wall_s": 300.0},
                     {"label": "3_js_L_seed1", "teacher": "cache", "wall_s": 100.0},
                     {"label": "5_js_mined_seed1", "teacher": "cache", "wall_s": 200.0},

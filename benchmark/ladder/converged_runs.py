@@ -135,8 +135,8 @@ class ConvergedRuns(LadderRuns):
     def mine_list(self, teacher: str, k: str) -> str:
         """Top-k per class (k 'all': every pool image) mined by ``teacher`` from the pool, de-duplicated against
         the test set, once; returns the selected list."""
-        from ppssld.config import load_config
-        from ppssld.mining.pipeline import mine
+        from ppssld.utils.config import load_config
+        from ppssld.mining.mine import mine
         from ppssld.mining.teacher import teacher_from_config
         from ppssld.utils.io import atomic_write_json
 
@@ -182,7 +182,7 @@ class ConvergedRuns(LadderRuns):
         """The folder of a cache of ``views`` views of (teacher, train + unlabeled, seed), made once: the family's
         largest finished smaller cache lends its views by hard links, the rest is generated (resumable)."""
         from ppssld.cache.generate import generate
-        from ppssld.config import load_config
+        from ppssld.utils.config import load_config
         from ppssld.utils.io import atomic_write_json
 
         family = short_hash([self.teachers[teacher], train, unlabeled, seed, self.args.cache_topk, CACHE_DTYPE])
