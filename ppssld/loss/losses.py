@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.roles import student_output_name
 from ppssld.loss import functional as LF
 from ppssld.loss.mixed import MixedLabels, mixed_label_ce
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -364,11 +365,9 @@ class CELoss(ConfigLoss):
         self.model_names = list(model_names) if model_names is not None else None
 
     def _auto_name(self, outputs: Dict[str, Any]) -> str:
-        for candidate in ("logits", "Student"):
-            if candidate in outputs:
-                return candidate
-        if len(outputs) == 1:
-            return next(iter(outputs))
+        name = student_output_name(outputs)
+        if name is not None:
+            return name
         raise ConfigError(f"CELoss{' at ' + self.where if self.where else ''} got outputs of several models "
                           f"{sorted(outputs)}; set model_names (e.g. [Student]) or use DistillationGTCELoss")
 

@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import paddle
 import paddle.nn.functional as F
 
+from ppssld.arch.roles import LOGITS, student_output_name
 from ppssld.loss.losses import (ConfigLoss, DEFAULT_GT_MODELS, Outputs, check_epsilon, require_labels,
                                 check_model_names, select_output)
 from ppssld.utils.errors import ConfigError
@@ -118,12 +119,11 @@ class MultiLabelLoss(_MultiLabelBase):
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         labels = require_labels(labels, self.where or self.config_name)
         if isinstance(outputs, dict):
-            names = [n for n in ("logits", "Student") if n in outputs] or (list(outputs) if len(outputs) == 1 else [])
-            if not names:
+            name = student_output_name(outputs)
+            if name is None:
                 raise ConfigError(f"{self.where or self.config_name}: outputs of several models {sorted(outputs)}; "
                                   f"use DistillationMultiLabelLoss with model_names")
-            outputs = select_output(outputs, names[0], self.key, self.where) if names[0] != "logits" \
-                else outputs["logits"]
+            outputs = select_output(outputs, name, self.key, self.where) if name != LOGITS else outputs[LOGITS]
         return {self.config_name: self.value(outputs, labels)}
 
 

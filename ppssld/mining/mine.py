@@ -14,8 +14,8 @@ from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining import sharded
 from ppssld.mining.report import class_names_from, plot_per_class, write_report
 from ppssld.mining.score import chunk_path, score_pool, wait_for_chunks
-from ppssld.mining.score_files import check_chunks
 from ppssld.utils.dist_env import dist_env
+from ppssld.mining.score_files import check_chunks
 from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.settings import check_folders, check_settings
 from ppssld.mining.teacher import Teacher
@@ -123,8 +123,7 @@ def mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Option
         k: images per class.
         out: output folder (scores are kept in ``out/scores`` for resumption).
         train_list: also de-duplicate against this labeled list.
-        topn, batch_size, chunk_size: see :func:`ppssld.mining.score.score_pool`.
-        min_conf, cap: see :func:`ppssld.mining.select.select_topk`.
+        topn, batch_size, chunk_size: see :func:`ppssld.mining.score.score_pool`; min_conf, cap: ``select_topk``.
         features: store teacher features; feature_threshold: also remove pool images whose feature
             cosine to an eval image reaches it (needs eval features: eval images are scored too).
         hash_threshold, pixel_thresholds: see :func:`ppssld.mining.dedup.find_duplicates`.
@@ -156,75 +155,131 @@ def _mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Optio
         raise DataError(f"pool {pool!r} holds no images")
     transform = build_transforms(eval_transform_ops(config), "DataLoader.Eval.dataset.transform_ops")
     rank, world = dist_env()
-    features = features or feature_threshold is not None
     score_dir = ensure_dir(os.path.join(out, "scores"))
-    settings = sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold)
-    ref_lists = [("eval", eval_list)] + ([("train", train_list)] if train_list else [])
-
-    def load_references() -> Tuple[List[Tuple[str, sharded.Reference]], List[Dict[str, str]], Dict[str, int], float]:
-        start = time.perf_counter()
-        refs, bad, counts = [], [], {}
-        for against, list_path in ref_lists:
-            ref_paths = ref_list_paths[list_path]
-            with_features = feature_threshold is not None and against == "eval"
-            ref = sharded.reference(ref_paths, root, score_dir, rank, world, teacher if with_features else None,
-                                    transform, batch_size, hash_threshold)
-            refs.append((against, ref))
-            bad += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
-            counts[against] = len(ref_paths)
-        return refs, bad, counts, time.perf_counter() - start
-
-    # a bad list fails now, not after scoring; parsed once, here (the background thread only hashes)
-    ref_list_paths = {list_path: [r.path for r in read_label_list(list_path)] for _against, list_path in ref_lists}
-    # the references are hashed, and each new chunk de-duplicated, in one background thread while the teacher
-    # scores (with teacher features the references are scored first: one model, one thread)
-    pending: List[Future] = []
-    with ThreadPoolExecutor(max_workers=1) as background:
-        if feature_threshold is None:
-            references = background.submit(load_references)
-        else:
-            references = Future()
-            references.set_result(load_references())
-        t_ref = time.perf_counter() - t0
-
-        def dedup_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
-            refs = references.result()[0]
-            out_file = sharded.dedup_file(score_dir, sharded.dedup_key(score_dir, refs, settings), c)
-            sharded.dedup_arrays(arrays, paths, refs, settings, out_file)
-
-        def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
-            pending.append(background.submit(dedup_chunk, c, arrays))
-
-        # without teacher features a chunk's de-dup needs only its signatures: it starts as soon as the chunk is
-        # decoded, so the last one overlaps the teacher too
-        hooks = {"on_chunk": on_chunk} if feature_threshold is not None else {"on_loaded": on_chunk}
-        stats = score_pool(teacher, paths, root, transform, score_dir, topn, batch_size, chunk_size, features,
-                           rank=rank, world_size=world, restart=restart, **hooks)
-        t_score = time.perf_counter() - t0 - t_ref
-        refs, bad_refs, ref_counts, t_ref_own = references.result()
-        for job in pending:
-            job.result()
-    key = sharded.dedup_chunks(score_dir, paths, refs, settings, rank, world)  # chunks scored by an earlier run
+    run = _Run(teacher, paths, root, transform, score_dir, rank, world, batch_size, hash_threshold,
+               sharded.DedupSettings(hash_threshold, pixel_thresholds, feature_threshold=feature_threshold),
+               [("eval", eval_list)] + ([("train", train_list)] if train_list else []))
+    stats, times = run.score(topn, chunk_size, features or feature_threshold is not None, restart, t0)
+    key = sharded.dedup_chunks(score_dir, paths, run.refs, run.settings, rank, world)  # chunks of an earlier run
     if rank != 0:
         return None
     wait_for_chunks(score_dir, len(paths), chunk_size)
     check_chunks(score_dir, (len(paths) + chunk_size - 1) // chunk_size)  # every chunk as recorded, before selection
     removed, dedup_stats = sharded.merge_dedup(score_dir, key, (len(paths) + chunk_size - 1) // chunk_size)
-    for against, count in ref_counts.items():
+    for against, count in run.ref_counts.items():
         dedup_stats.setdefault(against, {})["reference_images"] = count
-    t_dedup = time.perf_counter() - t0 - t_ref - t_score
+    times["dedup_after_scoring_and_merge"] = round(time.perf_counter() - t0 - times["t_ref"] - times["t_score"], 3)
     with np.load(chunk_path(score_dir, 0), allow_pickle=False) as first:
         n_top = int(first["prob"].shape[1])
     class_num = int(get(config, "Arch.class_num") or n_top)
     t_sel = time.perf_counter()
     sel, errors, top1 = sharded.select_streaming(score_dir, k, class_num, removed, min_conf, cap)
-    t_sel = time.perf_counter() - t_sel
+    times["selection"] = round(time.perf_counter() - t_sel, 3)
     unreadable = [{"image": paths[i], "error": errors[i]} for i in sorted(errors)]
     if unreadable:
         logger.warning("%d pool image(s) could not be read and were skipped (listed in the report)", len(unreadable))
+    counts = _write_selection(out, paths, sel, class_num, k, get(config, "Global.class_names"))
+    report = {
+        "pool": pool, "image_root": root, "eval_list": eval_list, "train_list": train_list, "teacher":
+            teacher.description, "k": k, "class_num": class_num, "topn": n_top,
+        "min_conf": min_conf, "cap": cap, "pool_images": len(paths), "scored": int(len(top1)),
+        "unreadable": len(unreadable), "unreadable_images": unreadable, "unreadable_reference_images": run.bad_refs,
+        "selected": int(len(sel.index)), "per_class": counts,
+        "candidates_per_class": sel.candidates.astype(int).tolist(),
+        "short_classes": [{"class": c, "selected": counts[c], "missing": k - counts[c]}
+                          for c in range(class_num) if counts[c] < k],
+        "confidence": {"selected": confidence_stats(sel.prob), "pool_top1": confidence_stats(top1),
+                       "per_class_selected": [confidence_stats(sel.prob[sel.label == c]) for c in range(class_num)]},
+        "dedup": _dedup_report(run.settings, hash_threshold, pixel_thresholds, feature_threshold, removed, dedup_stats),
+        "removed_duplicates": sorted(removed.values(), key=lambda r: r["pool_image"]),
+        "scoring": dict(stats, seconds_total_to_scores=round(times["t_ref"] + times["t_score"], 2), world_size=world),
+        "seconds_by_part": {"reference_signatures_and_index": round(times["t_ref"], 3),
+                            "reference_signatures_and_index_own": round(times["t_ref_own"], 3),
+                            "reference_in_background": feature_threshold is None,
+                            "scoring_with_overlapped_dedup": round(times["t_score"], 3),
+                            "dedup_after_scoring_and_merge": times["dedup_after_scoring_and_merge"],
+                            "selection": times["selection"]},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_report(os.path.join(out, "report.json"), report)
+    logger.info("selected %d images (%d classes short of k=%d); removed %d duplicates; %d unreadable",
+                len(sel.index), len(report["short_classes"]), k, len(removed), len(unreadable))
+    return report
+
+
+class _Run:
+    """One mining pass's scoring: the references hashed, and each scored chunk de-duplicated, in one
+    background thread while the teacher scores (with teacher features the references are scored first:
+    one model, one thread)."""
+
+    def __init__(self, teacher: Teacher, paths: List[str], root: str, transform: Any, score_dir: str, rank: int,
+                 world: int, batch_size: int, hash_threshold: int, settings: sharded.DedupSettings,
+                 ref_lists: List[Tuple[str, str]]) -> None:
+        self.teacher, self.paths, self.root, self.transform = teacher, paths, root, transform
+        self.score_dir, self.rank, self.world, self.batch_size = score_dir, rank, world, batch_size
+        self.hash_threshold, self.settings, self.ref_lists = hash_threshold, settings, ref_lists
+        # a bad list fails now, not after scoring; parsed once, here (the background thread only hashes)
+        self.ref_list_paths = {path: [r.path for r in read_label_list(path)] for _against, path in ref_lists}
+        self.refs: List[Tuple[str, sharded.Reference]] = []
+        self.bad_refs: List[Dict[str, str]] = []
+        self.ref_counts: Dict[str, int] = {}
+
+    def load_references(self) -> Tuple[List[Tuple[str, sharded.Reference]], List[Dict[str, str]], Dict[str, int],
+                                       float]:
+        """Hash (and with a feature threshold, score) the reference lists of this rank."""
+        start = time.perf_counter()
+        refs, bad, counts = [], [], {}
+        for against, list_path in self.ref_lists:
+            ref_paths = self.ref_list_paths[list_path]
+            with_features = self.settings.feature_threshold is not None and against == "eval"
+            ref = sharded.reference(ref_paths, self.root, self.score_dir, self.rank, self.world,
+                                    self.teacher if with_features else None, self.transform, self.batch_size,
+                                    self.hash_threshold)
+            refs.append((against, ref))
+            bad += [{"image": p, "list": against, "error": e} for p, e in ref.bad]
+            counts[against] = len(ref_paths)
+        return refs, bad, counts, time.perf_counter() - start
+
+    def score(self, topn: int, chunk_size: int, features: bool, restart: bool,
+              t0: float) -> Tuple[Dict[str, Any], Dict[str, float]]:
+        """Score the pool with the de-dup of each chunk overlapped; returns (scoring stats, seconds by part)."""
+        pending: List[Future] = []
+        with ThreadPoolExecutor(max_workers=1) as background:
+            if self.settings.feature_threshold is None:
+                references = background.submit(self.load_references)
+            else:
+                references = Future()
+                references.set_result(self.load_references())
+            t_ref = time.perf_counter() - t0
+
+            def dedup_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
+                refs = references.result()[0]
+                out_file = sharded.dedup_file(self.score_dir, sharded.dedup_key(self.score_dir, refs, self.settings),
+                                              c)
+                sharded.dedup_arrays(arrays, self.paths, refs, self.settings, out_file)
+
+            def on_chunk(c: int, arrays: Dict[str, np.ndarray]) -> None:
+                pending.append(background.submit(dedup_chunk, c, arrays))
+
+            # without teacher features a chunk's de-dup needs only its signatures: it starts as soon as the chunk
+            # is decoded, so the last one overlaps the teacher too
+            hooks = {"on_chunk": on_chunk} if self.settings.feature_threshold is not None else {"on_loaded": on_chunk}
+            stats = score_pool(self.teacher, self.paths, self.root, self.transform, self.score_dir, topn,
+                               self.batch_size, chunk_size, features, rank=self.rank, world_size=self.world,
+                               restart=restart, **hooks)
+            t_score = time.perf_counter() - t0 - t_ref
+            self.refs, self.bad_refs, self.ref_counts, t_ref_own = references.result()
+            for job in pending:
+                job.result()
+        return stats, {"t_ref": t_ref, "t_ref_own": t_ref_own, "t_score": t_score}
+
+
+def _write_selection(out: str, paths: List[str], sel: Any, class_num: int, k: int,
+                     class_names: Any) -> List[int]:
+    """``selected_list.txt`` (no label: the list training reads), ``selected_classes.txt`` (PaddleClas's list
+    format with the class each image was selected for, the teacher's pseudo-label) and ``per_class.png``,
+    streamed line by line, then renamed. Returns the per-class counts."""
     os.makedirs(out, exist_ok=True)
-    # streamed line by line, then renamed: the list training reads (no label) and, in PaddleClas's list format,
-    # the class each image was selected for (the teacher's pseudo-label)
     with atomic_path(os.path.join(out, "selected_list.txt")) as tmp, \
             atomic_path(os.path.join(out, SELECTED_CLASSES)) as tmp_classes:
         with open(tmp, "w", encoding="utf-8") as handle, open(tmp_classes, "w", encoding="utf-8") as classes:
@@ -232,37 +287,18 @@ def _mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Optio
                 handle.write(format_record(paths[i], None) + "\n")
                 classes.write(format_record(paths[i], int(c)) + "\n")
     counts = per_class_counts(sel, class_num)
-    names = class_names_from(get(config, "Global.class_names"), class_num)
-    plot_per_class(counts, os.path.join(out, "per_class.png"), k, names)
-    report = {
-        "pool": pool, "image_root": root, "eval_list": eval_list, "train_list": train_list, "teacher":
-            teacher.description, "k": k, "class_num": class_num, "topn": n_top,
-        "min_conf": min_conf, "cap": cap, "pool_images": len(paths), "scored": int(len(top1)),
-        "unreadable": len(unreadable), "unreadable_images": unreadable, "unreadable_reference_images": bad_refs,
-        "selected": int(len(sel.index)), "per_class": counts,
-        "candidates_per_class": sel.candidates.astype(int).tolist(),
-        "short_classes": [{"class": c, "selected": counts[c], "missing": k - counts[c]}
-                          for c in range(class_num) if counts[c] < k],
-        "confidence": {"selected": confidence_stats(sel.prob), "pool_top1": confidence_stats(top1),
-                       "per_class_selected": [confidence_stats(sel.prob[sel.label == c]) for c in range(class_num)]},
-        "dedup": {"search": "faiss IndexBinaryFlat (hash) + IndexFlatL2 (thumbnail PCA)",
-                  "ranking": settings.ranking, "aligned_band_pass_min": settings.grid_min,
-                  "pixel_check": settings.check,
-                  "hash": dedup.DEFAULT_HASH, "hash_bits": dedup.DEFAULT_HASH_SIZE ** 2,
-                  "hash_threshold": hash_threshold, "pixel_thresholds": pixel_thresholds,
-                  "feature_threshold": feature_threshold, "removed": len(removed), **dedup_stats,
-                  "note": "rejected_by_alignment / rejected_by_pixel_check count pool images that looked alike by "
-                          "hash or thumbnail but were kept as distinct by the aligned band-pass floor / pixel check"},
-        "removed_duplicates": sorted(removed.values(), key=lambda r: r["pool_image"]),
-        "scoring": dict(stats, seconds_total_to_scores=round(t_ref + t_score, 2), world_size=world),
-        "seconds_by_part": {"reference_signatures_and_index": round(t_ref, 3),
-                            "reference_signatures_and_index_own": round(t_ref_own, 3),
-                            "reference_in_background": feature_threshold is None,
-                            "scoring_with_overlapped_dedup": round(t_score, 3),
-                            "dedup_after_scoring_and_merge": round(t_dedup, 3), "selection": round(t_sel, 3)},
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_report(os.path.join(out, "report.json"), report)
-    logger.info("selected %d images (%d classes short of k=%d); removed %d duplicates; %d unreadable",
-                len(sel.index), len(report["short_classes"]), k, len(removed), len(unreadable))
-    return report
+    plot_per_class(counts, os.path.join(out, "per_class.png"), k, class_names_from(class_names, class_num))
+    return counts
+
+
+def _dedup_report(settings: sharded.DedupSettings, hash_threshold: int, pixel_thresholds: Any,
+                  feature_threshold: Optional[float], removed: Dict[int, Any], stats: Dict[str, Any]) -> Dict[str, Any]:
+    """The report's ``dedup`` section: how near-duplicates were searched and decided, and the counts."""
+    return {"search": "faiss IndexBinaryFlat (hash) + IndexFlatL2 (thumbnail PCA)",
+            "ranking": settings.ranking, "aligned_band_pass_min": settings.grid_min,
+            "pixel_check": settings.check,
+            "hash": dedup.DEFAULT_HASH, "hash_bits": dedup.DEFAULT_HASH_SIZE ** 2,
+            "hash_threshold": hash_threshold, "pixel_thresholds": pixel_thresholds,
+            "feature_threshold": feature_threshold, "removed": len(removed), **stats,
+            "note": "rejected_by_alignment / rejected_by_pixel_check count pool images that looked alike by "
+                    "hash or thumbnail but were kept as distinct by the aligned band-pass floor / pixel check"}

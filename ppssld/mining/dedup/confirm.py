@@ -172,6 +172,33 @@ def query_grids(grey: np.ndarray, queries: np.ndarray, block: int = 256) -> np.n
     return out
 
 
+def rank_candidates(pairs: Pairs, query: Sigs, ref: Sigs, max_checks: int, ranking: str, grid_min: float,
+                    ref_band: Optional[np.ndarray], score: Optional[np.ndarray],
+                    warp: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], int]:
+    """Each query's candidates best first, cut to ``max_checks`` per query (see :func:`confirm`).
+
+    Returns:
+        (indices into ``pairs`` in ranked order, every pair's grid score (NaN for ``"thumb"``), their
+        warps (``"grid"``), how many queries kept a candidate after the ranking).
+    """
+    qi, rj = pairs.query.astype(np.int64), pairs.ref.astype(np.int64)
+    if ranking == "grid":
+        if score is None:
+            if ref_band is None:
+                ref_band = band_vectors(ref.grey)
+            score, warp = grid_scores(query_grids(query.grey, np.unique(qi)), ref_band, qi, rj, with_warp=True)
+        keep = np.flatnonzero(score >= grid_min)
+        order = keep[np.lexsort((rj[keep], -score[keep], qi[keep]))]
+    else:
+        score = np.full(len(qi), np.nan, np.float32)
+        order = np.lexsort((rj, -pairs.corr, qi))
+    # the first max_checks of each query's ranked candidates
+    oq = qi[order]
+    first = np.r_[True, oq[1:] != oq[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(oq)), 0))
+    return order[np.arange(len(oq)) - group_start < max_checks], score, warp, int(first.sum())
+
+
 def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tuple[float, float]],
             max_checks: int, pixel_thresholds: Optional[Tuple[float, float]], ranking: str = "grid",
             grid_min: float = DEFAULT_GRID_MIN, ref_band: Optional[np.ndarray] = None,
@@ -218,23 +245,10 @@ def confirm(pairs: Pairs, query: Sigs, ref: Sigs, pixel: Callable[[int, int], Tu
         stats["rejected_by_alignment"] = n_candidates if ranking == "grid" else 0
         return matches, stats
     qi, rj = pairs.query.astype(np.int64), pairs.ref.astype(np.int64)
+    order, score, warp, ranked_queries = rank_candidates(pairs, query, ref, max_checks, ranking, grid_min, ref_band,
+                                                         score, warp)
     if ranking == "grid":
-        if score is None:
-            if ref_band is None:
-                ref_band = band_vectors(ref.grey)
-            score, warp = grid_scores(query_grids(query.grey, np.unique(qi)), ref_band, qi, rj, with_warp=True)
-        keep = np.flatnonzero(score >= grid_min)
-        order = keep[np.lexsort((rj[keep], -score[keep], qi[keep]))]
-    else:
-        score = np.full(len(qi), np.nan, np.float32)
-        order = np.lexsort((rj, -pairs.corr, qi))
-    # the first max_checks of each query's ranked candidates
-    oq = qi[order]
-    first = np.r_[True, oq[1:] != oq[:-1]]
-    group_start = np.maximum.accumulate(np.where(first, np.arange(len(oq)), 0))
-    order = order[np.arange(len(oq)) - group_start < max_checks]
-    if ranking == "grid":
-        stats["rejected_by_alignment"] = n_candidates - int(first.sum())
+        stats["rejected_by_alignment"] = n_candidates - ranked_queries
     best: Dict[int, Match] = {}
     if check == "aligned" and pixel_thresholds is not None:
         known = ranking == "grid" and warp is not None  # the ranking's band-pass score is the check's

@@ -20,75 +20,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from ppssld.utils.config import get, load_config, parse_override, read_yaml_file
+from ppssld.recipes.ssld import data_stage
 from ppssld.recipes.ssld.stage_cache import cache_teacher, stage_settings, wants_cache
+from ppssld.recipes.ssld.stages import BY_NAME, LAYOUT, STAGES, Stage
 from ppssld.recipes.ssld.summary import warmup_note
-from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.config import get, load_config
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 from ppssld.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-SCHEMA: Dict[str, Any] = {
-    "output_dir": None,
-    "data": {"dataset": None, "src": None, "labeled": None, "unlabeled": None, "seed": None,
-             "teacher_labeled": None},
-    "teacher": {"config": None, "overrides": None, "pretrained": None},
-    "baseline": {"enabled": None, "config": None, "overrides": None, "match_budget": None},
-    "mine": {"enabled": None, "k": None, "min_conf": None, "cap": None, "batch_size": None, "pool": None,
-             "dedup_train": None},
-    "distill": {"config": None, "overrides": None, "soft_label_cache": None},
-    "finetune": {"enabled": None, "config": None, "overrides": None, "soft_label_cache": None},
-    "export": {"enabled": None, "predict": None, "showcase": None, "speed": None},
-}
-# the baseline runs after mining: with baseline.match_budget (default) it sees as many images as the SSLD
-# student (distillation on labeled + mined images, then the fine-tune), which depends on the mined count
-LAYOUT = 2  # version of the data stage's output layout (2: one image copy for student and teacher lists)
-STAGES = ("data", "teacher", "mine", "baseline", "distill", "finetune", "export")
-# the stages whose outputs each stage reads (their digests are part of its fingerprint)
-READS = {"data": (), "teacher": ("data",), "baseline": ("data", "mine"), "mine": ("data", "teacher"),
-         "distill": ("data", "teacher", "mine"), "finetune": ("data", "teacher", "distill"),
-         "export": ("data", "teacher", "distill", "finetune")}
-
-
-def load_pipeline_config(path: str, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
-    """Read and validate a pipeline YAML; ``overrides`` are ``section.key=value`` strings.
-
-    Raises:
-        ConfigError: unknown sections or keys (with the closest valid one), missing stage configs.
-    """
-    cfg = read_yaml_file(path, "pipeline config") or {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a pipeline config is a mapping of sections, got {type(cfg).__name__}")
-    for item in overrides or []:
-        parts, value = parse_override(item)  # the one -o rule (YAML values, errors naming the override)
-        node = cfg
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-        node[parts[-1]] = value
-    for section, value in cfg.items():
-        if section not in SCHEMA:
-            raise ConfigError(f"{path}: unknown section {section!r}.{did_you_mean(section, SCHEMA)} "
-                              f"Valid: {', '.join(SCHEMA)}")
-        if isinstance(SCHEMA[section], dict):
-            for key in value or {}:
-                if key not in SCHEMA[section]:
-                    raise ConfigError(f"{path}: unknown key {section}.{key}.{did_you_mean(key, SCHEMA[section])} "
-                                      f"Valid: {', '.join(SCHEMA[section])}")
-    for section in ("data", "teacher", "distill"):
-        if not cfg.get(section):
-            raise ConfigError(f"{path}: the pipeline needs a {section!r} section")
-    for section in ("teacher", "baseline", "distill", "finetune"):
-        sub = cfg.get(section) or {}
-        if sub.get("enabled", True) and sub and not sub.get("config") and not (section == "teacher"
-                                                                               and sub.get("pretrained")):
-            raise ConfigError(f"{path}: {section}.config (a training YAML) is required")
-    for section in ("distill", "finetune"):
-        wants_cache(cfg.get(section) or {}, section)  # true or false, checked before any stage runs
-    cfg.setdefault("output_dir", "./output/ssld_pipeline")
-    return cfg
 
 
 class Pipeline:
@@ -108,19 +48,18 @@ class Pipeline:
         return os.path.join(self.out, stage)
 
     def _enabled(self, stage: str) -> bool:
-        section = self.cfg.get(stage)
-        if stage in ("baseline", "finetune") and not section:
-            return False
-        return bool((section or {}).get("enabled", True))
+        return BY_NAME[stage].enabled(self.cfg)
+
+    def runner(self, stage: Stage) -> Callable[[], Dict[str, Any]]:
+        """The method that builds ``stage``: ``_<name>``."""
+        return getattr(self, f"_{stage.name}")
 
     def run(self) -> Dict[str, Dict[str, Any]]:
         """Run every enabled stage whose fingerprint changed; returns each stage's results."""
         start = time.time()
-        runners: Dict[str, Callable[[], Dict[str, Any]]] = {
-            "data": self._data, "teacher": self._teacher, "baseline": self._baseline, "mine": self._mine,
-            "distill": self._distill, "finetune": self._finetune, "export": self._export}
-        enabled = [s for s in STAGES if self._enabled(s)]
-        for number, stage in enumerate(enabled, start=1):
+        enabled = [s for s in STAGES if s.enabled(self.cfg)]
+        for number, record in enumerate(enabled, start=1):
+            stage = record.name
             tag = f"[Pipeline][{number}/{len(enabled)}] {stage}"
             fingerprint = self.fingerprint(stage)
             marker = os.path.join(self.stage_dir(stage), "stage.json")
@@ -145,7 +84,7 @@ class Pipeline:
             os.makedirs(self.stage_dir(stage), exist_ok=True)
             atomic_write_json(started, fingerprint)
             tic = time.time()
-            result = runners[stage]()
+            result = self.runner(record)()
             result["wall_s"] = round(time.time() - tic, 1)
             result["fingerprint"] = fingerprint
             result["digest"] = digest({k: v for k, v in result.items() if k != "wall_s"})
@@ -169,11 +108,11 @@ class Pipeline:
     # -- fingerprints -------------------------------------------------------------------------
     def fingerprint(self, stage: str) -> Dict[str, Any]:
         """What ``stage`` is built from: its pipeline settings, its config after overrides, its
-        input files' contents and the digests of the stages it reads (:data:`READS`)."""
+        input files' contents and the digests of the stages it reads (``Stage.reads``)."""
         settings, config_stage, extra, files = self._inputs(stage)
         result: Dict[str, Any] = {"settings": settings,
                                   "inputs": {name: file_fingerprint(path) for name, path in sorted(files.items())},
-                                  "upstream": {s: self.results[s].get("digest") for s in READS[stage]
+                                  "upstream": {s: self.results[s].get("digest") for s in BY_NAME[stage].reads
                                                if s in self.results}}
         if config_stage is not None:
             result["config"] = digest(self._stage_config(config_stage, extra))
@@ -219,56 +158,8 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------
     def _data(self) -> Dict[str, Any]:
         """Write the images once; the student's lists and (unless a teacher is given) the teacher's
-        fully labeled list both point at them."""
-        from ppssld.data.prepare import prepare_dataset
-
-        data = self.cfg["data"]
-        name = data.get("dataset", "fashion_mnist")
-        student = prepare_dataset(name, os.path.join(self.stage_dir("data"), "student"), src=data.get("src"),
-                                  labeled=data.get("labeled"), unlabeled=data.get("unlabeled"),
-                                  seed=int(data.get("seed", 0)))
-        result = {"student": self._data_paths("student"),
-                  "counts": {k: student[k] for k in ("train_labeled", "unlabeled", "val")},
-                  "class_names": list(student["class_names"])}
-        if not (self.cfg["teacher"] or {}).get("pretrained"):
-            result["teacher"] = self._teacher_lists(data.get("teacher_labeled"), int(data.get("seed", 0)),
-                                                    len(student["class_names"]))
-            result["counts"]["teacher_labeled"] = result["teacher"].pop("count")
-        return result
-
-    def _teacher_lists(self, size: Optional[int], seed: int, class_num: int) -> Dict[str, Any]:
-        """The teacher's list: a class-balanced ``size`` (None: all) of the training images with their
-        labels (the demo plays an off-the-shelf teacher trained on every label), pointing at the
-        student's image copy; validation set and class names are the student's."""
-        import numpy as np
-
-        from ppssld.data.lists.label_list import read_label_list, write_label_list
-        from ppssld.data.prepare import split_labeled
-
-        paths = self._data_paths("student")
-        records = [(r.path, r.label) for r in read_label_list(paths["train"])]
-        if os.path.isfile(paths["hidden_labels"]):
-            records += [(r.path, r.label) for r in read_label_list(paths["hidden_labels"])]
-        records.sort()
-        labels = np.array([label for _, label in records])
-        if size is not None and int(size) > len(records):
-            raise ConfigError(f"data.teacher_labeled={size}: only {len(records)} training images exist")
-        keep, _ = split_labeled(labels, class_num, None if size is None else int(size), None, seed)
-        folder = os.path.join(self.stage_dir("data"), "teacher")
-        os.makedirs(folder, exist_ok=True)
-        train = os.path.join(folder, "train_list.txt")
-        write_label_list(train, [records[i] for i in keep])
-        logger.info("teacher list: %d labeled training images (%s), same image files as the student's",
-                    len(keep), train)
-        return {"image_root": paths["image_root"], "train": train, "val": paths["val"], "labels": paths["labels"],
-                "count": int(len(keep))}
-
-    def _data_paths(self, which: str) -> Dict[str, str]:
-        base = os.path.join(self.stage_dir("data"), which)
-        return {"image_root": os.path.join(base, "images"), "train": os.path.join(base, "train_list.txt"),
-                "unlabeled": os.path.join(base, "unlabeled_list.txt"), "val": os.path.join(base, "val_list.txt"),
-                "labels": os.path.join(base, "label_list.txt"),
-                "hidden_labels": os.path.join(base, "analysis", "unlabeled_true_labels.txt")}
+        fully labeled list both point at them (:func:`data_stage.prepare`)."""
+        return data_stage.prepare(self.cfg, self.stage_dir("data"))
 
     def _data_overrides(self, which: str, unlabeled: Optional[str] = None) -> List[str]:
         paths = self.results["data"][which]
