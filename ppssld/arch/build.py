@@ -291,3 +291,26 @@ def check_compared_class_counts(arch: Dict[str, Any], pairs: Iterable[Sequence[s
                           f"the same classes: set Arch.models[{i}].{first}.class_num: {count_b}, or distil from "
                           f"a model with {count_a} classes (losses on features, e.g. DistillationPairLoss with "
                           f"s_key/t_key or AFDLoss, may pair models of different class counts)")
+
+
+def check_arch_section(arch: Any) -> None:
+    """The shape of ``Arch`` that everything after validation relies on: a mapping with a name (the checkpoint
+    folder is named after it) and whole positive class counts, its own and each member's.
+
+    Raises:
+        ConfigError: naming the key and what would be right.
+    """
+    if not isinstance(arch, dict):
+        raise ConfigError(f"Arch must be a mapping with a 'name' (a backbone, or DistillationModel), got {arch!r}")
+    name = arch.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"Arch.name must be a model name, e.g. ResNet50_vd or DistillationModel, got {name!r}")
+    places = [("Arch", arch)]
+    if name == "DistillationModel":
+        places += [(f"Arch.models[{i}].{key}", cfg) for i, (key, cfg) in enumerate(model_entries(arch))]
+    for where, cfg in places:
+        if where != "Arch" and not (isinstance(cfg.get("name"), str) and cfg["name"]):
+            raise ConfigError(f"{where}.name must be a model name, e.g. ResNet50_vd, got {cfg.get('name')!r}")
+        value = cfg.get("class_num")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{where}.class_num must be a whole number of classes >= 1, got {value!r}")

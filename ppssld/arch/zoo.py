@@ -120,10 +120,10 @@ def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Opt
     Raises:
         ConfigError: unknown name or an argument the backbone does not take.
     """
-    factory = _factory(name)
+    factory = _factory(name) if isinstance(name, str) else None  # a list or mapping names no backbone
     if factory is None:
         zoo = _zoo()
-        raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(name, zoo)} "
+        raise ConfigError(f"unknown backbone {name!r} at {where}.name.{did_you_mean(str(name), zoo)} "
                           f"{len(zoo)} backbones exist in paddleclas.ppcls.arch.backbone, e.g. "
                           f"ResNet50_vd, MobileNetV3_large_x1_0, PPLCNet_x1_0")
     return_patterns = pop_return_patterns(kwargs, where)

@@ -117,9 +117,12 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
         ConfigError: bad arguments, a config the cache cannot serve, or ``out`` holding another cache.
         OutputError: another generation writes ``out`` (its holder named; see :mod:`ppssld.utils.folder_lock`).
     """
-    for name, value, low in (("--views", views, 1), ("--topk", topk, 1), ("chunk size", chunk_size, 1)):
+    for name, value, low in (("--views", views, 1), ("--topk", topk, 1), ("--chunk-size", chunk_size, 1),
+                             ("--workers", workers, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"--batch-size must be an int >= 1 (leave it out for the sampler's), got {batch_size!r}")
     if prob_dtype not in store.PROB_DTYPES:
         raise ConfigError(f"probability dtype must be one of {store.PROB_DTYPES}, got {prob_dtype!r}")
     check_cacheable(config)
@@ -148,7 +151,7 @@ def _generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_siz
         logger.info("resuming: %d of this rank's %d chunks are already written", stats["done_before"], len(mine))
     start = time.perf_counter()
     index_type = store.index_dtype(classes)
-    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for view, chunk in todo:
             dataset.set_epoch(view + 1)
             lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, len(records))

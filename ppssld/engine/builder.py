@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import paddle
 
-from ppssld.arch.build import arch_class_num, build_model, check_compared_class_counts, infer_model_name, names_after
+from ppssld.arch.build import (arch_class_num, build_model, check_arch_section, check_compared_class_counts,
+                               infer_model_name, names_after)
 from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
@@ -35,6 +36,7 @@ def validate(config: Dict[str, Any]) -> None:
 
     if "Arch" not in config:
         raise ConfigError("the config has no Arch section (the model to train)")
+    check_arch_section(config["Arch"])
     for mode in ("Train", "Eval"):
         if get(config, f"Loss.{mode}") is not None:
             pairs = validate_loss_config(config["Loss"][mode], f"Loss.{mode}")

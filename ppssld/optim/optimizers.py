@@ -61,8 +61,9 @@ def build_regularizer(cfg: Any, where: str = "Optimizer.regularizer") -> Optiona
     if extra:
         raise ConfigError(f"{where} has unknown keys {sorted(extra)}.{did_you_mean(sorted(extra)[0], ['coeff'])} "
                           f"Valid keys: name, coeff")
-    if cfg["name"] not in _REGULARIZERS:
-        raise ConfigError(f"unknown regularizer {cfg['name']!r} at {where}.{did_you_mean(cfg['name'], _REGULARIZERS)} "
+    if not isinstance(cfg["name"], str) or cfg["name"] not in _REGULARIZERS:
+        raise ConfigError(f"unknown regularizer {cfg['name']!r} at {where}.name."
+                          f"{did_you_mean(str(cfg['name']), _REGULARIZERS)} "
                           f"Valid: L1, L2")
     return _REGULARIZERS[cfg["name"]](_positive(cfg.get("coeff", 0.0), f"{where}.coeff"))
 

@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Sequence
 
 from paddle.optimizer.lr import LRScheduler
 
-from ppssld.utils.checks import is_int, is_number
+from ppssld.utils.checks import is_finite_number, is_int
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SCHEDULERS
 
@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def schedule_number(value: Any, what: str, minimum: float = 0.0) -> float:
-    if not is_number(value) or value < minimum:
-        raise ConfigError(f"{what} must be a number >= {minimum:g}, got {value!r}")
+    if not is_finite_number(value) or value < minimum:
+        raise ConfigError(f"{what} must be a finite number >= {minimum:g}, got {value!r}")
     return float(value)
 
 

@@ -3,6 +3,7 @@
 ``is_int(True)`` and ``is_number(False)`` are False, so ``epochs: true`` or ``lr: yes`` in a YAML file is
 refused where a count or a number belongs, with the caller's own message.
 """
+import math
 from typing import Any
 
 
@@ -14,3 +15,8 @@ def is_int(value: Any) -> bool:
 def is_number(value: Any) -> bool:
     """Whether ``value`` is an ``int`` or ``float`` and not a ``bool``."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """:func:`is_number` and neither NaN nor infinite (``.nan`` and ``.inf`` are numbers in YAML)."""
+    return is_number(value) and math.isfinite(value)

@@ -58,9 +58,9 @@ class Registry:
         Raises:
             ConfigError: unknown name, with the closest and the full list of valid names.
         """
-        if name not in self._items:
+        if not isinstance(name, str) or name not in self._items:  # a list or mapping is no name (and unhashable)
             at = f" at {where}" if where else ""
-            raise ConfigError(f"unknown {self.kind} {name!r}{at}.{did_you_mean(name, self._items)} "
+            raise ConfigError(f"unknown {self.kind} {name!r}{at}.{did_you_mean(str(name), self._items)} "
                               f"Valid {self.kind} names: {', '.join(self.names())}")
         return self._items[name]
 

@@ -167,6 +167,9 @@ class NormalizeImage(Op):
                  std: Optional[Sequence[float]] = None, order: str = "chw", output_fp16: bool = False,
                  channel_num: int = 3) -> None:
         self.scale = np.float32(1.0 / 255.0 if scale is None else parse_number(scale, "scale"))
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name} must be a list of 3 numbers (one per RGB channel), got {value!r}")
         mean = [0.485, 0.456, 0.406] if mean is None else [parse_number(m, "mean") for m in mean]
         std = [0.229, 0.224, 0.225] if std is None else [parse_number(s, "std") for s in std]
         if len(mean) != 3 or len(std) != 3:
@@ -175,6 +178,8 @@ class NormalizeImage(Op):
             raise ConfigError(f"std must not contain 0, got {std!r}")
         if channel_num not in (3, 4):
             raise ConfigError(f"channel_num must be 3 or 4, got {channel_num!r}")
+        if order is not None and not isinstance(order, str):
+            raise ConfigError(f"order must be 'chw', 'hwc' or '' (= hwc), got {order!r}")
         order = (order or "hwc").lower()
         if order not in ("chw", "hwc"):
             raise ConfigError(f"order must be 'chw', 'hwc' or '' (= hwc), got {order!r}")
