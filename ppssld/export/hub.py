@@ -147,7 +147,7 @@ class HubClassifier:
                                    cpu_threads=cpu_threads, batch_size=batch_size)
 
     def _dicts(self, items: Sequence[Any], top_k: Optional[int]) -> List[Dict[str, float]]:
-        tops = self.predictor.results(self.predictor.logits(items), top_k)
+        tops = self.predictor.results(self.predictor.outputs(items), top_k)
         out = []
         for top in tops:
             row: Dict[str, float] = {}
