@@ -25,7 +25,7 @@ setup(
         "PyWavelets<1.6",          # imagehash dependency; 1.6+ needs numpy>=1.25
         "psutil",
         "safetensors",             # weights without pickle (ppssld.utils.safetensors_io)
-        "faiss-cpu==1.8.0.post1",  # mining's near-duplicate index (ppssld.mining.dedup_index); paddleclas brings
+        "faiss-cpu==1.8.0.post1",  # mining's near-duplicate index (ppssld.mining.dedup.index); paddleclas brings
                                    # the same version, declared here because ppssld imports it itself
     ],
     extras_require={

@@ -17,7 +17,7 @@ import time
 import common  # noqa: F401  (sets sys.path)
 import paddle
 
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.engine.builder import build_trainer
 from ppssld.engine.evaluator import evaluate
 

@@ -124,7 +124,7 @@ def overrides(plan: Plan, arm: str, precision: str) -> List[str]:
 
 def load(plan: Plan, arm: str, precision: str) -> Dict[str, Any]:
     """The arm's config: a shipped PaddleClas-schema YAML plus :func:`overrides`."""
-    from ppssld.config import load_config
+    from ppssld.utils.config import load_config
 
     return load_config(STUDENT_YAML if arm == "student_ce" else DISTILL_YAML, overrides(plan, arm, precision))
 

@@ -177,7 +177,7 @@ class Ladder(LadderRuns):
         self.teacher = os.path.abspath(self.args.teacher)
         marker = os.path.join(self.work, "teacher_eval", short_hash(self.teacher) + ".json")
         if not os.path.isfile(marker):
-            from ppssld.config import load_config
+            from ppssld.utils.config import load_config
             from ppssld.engine.builder import build_eval_pieces, build_full_model, prepare_runtime
             from ppssld.engine.evaluator import evaluate
             from ppssld.utils.io import atomic_write_json
@@ -203,8 +203,8 @@ class Ladder(LadderRuns):
 
     def mine(self) -> Dict[str, Any]:
         """Top-k per class from the first --pool images of U, de-duplicated against the test set, once."""
-        from ppssld.config import load_config
-        from ppssld.mining.pipeline import mine
+        from ppssld.utils.config import load_config
+        from ppssld.mining.mine import mine
         from ppssld.mining.teacher import teacher_from_config
         from ppssld.utils.io import atomic_write_json
 

@@ -212,7 +212,7 @@ class LadderRuns:
         """Why the cache rules refuse this config (``ppssld.cache.rules``), or None when it may read a cache."""
         from ppssld.cache.manifest import teacher_entry
         from ppssld.cache.rules import check_cacheable, check_losses
-        from ppssld.config import load_config
+        from ppssld.utils.config import load_config
         from ppssld.loss.combined import build_loss
         from ppssld.utils.errors import ConfigError
 
@@ -228,7 +228,7 @@ class LadderRuns:
     def ensure_cache(self, label: str) -> str:
         """Generate cache ``label`` once (resumable: finished chunks are kept); returns its folder."""
         from ppssld.cache.generate import generate
-        from ppssld.config import load_config
+        from ppssld.utils.config import load_config
         from ppssld.utils.io import atomic_write_json
 
         spec = self.plan.runs()[1][label]
@@ -260,7 +260,7 @@ class LadderRuns:
     def train(self, label: str, yaml_path: str, overrides: List[str], epochs: int, seed: int,
               est: float) -> Dict[str, Any]:
         """One training run in its own folder (named by label and a hash of its settings); skipped when done."""
-        from ppssld.config import load_config
+        from ppssld.utils.config import load_config
         from ppssld.engine.builder import build_trainer, save_dir
         from ppssld.utils.io import atomic_write_json
 

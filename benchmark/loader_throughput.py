@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmark"))
 
 from common import write_results  # noqa: E402
 
-from ppssld.data.loader import build_dataloader  # noqa: E402
+from ppssld.data.loading.loader import build_dataloader  # noqa: E402
 from ppssld.data.prepare import prepare_dataset  # noqa: E402
 
 logger = logging.getLogger("ppssld.benchmark.loader_throughput")

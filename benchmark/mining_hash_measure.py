@@ -1,7 +1,7 @@
 """Measure perceptual hashes on Fashion-MNIST: planted duplicates vs distinct images.
 
 Eval set = the first ``--eval`` test images. Planted = every kind of
-:mod:`ppssld.mining.planted` applied to ``--planted`` eval images. Distinct = the first
+:mod:`ppssld.mining.dedup.planted` applied to ``--planted`` eval images. Distinct = the first
 ``--distinct`` training images (different photos; the dataset's own near-twins included).
 For each hash: distance of each planted copy to its source, and distance of each distinct
 image to its nearest eval image. Then, for the chosen hash and threshold, the pixel
@@ -23,9 +23,9 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppssld.data import prepare  # noqa: E402
-from ppssld.mining import confirm, dedup  # noqa: E402
-from ppssld.mining.signatures import signature_arrays  # noqa: E402
-from ppssld.mining.planted import VARIANTS, plant  # noqa: E402
+from ppssld.mining.dedup import confirm, near_duplicates as dedup  # noqa: E402
+from ppssld.mining.dedup.signatures import signature_arrays  # noqa: E402
+from ppssld.mining.dedup.planted import VARIANTS, plant  # noqa: E402
 from ppssld.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROOT = "/usr/share/datasets/fashion-mnist"

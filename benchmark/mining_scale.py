@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppssld.mining import confirm as confirm_mod  # noqa: E402
-from ppssld.mining import dedup  # noqa: E402
-from ppssld.mining.dedup_index import RefIndex  # noqa: E402
+from ppssld.mining.dedup import confirm as confirm_mod  # noqa: E402
+from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
+from ppssld.mining.dedup.index import RefIndex  # noqa: E402
 from ppssld.mining.select import StreamingTopK, select_topk  # noqa: E402
 
 BLOCK = 16384

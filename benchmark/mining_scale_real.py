@@ -7,9 +7,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ppssld.data import prepare
-from ppssld.mining import dedup
-from ppssld.mining.dedup_index import RefIndex
-from ppssld.mining.planted import VARIANTS, plant
+from ppssld.mining.dedup import near_duplicates as dedup
+from ppssld.mining.dedup.index import RefIndex
+from ppssld.mining.dedup.planted import VARIANTS, plant
 from ppssld.utils.io import atomic_save, atomic_write_json, atomic_write_text
 
 ROOT = "/usr/share/datasets/fashion-mnist"

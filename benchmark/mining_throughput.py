@@ -5,7 +5,7 @@ Scoring: :func:`ppssld.mining.score.score_pool` (the same plus top-N, de-duplica
 signature, chunk files, prefetch). Whole mining pass: scoring, then the evaluation list's
 signatures (``--eval`` images of DIR/val_list.txt), the index, de-duplication of every pool
 chunk (search + aligned ranking + pixel check) and the streaming top-k selection, as
-:func:`ppssld.mining.pipeline.mine` runs them, timed part by part. Rounds alternate bare /
+:func:`ppssld.mining.mine.mine` runs them, timed part by part. Rounds alternate bare /
 scoring / whole pass; best and median of each are compared. Writes
 benchmark/results/mining_throughput.json and .md.
 
@@ -29,13 +29,13 @@ import ppssld  # noqa: E402,F401
 import paddle  # noqa: E402
 
 from ppssld.arch.zoo import build_backbone  # noqa: E402
-from ppssld.data.label_list import read_label_list  # noqa: E402
+from ppssld.data.lists.label_list import read_label_list  # noqa: E402
 from ppssld.data.image import decode_file, load_and_transform  # noqa: E402
 from ppssld.data.transforms import build_transforms  # noqa: E402
 from ppssld.mining import sharded  # noqa: E402
-from ppssld.mining.pipeline import mine  # noqa: E402
-from ppssld.mining.confirm import _operator as confirm_operator  # noqa: E402
-from ppssld.mining import dedup  # noqa: E402
+from ppssld.mining.mine import mine  # noqa: E402
+from ppssld.mining.dedup.confirm import _operator as confirm_operator  # noqa: E402
+from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
 from ppssld.mining.score import reference_signatures, score_pool  # noqa: E402
 from ppssld.mining.teacher import Teacher, teacher_from_weights  # noqa: E402
 from ppssld.utils.io import atomic_write_json, atomic_write_text  # noqa: E402

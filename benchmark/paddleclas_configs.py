@@ -16,12 +16,12 @@ which ppssld requires) gets such random weights too, also counted. A ``pretraine
 on disk (a placeholder like ``path/to/stage1_best_model_student``, which ppssld refuses with a
 WeightsError) is replaced the same way and listed in ``missing_weights``.
 
-Stages: load (:func:`ppssld.config.load_config`), validate (:func:`ppssld.engine.builder.validate`),
+Stages: load (:func:`ppssld.utils.config.load_config`), validate (:func:`ppssld.engine.builder.validate`),
 build (:func:`ppssld.engine.builder.build_trainer`: model, loss, optimizer, train and eval data
 pipelines) and, for a DistillationModel or a PULC config, one training step (``Trainer.train_one_epoch``
 over one batch of 2 images at the config's resolution; PULC configs then also evaluate, which runs
 their metrics). A PULC ``search.yaml`` (PaddleClas's tools/search_strategy.py input) is planned with
-:mod:`ppssld.search`: every trial config is built in PaddleClas's order (each stage keeping its first
+:mod:`ppssld.recipes.search`: every trial config is built in PaddleClas's order (each stage keeping its first
 value, as in ``--dry-run``) with the same patches, and the first trial trains one step. Outcome per
 config: ``ok``, ``refused`` (a ppssld ConfigError / DataError / WeightsError: its first line), ``crash``
 (any other exception) or ``timeout``. Configs run in a worker process, one after another; a config that exceeds the
@@ -218,8 +218,8 @@ def _patch_weights(config: Dict[str, Any], folder: str) -> int:
 
 def _is_search_file(path: str) -> bool:
     """A PaddleClas ``search.yaml`` (tools/search_strategy.py input), told by its top-level keys."""
-    from ppssld.config import safe_load
-    from ppssld.search import FILE_KEYS
+    from ppssld.utils.config import safe_load
+    from ppssld.recipes.search import FILE_KEYS
 
     with open(path, "r", encoding="utf-8") as handle:
         raw = safe_load(handle)
@@ -236,11 +236,11 @@ def _prepare(config: Dict[str, Any], tmp: str, data: Dict[str, str]) -> int:
 
 
 def _run_search(path: str, tmp: str, result: Dict[str, Any]) -> None:
-    """A search file: plan it (:mod:`ppssld.search`), build every trial in PaddleClas's order (each stage
+    """A search file: plan it (:mod:`ppssld.recipes.search`), build every trial in PaddleClas's order (each stage
     keeping its first value, as in a dry run), train one step of the first trial. The final distillation
     trial's teacher weights (a teacher trial's best_model) do not exist here: random ones stand in."""
     from ppssld.engine.builder import build_trainer, validate
-    from ppssld.search import load_search, run_search
+    from ppssld.recipes.search import load_search, run_search
 
     plan = load_search(path)
     data = _make_images(tmp)
@@ -270,7 +270,7 @@ def run_one(base: str, rel: str) -> Dict[str, Any]:
     """Load, validate, build and (DistillationModel) train one step; the outcome as a dict."""
     import gc
 
-    from ppssld.config import load_config
+    from ppssld.utils.config import load_config
     from ppssld.engine.builder import build_trainer, validate
     from ppssld.utils.errors import ConfigError, DataError, WeightsError
 
@@ -437,7 +437,7 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
                      f"{row.get('crash', 0)} | {row.get('timeout', 0)} |")
     lines += ["", "ok = built (model, loss, optimizer, train and eval data pipelines); for a DistillationModel, "
               "built and trained one step; for a PULC config, built, trained one step and evaluated; for a PULC "
-              "search.yaml, every trial (ppssld.search, PaddleClas's order) built and the first trained one step.",
+              "search.yaml, every trial (ppssld.recipes.search, PaddleClas's order) built and the first trained one step.",
               "", "## Why not ok, by kind", "", "| configs | reason |", "|---|---|"]
     lines += [f"| {n} | {reason.replace('|', '/')} |" for reason, n in summary["kinds"]]
     lines += ["", "## Why not ok, by cause", "", "| configs | reason |", "|---|---|"]

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT, machine  # noqa: E402
 
-from ppssld.pipeline import Pipeline, load_pipeline_config  # noqa: E402
+from ppssld.recipes.ssld import Pipeline, load_pipeline_config  # noqa: E402
 from ppssld.utils.io import atomic_write_json  # noqa: E402
 
 

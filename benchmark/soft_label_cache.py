@@ -22,7 +22,7 @@ import numpy as np
 from ppssld.cache import store
 from ppssld.cache.generate import generate
 from ppssld.cache.reader import REBUILD_MODES, rebuild
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 
 QS_YAML = os.path.join(common.ROOT, "ppcls_configs", "quick_start", "fashion_mnist", "ssld_R18_MV3_small_x0_35.yaml")
 KS = (1, 5, 10)

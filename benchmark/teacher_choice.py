@@ -91,7 +91,7 @@ def _data(labeled: int) -> str:
 def train(name: str, seed: Optional[int]) -> Dict[str, Any]:
     """Train one candidate with the ppssld trainer; test top-1 after its last epoch and the wall time
     (``seed``: Global.seed; None keeps the YAML's)."""
-    from ppssld.config import load_config
+    from ppssld.utils.config import load_config
     from ppssld.engine.builder import build_trainer
 
     arch, labeled, epochs, extra, aug, yaml_path, optimizer = CANDIDATES[name]

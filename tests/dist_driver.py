@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from ppssld.config import load_config  # noqa: E402
+from ppssld.utils.config import load_config  # noqa: E402
 from ppssld.engine import distributed  # noqa: E402
 from ppssld.engine.builder import build_eval_pieces, build_full_model, build_trainer, prepare_runtime  # noqa: E402
 from ppssld.engine.checkpoint import Checkpointer  # noqa: E402

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from ppssld.arch.build import build_model
-from ppssld.config import load_config
-from ppssld.data.dataset import ImageNetDataset
-from ppssld.data.label_list import read_label_list
+from ppssld.utils.config import load_config
+from ppssld.data.datasets.imagenet import ImageNetDataset
+from ppssld.data.lists.label_list import read_label_list
 from ppssld.data.transforms import ImageDecodeError, decode_image
 from ppssld.utils.errors import ConfigError, DataError, WeightsError
 from tests.conftest import ROOT, save_random_backbone, write_images

@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import pytest
 
-from ppssld.config import load_config
-from ppssld.data.batch_ops import RNG_TAG, BatchTransform, CutmixOperator, MixupOperator, build_batch_transform
+from ppssld.utils.config import load_config
+from ppssld.data.batch.ops import RNG_TAG, BatchTransform, CutmixOperator, MixupOperator, build_batch_transform
 from ppssld.engine.builder import build_trainer
 from ppssld.loss import ConfigLoss, MixedLabels, build_loss, check_mixed_label_support, mixed_label_ce
 from ppssld.utils.errors import ConfigError

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ppssld.data.custom_label import BlurImage, RandomRot90
-from ppssld.data.dataset import build_dataset
+from ppssld.data.datasets.custom_label import BlurImage, RandomRot90
+from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.data.transforms import build_transforms
 from ppssld.utils.errors import ConfigError, DataError
 

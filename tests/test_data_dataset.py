@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ppssld.data.dataset import ImageNetDataset, build_dataset, validate_dataset_config
+from ppssld.data.datasets.imagenet import ImageNetDataset, build_dataset, validate_dataset_config
 from ppssld.utils.errors import ConfigError, DataError
 
 OPS = [{"DecodeImage": {"to_rgb": True, "channel_first": False}}, {"ResizeImage": {"size": 8}},
@@ -63,7 +63,7 @@ def test_no_decode_op_and_hwc_output_become_chw_float(tmp_path):
 def test_repeated_lines_train_and_are_logged_once(tmp_path, caplog):
     root = make_root(tmp_path, n=3)
     train = write(tmp_path, "train.txt", "img0.png 0\nimg1.png 1\nimg1.png 1\n./img1.png 1\nimg2.png 2\n")
-    with caplog.at_level("INFO", logger="ppssld.data.dataset"):
+    with caplog.at_level("INFO", logger="ppssld.data.datasets.imagenet"):
         ds = ImageNetDataset(str(root), train, OPS, class_num=3)
         for i in range(len(ds)):
             ds[i]

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from ppssld.data.label_list import (UNLABELED, Record, check_records, count_repeats, parse_line, read_label_list,
+from ppssld.data.lists.label_list import (UNLABELED, Record, check_records, count_repeats, parse_line, read_label_list,
                                     read_label_list_with_problems, write_label_list)
 from ppssld.utils.errors import DataError
 

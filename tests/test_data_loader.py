@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ppssld.data.loader import build_dataloader
-from ppssld.data.sampler import DistributedBatchSampler, epoch_permutation
+from ppssld.data.loading.loader import build_dataloader
+from ppssld.data.loading.sampler import DistributedBatchSampler, epoch_permutation
 from ppssld.utils.errors import ConfigError, DataError
 
 TRAIN_OPS = [{"DecodeImage": {"to_rgb": True, "channel_first": False}}, {"RandCropImage": {"size": 8}},
@@ -136,7 +136,7 @@ def test_eval_loader_in_order(tmp_path):
 def test_skip_bad_images_in_workers_reports_count(tmp_path, caplog):
     ds_cfg = dict(_dataset_dir(tmp_path, bad=(1, 7)), skip_bad_images=True)
     loader, sampler = build_dataloader(_cfg(ds_cfg, workers=2), "train", seed=0)
-    with caplog.at_level(logging.WARNING, logger="ppssld.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="ppssld.data.datasets.imagenet"):
         _, y, _ = _epoch(loader, sampler, 0)
     count, paths = loader.dataset.last_bad_report
     assert count == 2 and sorted(p.rsplit("/", 1)[1] for p in paths) == ["1.png", "7.png"]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ppssld.data.label_list import read_label_list
+from ppssld.data.lists.label_list import read_label_list
 from ppssld.data.prepare import FASHION_MNIST_DIR, prepare_dataset, read_idx, split_labeled
 from ppssld.utils.errors import DataError
 

@@ -121,7 +121,7 @@ def test_one_process_and_two_processes_give_the_same_student(tmp_path):
     multi = _students(np.load(tmp_path / "weights_rank0_ws2.npz"))
     import paddle
 
-    from ppssld.config import load_config
+    from ppssld.utils.config import load_config
     from ppssld.engine.builder import build_full_model
 
     paddle.seed(7)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.engine.builder import build_trainer
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.trainer import TrainingDivergedError

@@ -10,8 +10,8 @@ import yaml
 from conftest import distill_config, write_images
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
-from ppssld.config import load_config
-from ppssld.data.dataset import build_dataset
+from ppssld.utils.config import load_config
+from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.export.infer_config import read_infer_config, transform_ops
 from ppssld.export.inference import export_model
 from ppssld.export.labels import parse_class_names

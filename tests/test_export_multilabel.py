@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from test_export import CLASSES, dygraph_student, make_project
-from ppssld.data.dataset import build_dataset
+from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.export.infer_config import multilabel_threshold
 from ppssld.export.inference import export_model
 from ppssld.export.runtime import Predictor, predict_paths, sigmoid, threshold_results

@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from ppssld.data.check import check_dataset, datasets_from_config
-from ppssld.data.dataset import ImageNetDataset
+from ppssld.data.datasets.imagenet import ImageNetDataset
 from ppssld.data.image import decode_file, load_and_transform, read_bytes, transform_image
 from ppssld.data.transforms import ImageDecodeError, build_transforms
 from ppssld.export.infer_config import (build_infer_config, preprocessor, read_infer_config, transform_ops,

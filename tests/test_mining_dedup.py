@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ppssld.mining import dedup
-from ppssld.mining.dedup_index import FeatureIndex, RefIndex
+from ppssld.mining.dedup import near_duplicates as dedup
+from ppssld.mining.dedup.index import FeatureIndex, RefIndex
 from ppssld.data.prepare import read_idx
-from ppssld.mining.planted import VARIANTS, plant
+from ppssld.mining.dedup.planted import VARIANTS, plant
 
 ROOT = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.fashion_mnist  # skips without the data set; fails in CI (tests/conftest.py)
@@ -124,8 +124,8 @@ def _smooth_greys(rng, n):
 
 
 def test_grid_bound_keeps_every_pair_reaching_the_floor():
-    from ppssld.mining import confirm as confirm_mod
-    from ppssld.mining.dedup_index import GridBound
+    from ppssld.mining.dedup import confirm as confirm_mod
+    from ppssld.mining.dedup.index import GridBound
     rng = np.random.default_rng(4)
     ref = _smooth_greys(rng, 150)
     query = np.concatenate([ref[:40] + rng.normal(0, 4, size=(40, 32, 32)), _smooth_greys(rng, 40)])
@@ -148,7 +148,7 @@ def test_grid_bound_keeps_every_pair_reaching_the_floor():
 
 
 def test_confirm_stops_at_a_query_s_first_confirmed_candidate():
-    from ppssld.mining import confirm as confirm_mod
+    from ppssld.mining.dedup import confirm as confirm_mod
     q = np.array([0, 0, 0, 1, 1, 1])
     r = np.array([5, 6, 7, 5, 6, 7])
     pairs = confirm_mod.Pairs(q, r, np.zeros(6, np.int32), np.zeros(6, np.float32), np.ones(6, bool))
@@ -171,7 +171,7 @@ def test_confirm_stops_at_a_query_s_first_confirmed_candidate():
 def test_aligned_check_equals_per_pair_warps():
     """The vectorised pixel check equals warping each pair with cv2 and correlating its filtered pixels."""
     import cv2
-    from ppssld.mining import confirm as confirm_mod
+    from ppssld.mining.dedup import confirm as confirm_mod
     rng = np.random.default_rng(5)
     base = cv2.GaussianBlur(rng.uniform(0, 255, size=(6, 32, 32)).astype(np.float32), (0, 0), 1.5)
     ref = np.clip(base, 0, 255).astype(np.uint8).reshape(6, -1)

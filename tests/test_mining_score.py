@@ -10,10 +10,10 @@ import paddle
 import pytest
 
 from ppssld.arch.zoo import build_backbone
-from ppssld.data.label_list import read_label_list
+from ppssld.data.lists.label_list import read_label_list
 from ppssld.data.transforms import build_transforms
 from ppssld.data.prepare import read_idx
-from ppssld.mining.planted import make_planted_set
+from ppssld.mining.dedup.planted import make_planted_set
 from ppssld.mining.score import load_scores, score_pool
 from ppssld.mining.teacher import Teacher, teacher_from_config, teacher_from_weights
 from ppssld.utils.errors import ConfigError, DataError
@@ -107,7 +107,7 @@ def test_resume_and_shards_equal_uninterrupted(fixture, tmp_path):
 
 def test_teacher_sources(fixture, tmp_path):
     out, _, weights, config = fixture
-    from ppssld.config import load_config
+    from ppssld.utils.config import load_config
     cfg = load_config(config)
     x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
     a = teacher_from_config(cfg)(x)[0]

@@ -73,11 +73,11 @@ def test_confidence_stats_and_plot(tmp_path):
 
 
 def test_pool_list_repeats_are_scored_once(tmp_path, caplog):
-    from ppssld.mining.pipeline import pool_paths
+    from ppssld.mining.mine import pool_paths
 
     pool = tmp_path / "pool.txt"
     pool.write_text("a.jpg\nb.jpg 0\na.jpg\n./a.jpg\nc.jpg\n")
-    with caplog.at_level("INFO", logger="ppssld.mining.pipeline"):
+    with caplog.at_level("INFO", logger="ppssld.mining.mine"):
         paths, root = pool_paths(str(pool), str(tmp_path))
     assert paths == ["a.jpg", "b.jpg", "c.jpg"] and root == str(tmp_path)
     assert any("2 repeated line(s) scored once" in r.getMessage() for r in caplog.records)

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from ppssld.data.image import decode_file
-from ppssld.data.ops_core import decode_grey, decode_image
+from ppssld.data.transforms.core import decode_grey, decode_image
 from ppssld.data.prepare import read_idx
 from ppssld.data.transforms import build_transforms
-from ppssld.mining import dedup, signatures
+from ppssld.mining.dedup import near_duplicates as dedup, signatures
 from ppssld.mining.score import _load_chunk, error_message, reference_signatures
 
 ROOT = "/usr/share/datasets/fashion-mnist"

@@ -7,8 +7,8 @@ import numpy as np
 import paddle
 import pytest
 
-from ppssld.data.dataset import build_dataset, validate_dataset_config
-from ppssld.data.multilabel import parse_multilabel_line
+from ppssld.data.datasets.imagenet import build_dataset, validate_dataset_config
+from ppssld.data.datasets.multilabel import parse_multilabel_line
 from ppssld.loss import build_loss
 from ppssld.loss.multilabel import multilabel_bce, ratio_weight
 from ppssld.metric import build_metrics, primary_key

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_images
 from ppssld.arch import zoo
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.engine.builder import build_eval_model, build_eval_pieces, build_full_model, build_trainer
 from ppssld.engine.evaluator import evaluate
 from ppssld.utils.errors import ConfigError

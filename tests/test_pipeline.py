@@ -174,7 +174,7 @@ def _weights(path):
 
 
 def test_pipeline_config_errors_name_the_key(tmp_path):
-    from ppssld.pipeline import load_pipeline_config
+    from ppssld.recipes.ssld import load_pipeline_config
     from ppssld.utils.errors import ConfigError
 
     path = tmp_path / "p.yaml"
@@ -198,7 +198,7 @@ def test_pipeline_config_errors_name_the_key(tmp_path):
 
 
 def test_shipped_pipeline_configs_validate_and_name_existing_stage_configs():
-    from ppssld.pipeline import load_pipeline_config
+    from ppssld.recipes.ssld import load_pipeline_config
     from tests.conftest import shipped_configs
 
     paths = shipped_configs(pipelines=True)

@@ -10,7 +10,7 @@ import paddle
 import pytest
 import yaml
 
-from ppssld.pipeline import Pipeline, load_pipeline_config
+from ppssld.recipes.ssld import Pipeline, load_pipeline_config
 from ppssld.utils.errors import ConfigError
 from tests.conftest import ROOT, save_random_backbone
 

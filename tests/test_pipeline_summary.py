@@ -2,7 +2,7 @@
 import os
 import sys
 
-from ppssld.pipeline_summary import next_commands, plot_summary, summary_figure, summary_table, warmup_note
+from ppssld.recipes.ssld.summary import next_commands, plot_summary, summary_figure, summary_table, warmup_note
 
 
 def _results(tmp_path):
@@ -125,3 +125,16 @@ def test_warmup_note_names_the_last_warmup_epoch_and_only_then():
     # the warm-up covers every evaluated epoch but the last: nothing earlier to explain
     assert warmup_note("distill", config, curve[2:]) is None
 
+
+
+def test_every_stage_record_has_its_runner_and_reads_only_earlier_stages():
+    from ppssld.recipes.ssld import Pipeline
+    from ppssld.recipes.ssld.stages import STAGES
+
+    names = [s.name for s in STAGES]
+    job = Pipeline({"output_dir": "unused", "data": {}})
+    for position, stage in enumerate(STAGES):
+        assert callable(job.runner(stage)), stage.name
+        assert set(stage.reads) <= set(names[:position]), (stage.name, stage.reads)
+    assert not STAGES[3].enabled({"baseline": None}) and STAGES[3].enabled({"baseline": {"config": "x"}})
+    assert STAGES[0].enabled({"data": {}}) and not STAGES[0].enabled({"data": {"enabled": False}})

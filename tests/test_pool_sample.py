@@ -7,9 +7,9 @@ import runpy
 import numpy as np
 import pytest
 
-from ppssld.data.label_list import read_label_list, write_label_list
+from ppssld.data.lists.label_list import read_label_list, write_label_list
 from ppssld.engine import cli
-from ppssld.mining.pipeline import sample_pool
+from ppssld.mining.mine import sample_pool
 from ppssld.utils.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ def pool_list(tmp_path):
 
 def test_list_sample_is_seeded_in_pool_order_and_the_main_jobs_draw(tmp_path, pool_list, caplog):
     out = str(tmp_path / "sample.txt")
-    with caplog.at_level(logging.INFO, logger="ppssld.mining.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ppssld.mining.mine"):
         pool, root = sample_pool(pool_list, "ROOT", 12, 3, out, size_name="--max-pool", seed_name="--seed")
     assert (pool, root) == (out, "ROOT")
     kept = [r.path for r in read_label_list(out, unlabeled=True)]
@@ -39,7 +39,7 @@ def test_list_sample_is_seeded_in_pool_order_and_the_main_jobs_draw(tmp_path, po
 
 
 def test_main_job_mine_pool_draws_through_the_shared_sample(tmp_path, pool_list):
-    from ppssld.pipeline import Pipeline
+    from ppssld.recipes.ssld import Pipeline
 
     job = Pipeline({"output_dir": str(tmp_path / "job"), "data": {"seed": 3}})
     path = job._pool_sample(pool_list, 12)  # noqa: SLF001  (the exact call the mine stage makes)

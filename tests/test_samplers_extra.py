@@ -4,8 +4,8 @@ import collections
 import numpy as np
 import pytest
 
-from ppssld.data.loader import build_dataloader
-from ppssld.data.sampler import RASampler, epoch_permutation
+from ppssld.data.loading.loader import build_dataloader
+from ppssld.data.loading.sampler import RASampler, epoch_permutation
 from ppssld.utils.errors import ConfigError
 from tests.conftest import loader_cfg
 

@@ -1,4 +1,4 @@
-"""ppssld.search / tools/search_strategy.py: PaddleClas's greedy search order, validation, dry run and training."""
+"""ppssld.recipes.search / tools/search_strategy.py: PaddleClas's greedy search order, validation, dry run and training."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import loader_cfg, write_images
-from ppssld.search import build_trial, load_search, run_search, train_trial
+from ppssld.recipes.search import build_trial, load_search, run_search, train_trial
 from ppssld.utils.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

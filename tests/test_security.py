@@ -20,7 +20,7 @@ import yaml
 from ppssld.arch.build import build_model
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
-from ppssld.config import load_config, trust_weights
+from ppssld.utils.config import load_config, trust_weights
 from ppssld.engine.builder import build_full_model, build_trainer
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.export.student import build_export_model

@@ -15,7 +15,7 @@ from ppssld.cache.generate import generate
 from ppssld.cache.manifest import read_manifest as load_manifest
 from ppssld.cache.reader import rebuild, view_for_epoch
 from ppssld.engine.builder import build_trainer
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.utils.errors import ConfigError, DataError
 from tests.conftest import ROOT, distill_config, save_random_backbone
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import distill_config, save_random_backbone
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.engine import evaluator
 from ppssld.engine.builder import build_eval_pieces, build_full_model, prepare_runtime
 from ppssld.engine.teacher_report import cache_dir, report_frozen_models, weight_sources

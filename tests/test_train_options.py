@@ -8,7 +8,7 @@ import paddle
 import pytest
 import yaml
 
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.engine.builder import update_frequency
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.engine.ema import ModelEMA, build_ema

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from ppssld.data.color_jitter import ColorJitter, shift_hue
-from ppssld.data.timm_augment import LEVELS, TimmAutoAugment, TimmOp
+from ppssld.data.transforms.color_jitter import ColorJitter, shift_hue
+from ppssld.data.transforms.timm_augment import LEVELS, TimmAutoAugment, TimmOp
 from ppssld.data.transforms import CHW, HWC, build_transforms
 from ppssld.utils.errors import ConfigError
 
@@ -235,7 +235,7 @@ def test_new_ops_order_rules():
 
 
 def test_dataset_seeds_the_new_ops_by_seed_epoch_index(tiny_data):
-    from ppssld.data.dataset import ImageNetDataset
+    from ppssld.data.datasets.imagenet import ImageNetDataset
 
     root, paths = tiny_data
     ops = [{"DecodeImage": None}, {"TimmAutoAugment": {"config_str": "rand-m9-mstd0.5-inc1"}},

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ppssld.data.ops_pad import Padv2, RandomCropImage
-from ppssld.data.pca_lighting import EIGVAL, EIGVEC, PCALighting
-from ppssld.data.randaugment_v3 import OPS, RandAugmentV3, apply_v3, levels
+from ppssld.data.transforms.pad import Padv2, RandomCropImage
+from ppssld.data.transforms.pca_lighting import EIGVAL, EIGVEC, PCALighting
+from ppssld.data.transforms.randaugment_v3 import OPS, RandAugmentV3, apply_v3, levels
 from ppssld.data.transforms import build_transforms
 from ppssld.utils.errors import ConfigError, DataError
 

@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     config = cli.load(args)
     from ppssld.cache.generate import generate
-    from ppssld.config import get
+    from ppssld.utils.config import get
     from ppssld.engine.distributed import use_device
 
     use_device(get(config, "Global.device"))

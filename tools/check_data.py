@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
-    from ppssld.config import load_config  # noqa: E402
+    from ppssld.utils.config import load_config  # noqa: E402
     from ppssld.engine import cli  # noqa: E402
     from ppssld.data.check import check_dataset, datasets_from_config, format_reports  # noqa: E402
     from ppssld.utils.errors import ConfigError  # noqa: E402

@@ -1,6 +1,6 @@
 """PaddleClas's hyper-parameter search on ppssld: tools/search_strategy.py -c search.yaml [-o k=v] [--dry-run].
 
-Runs the trials of a PULC ``search.yaml`` in PaddleClas's order (:mod:`ppssld.search`) with ppssld's
+Runs the trials of a PULC ``search.yaml`` in PaddleClas's order (:mod:`ppssld.recipes.search`) with ppssld's
 trainer and writes ``<output_dir>/search_result.json``. ``-o`` overrides apply to every trial (e.g.
 ``Global.device=cpu`` or data paths). ``--dry-run`` lists the trials and builds each instead of training.
 """
@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
-    from ppssld import search  # noqa: E402  (after the path set-up)
+    from ppssld.recipes import search  # noqa: E402  (after the path set-up)
     from ppssld.engine import cli  # noqa: E402
     from ppssld.utils.io import atomic_write_json  # noqa: E402
     from ppssld.utils.logger import setup_logging  # noqa: E402

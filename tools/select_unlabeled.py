@@ -16,11 +16,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
-    from ppssld.config import get, load_config  # noqa: E402
+    from ppssld.utils.config import get, load_config  # noqa: E402
     from ppssld.engine import cli  # noqa: E402
     from ppssld.engine.distributed import use_device  # noqa: E402
-    from ppssld.mining import dedup, teacher as teachers  # noqa: E402
-    from ppssld.mining.pipeline import mine, sample_pool  # noqa: E402
+    from ppssld.mining import teacher as teachers  # noqa: E402
+    from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
+    from ppssld.mining.mine import mine, sample_pool  # noqa: E402
     from ppssld.utils.logger import setup_logging  # noqa: E402
 
 logger = logging.getLogger("ppssld.tools.select_unlabeled")

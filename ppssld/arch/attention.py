@@ -35,7 +35,7 @@ class LinearBNReLU(nn.Layer):
         return self.relu(y) if relu else y
 
 
-def _shapes(value: Any, what: str) -> List[List[int]]:
+def attention_shapes(value: Any, what: str) -> List[List[int]]:
     if not isinstance(value, list) or not value or not all(
             isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and v > 0 for v in s) for s in value):
         raise ConfigError(f"{what} must be a list of [channels, height, width] feature shapes, got {value!r}")
@@ -75,7 +75,7 @@ class LinearTransformTeacher(nn.Layer):
 
     def __init__(self, qk_dim: int, t_shapes: List[List[int]], keys: List[str]) -> None:
         super().__init__()
-        self.t_shapes = _shapes(t_shapes, "t_shapes")
+        self.t_shapes = attention_shapes(t_shapes, "t_shapes")
         self.teacher_keys = _keys(keys, len(self.t_shapes), "keys")
         self.query_layer = nn.LayerList([LinearBNReLU(s[0], int(qk_dim)) for s in self.t_shapes])
 
@@ -98,8 +98,8 @@ class LinearTransformStudent(nn.Layer):
 
     def __init__(self, qk_dim: int, t_shapes: List[List[int]], s_shapes: List[List[int]], keys: List[str]) -> None:
         super().__init__()
-        self.t_shapes = _shapes(t_shapes, "t_shapes")
-        self.s_shapes = _shapes(s_shapes, "s_shapes")
+        self.t_shapes = attention_shapes(t_shapes, "t_shapes")
+        self.s_shapes = attention_shapes(s_shapes, "s_shapes")
         self.student_keys = _keys(keys, len(self.s_shapes), "keys")
         self.qk_dim = int(qk_dim)
         _, self.unique_t = unique_shapes(self.t_shapes)

@@ -15,6 +15,7 @@ from paddle.base import unique_name
 from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
 from ppssld.arch.features import logits_only
+from ppssld.arch.roles import infer_model
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -263,7 +264,7 @@ def infer_model_name(arch: Dict[str, Any]) -> Optional[str]:
         return None
     names = [k for k, _ in model_entries(arch)]
     frozen = aligned_list(arch, "freeze_params_list", len(names))
-    return arch.get("infer_model_name") or [n for n, f in zip(names, frozen) if not f][-1]
+    return infer_model(names, [bool(f) for f in frozen], arch.get("infer_model_name"))
 
 
 def arch_class_num(arch: Dict[str, Any]) -> Optional[int]:

@@ -5,6 +5,7 @@ from typing import Dict, Iterable, Optional
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.roles import infer_model
 from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ class DistillationModel(nn.Layer):
         unknown = set(frozen) - set(self.names)
         if unknown:
             raise ConfigError(f"frozen model(s) {sorted(unknown)} are not among {self.names}")
-        trainable = [n for n in self.names if n not in self.frozen]
-        self.infer_model_name = infer_model_name or (trainable[-1] if trainable else self.names[-1])
+        self.infer_model_name = infer_model(self.names, [n in self.frozen for n in self.names], infer_model_name)
         if self.infer_model_name not in self.names:
             raise ConfigError(f"infer_model_name {self.infer_model_name!r} is not among {self.names}")
         self.frozen_bn_mode = frozen_bn_mode

@@ -2,7 +2,7 @@
 
 View ``v`` of image ``i`` is exactly the image online training draws for ``i`` in epoch ``v + 1``:
 the training transform list run with the dataset's augmentation RNG keyed by
-``(Global.seed, v + 1, i)`` (:meth:`ppssld.data.dataset.ImageNetDataset._rng`; epochs count from 1),
+``(Global.seed, v + 1, i)`` (:meth:`ppssld.data.datasets.imagenet.ImageNetDataset._rng`; epochs count from 1),
 so nothing but the view number is stored. The teacher runs as training runs a frozen teacher
 (eval mode: BatchNorm running statistics, no dropout, no gradient), in batches, on the labeled and
 unlabeled lists of ``DataLoader.Train`` in the dataset's record order.
@@ -25,8 +25,8 @@ from ppssld.arch.build import arch_class_num
 from ppssld.cache import store
 from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expected_fields, teacher_entry
 from ppssld.cache.rules import check_cacheable
-from ppssld.config import get, global_seed
-from ppssld.data.dataset import build_dataset
+from ppssld.utils.config import get, global_seed
+from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.mining.teacher import Teacher, teacher_from_config
 from ppssld.utils.dist_env import dist_env
 from ppssld.utils.errors import ConfigError, DataError

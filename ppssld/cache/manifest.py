@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ppssld.arch.build import aligned_list, model_entries
 from ppssld.arch.weights import resolve_params_path
-from ppssld.config import get, global_seed
-from ppssld.data.label_list import as_path_list
+from ppssld.utils.config import get, global_seed
+from ppssld.data.lists.label_list import as_path_list
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 

@@ -24,7 +24,7 @@ import paddle.nn as nn
 from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_entry
 from ppssld.cache.rules import check_cacheable, check_losses
 from ppssld.cache.store import ChunkReader
-from ppssld.config import get, global_seed
+from ppssld.utils.config import get, global_seed
 from ppssld.utils.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ where training would compute exactly that:
 from typing import Any, Dict, Iterable, Set
 
 from ppssld.cache.manifest import teacher_entry
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.utils.errors import ConfigError
 
 # losses whose teacher term is a function of softmax(teacher / T) only

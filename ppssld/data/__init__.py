@@ -1,12 +1,12 @@
-"""Floor 2: label lists, transforms, datasets, samplers, loaders and dataset preparation.
+"""Floor 2: label lists, transforms, datasets, batch operators, loaders and dataset preparation.
 
-Only the paddle-free modules are imported here, so ``ppssld.data.transforms`` stays usable by
-the deploy predictor without paddle. Import ``ppssld.data.dataset``, ``.sampler``, ``.loader``,
-``.prepare`` and ``.check`` explicitly.
+Subpackages: ``lists`` (label lists), ``transforms`` (paddle-free ops; importing it registers them),
+``datasets``, ``batch`` (Mixup/Cutmix), ``loading`` (samplers, loaders); modules: ``image`` (the one
+image pipeline), ``prepare``, ``check``. Only the paddle-free parts are imported here, so the
+deploy predictor can use ``ppssld.data.transforms`` without paddle; import ``ppssld.data.datasets``,
+``.loading``, ``.prepare`` and ``.check`` explicitly.
 """
-from ppssld.data import autoaugment, label_list, transforms
-# these register their ops in TRANSFORMS
-from ppssld.data import color_jitter, ops_erasing, ops_pad, pca_lighting, randaugment_v3, timm_augment
+from ppssld.data import lists, transforms
+from ppssld.data.lists import label_list
 
-__all__ = ["autoaugment", "color_jitter", "label_list", "ops_erasing", "ops_pad", "pca_lighting", "randaugment_v3",
-           "timm_augment", "transforms"]
+__all__ = ["label_list", "lists", "transforms"]

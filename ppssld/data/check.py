@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from ppssld.data.image import decode_backend, read_bytes, transform_image
-from ppssld.data.label_list import Problem, Record, as_path_list, count_repeats, load_records, resolve
+from ppssld.data.lists.label_list import Problem, Record, as_path_list, count_repeats, load_records, resolve
 from ppssld.data.transforms import Compose, ImageDecodeError, build_transforms, decode_image
 from ppssld.utils.errors import ConfigError, DataError
 
@@ -105,7 +105,7 @@ def check_dataset(image_root: str, cls_label_path: Any = None, unlabeled_label_p
 
     Args:
         image_root, cls_label_path, unlabeled_label_path, class_num, delimiter, unlabeled_ignore_labels,
-            relabel, transform_ops: as :class:`ppssld.data.dataset.ImageNetDataset`.
+            relabel, transform_ops: as :class:`ppssld.data.datasets.imagenet.ImageNetDataset`.
         workers: decoding processes.
         name: label for the report.
     Returns:

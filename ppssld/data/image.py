@@ -1,6 +1,6 @@
 """The one image pipeline: read a file, decode it, run the transforms, hand the network a CHW float32 array.
 
-Training and evaluation (:class:`ppssld.data.dataset.ImageNetDataset`), mining, the pre-flight
+Training and evaluation (:class:`ppssld.data.datasets.imagenet.ImageNetDataset`), mining, the pre-flight
 check, export's ``inference.yml`` and the deploy predictor all call these functions, so an image
 becomes the same array everywhere.
 
@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ppssld.data.ops_core import decode_grey
+from ppssld.data.transforms.core import decode_grey
 from ppssld.data.transforms import CHW, Compose, DecodeImage, ImageDecodeError, decode_image
 
 __all__ = ["read_bytes", "decode_file", "decode_file_grey", "decode_backend", "needs_transpose", "to_network",

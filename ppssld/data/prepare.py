@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ppssld.data.label_list import IMAGE_EXTENSIONS, write_label_list
+from ppssld.data.lists.label_list import IMAGE_EXTENSIONS, write_label_list
 from ppssld.utils.errors import DataError
 from ppssld.utils.io import atomic_write_json, atomic_write_text
 

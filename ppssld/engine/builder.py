@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.build import arch_class_num, build_model, infer_model_name, names_after
-from ppssld.config import get, global_seed, output_dir, trust_weights
+from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
@@ -26,7 +26,7 @@ def validate(config: Dict[str, Any]) -> None:
     Raises:
         ConfigError: naming the key and the closest valid names.
     """
-    from ppssld.data.dataset import validate_dataset_config
+    from ppssld.data.datasets.imagenet import validate_dataset_config
     from ppssld.loss import validate_loss_config
     from ppssld.metric import validate_metric_config
     from ppssld.optim import validate_optimizer_config
@@ -181,7 +181,7 @@ def _visualdl(config: Dict[str, Any]) -> Optional[Any]:
 
 def build_eval_pieces(config: Dict[str, Any]) -> tuple:
     """(eval loader, metrics, eval loss) from ``DataLoader.Eval``, ``Metric.Eval`` and ``Loss.Eval``."""
-    from ppssld.data.loader import build_dataloader
+    from ppssld.data.loading.loader import build_dataloader
     from ppssld.loss import build_loss
     from ppssld.metric import build_metrics
 
@@ -229,8 +229,8 @@ def build_trainer(config: Dict[str, Any]) -> Trainer:
     Returns:
         A trainer, already resumed when ``Global.checkpoints`` is set.
     """
-    from ppssld.data.batch_ops import build_batch_transform
-    from ppssld.data.loader import build_dataloader
+    from ppssld.data.batch.ops import build_batch_transform
+    from ppssld.data.loading.loader import build_dataloader
     from ppssld.loss import build_loss, check_mixed_label_support
     from ppssld.metric import build_metrics
     from ppssld.optim import build_optimizer

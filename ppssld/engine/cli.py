@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import Any, Callable, Dict, List, NoReturn, Optional
 
-from ppssld.config import load_config, output_dir
+from ppssld.utils.config import load_config, output_dir
 from ppssld.utils.deps import DEBUG_ENV, DEBUG_FLAG, USER_ERROR_STATUS, debug_enabled, missing_dependency_exits
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging

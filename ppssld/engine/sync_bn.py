@@ -4,7 +4,7 @@ from typing import Any, Dict
 
 import paddle
 
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.engine import distributed
 
 logger = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ import numpy as np
 import paddle
 
 from ppssld.arch.weights import resolve_params_path
-from ppssld.config import get
-from ppssld.data.label_list import as_path_list
+from ppssld.utils.config import get
+from ppssld.data.lists.label_list import as_path_list
 from ppssld.engine import distributed, evaluator
 from ppssld.utils.errors import OutputError, PpssldError
 from ppssld.utils.fingerprint import digest, file_fingerprint

@@ -80,7 +80,7 @@ class Trainer:
             ``print_batch_step``; ``amp`` (dict or None); ``visualdl`` (a LogWriter or None);
             ``update_freq`` (micro-batches per optimizer update); ``ema`` (a ModelEMA or None);
             ``metric_key`` (the eval result that ranks checkpoints, default ``top1``);
-            ``batch_transform`` (:class:`ppssld.data.batch_ops.BatchTransform` or None: mixes each batch
+            ``batch_transform`` (:class:`ppssld.data.batch.ops.BatchTransform` or None: mixes each batch
             before the model; train metrics skip mixed batches).
     """
 

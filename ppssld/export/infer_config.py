@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.data.image import needs_transpose
 from ppssld.data.transforms import Compose, build_transforms
 from ppssld.utils.errors import ConfigError

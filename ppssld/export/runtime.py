@@ -256,7 +256,7 @@ def list_images(path: str, image_root: Optional[str] = None) -> List[str]:
     if not os.path.isfile(path):
         raise DataError(f"{path!r} does not exist (give an image, a folder or a list file)")
     if path.lower().endswith((".txt", ".list")):
-        from ppssld.data.label_list import parse_line
+        from ppssld.data.lists.label_list import parse_line
 
         base = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
         with open(path, "r", encoding="utf-8-sig") as handle:

@@ -15,7 +15,7 @@ from ppssld.arch.attention import backbone_entry
 from ppssld.arch.build import build_model, infer_model_name
 from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_state_dict, load_weights, resolve_params_path, strip_prefix
-from ppssld.config import trust_weights
+from ppssld.utils.config import trust_weights
 from ppssld.utils.errors import ConfigError, WeightsError
 from ppssld.utils.io import atomic_save
 from ppssld.utils.safetensors_io import save_safetensors

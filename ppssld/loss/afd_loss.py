@@ -16,8 +16,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ppssld.arch.attention import _shapes, unique_shapes
-from ppssld.loss.functional import _f32
+from ppssld.arch.attention import attention_shapes, unique_shapes
+from ppssld.loss.functional import as_float32
 from ppssld.loss.losses import ConfigLoss, Outputs
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import LOSSES
@@ -36,8 +36,8 @@ class Attention(nn.Layer):
         self.p_s = self.create_parameter([num_s, qk_dim], default_initializer=nn.initializer.XavierNormal())
 
     def forward(self, g_s: List[Any], g_t: List[Any]) -> List[paddle.Tensor]:
-        bilinear_key, s_values = _f32(g_s[0]), [_f32(v) for v in g_s[1]]  # AMP: the loss runs in float32
-        query, t_values = _f32(g_t[0]), [_f32(v) for v in g_t[1]]
+        bilinear_key, s_values = as_float32(g_s[0]), [as_float32(v) for v in g_s[1]]  # AMP: the loss runs in float32
+        query, t_values = as_float32(g_t[0]), [as_float32(v) for v in g_t[1]]
         logit = (paddle.einsum("bstq,btq->bts", bilinear_key, query) + paddle.matmul(self.p_t, self.p_s.t())) \
             / math.sqrt(self.qk_dim)
         att = F.softmax(logit, axis=2)
@@ -77,7 +77,7 @@ class AFDLoss(ConfigLoss):
         self.teacher_keys = self._two(teacher_keys, ["query", "value"], "teacher_keys")
         if s_shapes is None or t_shapes is None:
             raise ConfigError("AFDLoss needs s_shapes and t_shapes (the [C, H, W] of the distilled features)")
-        s_list, t_list = _shapes(s_shapes, "s_shapes"), _shapes(t_shapes, "t_shapes")
+        s_list, t_list = attention_shapes(s_shapes, "s_shapes"), attention_shapes(t_shapes, "t_shapes")
         if isinstance(qk_dim, bool) or not isinstance(qk_dim, int) or qk_dim < 1:
             raise ConfigError(f"qk_dim must be a positive integer, got {qk_dim!r}")
         t_index, _ = unique_shapes(t_list)

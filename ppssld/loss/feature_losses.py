@@ -24,7 +24,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppssld.loss.connector import build_connector
-from ppssld.loss.functional import _f32
+from ppssld.loss.functional import as_float32
 from ppssld.loss.losses import Outputs, PairLoss, select_output
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES, PAIR_BASE_LOSSES
@@ -77,7 +77,7 @@ class MGDLoss(nn.Layer):
         if list(student.shape[-2:]) != list(teacher.shape[-2:]):
             raise ValueError(f"MGDLoss needs features of the same spatial size, got {list(student.shape)} and "
                              f"{list(teacher.shape)}; pick other return_patterns")
-        student, teacher = _f32(student), _f32(teacher)  # AMP: the loss runs in float32
+        student, teacher = as_float32(student), as_float32(teacher)  # AMP: the loss runs in float32
         if self.align is not None:
             student = self.align(student)
         n, c = teacher.shape[0], teacher.shape[1]
@@ -108,7 +108,7 @@ class PEFDLoss(nn.Layer):
         self.projectors = nn.LayerList([nn.Linear(s_ch, t_ch) for _ in range(count)])
 
     def forward(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
-        student, teacher = _f32(student), _f32(teacher)  # AMP: the loss runs in float32
+        student, teacher = as_float32(student), as_float32(teacher)  # AMP: the loss runs in float32
         if self.mode == "gap":
             _check_features(student, teacher, 4, "PEFDLoss(mode=gap)")
             student, teacher = F.adaptive_avg_pool2d(student, 1), F.adaptive_avg_pool2d(teacher, 1)
@@ -163,7 +163,7 @@ class DistillationPairLoss(PairLoss):
             s = select_output(outputs, first, self.s_key, self.where)
             t = select_output(outputs, second, self.t_key, self.where)
             if self.connector is not None:
-                s = self.connector(_f32(s))
+                s = self.connector(as_float32(s))
             value = self.loss_func(s, t)
             if isinstance(value, dict):  # PaddleClas: a dict-returning base loss gives one part per entry
                 parts.update({f"{self.name}_{i}_{first}_{second}_{k}": v for k, v in value.items()})

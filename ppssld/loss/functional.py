@@ -19,11 +19,11 @@ logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 
 
-def _f32(x: paddle.Tensor) -> paddle.Tensor:
+def as_float32(x: paddle.Tensor) -> paddle.Tensor:
     return x if x.dtype == paddle.float32 else x.astype("float32")
 
 
-def _check_pair(a: paddle.Tensor, b: paddle.Tensor) -> None:
+def check_pair(a: paddle.Tensor, b: paddle.Tensor) -> None:
     if a.ndim != 2 or list(a.shape) != list(b.shape):
         raise ValueError(f"expected two logits tensors of the same shape [N, C], got "
                          f"{list(a.shape)} and {list(b.shape)}")
@@ -31,7 +31,7 @@ def _check_pair(a: paddle.Tensor, b: paddle.Tensor) -> None:
 
 def log_probs(logits: paddle.Tensor, temperature: float = 1.0) -> paddle.Tensor:
     """``log_softmax(logits / T)`` over the last axis, in float32."""
-    x = _f32(logits)
+    x = as_float32(logits)
     if temperature != 1.0:
         x = x / float(temperature)
     return F.log_softmax(x, axis=-1)
@@ -61,7 +61,7 @@ def js_divergence(student: paddle.Tensor, teacher: paddle.Tensor, temperature: f
     Returns:
         Scalar: mean over rows.
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     logp = log_probs(student, temperature)
     logq = log_probs(teacher, temperature)
     logm = paddle.logaddexp(logp, logq) - LN2
@@ -70,7 +70,7 @@ def js_divergence(student: paddle.Tensor, teacher: paddle.Tensor, temperature: f
 
 def symmetric_kl(student: paddle.Tensor, teacher: paddle.Tensor, temperature: float = 1.0) -> paddle.Tensor:
     """``(KL(p||q) + KL(q||p)) / 2`` averaged over rows (exact, no epsilon)."""
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     logp = log_probs(student, temperature)
     logq = log_probs(teacher, temperature)
     return (0.5 * (kl_rows(logp, logq) + kl_rows(logq, logp))).mean()
@@ -81,21 +81,21 @@ def kl_divergence(student: paddle.Tensor, teacher: paddle.Tensor, temperature: f
 
     Equals PaddleClas ``KLDivLoss`` (``kl_div(..., reduction='sum') * T^2 / N``).
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     t2 = float(temperature) ** 2
     return kl_rows(log_probs(teacher, temperature), log_probs(student, temperature)).mean() * t2
 
 
 def soft_target_ce(student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
     """``-sum_c softmax(teacher)_c * log_softmax(student)_c`` averaged over rows."""
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     q = paddle.exp(log_probs(teacher))
     return (-(q * log_probs(student)).sum(axis=-1)).mean()
 
 
 def _dml_log(x: paddle.Tensor, act: Optional[str], eps: float) -> Tuple[paddle.Tensor, paddle.Tensor]:
     """Return ``(prob, log(prob + eps))`` for PaddleClas's DMLLoss activations."""
-    x = _f32(x)
+    x = as_float32(x)
     if act == "softmax":
         logp = F.log_softmax(x, axis=-1)
     elif act == "sigmoid":
@@ -130,7 +130,7 @@ def paddleclas_dml(student: paddle.Tensor, teacher: paddle.Tensor, act: Optional
     Returns:
         Scalar.
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     num_classes = student.shape[-1]
     p, logp = _dml_log(student, act, eps)
     q, logq = _dml_log(teacher, act, eps)

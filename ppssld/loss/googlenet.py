@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import paddle
 
-from ppssld.loss.losses import ConfigLoss, _hard_ce, _require_labels
+from ppssld.loss.losses import ConfigLoss, hard_ce, require_labels
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES
 
@@ -38,12 +38,12 @@ class GoogLeNetLoss(ConfigLoss):
                               f"null or remove it, got {epsilon!r}")
 
     def forward(self, outputs: Any, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
-        labels = _require_labels(labels, self.where or self.config_name)
+        labels = require_labels(labels, self.where or self.config_name)
         if not isinstance(outputs, Sequence) or isinstance(outputs, str) or len(outputs) != 3:
             kind = f"a dict of models {sorted(outputs)}" if isinstance(outputs, dict) else type(outputs).__name__
             raise ConfigError(f"GoogLeNetLoss{' at ' + self.where if self.where else ''} needs GoogLeNet's "
                               f"three outputs [main, aux1, aux2], got {kind}; use CELoss for other models")
         main, aux1, aux2 = (_logits(o) for o in outputs)
-        loss = _hard_ce(main, labels, None) + AUX_WEIGHT * (_hard_ce(aux1, labels, None)
-                                                            + _hard_ce(aux2, labels, None))
+        loss = hard_ce(main, labels, None) + AUX_WEIGHT * (hard_ce(aux1, labels, None)
+                                                            + hard_ce(aux2, labels, None))
         return {self.config_name: loss}

@@ -13,7 +13,7 @@ from typing import Optional
 import paddle
 import paddle.nn.functional as F
 
-from ppssld.loss.functional import _check_pair, _f32, log_probs
+from ppssld.loss.functional import check_pair, as_float32, log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def dkd(student: paddle.Tensor, teacher: paddle.Tensor, target: paddle.Tensor, m
     NCKD the KL between their softmaxes over the non-target classes only (PaddleClas
     ``DKDLoss``, Zhao et al. 2022).
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     if student.shape[-1] < 2:
         raise ValueError("DKD needs at least 2 classes (it splits the target class from the others)")
     onehot = _one_hot(target, student.shape[-1])
@@ -60,8 +60,8 @@ def dkd(student: paddle.Tensor, teacher: paddle.Tensor, target: paddle.Tensor, m
         return paddle.concat([gt, rest], axis=-1)
 
     tckd = _row_kl(binary(logp_t), binary(logp_s))
-    nt_s = F.log_softmax(_push_out(_f32(student) / temperature, onehot), axis=-1)
-    nt_t = F.log_softmax(_push_out(_f32(teacher) / temperature, onehot), axis=-1)
+    nt_s = F.log_softmax(_push_out(as_float32(student) / temperature, onehot), axis=-1)
+    nt_t = F.log_softmax(_push_out(as_float32(teacher) / temperature, onehot), axis=-1)
     nckd = _row_kl(nt_t, nt_s)
     return _masked_mean(alpha * tckd + beta * nckd, mask) * float(temperature) ** 2
 
@@ -79,7 +79,7 @@ def dist(student: paddle.Tensor, teacher: paddle.Tensor, beta: float = 1.0, gamm
     ``inter`` is the mean over samples of the Pearson correlation between the two class
     distributions; ``intra`` the mean over classes of the correlation across the batch.
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     p_s, p_t = paddle.exp(log_probs(student)), paddle.exp(log_probs(teacher))
     inter = 1.0 - _pearson_rows(p_s, p_t).mean()
     intra = 1.0 - _pearson_rows(p_s.t(), p_t.t()).mean()
@@ -97,7 +97,7 @@ def wsl(student: paddle.Tensor, teacher: paddle.Tensor, target: paddle.Tensor, m
     ``w = 1 - exp(-max(CE_s / (CE_t + 1e-7), 0))`` from the hard-label cross-entropies of
     the student and the teacher (no gradient through ``w``).
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     onehot = _one_hot(target, student.shape[-1])
     ce_s = -(log_probs(student.detach()) * onehot).sum(axis=-1)
     ce_t = -(log_probs(teacher.detach()) * onehot).sum(axis=-1)
@@ -108,7 +108,7 @@ def wsl(student: paddle.Tensor, teacher: paddle.Tensor, target: paddle.Tensor, m
 
 def _sphere(x: paddle.Tensor, multiplier: float) -> paddle.Tensor:
     """Each row standardised (zero mean, unit variance, eps 1e-7) and scaled by ``multiplier``."""
-    x = _f32(x)
+    x = as_float32(x)
     mean = x.mean(axis=-1, keepdim=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdim=True)
     return (x - mean) / paddle.sqrt(var + 1e-7) * multiplier
@@ -120,7 +120,7 @@ def skd(student: paddle.Tensor, teacher: paddle.Tensor, target: paddle.Tensor, m
 
     The soft part uses every row; the hard part only the counted rows (Guo et al. 2020).
     """
-    _check_pair(student, teacher)
+    check_pair(student, teacher)
     s, t = _sphere(student, multiplier), _sphere(teacher, multiplier)
     kd = _soft_ce_rows(s, t, temperature).mean() * float(temperature) ** 2
     onehot = _one_hot(target, student.shape[-1])
@@ -133,7 +133,7 @@ def distance(a: paddle.Tensor, b: paddle.Tensor, mode: str = "l2", reduction: st
     """Element-wise L1, squared L2 or smooth-L1 (Huber, ``delta``) between two same-shaped tensors."""
     if list(a.shape) != list(b.shape):
         raise ValueError(f"distance between tensors of different shapes {list(a.shape)} and {list(b.shape)}")
-    diff = _f32(a) - _f32(b)
+    diff = as_float32(a) - as_float32(b)
     if mode == "l1":
         elem = diff.abs()
     elif mode == "l2":
@@ -147,7 +147,7 @@ def distance(a: paddle.Tensor, b: paddle.Tensor, mode: str = "l2", reduction: st
 
 
 def _flatten_pooled(x: paddle.Tensor, target_size: Optional[int]) -> paddle.Tensor:
-    x = _f32(x)
+    x = as_float32(x)
     if target_size is not None and x.ndim == 4:
         x = F.adaptive_avg_pool2d(x, target_size)
     return x.reshape([x.shape[0], -1])

@@ -16,7 +16,7 @@ import paddle
 
 from ppssld.loss import kd_functional as KF
 from ppssld.loss.functional import labeled_mask
-from ppssld.loss.losses import Outputs, PairLoss, _check_temperature, select_output
+from ppssld.loss.losses import Outputs, PairLoss, check_temperature, select_output
 from ppssld.utils import device_checks
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES
@@ -99,7 +99,7 @@ class DistillationDKDLoss(LabeledPairLoss):
                  temperature: float = 1.0, alpha: float = 1.0, beta: float = 1.0,
                  use_target_as_gt: bool = False, name: str = "loss_dkd") -> None:
         super().__init__(weight, model_name_pairs, key, use_target_as_gt)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.alpha, self.beta = _number(alpha, "alpha"), _number(beta, "beta")
 
     def labeled_value(self, student, teacher, index, mask):
@@ -122,7 +122,7 @@ class DistillationWSLLoss(LabeledPairLoss):
     def __init__(self, weight: float = 1.0, model_name_pairs: Pairs = None, key: Optional[str] = None,
                  temperature: float = 2.0, use_target_as_gt: bool = False, name: str = "wsl_loss") -> None:
         super().__init__(weight, model_name_pairs, key, use_target_as_gt)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def labeled_value(self, student, teacher, index, mask):
         return KF.wsl(student, teacher, index, mask, self.temperature)
@@ -147,7 +147,7 @@ class DistillationSKDLoss(LabeledPairLoss):
                  temperature: float = 1.0, multiplier: float = 2.0, alpha: float = 0.9,
                  use_target_as_gt: bool = False, name: str = "skd_loss") -> None:
         super().__init__(weight, model_name_pairs, key, use_target_as_gt)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.multiplier = _number(multiplier, "multiplier")
         self.alpha = _number(alpha, "alpha", 0.0, 1.0)
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import paddle
 import paddle.nn as nn
 
+from ppssld.arch.roles import student_output_name
 from ppssld.loss import functional as LF
 from ppssld.loss.mixed import MixedLabels, mixed_label_ce
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -33,13 +34,13 @@ def _check_weight(weight: Any) -> float:
     return float(weight)
 
 
-def _check_temperature(value: Any) -> float:
+def check_temperature(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(f"temperature must be a number > 0, got {value!r}")
     return float(value)
 
 
-def _check_epsilon(epsilon: Any) -> Optional[float]:
+def check_epsilon(epsilon: Any) -> Optional[float]:
     if epsilon is None or epsilon == 0:
         return None
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
@@ -153,7 +154,7 @@ class JSDivLoss(PairLoss):
     def __init__(self, weight: float = 1.0, model_name_pairs: Optional[Sequence[Sequence[str]]] = None,
                  temperature: float = 1.0, key: Optional[str] = None) -> None:
         super().__init__(weight, model_name_pairs, key)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def pair_value(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
         return LF.js_divergence(student, teacher, self.temperature)
@@ -173,7 +174,7 @@ class SymmetricKLLoss(PairLoss):
     def __init__(self, weight: float = 1.0, model_name_pairs: Optional[Sequence[Sequence[str]]] = None,
                  temperature: float = 1.0, key: Optional[str] = None) -> None:
         super().__init__(weight, model_name_pairs, key)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def pair_value(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
         return LF.symmetric_kl(student, teacher, self.temperature)
@@ -195,7 +196,7 @@ class KLDivLoss(PairLoss):
     def __init__(self, weight: float = 1.0, model_name_pairs: Optional[Sequence[Sequence[str]]] = None,
                  temperature: float = 4.0, key: Optional[str] = None) -> None:
         super().__init__(weight, model_name_pairs, key)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def pair_value(self, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
         return LF.kl_divergence(student, teacher, self.temperature)
@@ -242,7 +243,7 @@ class DistillationDMLLoss(PairLoss):
 
         first = select_output(outputs, self.model_name_pairs[0][0], self.key, self.where)
         try:
-            self._element_weight = ratio_weight(_require_labels(labels, self.where or self.config_name),
+            self._element_weight = ratio_weight(require_labels(labels, self.where or self.config_name),
                                                 first.shape[-1])
         except ValueError as exc:
             raise ConfigError(f"{self.where or self.config_name}: {exc}") from exc
@@ -281,13 +282,13 @@ class DistillationCELoss(PairLoss):
         return LF.soft_target_ce(student, teacher)
 
 
-def _require_labels(labels: Optional[paddle.Tensor], where: str) -> paddle.Tensor:
+def require_labels(labels: Optional[paddle.Tensor], where: str) -> paddle.Tensor:
     if labels is None:
         raise ValueError(f"hard-label loss {where} needs labels, got None")
     return labels
 
 
-def _hard_ce(logits: paddle.Tensor, labels: Any, epsilon: Optional[float],
+def hard_ce(logits: paddle.Tensor, labels: Any, epsilon: Optional[float],
              reduction: str = "mean") -> paddle.Tensor:
     """Hard-label CE on int labels, or PaddleClas's mixed-target CE on :class:`MixedLabels`."""
     if isinstance(labels, MixedLabels):
@@ -314,11 +315,11 @@ class DistillationGTCELoss(ConfigLoss):
                  epsilon: Optional[float] = None, key: Optional[str] = None) -> None:
         super().__init__(weight, key)
         self.model_names = check_model_names(DEFAULT_GT_MODELS if model_names is None else model_names)
-        self.epsilon = _check_epsilon(epsilon)
+        self.epsilon = check_epsilon(epsilon)
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
-        labels = _require_labels(labels, self.where or self.config_name)
-        return {f"{self.config_name}_{name}": _hard_ce(
+        labels = require_labels(labels, self.where or self.config_name)
+        return {f"{self.config_name}_{name}": hard_ce(
             select_output(outputs, name, self.key, self.where), labels, self.epsilon)
             for name in self.model_names}
 
@@ -350,27 +351,25 @@ class CELoss(ConfigLoss):
             raise ConfigError(f"reduction must be 'mean' or 'sum' (a scalar loss is needed), got {reduction!r}")
         if model_names is not None:
             check_model_names(model_names)
-        self.epsilon = _check_epsilon(epsilon)
+        self.epsilon = check_epsilon(epsilon)
         self.reduction = reduction
         self.model_names = list(model_names) if model_names is not None else None
 
     def _auto_name(self, outputs: Dict[str, Any]) -> str:
-        for candidate in ("logits", "Student"):
-            if candidate in outputs:
-                return candidate
-        if len(outputs) == 1:
-            return next(iter(outputs))
+        name = student_output_name(outputs)
+        if name is not None:
+            return name
         raise ConfigError(f"CELoss{' at ' + self.where if self.where else ''} got outputs of several models "
                           f"{sorted(outputs)}; set model_names (e.g. [Student]) or use DistillationGTCELoss")
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
-        labels = _require_labels(labels, self.where or self.config_name)
+        labels = require_labels(labels, self.where or self.config_name)
         if not isinstance(outputs, dict):
             if self.model_names is not None:
                 raise ConfigError(f"CELoss{' at ' + self.where if self.where else ''} has model_names "
                                   f"{self.model_names} but the model output is a single Tensor")
-            return {self.config_name: _hard_ce(outputs, labels, self.epsilon, self.reduction)}
+            return {self.config_name: hard_ce(outputs, labels, self.epsilon, self.reduction)}
         names = self.model_names or [self._auto_name(outputs)]
-        return {f"{self.config_name}_{name}": _hard_ce(
+        return {f"{self.config_name}_{name}": hard_ce(
             select_output(outputs, name, self.key, self.where), labels, self.epsilon, self.reduction)
             for name in names}

@@ -16,7 +16,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import paddle
 import paddle.nn.functional as F
 
-from ppssld.loss.losses import (ConfigLoss, DEFAULT_GT_MODELS, Outputs, _check_epsilon, _require_labels,
+from ppssld.arch.roles import LOGITS, student_output_name
+from ppssld.loss.losses import (ConfigLoss, DEFAULT_GT_MODELS, Outputs, check_epsilon, require_labels,
                                 check_model_names, select_output)
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES
@@ -92,7 +93,7 @@ class _MultiLabelBase(ConfigLoss):
     def __init__(self, weight: float = 1.0, epsilon: Optional[float] = None, size_sum: bool = False,
                  weight_ratio: bool = False, key: Optional[str] = None) -> None:
         super().__init__(weight, key)
-        self.epsilon = _check_epsilon(epsilon)
+        self.epsilon = check_epsilon(epsilon)
         self.size_sum = bool(size_sum)
         self.weight_ratio = bool(weight_ratio)
 
@@ -116,14 +117,13 @@ class MultiLabelLoss(_MultiLabelBase):
     """
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
-        labels = _require_labels(labels, self.where or self.config_name)
+        labels = require_labels(labels, self.where or self.config_name)
         if isinstance(outputs, dict):
-            names = [n for n in ("logits", "Student") if n in outputs] or (list(outputs) if len(outputs) == 1 else [])
-            if not names:
+            name = student_output_name(outputs)
+            if name is None:
                 raise ConfigError(f"{self.where or self.config_name}: outputs of several models {sorted(outputs)}; "
                                   f"use DistillationMultiLabelLoss with model_names")
-            outputs = select_output(outputs, names[0], self.key, self.where) if names[0] != "logits" \
-                else outputs["logits"]
+            outputs = select_output(outputs, name, self.key, self.where) if name != LOGITS else outputs[LOGITS]
         return {self.config_name: self.value(outputs, labels)}
 
 
@@ -144,6 +144,6 @@ class DistillationMultiLabelLoss(_MultiLabelBase):
         self.model_names = check_model_names(DEFAULT_GT_MODELS if model_names is None else model_names)
 
     def forward(self, outputs: Outputs, labels: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
-        labels = _require_labels(labels, self.where or self.config_name)
+        labels = require_labels(labels, self.where or self.config_name)
         return {f"{self.config_name}_{name}": self.value(select_output(outputs, name, self.key, self.where), labels)
                 for name in self.model_names}

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import paddle
 
+from ppssld.arch.roles import LOGITS, student_output_name
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
 
@@ -27,12 +28,12 @@ TPR_STEPS = 10000  # TprAtFpr scans thresholds i / 10000
 def select_logits(outputs: Outputs, what: str) -> np.ndarray:
     """``logits``, else ``Student``, else the only entry of a dict output, as float64 numpy."""
     if isinstance(outputs, dict):
-        names = [n for n in ("logits", "Student") if n in outputs] or (list(outputs) if len(outputs) == 1 else [])
-        if not names:
+        name = student_output_name(outputs)
+        if name is None:
             raise ConfigError(f"{what} got outputs of several models {sorted(outputs)} and none is 'Student'")
-        outputs = outputs[names[0]]
+        outputs = outputs[name]
         if isinstance(outputs, dict):
-            outputs = outputs["logits"]
+            outputs = outputs[LOGITS]
     return outputs.astype("float32").numpy().astype(np.float64)
 
 
@@ -47,7 +48,7 @@ def multilabel_targets(labels: Any, num_classes: int, what: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid_np(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -116,7 +117,7 @@ class HammingDistance(CountMetric):
         self.bi_threshold = _check_threshold(bi_threshold, "bi_threshold")
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
-        scores = _sigmoid(select_logits(outputs, "HammingDistance"))
+        scores = sigmoid_np(select_logits(outputs, "HammingDistance"))
         targets = multilabel_targets(labels, scores.shape[1], "HammingDistance")
         known = targets >= 0
         wrong = ((scores > self.bi_threshold) != (targets == 1)) & known
@@ -142,7 +143,7 @@ class AccuracyScore(CountMetric):
         self.bi_threshold = _check_threshold(bi_threshold, "bi_threshold")
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
-        scores = _sigmoid(select_logits(outputs, "AccuracyScore"))
+        scores = sigmoid_np(select_logits(outputs, "AccuracyScore"))
         targets = multilabel_targets(labels, scores.shape[1], "AccuracyScore")
         known = targets >= 0
         right = ((scores > self.bi_threshold) == (targets == 1)) & known
@@ -173,7 +174,7 @@ class MultilabelMeanAccuracy(CountMetric):
         self.thresholds = [start + i * (end - start) / num_iterations for i in range(num_iterations)]
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
-        scores = _sigmoid(select_logits(outputs, "MultilabelMeanAccuracy"))
+        scores = sigmoid_np(select_logits(outputs, "MultilabelMeanAccuracy"))
         targets = multilabel_targets(labels, scores.shape[1], "MultilabelMeanAccuracy")
         known = targets >= 0
         right = [(((scores > t) == (targets == 1)) & known).sum() for t in self.thresholds]

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ppssld.metric.multilabel import Outputs, _sigmoid, multilabel_targets, select_logits
+from ppssld.metric.multilabel import Outputs, sigmoid_np, multilabel_targets, select_logits
 from ppssld.utils import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
@@ -63,7 +63,7 @@ class MultiLabelMAP:
 
     def update(self, outputs: Outputs, labels: Any) -> Dict[str, float]:
         """Add one batch; returns the mAP of this batch alone."""
-        scores = _sigmoid(select_logits(outputs, "MultiLabelMAP"))
+        scores = sigmoid_np(select_logits(outputs, "MultiLabelMAP"))
         try:
             targets = multilabel_targets(labels, scores.shape[1], "MultiLabelMAP")
         except ValueError as exc:

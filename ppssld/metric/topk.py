@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import paddle
 
+from ppssld.arch.roles import student_output_name
 from ppssld.utils import device_checks
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import METRICS
@@ -104,11 +105,9 @@ class TopkAcc:
         """The logits this metric scores."""
         if not isinstance(outputs, dict):
             return outputs
-        for candidate in ("logits", "Student"):
-            if candidate in outputs:
-                return self.select(outputs[candidate])  # a Student with return_patterns: its own "logits"
-        if len(outputs) == 1:
-            return self.select(next(iter(outputs.values())))
+        name = student_output_name(outputs)
+        if name is not None:
+            return self.select(outputs[name])  # a Student with return_patterns: its own "logits"
         raise ConfigError(f"TopkAcc got outputs of several models {sorted(outputs)}; use "
                           f"DistillationTopkAcc with model_key")
 

@@ -26,8 +26,8 @@ from ppssld.utils.progress import progress as tqdm
 
 from ppssld.data.image import decode_file, decode_file_grey, transform_image
 from ppssld.data.transforms import Compose
-from ppssld.mining import dedup
-from ppssld.mining.signatures import signature_arrays
+from ppssld.mining.dedup import near_duplicates as dedup
+from ppssld.mining.dedup.signatures import signature_arrays
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import DataError
 from ppssld.utils.io import atomic_save, atomic_write_json
@@ -307,7 +307,7 @@ def reference_signatures(paths: Sequence[str], image_root: str, kind: str = dedu
     """Signature arrays of reference images (eval or train list); unreadable ones are reported, not fatal.
 
     Decoded straight to grey (:func:`ppssld.data.image.decode_file_grey`) and hashed as one stack
-    (:func:`ppssld.mining.signatures.signature_arrays`): equal to :func:`dedup.signature` of each
+    (:func:`ppssld.mining.dedup.signatures.signature_arrays`): equal to :func:`dedup.signature` of each
     ``decode_file`` image, bit for bit (tested), at a fraction of its cost.
 
     Returns:

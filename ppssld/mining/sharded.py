@@ -5,7 +5,7 @@ in :mod:`ppssld.mining.score`):
 
 1. before scoring, the reference list (eval, train) is cut into chunks of :data:`REF_CHUNK`;
    rank r hashes chunks r, r+W, ... into ``ref_<tag>_NNNNNN.npz`` (plus teacher features when
-   asked) and every rank loads them all into a :class:`~ppssld.mining.dedup_index.RefIndex`;
+   asked) and every rank loads them all into a :class:`~ppssld.mining.dedup.index.RefIndex`;
 2. rank r de-duplicates each pool chunk it scores in a background thread while the teacher
    scores the next one (:func:`dedup_arrays`), then any of its chunks scored by an earlier run
    (:func:`dedup_chunks`), writing ``dedup_<key>_NNNNNN.json`` (the removed rows and the
@@ -24,9 +24,9 @@ import numpy as np
 
 from ppssld.data.image import load_and_transform
 from ppssld.data.transforms import Compose
-from ppssld.mining import confirm as confirm_mod
-from ppssld.mining import dedup
-from ppssld.mining.dedup_index import FeatureIndex, RefIndex
+from ppssld.mining.dedup import confirm as confirm_mod
+from ppssld.mining.dedup import near_duplicates as dedup
+from ppssld.mining.dedup.index import FeatureIndex, RefIndex
 from ppssld.mining.report import duplicate_entries
 from ppssld.mining.score import chunk_path, read_manifest, reference_signatures, wait_for
 from ppssld.mining.select import Selection, StreamingTopK

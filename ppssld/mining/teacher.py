@@ -10,7 +10,7 @@ import paddle.nn as nn
 from ppssld.arch.build import build_model
 from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
-from ppssld.config import get, trust_weights
+from ppssld.utils.config import get, trust_weights
 from ppssld.teacher.choose import engine_for
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.safe_load import check_inference_side_files

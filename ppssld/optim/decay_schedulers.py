@@ -16,7 +16,7 @@ import logging
 import math
 from typing import Any, Optional, Sequence
 
-from ppssld.optim.schedulers import WarmupSchedule, _number
+from ppssld.optim.schedulers import WarmupSchedule, schedule_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SCHEDULERS
 
@@ -46,7 +46,7 @@ class MultiStepDecay(WarmupSchedule):
             raise ConfigError(f"milestones must be a non-empty list of epoch numbers, got {milestones!r}")
         if list(milestones) != sorted(milestones):
             raise ConfigError(f"milestones must be increasing, got {milestones!r}")
-        self.gamma = _number(gamma, "gamma")
+        self.gamma = schedule_number(gamma, "gamma")
         unit = _epoch_unit(by_epoch, steps_per_epoch)
         self.milestones = [m * unit for m in milestones]
         super().__init__(epochs, steps_per_epoch, learning_rate, warmup_epoch, warmup_steps,
@@ -70,12 +70,12 @@ class Step(WarmupSchedule):
     def __init__(self, learning_rate: float, step_size: float, gamma: float, warmup_epoch: float = 0,
                  warmup_steps: int = 0, warmup_start_lr: float = 0.0, by_epoch: bool = False,
                  last_epoch: int = -1, verbose: bool = False, *, epochs: int, steps_per_epoch: int) -> None:
-        step_size = _number(step_size, "step_size")
+        step_size = schedule_number(step_size, "step_size")
         self.step_size = int(step_size) if by_epoch else int(step_size * steps_per_epoch)
         if self.step_size < 1:
             raise ConfigError(f"step_size {step_size!r} is shorter than one "
                               f"{'epoch' if by_epoch else 'step'}; it must cover at least one")
-        self.gamma = _number(gamma, "gamma")
+        self.gamma = schedule_number(gamma, "gamma")
         super().__init__(epochs, steps_per_epoch, learning_rate, warmup_epoch, warmup_steps,
                          warmup_start_lr, by_epoch, last_epoch)
 
@@ -96,8 +96,8 @@ class Linear(WarmupSchedule):
                  warmup_epoch: float = 0, warmup_steps: int = 0, warmup_start_lr: float = 0.0,
                  by_epoch: bool = False, last_epoch: int = -1, verbose: bool = False, *,
                  epochs: int, steps_per_epoch: int) -> None:
-        self.end_lr = _number(end_lr, "end_lr")
-        self.power = _number(power, "power")
+        self.end_lr = schedule_number(end_lr, "end_lr")
+        self.power = schedule_number(power, "power")
         self.cycle = bool(cycle)
         super().__init__(epochs, steps_per_epoch, learning_rate, warmup_epoch, warmup_steps,
                          warmup_start_lr, by_epoch, last_epoch)
@@ -129,12 +129,12 @@ class OneCycleLR(WarmupSchedule):
                  epochs: int, steps_per_epoch: int) -> None:
         if anneal_strategy not in ("cos", "linear"):
             raise ConfigError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        phase_pct = _number(phase_pct, "phase_pct")
+        phase_pct = schedule_number(phase_pct, "phase_pct")
         if phase_pct > 1 or (three_phase and phase_pct >= 0.5):
             raise ConfigError(f"phase_pct must be in [0, 1] (below 0.5 with three_phase), got {phase_pct!r}")
-        top = _number(max_learning_rate, "max_learning_rate")
-        low = top / _number(divide_factor, "divide_factor", minimum=1e-12)
-        end = _number(end_learning_rate, "end_learning_rate")
+        top = schedule_number(max_learning_rate, "max_learning_rate")
+        low = top / schedule_number(divide_factor, "divide_factor", minimum=1e-12)
+        end = schedule_number(end_learning_rate, "end_learning_rate")
         n = int(epochs) * int(steps_per_epoch)
         if three_phase:
             self._points = [0.0, phase_pct * n - 1, 2 * phase_pct * n - 2, n - 1.0]
@@ -181,7 +181,7 @@ class ReduceOnPlateau(WarmupSchedule):
             raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ConfigError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        factor = _number(factor, "factor")
+        factor = schedule_number(factor, "factor")
         if factor >= 1.0:
             raise ConfigError(f"factor must be below 1.0 (the value is multiplied by it), got {factor!r}")
         for name, value in (("patience", patience), ("cooldown", cooldown)):
@@ -189,10 +189,10 @@ class ReduceOnPlateau(WarmupSchedule):
                 raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor, self.patience, self.cooldown = factor, patience, cooldown
-        self.threshold = _number(threshold, "threshold")
-        self.min_lr = _number(min_lr, "min_lr")
-        self.epsilon = _number(epsilon, "epsilon")
-        self.plateau_lr = _number(learning_rate, "learning_rate")
+        self.threshold = schedule_number(threshold, "threshold")
+        self.min_lr = schedule_number(min_lr, "min_lr")
+        self.epsilon = schedule_number(epsilon, "epsilon")
+        self.plateau_lr = schedule_number(learning_rate, "learning_rate")
         self.best: Optional[float] = None
         self.num_bad_epochs = 0
         self.cooldown_counter = 0

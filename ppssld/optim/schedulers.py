@@ -24,7 +24,7 @@ from ppssld.utils.registry import SCHEDULERS
 logger = logging.getLogger(__name__)
 
 
-def _number(value: Any, what: str, minimum: float = 0.0) -> float:
+def schedule_number(value: Any, what: str, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise ConfigError(f"{what} must be a number >= {minimum:g}, got {value!r}")
     return float(value)
@@ -54,8 +54,8 @@ class WarmupSchedule(LRScheduler):
         if last_epoch != -1:
             raise ConfigError(f"last_epoch must be -1 (got {last_epoch!r}); resume with Global.checkpoints, "
                               f"which restores the schedule exactly")
-        warmup_epoch = _number(warmup_epoch, "warmup_epoch")
-        warmup_steps = _number(warmup_steps, "warmup_steps")
+        warmup_epoch = schedule_number(warmup_epoch, "warmup_epoch")
+        warmup_steps = schedule_number(warmup_steps, "warmup_steps")
         if warmup_epoch and warmup_steps:
             raise ConfigError("set either warmup_epoch or warmup_steps, not both")
         if warmup_steps and by_epoch:
@@ -75,8 +75,8 @@ class WarmupSchedule(LRScheduler):
                         warmup, unit, self.total, unit, base_lr)
             warmup = self.total
         self.warmup = warmup
-        self.warmup_start_lr = _number(warmup_start_lr, "warmup_start_lr")
-        super().__init__(learning_rate=_number(base_lr, "learning_rate"), last_epoch=-1)
+        self.warmup_start_lr = schedule_number(warmup_start_lr, "warmup_start_lr")
+        super().__init__(learning_rate=schedule_number(base_lr, "learning_rate"), last_epoch=-1)
 
     def body(self, t: int) -> float:
         """Value at counter ``t >= warmup`` (steps or epochs, see ``by_epoch``)."""
@@ -117,7 +117,7 @@ class Cosine(WarmupSchedule):
     def __init__(self, learning_rate: float, eta_min: float = 0.0, warmup_epoch: float = 0,
                  warmup_steps: int = 0, warmup_start_lr: float = 0.0, by_epoch: bool = False,
                  last_epoch: int = -1, *, epochs: int, steps_per_epoch: int) -> None:
-        self.eta_min = _number(eta_min, "eta_min")
+        self.eta_min = schedule_number(eta_min, "eta_min")
         super().__init__(epochs, steps_per_epoch, learning_rate, warmup_epoch, warmup_steps,
                          warmup_start_lr, by_epoch, last_epoch)
 
@@ -145,7 +145,7 @@ class Piecewise(WarmupSchedule):
         if values is None:
             if learning_rate is None:
                 raise ConfigError("Piecewise needs decay_epochs and values (or learning_rate alone)")
-            lr = _number(learning_rate, "learning_rate")
+            lr = schedule_number(learning_rate, "learning_rate")
             decay_epochs = list(range(30, max(int(epochs), 1), 30))
             values = [lr * 0.1 ** i for i in range(len(decay_epochs) + 1)]
         elif learning_rate is not None and float(learning_rate) != float(values[0]):
@@ -160,7 +160,7 @@ class Piecewise(WarmupSchedule):
         if not isinstance(values, (list, tuple)) or len(values) != len(decay_epochs) + 1:
             raise ConfigError(f"values must have one more entry than decay_epochs "
                               f"({len(decay_epochs)} boundaries), got {values!r}")
-        self.values: List[float] = [_number(v, "values[]") for v in values]
+        self.values: List[float] = [schedule_number(v, "values[]") for v in values]
         self.decay_epochs = list(decay_epochs)
         unit = 1 if by_epoch else int(steps_per_epoch)
         self.boundaries = [int(round(e * unit)) for e in self.decay_epochs]  # needed by the first step()
