@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import write_images
-from ppssld.config import load_config
+from ppssld.utils.config import load_config
 from ppssld.export.inference import export_model
 from ppssld.export.outputs import graph_activation
 from ppssld.export.runtime import Predictor, list_images

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import paddle.nn as nn
 
-from ppssld.config import get
+from ppssld.utils.config import get
 from ppssld.export.infer_config import multilabel_threshold
 from ppssld.utils.errors import ConfigError
 
