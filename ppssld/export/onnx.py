@@ -61,6 +61,8 @@ def export_onnx(model_dir: str, out_path: Optional[str] = None, opset: int = DEF
         OnnxUnavailable: paddle2onnx missing or unable to read the format.
     """
     files = resolve_model_files(model_dir)
+    if files.params is None:
+        raise OnnxUnavailable(f"{model_dir} holds an ONNX model already ({files.model}); convert its fp32 export")
     ok, reason = paddle2onnx_status(files.model)
     if not ok:
         raise OnnxUnavailable(reason)

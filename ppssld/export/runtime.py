@@ -23,6 +23,7 @@ from ppssld.utils.errors import DataError, PpssldError
 logger = logging.getLogger(__name__)
 
 PIR_MODEL, LEGACY_MODEL, PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
+ONNX_MODEL = "inference.onnx"  # alone (no Paddle graph): an ONNX folder such as <name>_int8_infer/
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 PRECISIONS = ("fp32", "fp16")
 
@@ -36,12 +37,13 @@ class ModelFiles:
     """The files of an exported folder.
 
     Attributes:
-        model: ``inference.json`` (Paddle 3.x) or ``inference.pdmodel`` (Paddle 2.x).
-        params: ``inference.pdiparams``.
+        model: ``inference.json`` (Paddle 3.x) or ``inference.pdmodel`` (Paddle 2.x); in a folder without
+            either, ``inference.onnx`` (run with ONNX Runtime).
+        params: ``inference.pdiparams``; None for an ONNX folder.
         config: ``inference.yml``.
     """
     model: str
-    params: str
+    params: Optional[str]
     config: str
 
 
@@ -56,7 +58,9 @@ def resolve_model_files(model_dir: str) -> ModelFiles:
                             f"tools/export_model.py -c <config> -o Global.pretrained_model=<checkpoint>")
     present = sorted(os.listdir(model_dir))
     model = next((os.path.join(model_dir, f) for f in (PIR_MODEL, LEGACY_MODEL) if f in present), None)
-    missing = [] if model else [f"{PIR_MODEL} (or {LEGACY_MODEL})"]
+    if model is None and ONNX_MODEL in present and INFER_CONFIG in present:
+        return ModelFiles(os.path.join(model_dir, ONNX_MODEL), None, os.path.join(model_dir, INFER_CONFIG))
+    missing = [] if model else [f"{PIR_MODEL} (or {LEGACY_MODEL}, or {ONNX_MODEL} alone)"]
     missing += [f for f in (PARAMS, INFER_CONFIG) if f not in present]
     if missing:
         raise ModelDirError(f"model folder {model_dir!r} is incomplete: missing {', '.join(missing)} "
@@ -150,6 +154,9 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if self.files.params is None:
+            self._run = self._onnx_runner(device, use_tensorrt, cpu_threads)
+            return
         config = self._config(device, enable_mkldnn, cpu_threads, use_tensorrt, precision, trt_shape_range,
                               gpu_id, gpu_mem_mb, ir_optim)
         from paddle import inference
@@ -158,6 +165,20 @@ class Predictor:
         self.input_name = self._predictor.get_input_names()[0]
         self._input = self._predictor.get_input_handle(self.input_name)
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+        self._run = self._paddle_run
+
+    def _onnx_runner(self, device: str, use_tensorrt: bool, cpu_threads: int) -> Any:
+        """ONNX Runtime on the CPU for a folder holding ``inference.onnx`` alone (an int8 folder)."""
+        if device != "cpu" or use_tensorrt:
+            raise ValueError(f"{self.model_dir} holds an ONNX model, which runs on the CPU with ONNX Runtime: "
+                             f"use --device cpu without TensorRT")
+        from ppssld.export.onnx import OnnxPredictor
+        from ppssld.export.quantize import check_int8_folder
+
+        check_int8_folder(self.files.model, self.infer_cfg, self.files.config)
+        session = OnnxPredictor(self.files.model, threads=cpu_threads)
+        self.input_name = session.input_name
+        return session.run
 
     def _config(self, device: str, enable_mkldnn: bool, cpu_threads: int, use_tensorrt: bool, precision: str,
                 trt_shape_range: Optional[str], gpu_id: int, gpu_mem_mb: int, ir_optim: bool) -> Any:
@@ -208,7 +229,9 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The graph's outputs (:attr:`output`: logits, softmax or sigmoid) of an ``[N, C, H, W]`` float32 batch."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def _paddle_run(self, batch: np.ndarray) -> np.ndarray:
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(batch)
         self._predictor.run()
