@@ -21,31 +21,32 @@ DISTILL = "distill_dml_mv3"
 
 
 def overrides(data: str) -> list:
-    """The DML fixture config on ``data`` (24 images of 3 classes), as PaddleClas's engine trained it."""
+    """The DML fixture config on ``data`` (images of 3 classes)."""
     return [f"DataLoader.{mode}.dataset.{key}={value}" for mode in ("Train", "Eval")
             for key, value in (("image_root", f"{data}/"), ("cls_label_path", f"{data}/train_list.txt"))]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """test_export's project (a DistillationModel checkpoint whose He-initialised student has well-spread
+    activations), exported in fp32 and in int8."""
+    from test_export import make_project
     from ppssld.export.inference import export_model
     from ppssld.export.quantize import export_int8
-    from ppssld.utils.config import load_config
 
-    root = tmp_path_factory.mktemp("int8")
-    data = str(root / "data")
-    write_images(data, 24, 3)
-    config = load_config(os.path.join(FIXTURES, DISTILL + ".yaml"),
-                         overrides(data) + [f"Global.pretrained_model={FIXTURES}/{DISTILL}/epoch_1"])
-    fp32 = export_model(config, save_dir=str(root / "fp32"), with_hub=False)
-    int8 = export_int8(config, save_dir=str(root / "int8"), calib_images=16, batch_size=8)
-    images = sorted(os.path.join(data, "images", f) for f in os.listdir(os.path.join(data, "images")))
-    return {"root": root, "data": data, "config": config, "fp32": fp32, "int8": int8, "images": images}
+    proj = make_project(str(tmp_path_factory.mktemp("int8")), images=24)
+    config = proj["config"]
+    del config["DataLoader"]["Train"]["dataset"]["unlabeled_label_path"]  # an empty list: refused as such
+    fp32 = export_model(config, weights=proj["ckpt"], save_dir=os.path.join(proj["root"], "fp32"), with_hub=False)
+    int8 = export_int8(config, weights=proj["ckpt"], save_dir=os.path.join(proj["root"], "int8"), calib_images=16,
+                       batch_size=8)
+    return {**proj, "config": config, "fp32": fp32, "int8": int8}
 
 
 def test_folder_holds_the_int8_onnx_and_its_inference_yml(run):
     res = run["int8"]
     assert os.path.basename(res.model_dir) == "MobileNetV3_small_x0_35_ssld_int8_infer"
+    assert res.infer_config["Global"]["distillation_model"] == "Student"
     assert sorted(os.listdir(res.model_dir)) == ["inference.onnx", "inference.yml"]
     with open(os.path.join(res.model_dir, "inference.yml"), encoding="utf-8") as handle:
         glob = yaml.safe_load(handle)["Global"]
@@ -60,17 +61,17 @@ def test_int8_scores_follow_the_fp32_export(run):
     items = [open(p, "rb").read() for p in run["images"]]
     fp32 = Predictor(run["fp32"].model_dir, batch_size=8).outputs(items)
     int8 = Predictor(run["int8"].model_dir, batch_size=8).outputs(items)
-    assert int8.shape == fp32.shape == (24, 3)
+    assert int8.shape == fp32.shape == (24, 4)
     np.testing.assert_allclose(int8.sum(1), 1.0, atol=1e-5)  # the softmax stays float
     # int8 is an approximation (on 10,000 test images it costs about a point of top-1:
-    # benchmark/results/quant_post_static.md); on these 24 images of a 2-epoch model most classes hold
+    # benchmark/results/quant_post_static.md); here 21 of 24 classes hold (chance: 6)
     agree = (int8.argmax(1) == fp32.argmax(1)).mean()
-    assert agree >= 0.7, agree
+    assert agree >= 0.8, agree
     assert 0 < np.abs(int8 - fp32).mean() < 0.1, np.abs(int8 - fp32).mean()
 
 
 def test_paddleclas_predictor_and_hub_module_run_the_int8_folder(run, tmp_path):
-    from test_paddleclas_export import assert_same_results, paddleclas_deploy_config
+    from test_paddleclas_export import paddleclas_deploy_config
     from paddleclas.deploy.python import predict_cls
     import cv2
 
@@ -78,24 +79,31 @@ def test_paddleclas_predictor_and_hub_module_run_the_int8_folder(run, tmp_path):
     from ppssld.export.runtime import Predictor
 
     ours = Predictor(run["int8"].model_dir, batch_size=24)
-    mine = ours.classify([open(p, "rb").read() for p in run["images"]], top_k=3)
+    items = [open(p, "rb").read() for p in run["images"]]
+    mine = ours.classify(items, top_k=3)
     cfg = paddleclas_deploy_config(run["int8"].model_dir, 24, "softmax")
     cfg["Global"]["use_onnx"] = True  # PaddleClas's ONNX path: inference.onnx with ONNX Runtime
-    theirs = predict_cls.ClsPredictor(cfg).predict([cv2.imread(p)[:, :, ::-1] for p in run["images"]])
-    assert_same_results(mine, theirs, 1e-5 + 1e-7)
+    cls = predict_cls.ClsPredictor(cfg)
+    cls.postprocess = None  # its scores before Topk: int8 outputs tie, and tied classes may come in either order
+    theirs = cls.predict([cv2.imread(p)[:, :, ::-1] for p in run["images"]])
+    np.testing.assert_allclose(theirs, ours.outputs(items), rtol=0, atol=1e-6)
     module = write_hub_module(run["int8"].model_dir, "mv3_int8", str(tmp_path))
-    assert sorted(os.listdir(module)) == ["__init__.py", "inference.onnx", "inference.yml", "module.py"]
+    assert sorted(os.listdir(module)) == ["__init__.py", "inference.onnx", "inference.yml", "label_list.txt",
+                                          "module.py"]
     got = HubClassifier(module).predict(paths=run["images"][:4], top_k=3)
     for row, res in zip(got, mine[:4], strict=True):
         assert list(row.values()) == pytest.approx(res["scores"], abs=1e-6)
 
 
-def test_cli_writes_the_folder_and_refuses_an_empty_calibration_list(run, tmp_path):
+def test_cli_writes_the_folder_and_refuses_an_empty_calibration_list(tmp_path):
+    """PaddleClas's DML checkpoint (tests/fixtures/paddleclas), as its engine trained it, through the CLI."""
+    data = str(tmp_path / "data")
+    write_images(data, 12, 3)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT] + sys.path))
     cmd = [sys.executable, os.path.join(ROOT, "deploy", "slim", "quant_post_static.py"), "-c",
-           os.path.join(FIXTURES, DISTILL + ".yaml"), "-o", *overrides(run["data"]),
+           os.path.join(FIXTURES, DISTILL + ".yaml"), "-o", *overrides(data),
            f"Global.pretrained_model={FIXTURES}/{DISTILL}/epoch_1", "--save_dir", str(tmp_path / "q"),
-           "--calib_images", "8", "--format", "qoperator"]
+           "--calib_images", "8", "--format", "qdq"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "int8 model: " in proc.stdout and "calibrated on 8 images" in proc.stdout

@@ -107,7 +107,7 @@ def int8_node_count(onnx_path: str) -> int:
     return sum(node.op_type in INT8_NODES for node in onnx.load(onnx_path, load_external_data=False).graph.node)
 
 
-def quantize_onnx(fp32_path: str, out_path: str, batches: List[np.ndarray], fmt: str = "qdq",
+def quantize_onnx(fp32_path: str, out_path: str, batches: List[np.ndarray], fmt: str = "qoperator",
                   calibration: str = "minmax") -> int:
     """Statically quantize ``fp32_path`` into ``out_path`` (per-channel int8 weights, uint8 activations).
 
@@ -167,7 +167,7 @@ class Int8Result:
 
 def export_int8(config: Dict[str, Any], weights: Optional[str] = None, save_dir: Optional[str] = None,
                 name: Optional[str] = None, calib_images: int = DEFAULT_CALIB_IMAGES, batch_size: int = 32,
-                fmt: str = "qdq", seed: Optional[int] = None, calibration: str = "minmax") -> Int8Result:
+                fmt: str = "qoperator", seed: Optional[int] = None, calibration: str = "minmax") -> Int8Result:
     """Export ``config``'s student and write its int8 twin ``<save_dir>/<name>_int8_infer/``.
 
     Args:
