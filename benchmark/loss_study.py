@@ -1,6 +1,6 @@
 """Loss study on the miniature ladder: step 3 (distillation on L) with five losses, two seeds each.
 
-Same data, teacher, student, schedule and learning rate as the ladder's step 3 (``benchmark/ladder.py``:
+Same data, teacher, student, schedule and learning rate as the ladder's step 3 (``benchmark/ladder/classic.py``:
 its data preparation, teacher and run folders are reused); only ``Loss.Train`` changes:
 
 * ``js4``  - JSDivLoss x4 (SSLD's label-free loss, the ladder's default weight)
@@ -23,7 +23,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import common
-import ladder as L
+from benchmark.ladder import classic as L  # common put the repository root on sys.path
 
 logger = logging.getLogger("ppssld.benchmark.loss_study")
 

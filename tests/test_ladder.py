@@ -1,4 +1,4 @@
-"""benchmark/ladder.py in smoke mode on the scikit-learn digits: every rung runs, then a re-run skips them."""
+"""The classic ladder (python -m benchmark.ladder) in smoke mode on the scikit-learn digits: every rung runs, then a re-run skips them."""
 import json
 import time
 import os
@@ -8,7 +8,8 @@ from typing import List
 
 from tests.conftest import ROOT
 
-SCRIPT = os.path.join(ROOT, "benchmark", "ladder.py")
+LADDER = [sys.executable, "-m", "benchmark.ladder"]
+ENV = dict(os.environ, PYTHONPATH=ROOT)  # -m benchmark.ladder from any folder
 SMOKE = ["--dataset", "digits", "--scale", "0.01", "--limit-train", "64", "--limit-val", "32", "--batch-size", "16",
          "--workers", "0", "--k", "3"]
 RUNS = 13  # teacher, 0, 1 x2, 2, 3, 4, 5 x2, 6 x2, transfer x2 (mining is logged apart)
@@ -16,8 +17,9 @@ CACHES = 4  # soft-label caches: L seed 1 (steps 2, 3, 4, 6), L seed 2 (6), L+mi
 
 
 def _run(tmp_path, extra: List[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, SCRIPT, "--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
-    proc = subprocess.run(cmd + SMOKE + extra, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    cmd = LADDER + ["--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+    proc = subprocess.run(cmd + SMOKE + extra, capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                          env=ENV)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
 
@@ -83,7 +85,7 @@ def test_ladder_smoke_runs_every_step_then_skips_finished_runs(tmp_path):
 
 
 def test_plan_prints_the_budget_table_and_total():
-    proc = subprocess.run([sys.executable, SCRIPT, "--plan"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(LADDER + ["--plan"], capture_output=True, text=True, timeout=120, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| T | teacher |" in proc.stdout and "| 5 | js_mined |" in proc.stdout
     total = float(proc.stdout.split("included):")[1].split("min")[0])

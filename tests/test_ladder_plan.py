@@ -1,17 +1,12 @@
-"""benchmark/ladder.py's plan (no data, no training): every distillation arm reads a cache with enough views,
---no-cache and the --online-check twins train online, --only pulls in what a step needs, --converge doubles."""
+"""The classic ladder's plan (benchmark/ladder/budget.py; no data, no training): every distillation arm reads a
+cache with enough views, --no-cache and the --online-check twins train online, --only pulls in what a step needs, --converge doubles."""
 import math
 import os
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-
-import ladder  # noqa: E402  (after the path set-up)
-from ladder_budget import DISTILL, Plan  # noqa: E402
+from benchmark.ladder import classic as ladder
+from benchmark.ladder.budget import DISTILL, Plan
 
 CACHE_KEY = "Global.soft_label_cache="
 

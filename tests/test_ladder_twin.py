@@ -1,17 +1,11 @@
-"""benchmark/ladder_twin.py's arithmetic and errors (the twins themselves train in the benchmark, not here)."""
+"""benchmark/ladder/twin.py's arithmetic and errors (the twins themselves train in the benchmark, not here)."""
 import json
-import os
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from benchmark.ladder import twin as ladder_twin
 
-sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-
-import ladder_twin  # noqa: E402  (after the path set-up)
-
-LADDER = {"command": "benchmark/ladder.py", "total_wall_s": 1000.0,
+LADDER = {"command": "-m benchmark.ladder", "total_wall_s": 1000.0,
           "steps": [{"label": "1_ce_L_seed1", "teacher": "-", "wall_s": 300.0},
                     {"label": "3_js_L_seed1", "teacher": "cache", "wall_s": 100.0},
                     {"label": "5_js_mined_seed1", "teacher": "cache", "wall_s": 200.0},

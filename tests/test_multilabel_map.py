@@ -59,3 +59,27 @@ def test_perfect_ranking_is_one_and_bad_type_is_an_error():
     assert metric.summary()["MultiLabelMAP"] == 0.0
     with pytest.raises(ConfigError, match="map_type must be one of integral, 11point"):
         build_metrics([{"MultiLabelMAP": {"map_type": "voc"}}])
+
+
+def test_accumulate_keeps_batches_on_the_device_and_counts_them_as_update_does():
+    import numpy as np
+    import paddle
+
+    from ppssld.metric.multilabel import FOLD_EVERY, AccuracyScore, HammingDistance
+    from ppssld.metric.multilabel_map import MultiLabelMAP
+
+    rng = np.random.RandomState(4)
+    batches = []
+    for n in (5, 3, 7) * (FOLD_EVERY // 2):  # more than FOLD_EVERY batches: folded on the way and at the end
+        logits = rng.randn(n, 6).astype("float32")
+        labels = rng.randint(-1, 2, size=(n, 6)).astype("int64")
+        batches.append((paddle.to_tensor(logits, stop_gradient=False) * 1.0, paddle.to_tensor(labels)))
+    for make in (HammingDistance, AccuracyScore, MultiLabelMAP):
+        by_update, by_accumulate = make(), make()
+        for outputs, labels in batches:
+            by_update.update(outputs, labels)
+            by_accumulate.accumulate(outputs, labels)
+        assert 0 < len(by_accumulate._kept) < FOLD_EVERY  # noqa: SLF001  (the tail still on the device)
+        assert all(o.stop_gradient for o, _ in by_accumulate._kept)  # noqa: SLF001  (no graph kept alive)
+        assert by_accumulate.summary() == by_update.summary(), make.__name__
+        np.testing.assert_array_equal(by_accumulate.counts(), by_update.counts())

@@ -115,3 +115,47 @@ def test_where_the_engine_cannot_serve_auto_says_why_and_paddle_inference_is_ref
     bad["Arch"]["teacher_engine"] = "tensorrt"
     with pytest.raises(ConfigError, match="Arch.teacher_engine must be one of auto, dygraph, paddle_inference"):
         build_trainer(bad)
+
+
+def test_onnxruntime_engine_equals_dygraph_and_is_recorded(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    layer = _layer(3)
+    engine = LayerEngine(layer, "Teacher", threads=1, kind="onnxruntime")
+    rng = np.random.default_rng(3)
+    for n in (1, 5):
+        batch = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        with paddle.no_grad():
+            reference = layer(paddle.to_tensor(batch)).numpy()
+        out = engine(batch)
+        assert out.shape == reference.shape and softmax_gap(out, reference) <= 1e-4
+    folder = os.path.join(store_root(), layer_key(layer, (3, 32, 32)))
+    assert os.path.isfile(os.path.join(folder, "teacher.onnx"))  # converted once, beside the saved net
+    from ppssld.teacher.choose import engine_for, engine_label
+    assert engine_label(engine_for(layer, "Teacher", {}, "onnxruntime")) == "onnxruntime"
+    assert engine_label(engine_for(layer, "Teacher", {}, "dygraph")) == "dygraph"
+    with pytest.raises(ConfigError, match="onnxruntime cannot run teacher Teacher: it returns intermediate"):
+        engine_for(layer, "Teacher", {"return_patterns": ["blocks[1]"]}, "onnxruntime")
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        LayerEngine(layer, "Teacher", threads=1, kind="tensorrt")
+
+
+def test_global_to_static_trains_the_student_to_dygraphs_weights(setup):
+    from ppssld.engine.to_static import convert_trained_models
+
+    dy = build_trainer(copy.deepcopy(setup))
+    dy.fit()
+    st_cfg = copy.deepcopy(setup)
+    st_cfg["Global"]["to_static"] = True
+    st_cfg["Global"]["output_dir"] += "_static"
+    st = build_trainer(st_cfg)
+    assert st.model.state_dict().keys() == dy.model.state_dict().keys()  # checkpoint keys unchanged
+    st.fit()
+    a, b = dy.model.Student.state_dict(), st.model.Student.state_dict()
+    gap = max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a)
+    print("to_static vs dygraph student, largest weight difference:", gap)
+    assert gap <= 1e-5, gap  # float noise at most
+    bad = copy.deepcopy(setup)
+    bad["Global"]["to_static"] = "yes"
+    with pytest.raises(ConfigError, match="Global.to_static must be true or false"):
+        convert_trained_models(dy.model, bad)

@@ -15,7 +15,7 @@ from paddle.base import unique_name
 from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
 from ppssld.arch.features import logits_only
-from ppssld.arch.roles import infer_model
+from ppssld.arch.roles import aligned_list, infer_model, model_entries
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -95,33 +95,6 @@ def restrict_trainable(layer: nn.Layer, patterns: List[str], where: str) -> int:
         kept += int(keep)
     logger.info("%s: %d parameter tensors trainable, the rest frozen", where, kept)
     return kept
-
-
-def model_entries(arch: Dict[str, Any]) -> List[tuple]:
-    models = arch.get("models")
-    if not isinstance(models, list) or not models:
-        raise ConfigError("Arch.models must be a non-empty list like [{Teacher: {...}}, {Student: {...}}]")
-    entries = []
-    for i, item in enumerate(models):
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(f"Arch.models[{i}] must be a one-key mapping {{Name: {{name: Backbone, ...}}}}")
-        (key, cfg), = item.items()
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"Arch.models[{i}].{key} must be a mapping with at least 'name'")
-        entries.append((key, dict(cfg)))
-    names = [k for k, _ in entries]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"Arch.models names must be unique, got {names}")
-    return entries
-
-
-def aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
-    value = arch.get(key)
-    if value is None:
-        return [None] * count
-    if not isinstance(value, list) or len(value) != count:
-        raise ConfigError(f"Arch.{key} must be a list with one entry per model ({count}), got {value!r}")
-    return value
 
 
 def build_model(arch: Dict[str, Any], strict: bool = True, only: Optional[str] = None,

@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ppssld.arch.build import aligned_list, model_entries
+from ppssld.arch.roles import aligned_list, model_entries, teacher_weights
 from ppssld.arch.weights import resolve_params_path
 from ppssld.utils.config import get, global_seed
 from ppssld.data.lists.label_list import as_path_list
@@ -38,14 +38,13 @@ def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
         raise ConfigError("a soft-label cache needs Arch.name: DistillationModel (a frozen teacher and a student)")
     entries = model_entries(arch)
     frozen = aligned_list(arch, "freeze_params_list", len(entries))
-    listed = aligned_list(arch, "pretrained_list", len(entries))
     teachers = [i for i, f in enumerate(frozen) if f]
     if len(teachers) != 1:
         raise ConfigError(f"a soft-label cache needs exactly one frozen model (the teacher) in "
                           f"Arch.freeze_params_list, got {frozen!r}")
     i = teachers[0]
     name, entry = entries[i]
-    weights = entry.get("pretrained") or listed[i]
+    weights = teacher_weights(arch, name)
     if not weights or weights is True:
         raise ConfigError(f"Arch.models[{i}].{name}.pretrained must name the teacher's local weights file: "
                           f"the cache records its fingerprint")

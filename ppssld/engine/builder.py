@@ -12,6 +12,7 @@ from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
+from ppssld.engine.to_static import convert_trained_models
 from ppssld.engine.trainer import Trainer
 from ppssld.utils.errors import ConfigError
 
@@ -105,6 +106,7 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
     if state is not None:
         load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
     attach_teacher_engines(model, config)
+    convert_trained_models(model, config)
     return model
 
 

@@ -14,7 +14,6 @@ holding only ``metric`` and ``epoch``) resume here, and ours resume there (it re
 and the first ``.pdopt`` entry, whose accumulator keys are named as it names them).
 """
 import contextlib
-import hashlib
 import logging
 import os
 import pickle
@@ -28,6 +27,7 @@ import paddle
 from ppssld.arch.weights import load_weights, resolve_params_path
 from ppssld.engine import optim_state
 from ppssld.utils.errors import WeightsError
+from ppssld.utils.fingerprint import state_digest
 from ppssld.utils.io import atomic_path, ensure_dir
 from ppssld.utils.safe_load import restricted_loads, safe_load
 
@@ -112,17 +112,6 @@ def loss_state(loss: Optional[paddle.nn.Layer], model_state: Dict[str, Any]) -> 
     return state
 
 
-def digest(state: Dict[str, Any]) -> str:
-    """A BLAKE2 digest of a state dict's names and values (detects mixed checkpoint files)."""
-    hasher = hashlib.blake2b(digest_size=16)
-    for key in sorted(state):
-        value = state[key]
-        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-        hasher.update(key.encode("utf-8"))
-        hasher.update(np.ascontiguousarray(array).tobytes())
-    return hasher.hexdigest()
-
-
 def remove_stale_temporaries(save_dir: str, tag: str) -> int:
     """Delete temporaries a killed save of ``tag`` left behind (``.<tag>.pdparams.*.tmp`` ...).
 
@@ -181,9 +170,9 @@ class Checkpointer:
         opt_payload = [optimizer_state_for_save(optimizer, model, loss)] if optimizer is not None else []
         opt_payload.append({SAVE_ID_KEY: save_id})
         state_payload = {**states, "rng": rng_state(), SAVE_ID_KEY: save_id,
-                         "params_digest": digest(params_payload)}
+                         "params_digest": state_digest(params_payload)}
         if ema is not None:
-            state_payload["ema_digest"] = digest(params)
+            state_payload["ema_digest"] = state_digest(params)
         with contextlib.ExitStack() as stack:
             if ema is not None:
                 paddle.save(params, stack.enter_context(atomic_path(prefix + ".pdema")))
@@ -231,7 +220,7 @@ class Checkpointer:
                                f"{type(opt_list).__name__}")
         ids = {states.pop(SAVE_ID_KEY, None)}
         expected = states.pop("params_digest", None)
-        if expected is not None and digest(params) != expected:
+        if expected is not None and state_digest(params) != expected:
             raise WeightsError(f"checkpoint {prefix}: {prefix}.pdparams does not belong to {prefix}.pdstates "
                                f"(parameter digest differs); the save was interrupted. Use another checkpoint "
                                f"(e.g. epoch_N)")
@@ -269,7 +258,7 @@ def _split_ema(prefix: str, params: Dict[str, Any], ema_digest: Optional[str], e
                            f"EMA run) is missing; this checkpoint was saved without EMA. Remove the EMA section "
                            f"to resume it, or start the EMA run from it with Global.pretrained_model")
     trained = safe_load(prefix + ".pdema", trust=trust)
-    if ema_digest is not None and digest(trained) != ema_digest:
+    if ema_digest is not None and state_digest(trained) != ema_digest:
         raise WeightsError(f"checkpoint {prefix}: {prefix}.pdema does not belong to {prefix}.pdstates (digest "
                            f"differs); the save was interrupted. Use another checkpoint (e.g. epoch_N)")
     if ema is None:

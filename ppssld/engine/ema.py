@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 
 import paddle
 
+from ppssld.utils.checks import is_number
 from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class ModelEMA:
     """
 
     def __init__(self, model: paddle.nn.Layer, decay: float = 0.9999) -> None:
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+        if not is_number(decay) or not 0.0 <= decay < 1.0:
             raise ConfigError(f"EMA.decay must be a number in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.module = copy.deepcopy(model)

@@ -53,7 +53,7 @@ def evaluate(model: paddle.nn.Layer, loader: Any, metrics: List[Any], loss_fn: O
             if loss_fn is not None:
                 meters.update(loss_fn(outputs, labels), int(labels.shape[0]))
             for metric in metrics:
-                accumulate = getattr(metric, "accumulate", None)  # multi-label metrics: numpy, per batch
+                accumulate = getattr(metric, "accumulate", None)  # on the device: no host read per step
                 (accumulate or metric.update)(outputs, labels)
             seen += int(labels.shape[0])
             if print_batch_step and (step + 1) % print_batch_step == 0:

@@ -9,7 +9,7 @@ from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from ppssld.engine.evaluator import evaluate
 from ppssld.engine.meters import AverageMeter, DeviceMeters, format_eta, format_metrics
-from ppssld.loss.mixed import MixedLabels
+from ppssld.data.batch.mixed_labels import MixedLabels
 from ppssld.utils import device_checks
 from ppssld.utils.device_checks import DeferredChecks
 from ppssld.utils.errors import PpssldError
@@ -202,13 +202,16 @@ class Trainer:
                 meters.update(parts, n)
                 for metric in self.train_metrics:
                     if not isinstance(labels, MixedLabels):  # accuracy is undefined on mixed images
-                        accumulate = getattr(metric, "accumulate", None)  # multi-label metrics: numpy, per batch
+                        accumulate = getattr(metric, "accumulate", None)  # on the device: no host read per step
                         (accumulate or metric.update)(outputs, labels)
-                batch_time.update(time.time() - tic, 1)
                 if step % self.print_batch_step == 0 or step == steps:
                     self._read_device(epoch, read_at, step, steps, meters, watch, checks)
                     read_at = step
+                    # timed after the window's one device read: on a GPU the queued kernels are in batch_cost
+                    batch_time.update(time.time() - tic, 1)
                     self._log_step(epoch, step, steps, meters.averages, batch_time, reader_time, n)
+                else:
+                    batch_time.update(time.time() - tic, 1)
                 tic = time.time()
             if step > read_at:  # a loader that ended early: what it trained is still checked
                 self._read_device(epoch, read_at, step, steps, meters, watch, checks)

@@ -19,6 +19,7 @@ import paddle.nn.functional as F
 from ppssld.arch.attention import attention_shapes, unique_shapes
 from ppssld.loss.functional import as_float32
 from ppssld.loss.losses import ConfigLoss, Outputs
+from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import LOSSES
 
@@ -78,7 +79,7 @@ class AFDLoss(ConfigLoss):
         if s_shapes is None or t_shapes is None:
             raise ConfigError("AFDLoss needs s_shapes and t_shapes (the [C, H, W] of the distilled features)")
         s_list, t_list = attention_shapes(s_shapes, "s_shapes"), attention_shapes(t_shapes, "t_shapes")
-        if isinstance(qk_dim, bool) or not isinstance(qk_dim, int) or qk_dim < 1:
+        if not is_int(qk_dim) or qk_dim < 1:
             raise ConfigError(f"qk_dim must be a positive integer, got {qk_dim!r}")
         t_index, _ = unique_shapes(t_list)
         self.attention = Attention(qk_dim, len(t_list), len(s_list), t_index)

@@ -26,6 +26,7 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.loss import kd_functional as KF
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import PAIR_BASE_LOSSES
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def _channels(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"connector.{what} must be a positive integer (a feature's channel count), got {value!r}")
     return value
 
@@ -83,7 +84,7 @@ class DistanceLoss(nn.Layer):
             raise ConfigError(f"mode must be l1, l2 or smooth_l1, got {mode!r}")
         if reduction not in ("mean", "sum"):
             raise ConfigError(f"reduction must be 'mean' or 'sum' (a scalar loss is needed), got {reduction!r}")
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta <= 0:
+        if not is_number(delta) or delta <= 0:
             raise ConfigError(f"delta must be a number > 0, got {delta!r}")
         self.mode, self.reduction, self.delta = mode, reduction, float(delta)
 

@@ -1,4 +1,5 @@
-"""Mixed targets of a batch operator (Mixup / Cutmix) and the cross-entropy on them.
+"""The cross-entropy on the mixed targets of a batch operator (Mixup / Cutmix; ``MixedLabels`` lives in
+:mod:`ppssld.data.batch.mixed_labels`, beside the operators that make it).
 
 A mixed batch row ``i`` is ``lam[i] * image[i] + (1 - lam[i]) * image[perm[i]]`` (Cutmix: a pasted
 box whose area share is ``1 - lam[i]``). Its target is the pair of labels ``(a, b)`` weighted by
@@ -12,39 +13,14 @@ counts in every soft (teacher-student) loss, which never reads labels. The mean 
 kept (exactly 0 when none is kept).
 """
 import logging
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import paddle
 
+from ppssld.data.batch.mixed_labels import MixedLabels
 from ppssld.loss.functional import labeled_mask, log_probs
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MixedLabels:
-    """Labels of a mixed batch: row ``i`` is ``lam[i]`` of label ``a[i]`` and ``1 - lam[i]`` of ``b[i]``.
-
-    Attributes:
-        a: int64 ``[N]``, the row's own label (-1 = unlabeled).
-        b: int64 ``[N]``, the label of the image mixed in (-1 = unlabeled).
-        lam: float32 ``[N]``, the share of ``a``.
-    """
-    a: paddle.Tensor
-    b: paddle.Tensor
-    lam: paddle.Tensor
-
-    @property
-    def shape(self) -> List[int]:
-        """``[N]``, like an int label tensor."""
-        return list(self.a.shape)
-
-    def kept_rows(self) -> paddle.Tensor:
-        """float32 ``[N]``: 1 where the row enters the hard loss (see the module docstring)."""
-        a_ok = (self.a >= 0) | (self.lam <= 0.0)
-        b_ok = (self.b >= 0) | (self.lam >= 1.0)
-        return (a_ok & b_ok).astype("float32")
 
 
 def _row_ce(logp: paddle.Tensor, labels: paddle.Tensor, epsilon: Optional[float]) -> paddle.Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 import paddle
 
 from ppssld.arch.roles import LOGITS, student_output_name
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
 
@@ -52,18 +53,54 @@ def sigmoid_np(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+FOLD_EVERY = 64  # batches kept on the device by accumulate() before they are read and counted (one host read)
+
+
+def detached(outputs: Outputs) -> Outputs:
+    """``outputs`` without autograd history (a dict's tensors too), so a kept batch does not keep its graph."""
+    if isinstance(outputs, dict):
+        return {k: detached(v) for k, v in outputs.items()}
+    return outputs.detach() if hasattr(outputs, "detach") else outputs
+
+
 class CountMetric:
-    """Base: a float64 count vector, reset / counts / set_counts / summary."""
+    """Base: a float64 count vector, reset / counts / set_counts / summary.
+
+    ``update`` counts a batch at once (one host read) and returns its own summary; ``accumulate``, what the
+    training and evaluation loops call, keeps the batch on the device and counts the kept batches together
+    every :data:`FOLD_EVERY` batches and when the counts are read, so the hot loop reads nothing per step.
+    """
 
     primary_key = ""
     summary_keys: Sequence[str] = ()
 
     def __init__(self) -> None:
         self._counts: Optional[np.ndarray] = None
+        self._kept: list = []
 
     def reset(self) -> None:
         """Forget every accumulated count."""
         self._counts = None
+        self._kept = []
+
+    def accumulate(self, outputs: Outputs, labels: Any) -> None:
+        """Keep one batch (no host read); see the class docstring."""
+        self._kept.append((detached(outputs), labels))
+        if len(self._kept) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        kept, self._kept = self._kept, []
+        for outputs, labels in kept:
+            self._add(outputs, labels)
+
+    def _add(self, outputs: Outputs, labels: Any) -> np.ndarray:
+        try:
+            batch = self.batch_counts(outputs, labels)
+        except ValueError as exc:
+            raise ConfigError(f"metric {type(self).__name__}: {exc}") from exc
+        self._counts = batch if self._counts is None else self._counts + batch
+        return batch
 
     def batch_counts(self, outputs: Outputs, labels: Any) -> np.ndarray:
         """This batch's count vector."""
@@ -71,19 +108,17 @@ class CountMetric:
 
     def update(self, outputs: Outputs, labels: Any) -> Dict[str, float]:
         """Add one batch; returns its own summary."""
-        try:
-            batch = self.batch_counts(outputs, labels)
-        except ValueError as exc:
-            raise ConfigError(f"metric {type(self).__name__}: {exc}") from exc
-        self._counts = batch if self._counts is None else self._counts + batch
-        return self._summarise(batch)
+        self._fold()
+        return self._summarise(self._add(outputs, labels))
 
     def counts(self) -> np.ndarray:
         """Accumulated counts (a copy), for all-reduce."""
+        self._fold()
         return np.zeros(0) if self._counts is None else self._counts.copy()
 
     def set_counts(self, counts: Any) -> None:
         """Replace the accumulated counts (e.g. by their sum over ranks)."""
+        self._fold()
         arr = np.asarray(counts, dtype=np.float64)
         if self._counts is not None and arr.shape != self._counts.shape:
             raise ValueError(f"expected counts of shape {self._counts.shape}, got {arr.shape}")
@@ -91,6 +126,7 @@ class CountMetric:
 
     def summary(self) -> Dict[str, float]:
         """The metric over every batch since :meth:`reset` (zeros when none)."""
+        self._fold()
         if self._counts is None:
             return {k: 0.0 for k in self.summary_keys}
         return self._summarise(self._counts)
@@ -100,7 +136,7 @@ class CountMetric:
 
 
 def _check_threshold(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     return float(value)
 
@@ -167,7 +203,7 @@ class MultilabelMeanAccuracy(CountMetric):
 
     def __init__(self, start_threshold: float = 0.4, num_iterations: int = 10, end_threshold: float = 0.9) -> None:
         super().__init__()
-        if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or num_iterations < 1:
+        if not is_int(num_iterations) or num_iterations < 1:
             raise ConfigError(f"num_iterations must be an int >= 1, got {num_iterations!r}")
         start = _check_threshold(start_threshold, "start_threshold")
         end = _check_threshold(end_threshold, "end_threshold")

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ppssld.metric.multilabel import Outputs, sigmoid_np, multilabel_targets, select_logits
+from ppssld.metric.multilabel import FOLD_EVERY, Outputs, detached, multilabel_targets, select_logits, sigmoid_np
 from ppssld.utils import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import METRICS
@@ -60,9 +60,9 @@ class MultiLabelMAP:
         self._scores: List[np.ndarray] = []
         self._targets: List[np.ndarray] = []
         self._classes: Optional[int] = None
+        self._kept: list = []
 
-    def update(self, outputs: Outputs, labels: Any) -> Dict[str, float]:
-        """Add one batch; returns the mAP of this batch alone."""
+    def _add(self, outputs: Outputs, labels: Any) -> None:
         scores = sigmoid_np(select_logits(outputs, "MultiLabelMAP"))
         try:
             targets = multilabel_targets(labels, scores.shape[1], "MultiLabelMAP")
@@ -71,10 +71,27 @@ class MultiLabelMAP:
         self._classes = scores.shape[1]
         self._scores.append(scores)
         self._targets.append(targets)
-        return {"MultiLabelMAP": self._map(scores, targets)}
+
+    def _fold(self) -> None:
+        kept, self._kept = self._kept, []
+        for outputs, labels in kept:
+            self._add(outputs, labels)
+
+    def accumulate(self, outputs: Outputs, labels: Any) -> None:
+        """Keep one batch on the device (no host read, no per-batch mAP); read when the scores are needed."""
+        self._kept.append((detached(outputs), labels))
+        if len(self._kept) >= FOLD_EVERY:
+            self._fold()
+
+    def update(self, outputs: Outputs, labels: Any) -> Dict[str, float]:
+        """Add one batch; returns the mAP of this batch alone."""
+        self._fold()
+        self._add(outputs, labels)
+        return {"MultiLabelMAP": self._map(self._scores[-1], self._targets[-1])}
 
     def counts(self) -> np.ndarray:
         """Scores then labels, flattened (``[N * C * 2]``)."""
+        self._fold()
         if dist_env.world_size() > 1:
             raise ConfigError("MultiLabelMAP ranks every score of the evaluation set, which ppssld's distributed "
                               "evaluation (it sums per-process counts) cannot: evaluate it in one process")
@@ -84,6 +101,7 @@ class MultiLabelMAP:
 
     def set_counts(self, counts: Any) -> None:
         """Replace the kept scores and labels by a :meth:`counts` vector."""
+        self._fold()
         arr = np.asarray(counts, dtype=np.float64)
         if not arr.size:
             self.reset()
@@ -96,6 +114,7 @@ class MultiLabelMAP:
 
     def summary(self) -> Dict[str, float]:
         """mAP over every batch since :meth:`reset` (0 when none)."""
+        self._fold()
         if not self._scores:
             return {"MultiLabelMAP": 0.0}
         return {"MultiLabelMAP": self._map(np.concatenate(self._scores), np.concatenate(self._targets))}

@@ -11,7 +11,6 @@ Per image a chunk stores: the top-N probabilities and class indices, whether it 
 read (and the error when not), the de-duplication signature and, optionally, the
 penultimate feature (float16).
 """
-import hashlib
 import json
 import logging
 import os
@@ -30,12 +29,13 @@ from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining.dedup.signatures import signature_arrays
 from ppssld.mining.teacher import Teacher
 from ppssld.utils.errors import DataError
+from ppssld.utils.fingerprint import lines_digest
 from ppssld.utils.io import atomic_save, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: errors stored only for the images that had one
+FORMAT_VERSION = 3  # 2: errors stored only for the images that had one; 3: pool_digest (BLAKE2b, was pool_sha1)
 
 
 class Scores(NamedTuple):
@@ -76,13 +76,6 @@ def _load_chunk(paths: Sequence[str], image_root: str, transform: Compose, kind:
 def error_message(exc: Exception) -> str:
     """``Type: message`` without memory addresses (so reruns write identical reports)."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
-
-
-def _fingerprint(paths: Sequence[str]) -> str:
-    digest = hashlib.sha1()
-    for p in paths:
-        digest.update(p.encode("utf-8") + b"\n")
-    return digest.hexdigest()
 
 
 def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False) -> None:
@@ -145,7 +138,7 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
         ``seconds_waiting_for_images`` (the teacher idle while a chunk is read and hashed).
     """
     os.makedirs(out_dir, exist_ok=True)
-    manifest = {"version": FORMAT_VERSION, "count": len(paths), "pool_sha1": _fingerprint(paths),
+    manifest = {"version": FORMAT_VERSION, "count": len(paths), "pool_digest": lines_digest(paths),
                 "teacher": teacher.description, "topn": int(topn), "chunk_size": int(chunk_size),
                 "features": bool(features), "hash": hash_kind, "hash_size": int(hash_size),
                 "batch_size": int(batch_size)}

@@ -14,7 +14,6 @@ in :mod:`ppssld.mining.score`):
 3. rank 0 merges the (small) de-duplication files and selects with
    :class:`~ppssld.mining.select.StreamingTopK`, reading one score chunk at a time.
 """
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from ppssld.mining.report import duplicate_entries
 from ppssld.mining.score import chunk_path, read_manifest, reference_signatures, wait_for
 from ppssld.mining.select import Selection, StreamingTopK
 from ppssld.mining.teacher import Teacher
+from ppssld.utils.fingerprint import digest
 from ppssld.utils.io import atomic_save, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -46,15 +46,15 @@ class Reference(NamedTuple):
     features: Optional[FeatureIndex]
 
 
-def _sha1(*parts: Any) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
+def _short_digest(*parts: Any) -> str:
+    return digest(list(parts))[:12]
 
 
 def reference(paths: Sequence[str], root: str, work: str, rank: int, world: int, teacher: Optional[Teacher] = None,
               transform: Optional[Compose] = None, batch_size: int = 64, threshold: int = dedup.DEFAULT_THRESHOLD,
               timeout: float = 24 * 3600) -> Reference:
     """Sharded signatures (and features when ``teacher``) of a reference list, then its index."""
-    tag = _sha1(list(paths), root, dedup.DEFAULT_HASH, dedup.DEFAULT_HASH_SIZE,
+    tag = _short_digest(list(paths), root, dedup.DEFAULT_HASH, dedup.DEFAULT_HASH_SIZE,
                 teacher.description if teacher else None)
     n_chunks = (len(paths) + REF_CHUNK - 1) // REF_CHUNK
     files = [os.path.join(work, f"ref_{tag}_{c:06d}.npz") for c in range(n_chunks)]
@@ -119,7 +119,7 @@ class DedupSettings(NamedTuple):
 def dedup_key(score_dir: str, refs: Sequence[Tuple[str, Reference]], settings: DedupSettings) -> str:
     """Key of the de-duplication result files: scores, references and settings."""
     manifest = read_manifest(score_dir)
-    return _sha1(manifest["pool_sha1"], manifest["teacher"], [(a, r.paths) for a, r in refs], settings)
+    return _short_digest(manifest["pool_digest"], manifest["teacher"], [(a, r.paths) for a, r in refs], settings)
 
 
 def dedup_file(score_dir: str, key: str, c: int) -> str:

@@ -8,10 +8,11 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.arch.build import build_model
+from ppssld.arch.roles import model_entries, teacher_name, teacher_weights
 from ppssld.arch.weights import load_state_dict, load_weights
 from ppssld.arch.zoo import build_backbone
 from ppssld.utils.config import get, trust_weights
-from ppssld.teacher.choose import engine_for
+from ppssld.teacher.choose import engine_for, engine_label
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.safe_load import check_inference_side_files
 
@@ -84,8 +85,9 @@ class Teacher:
         return probs, feat
 
 
-def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teacher:
-    """The teacher of a DistillationModel config (model ``name``) or the model of a plain config.
+def teacher_from_config(config: Dict[str, Any], name: Optional[str] = None) -> Teacher:
+    """The teacher of a DistillationModel config (model ``name``; default :func:`ppssld.arch.roles.teacher_name`)
+    or the model of a plain config.
 
     Raises:
         ConfigError: no weights to load (a random teacher would select noise).
@@ -94,18 +96,22 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
     strict = bool(get(config, "Global.strict_load", True))
     trust = trust_weights(config)
     if arch.get("name") == "DistillationModel":
-        names = [next(iter(m)) for m in arch.get("models") or [] if isinstance(m, dict) and m]
-        index = names.index(name) if name in names else -1
-        entry = (arch.get("models") or [{}])[index].get(name, {}) if index >= 0 else {}
-        listed = (arch.get("pretrained_list") or [None] * len(names))[index] if index >= 0 else None
-        if index >= 0 and not (entry.get("pretrained") or listed):
+        entries = model_entries(arch)
+        names = [key for key, _ in entries]
+        name = name or teacher_name(arch)
+        if name not in names:
+            raise ConfigError(f"no teacher among Arch.models {names}: freeze exactly one model "
+                              f"(Arch.freeze_params_list) or name it 'Teacher'")
+        index = names.index(name)
+        entry = entries[index][1]
+        where = teacher_weights(arch, name)
+        if not where:
             raise ConfigError(f"Arch.models[{index}].{name} has no pretrained weights: set its 'pretrained' "
                               f"to the teacher's .pdparams (mining with a random teacher selects noise)")
         layer = build_model(arch, strict=strict, only=name, trust=trust)
-        where = entry.get("pretrained") or listed
         engine = engine_for(layer, name, entry, arch.get("teacher_engine"))
-        engine_name = "paddle_inference" if engine is not None else "dygraph"
-        return Teacher(layer, f"{name}={entry.get('name')} weights={where} engine={engine_name}", engine=engine)
+        return Teacher(layer, f"{name}={entry.get('name')} weights={where} engine={engine_label(engine)}",
+                       engine=engine)
     weights = arch.get("pretrained") or get(config, "Global.pretrained_model")
     if not weights:
         raise ConfigError("Arch.pretrained (or Global.pretrained_model) must name the teacher's .pdparams: "
@@ -113,7 +119,7 @@ def teacher_from_config(config: Dict[str, Any], name: str = "Teacher") -> Teache
     layer = build_model(arch, strict=strict, load_pretrained=False)
     load_weights(layer, str(weights), strict=strict, where=f"teacher weights {weights}", trust=trust)
     engine = engine_for(layer, str(arch.get("name")), arch, "auto")
-    return Teacher(layer, f"{arch.get('name')} weights={weights} engine={'paddle_inference' if engine else 'dygraph'}",
+    return Teacher(layer, f"{arch.get('name')} weights={weights} engine={engine_label(engine)}",
                    engine=engine)
 
 
@@ -127,7 +133,7 @@ def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bo
         state = {k[len("Teacher."):]: v for k, v in state.items() if k.startswith("Teacher.")}
     load_weights(layer, state, strict=strict, where=weights)
     engine = engine_for(layer, backbone, {}, "auto")
-    return Teacher(layer, f"{backbone} weights={weights} engine={'paddle_inference' if engine else 'dygraph'}",
+    return Teacher(layer, f"{backbone} weights={weights} engine={engine_label(engine)}",
                    engine=engine)
 
 

@@ -8,6 +8,7 @@ import paddle.nn as nn
 
 from ppssld.optim.optimizers import NamedParams, OptimizerSpec
 from ppssld.optim.schedulers import WarmupSchedule, build_lr_scheduler
+from ppssld.utils.checks import is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import OPTIMIZERS
 
@@ -63,7 +64,7 @@ def _clip_grad(cfg: Dict[str, Any], where: str) -> Optional[float]:
     value = cfg.pop("clip_grad", None)
     if value is None or value == "None":  # PaddleClas literal-evaluates the YAML string "None"
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise ConfigError(f"{where}.clip_grad must be a number > 0 (the max global L2 norm of all gradients) "
                           f"or null, got {value!r}")
     if where not in _CLIP_GRAD_LOGGED:

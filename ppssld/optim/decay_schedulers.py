@@ -17,6 +17,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from ppssld.optim.schedulers import WarmupSchedule, schedule_number
+from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SCHEDULERS
 
@@ -185,7 +186,7 @@ class ReduceOnPlateau(WarmupSchedule):
         if factor >= 1.0:
             raise ConfigError(f"factor must be below 1.0 (the value is multiplied by it), got {factor!r}")
         for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor, self.patience, self.cooldown = factor, patience, cooldown

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import paddle
 from paddle.regularizer import L1Decay, L2Decay
 
+from ppssld.utils.checks import is_number
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import OPTIMIZERS
 
@@ -35,7 +36,7 @@ _SAVED = "_ppssld_saved_regularizer"
 
 
 def _positive(value: Any, what: str, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (not allow_zero and value == 0):
+    if not is_number(value) or value < 0 or (not allow_zero and value == 0):
         raise ConfigError(f"{what} must be a number {'>=' if allow_zero else '>'} 0, got {value!r}")
     return float(value)
 

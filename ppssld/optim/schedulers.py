@@ -18,6 +18,7 @@ from typing import Any, List, Optional, Sequence
 
 from paddle.optimizer.lr import LRScheduler
 
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SCHEDULERS
 
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def schedule_number(value: Any, what: str, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if not is_number(value) or value < minimum:
         raise ConfigError(f"{what} must be a number >= {minimum:g}, got {value!r}")
     return float(value)
 
@@ -47,9 +48,9 @@ class WarmupSchedule(LRScheduler):
     def __init__(self, epochs: int, steps_per_epoch: int, base_lr: float, warmup_epoch: float = 0,
                  warmup_steps: int = 0, warmup_start_lr: float = 0.0, by_epoch: bool = False,
                  last_epoch: int = -1) -> None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        if not is_int(epochs) or epochs < 1:
             raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        if not is_int(steps_per_epoch) or steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
         if last_epoch != -1:
             raise ConfigError(f"last_epoch must be -1 (got {last_epoch!r}); resume with Global.checkpoints, "

@@ -4,7 +4,9 @@
 (``benchmark/teacher_engine.py``), and dygraph where it cannot serve: a teacher in ``teacher_bn_mode:
 train`` (batch statistics), a teacher returning intermediate features (``return_patterns``), a GPU run
 (Paddle Inference on a GPU is not measured on this project's machines). ``paddle_inference`` asks for
-the engine and is refused with the reason where it cannot serve; ``dygraph`` keeps today's forward.
+the engine and is refused with the reason where it cannot serve; ``onnxruntime`` runs the saved net in
+ONNX Runtime (paddle2onnx + onnxruntime, the ``onnx`` extra) under the same rules; ``dygraph`` keeps
+today's forward.
 """
 import logging
 import os
@@ -13,7 +15,7 @@ from typing import Any, Dict, Optional
 import paddle
 import paddle.nn as nn
 
-from ppssld.arch.build import model_entries
+from ppssld.arch.roles import model_entries
 from ppssld.teacher.engines import LayerEngine, check_engine_name
 from ppssld.utils.errors import ConfigError
 
@@ -31,6 +33,11 @@ def dygraph_reason(entry: Dict[str, Any], bn_mode: str) -> Optional[str]:
     return None
 
 
+def engine_label(engine: Optional[LayerEngine]) -> str:
+    """The engine's name as cache manifests and mining reports record it (``dygraph`` for None)."""
+    return engine.kind if engine is not None else "dygraph"
+
+
 def engine_for(layer: nn.Layer, name: str, entry: Dict[str, Any], choice: Any,
                bn_mode: str = "eval") -> Optional[LayerEngine]:
     """The engine that runs frozen teacher ``name`` (None: dygraph), with one log line saying which and why.
@@ -44,12 +51,13 @@ def engine_for(layer: nn.Layer, name: str, entry: Dict[str, Any], choice: Any,
         return None
     reason = dygraph_reason(entry, bn_mode)
     if reason is not None:
-        if choice == "paddle_inference":
-            raise ConfigError(f"Arch.teacher_engine: paddle_inference cannot run teacher {name}: {reason}; "
+        if choice != "auto":
+            raise ConfigError(f"Arch.teacher_engine: {choice} cannot run teacher {name}: {reason}; "
                               f"use auto or dygraph")
         logger.info("teacher %s runs in dygraph (Arch.teacher_engine: auto): %s", name, reason)
         return None
-    return LayerEngine(layer, name, threads=int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    kind = "paddle_inference" if choice == "auto" else choice
+    return LayerEngine(layer, name, threads=int(os.environ.get("OMP_NUM_THREADS", "1") or 1), kind=kind)
 
 
 class EngineTeacher(nn.Layer):

@@ -1,16 +1,17 @@
-"""Run a frozen teacher layer in Paddle Inference (oneDNN on CPU) instead of dygraph.
+"""Run a frozen teacher layer in an inference engine instead of dygraph: Paddle Inference (oneDNN on CPU)
+or ONNX Runtime (the saved net converted by paddle2onnx; the ``onnx`` extra).
 
 The layer is saved once with ``paddle.jit.save`` into a folder of the engine store keyed by its
 weights (their bytes, :func:`ppssld.utils.fingerprint.arrays_digest`), its class and the input shape
 ``[C, H, W]`` and Paddle's version; any change makes another folder, and a run finding the folder
-reuses it. The store is ``<ppssld cache>/teacher_engine`` (:func:`ppssld.utils.io.cache_root`). Each folder is written beside its final name and renamed into place, so two
+reuses it (the ONNX conversion, ``teacher.onnx``, lives in the same folder). The store is ``<ppssld cache>/teacher_engine`` (:func:`ppssld.utils.io.cache_root`). Each folder is written beside its final name and renamed into place, so two
 processes (ranks) saving the same teacher at once both end with a complete folder.
 """
 import logging
 import os
 import shutil
 import time
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -22,7 +23,9 @@ from ppssld.utils.io import cache_root, ensure_dir, make_temp_dir
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("auto", "dygraph", "paddle_inference")
+ENGINES = ("auto", "dygraph", "paddle_inference", "onnxruntime")
+KINDS = ("paddle_inference", "onnxruntime")  # the engines LayerEngine runs
+ONNX_FILE = "teacher.onnx"
 MODEL_FILE = "teacher"  # paddle.jit.save prefix inside a store folder
 EXACT_TOLERANCE = 1e-4  # largest |softmax difference| to dygraph that an engine may have on a checked batch
 
@@ -101,6 +104,49 @@ class InferencePredictor:
         return self.output.copy_to_cpu()
 
 
+class OnnxRuntimePredictor:
+    """ONNX Runtime (CPU) running the saved teacher converted once by paddle2onnx into ``teacher.onnx``.
+
+    Raises:
+        ConfigError: paddle2onnx or onnxruntime missing (the ``onnx`` extra), or the conversion failing.
+    """
+
+    def __init__(self, folder: str, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+            import paddle2onnx
+        except ImportError as exc:
+            raise ConfigError(f"Arch.teacher_engine: onnxruntime needs paddle2onnx and onnxruntime ({exc}); install "
+                              f"them with: bash scripts/install.sh onnx (or choose paddle_inference)") from exc
+        onnx_path = os.path.join(folder, ONNX_FILE)
+        if not os.path.isfile(onnx_path):
+            graph, params = _model_files(folder)
+            tmp = f"{onnx_path}.tmp{os.getpid()}"
+            try:
+                paddle2onnx.export(graph, params, save_file=tmp, opset_version=11, enable_onnx_checker=True,
+                                   optimize_tool="onnxoptimizer", verbose=False)
+                os.replace(tmp, onnx_path)
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise ConfigError(f"Arch.teacher_engine: onnxruntime: paddle2onnx could not convert the saved "
+                                  f"teacher in {folder}: {exc}; choose paddle_inference or dygraph") from exc
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+PREDICTORS = {"paddle_inference": InferencePredictor, "onnxruntime": OnnxRuntimePredictor}
+ENGINE_LABELS = {"paddle_inference": "Paddle Inference (oneDNN", "onnxruntime": "ONNX Runtime (CPU"}
+
+
 def softmax_gap(a: np.ndarray, b: np.ndarray) -> float:
     """Largest absolute difference between the row softmaxes of two logit arrays."""
     def soft(x: np.ndarray) -> np.ndarray:
@@ -110,25 +156,28 @@ def softmax_gap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class LayerEngine:
-    """Runs ``layer`` in Paddle Inference, one predictor per input shape, each checked against dygraph on its
+    """Runs ``layer`` in an inference engine, one predictor per input shape, each checked against dygraph on its
     first batch (softmax within :data:`EXACT_TOLERANCE`).
 
     Args:
         layer: the frozen teacher (eval mode, logits out).
         name: its name, for logs and errors.
         threads: CPU threads of each predictor.
+        kind: ``paddle_inference`` or ``onnxruntime``.
     Raises (on a call):
         ConfigError: the engine's softmax differs from dygraph's beyond the tolerance.
     """
 
-    def __init__(self, layer: nn.Layer, name: str, threads: int) -> None:
-        self.layer, self.name, self.threads = layer, name, int(threads)
-        self.predictors: Dict[Tuple[int, ...], InferencePredictor] = {}
+    def __init__(self, layer: nn.Layer, name: str, threads: int, kind: str = "paddle_inference") -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"teacher engine kind must be one of {KINDS}, got {kind!r}")
+        self.layer, self.name, self.threads, self.kind = layer, name, int(threads), kind
+        self.predictors: Dict[Tuple[int, ...], Any] = {}
 
     def __deepcopy__(self, memo: dict) -> "LayerEngine":
         return self  # frozen: a model copy (EMA) shares the engine
 
-    def _predictor(self, batch: np.ndarray) -> InferencePredictor:
+    def _predictor(self, batch: np.ndarray) -> Any:
         shape = tuple(int(s) for s in batch.shape[1:])
         if shape in self.predictors:
             return self.predictors[shape]
@@ -136,16 +185,17 @@ class LayerEngine:
         folder = os.path.join(ensure_dir(store_root()), layer_key(self.layer, shape))
         reused = os.path.isfile(os.path.join(folder, MODEL_FILE + ".pdiparams"))
         _save(self.layer, shape, folder)
-        predictor = InferencePredictor(folder, self.threads)
+        predictor = PREDICTORS[self.kind](folder, self.threads)
         with paddle.no_grad():
             reference = self.layer(paddle.to_tensor(batch)).numpy()
         gap = softmax_gap(predictor(batch), reference)
         if gap > EXACT_TOLERANCE:
-            raise ConfigError(f"Arch.teacher_engine: Paddle Inference's softmax of {self.name} differs from dygraph's "
+            raise ConfigError(f"Arch.teacher_engine: {self.kind}'s softmax of {self.name} differs from dygraph's "
                               f"by {gap:.2e} (> {EXACT_TOLERANCE:g}) at input {list(shape)}; set "
                               f"Arch.teacher_engine: dygraph")
-        logger.info("teacher %s runs in Paddle Inference (oneDNN, %d thread(s)) at input %s: %s %s in %.1f s; "
-                    "softmax within %.1e of dygraph on its first batch", self.name, self.threads, list(shape),
+        logger.info("teacher %s runs in %s, %d thread(s)) at input %s: %s %s in %.1f s; "
+                    "softmax within %.1e of dygraph on its first batch", self.name, ENGINE_LABELS[self.kind],
+                    self.threads, list(shape),
                     "reused" if reused else "saved", folder, time.perf_counter() - start, gap)
         self.predictors[shape] = predictor
         return predictor

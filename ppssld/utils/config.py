@@ -32,7 +32,7 @@ SCHEMA: Dict[str, Any] = {
         "print_batch_step": ANY, "use_visualdl": ANY, "image_shape": ANY,
         "save_inference_dir": ANY, "start_eval_epoch": ANY, "seed": ANY,
         "strict_load": ANY, "class_names": ANY, "trust_weights": ANY, "update_freq": ANY, "use_sync_bn": ANY,
-        "use_multilabel": ANY, "soft_label_cache": ANY, "eval_teacher": ANY,
+        "use_multilabel": ANY, "soft_label_cache": ANY, "eval_teacher": ANY, "to_static": ANY,
     },
     "Arch": ANY,
     "AMP": {"use_amp": ANY, "level": ANY, "scale_loss": ANY, "use_dynamic_loss_scaling": ANY,
@@ -47,7 +47,6 @@ SCHEMA: Dict[str, Any] = {
 
 # Keys PaddleClas accepts that ppssld does not implement yet: accepted, ignored, warned once.
 UNSUPPORTED = {
-    "Global.to_static": "dygraph training is used; export always converts to static",
     "Global.use_dali": "the Paddle data loader is used",
     "Global.eval_mode": "only classification evaluation exists",
     "Global.iter_per_epoch": "epochs always cover the whole dataset",

@@ -1,4 +1,7 @@
-"""Fingerprints of what a result was built from: settings, configs and input files, and their diff."""
+"""Fingerprints of what a result was built from: settings, configs, input files, lists and arrays, and their diff.
+
+The one content hash of ppssld: BLAKE2b (16-byte digests), here and nowhere else.
+"""
 import hashlib
 import json
 import os
@@ -68,4 +71,26 @@ def arrays_digest(arrays: Dict[str, Any]) -> str:
         value = np.ascontiguousarray(arrays[name])
         hasher.update(f"{name}|{value.shape}|{value.dtype}|".encode("utf-8"))
         hasher.update(value.tobytes())
+    return hasher.hexdigest()
+
+
+def lines_digest(lines: Any) -> str:
+    """A BLAKE2 digest of text lines in order (e.g. a pool's image paths), each ended by a newline."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for line in lines:
+        hasher.update(str(line).encode("utf-8") + b"\n")
+    return hasher.hexdigest()
+
+
+def state_digest(state: Dict[str, Any]) -> str:
+    """A BLAKE2 digest of a state dict's names and values in sorted name order (Paddle tensors or arrays);
+    what checkpoints record to detect mixed files (kept byte-compatible with the checkpoints already written)."""
+    import numpy as np
+
+    hasher = hashlib.blake2b(digest_size=16)
+    for key in sorted(state):
+        value = state[key]
+        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        hasher.update(key.encode("utf-8"))
+        hasher.update(np.ascontiguousarray(array).tobytes())
     return hasher.hexdigest()

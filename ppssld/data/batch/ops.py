@@ -3,7 +3,7 @@
 They run once per training batch in the trainer, on the image tensor, before the model: in
 distillation the teacher and the student see the same mixed images (function matching, Beyer et
 al. 2022), the soft losses compare their outputs on them, and the hard-label losses read the
-:class:`ppssld.loss.mixed.MixedLabels` (``lam * CE(a) + (1 - lam) * CE(b)``; unlabeled images:
+:class:`ppssld.data.batch.mixed_labels.MixedLabels` (``lam * CE(a) + (1 - lam) * CE(b)``; unlabeled images:
 see :mod:`ppssld.loss.mixed`). Train metrics skip mixed batches.
 
 Every random draw comes from a generator keyed to (seed, epoch, step, rank), so a resumed run
@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 
 from ppssld.data.transforms import parse_number
-from ppssld.loss.mixed import MixedLabels
+from ppssld.data.batch.mixed_labels import MixedLabels
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import BATCH_OPS, component_entries
 

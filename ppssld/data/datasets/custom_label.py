@@ -23,6 +23,7 @@ from ppssld.data.datasets.imagenet import ImageNetDataset
 from ppssld.data.image import read_bytes, to_network
 from ppssld.data.lists.label_list import UNLABELED, Problem, Record, check_records, count_repeats, format_problems
 from ppssld.data.transforms import HWC, ImageDecodeError, Op, as_rgb_array, build_transforms, decode_image
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import DATASETS, TRANSFORMS
 
@@ -55,7 +56,7 @@ class RandomRot90(LabelOp):
 
 
 def _odd_sizes(max_ksize: Any, name: str) -> List[int]:
-    if isinstance(max_ksize, bool) or not isinstance(max_ksize, int) or max_ksize < 6:
+    if not is_int(max_ksize) or max_ksize < 6:
         raise ConfigError(f"{name} must be an int >= 6 (kernel sizes 5, 7, ... below it), got {max_ksize!r}")
     return list(range(5, max_ksize, 2))
 
@@ -71,9 +72,9 @@ class BlurImage(LabelOp):
 
     def __init__(self, ratio: float = 0.5, motion_max_ksize: int = 12, motion_max_angle: int = 45,
                  gaussian_max_ksize: int = 12) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        if not is_number(ratio) or not 0 <= ratio <= 1:
             raise ConfigError(f"ratio must be a probability in [0, 1], got {ratio!r}")
-        if isinstance(motion_max_angle, bool) or not isinstance(motion_max_angle, int) or motion_max_angle < 1:
+        if not is_int(motion_max_angle) or motion_max_angle < 1:
             raise ConfigError(f"motion_max_angle must be an int >= 1, got {motion_max_angle!r}")
         self.ratio = float(ratio)
         self.motion_sizes = _odd_sizes(motion_max_ksize, "motion_max_ksize")

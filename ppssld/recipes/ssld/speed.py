@@ -42,23 +42,24 @@ def params_and_speed(layer, image_shape: Sequence[int], batch_size: int = 128, r
 
 def teacher_student_speed(config: Dict[str, Any]) -> Dict[str, Any]:
     """Parameters and eval-mode img/s (random images at ``Global.image_shape``) of a DistillationModel
-    config's Teacher and Student backbones (freshly built: the architecture is what is timed)."""
+    config's teacher and student backbones (:mod:`ppssld.arch.roles`; freshly built: the architecture is
+    what is timed), keyed ``teacher`` and ``student``."""
+    from ppssld.arch.build import infer_model_name
+    from ppssld.arch.roles import model_entries, teacher_name
     from ppssld.arch.zoo import build_backbone
 
     shape = (config.get("Global") or {}).get("image_shape") or [3, 224, 224]
-    models = {}
-    for entry in config["Arch"].get("models") or []:
-        (role, spec), = entry.items()
-        models[role] = spec
+    models = dict(model_entries(config["Arch"]))
+    roles = {"teacher": teacher_name(config["Arch"]), "student": infer_model_name(config["Arch"])}
     speed: Dict[str, Any] = {}
-    for role in ("Teacher", "Student"):
-        spec = models.get(role)
+    for label, role in roles.items():
+        spec = models.get(role) if role is not None else None
         if not spec:
             continue
         kwargs = {k: v for k, v in spec.items() if k not in ("name", "class_num", "pretrained", "use_ssld")}
         layer = build_backbone(spec["name"], class_num=spec.get("class_num"), where=f"Arch.models.{role}", **kwargs)
         row = dict(params_and_speed(layer, shape), arch=spec["name"])
-        speed[role.lower()] = row
-        logger.info("%s %s: %.2fM parameters, %.0f img/s (eval forward, batch %d, %s)", role.lower(), spec["name"],
+        speed[label] = row
+        logger.info("%s %s: %.2fM parameters, %.0f img/s (eval forward, batch %d, %s)", label, spec["name"],
                     row["params"] / 1e6, row["images_per_s"], row["batch_size"], "x".join(str(v) for v in shape))
     return speed

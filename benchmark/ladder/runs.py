@@ -1,10 +1,10 @@
 """The ladder's execution layer: data preparation, run configs, soft-label caches and resumable training runs.
 
-:class:`LadderRuns` turns the planned :class:`ladder_budget.RunSpec` / :class:`ladder_budget.CacheSpec` objects
+:class:`LadderRuns` turns the planned :class:`budget.RunSpec` / :class:`budget.CacheSpec` objects
 into ``load_config(<quick-start YAML>, overrides)`` + ``build_trainer(config).fit()`` runs and in-process
 ``ppssld.cache.generate`` calls, each in its own folder under ``--work`` with a result file that makes a re-run
 skip it (an interrupted run resumes from its ``latest`` checkpoint, an interrupted cache from its last chunk).
-``benchmark/ladder.py`` orders the steps.
+``classic.py`` orders the steps; ``converged.py`` reuses the data, config and run pieces.
 """
 import argparse
 import datetime
@@ -13,13 +13,16 @@ import hashlib
 import json
 import logging
 import os
+import resource
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import common
-from ladder_budget import DATASETS, Plan, RunSpec
+from benchmark import common
+from benchmark.ladder.budget import DATASETS, DIGITS, Plan, RunSpec
 
 QS = os.path.join(common.ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
+RESULTS = os.path.join(common.RESULTS, "ladder")  # every ladder result file goes here
 YAML = {"teacher": "teacher_ResNet18_1ep.yaml", "ce": "student_MV3_small_x0_35_ce.yaml",
         "kd": "ssld_R18_MV3_small_x0_35.yaml", "js": "ssld_R18_MV3_small_x0_35.yaml",
         "ft": "finetune_R18_MV3_small_x0_35.yaml"}
@@ -28,6 +31,18 @@ KD_LOSS = ("Loss.Train=[{DistillationGTCELoss: {weight: 1.0, model_names: [Stude
 CACHE_DTYPE = "float16"  # tools/cache_soft_labels.py's default
 
 logger = logging.getLogger("ppssld.benchmark.ladder")
+
+
+def command_line() -> str:
+    """This invocation as the results record it: ``-m benchmark.ladder <args>`` (run from the repository root)."""
+    return " ".join(["-m benchmark.ladder"] + sys.argv[1:])
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its finished children (the loader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def floats(text: str) -> List[float]:
@@ -80,6 +95,7 @@ class LadderRuns:
         self.tune_report: Dict[str, Any] = {}
         self.done_est = self.done_wall = 0.0
         self.walls: Dict[str, float] = {}  # label -> wall seconds of every run and cache, this invocation's or not
+        self.cpus: Dict[str, float] = {}  # label -> CPU seconds of every training run (0 for runs before cpu_s)
         self.units = self.plan.units()
 
     def progress(self, label: str, est: float, wall: Optional[float]) -> None:
@@ -272,6 +288,7 @@ class LadderRuns:
             self.progress(label, est, None)
             result = load_json(marker)
             self.walls[label] = float(result["wall_s"])
+            self.cpus[label] = float(result.get("cpu_s") or 0.0)
             return result
         config = load_config(yaml_path, overrides + [f"Global.output_dir={out}"])
         latest = os.path.join(save_dir(config), "latest.pdparams")
@@ -283,18 +300,58 @@ class LadderRuns:
                     f"soft-label cache {cache}" if cache else "online" if "Teacher" in str(overrides) else "none",
                     out)
         resumed = bool(config["Global"].get("checkpoints"))
-        tic = time.time()
+        tic, cpu = time.time(), cpu_seconds()
         trainer = build_trainer(config)
         fit = trainer.fit()
         batch = int(config["DataLoader"]["Train"]["sampler"]["batch_size"])
         result = {"label": label, "seed": seed, "epochs": epochs, "top1": round(float(fit["best_metric"]), 5),
                   "images_seen": len(trainer.train_loader) * batch * epochs, "wall_s": round(time.time() - tic, 1),
+                  "cpu_s": round(cpu_seconds() - cpu, 1),
                   "resumed": resumed, "best_model": os.path.join(save_dir(config), "best_model"),
                   "config": os.path.basename(yaml_path), "overrides": overrides, "soft_label_cache": cache}
         atomic_write_json(marker, result)
         self.progress(label, est, result["wall_s"])
         self.walls[label] = float(result["wall_s"])
+        self.cpus[label] = float(result.get("cpu_s") or 0.0)
         return result
+
+    def transfer_from(self, best_model: str, source: str, label: str, seed: int, epochs: int, est: float,
+                      source_classes: int) -> Dict[str, Any]:
+        """Fine-tune the student weights ``best_model`` (of run ``source``) on digits with lr_mult_list, from
+        plain-key weights; the run is ``label``."""
+        import paddle
+
+        from ppssld.arch.weights import load_state_dict, strip_prefix
+        from ppssld.arch.zoo import build_backbone
+        from ppssld.utils.errors import ConfigError
+
+        state = load_state_dict(best_model)
+        if any(k.startswith("Student.") for k in state):
+            state = strip_prefix(state, "Student")
+        target_classes = DIGITS["classes"]
+        dropped = sorted(k for k in state if k.startswith("fc.")) if source_classes != target_classes else []
+        state = {k: v for k, v in state.items() if k not in dropped}
+        path = os.path.join(self.work, "transfer", f"{source}_backbone.pdparams")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        paddle.save(state, path)
+        mults = floats(self.args.lr_mult_list)
+        try:  # ppssld refuses an lr_mult_list the backbone would ignore (paddleclas's MobileNetV3 does)
+            build_backbone(self.args.student, class_num=target_classes, lr_mult_list=mults)
+            applied = True
+        except ConfigError as exc:
+            applied = False
+            logger.warning("[Ladder] transfer without lr_mult_list: %s", exc)
+        yaml_path, ov = self.arm("ce", "transfer", self.args.transfer_lr)
+        ov += [f"Arch.class_num={target_classes}", f"Global.pretrained_model={path}"]
+        ov += [f"Arch.lr_mult_list={mults}"] if applied else []
+        ov += ["Global.strict_load=False"] if dropped else []
+        result = self.train(label, yaml_path, ov, epochs, seed, est)
+        return {"source_run": source, "top1": result["top1"], "epochs": result["epochs"], "wall_s": result["wall_s"],
+                "cpu_s": result.get("cpu_s"), "lr": self.args.transfer_lr, "lr_mult_list": mults,
+                "lr_mult_list_applied": applied,
+                "classifier": (f"dropped {dropped} ({source_classes} -> {target_classes} classes), loaded with "
+                               "Global.strict_load: False") if dropped else
+                f"kept: both have {target_classes} classes, loaded strictly"}
 
     def spec(self, label: str, key: str = "", seed: int = 0, epochs: int = 0) -> RunSpec:
         """The planned run ``label`` (the plan is redrawn once the mined list's size is known). A --converge budget

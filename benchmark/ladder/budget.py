@@ -1,7 +1,7 @@
 """The ladder's plan and cost model: which runs and soft-label caches a set of options implies, and their minutes.
 
 Pure planning (no data, no training): :class:`Plan` turns the command line into :class:`RunSpec` (one training
-run) and :class:`CacheSpec` (one teacher soft-label cache) objects. ``benchmark/ladder.py`` executes them and
+run) and :class:`CacheSpec` (one teacher soft-label cache) objects. ``classic.py`` executes them and
 ``--plan`` prints :meth:`Plan.table`.
 
 Caches: every distillation arm (KD, JS, fine-tune, and the KD/JS LR-search runs) reads the cache of its
@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 # ---- Cost model ------------------------------------------------------------------------------------------------
 # Training images/s including start-up, and seconds per 10,000 evaluated images, on the 2-core CPU.
-# ce / distill / mine: the committed ladder run (2026-11-25, OMP_NUM_THREADS=2, benchmark/results/ladder.json).
+# ce / distill / mine: the committed ladder run (2026-11-25, OMP_NUM_THREADS=2, benchmark/results/ladder/ladder.json).
 # teacher: ResNet18 with AdamW, batch 64 (teacher_ResNet18_1ep.yaml): 137-141 img/s in teacher_choice.md.
 # cached: a distillation arm reading the soft-label cache runs the student alone (train_throughput.md: 1.10x the
 #   student's CE speed on synthetic tensors), so it is costed as CE until the ladder measures it.

@@ -4,7 +4,7 @@ Runs the pipeline's own distill stage (``Pipeline._distill``) on the data, teach
 main-job output (``--from``: its data/teacher/mine ``stage.json``), once per ``--mode``, into ``--out/<mode>``;
 appends the timing to ``--json``. Command (one mode per lock hold):
 
-    flock /tmp/ppssld-heavy.lock python benchmark/pipeline_cache.py --from output/fashion_mnist_ssld \
+    flock /tmp/ppssld-heavy.lock python benchmark/main_job_cache.py --from output/fashion_mnist_ssld \
         --out /tmp/bench --mode online --json benchmark/results/pipeline_soft_label_cache.json
 """
 import argparse

@@ -6,17 +6,17 @@ fit, in-process, ``LadderRuns.train``). The twin's wall over the cached run's gi
 ratio; the ladder's "before" is then estimated as every cache-reading run's wall x the ratio of its kind
 (step 5's for step 5, step 3's for every arm on L and the KD/JS LR search), without the caches' generation.
 
-Usage: python benchmark/ladder_twin.py --work /work/ladder_work [--runs 3_js_L_seed1,5_js_mined_seed1]
-(run alone, right after the ladder, with the ``--work`` folder it used; writes results/ladder_twin.md/.json)
+Usage: python -m benchmark.ladder twin --work /work/ladder_work [--runs 3_js_L_seed1,5_js_mined_seed1]
+(run alone, right after the classic ladder, with the ``--work`` folder it used; writes
+benchmark/results/ladder/ladder_twin.md/.json)
 """
 import argparse
 import glob
 import os
-import sys
 from typing import Any, Dict, List, Optional
 
-import common
-from ladder_runs import QS, LadderRuns, load_json
+from benchmark import common
+from benchmark.ladder.runs import QS, RESULTS, LadderRuns, command_line, load_json
 
 RUN_KEYS = ("Global.seed=", "Global.epochs=", "Global.eval_interval=")  # LadderRuns.train adds these again
 CACHE_KEY = "Global.soft_label_cache="
@@ -68,12 +68,12 @@ def markdown(p: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Train the twins (skipped when done), write the results."""
-    from ladder import parse_args
+    from benchmark.ladder.classic import parse_args
     from ppssld.utils.logger import setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", required=True, help="the ladder's --work folder")
-    p.add_argument("--ladder-json", default=os.path.join(common.RESULTS, "ladder.json"))
+    p.add_argument("--ladder-json", default=os.path.join(RESULTS, "ladder.json"))
     p.add_argument("--runs", default="3_js_L_seed1,5_js_mined_seed1", help="cached runs to twin (step 3 and 5 needed)")
     args = p.parse_args(argv)
     setup_logging()
@@ -91,11 +91,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         ratio["js_mined" if label.startswith("5_") else "js_L"] = twins[label]["ratio"]
     if set(ratio) != {"js_L", "js_mined"}:
         raise SystemExit("error: --runs needs one run of step 3 (or another arm on L) and one of step 5")
-    payload = {"ladder_command": ladder["command"], "ladder_date": ladder["date"], "twins": twins,
+    payload = {"command": command_line(), "ladder_command": ladder["command"], "ladder_date": ladder["date"], "twins": twins,
                "estimate": estimate(ladder, ratio)}
+    common.RESULTS = RESULTS
     common.write_results("ladder_twin", payload, markdown(payload))
     return payload
 
-
-if __name__ == "__main__":
-    sys.exit(0 if main() else 1)

@@ -1,4 +1,4 @@
-"""The SSLD ablation ladder in miniature (Fashion-MNIST): steps 0-6 and a transfer check, resumable.
+"""The classic SSLD ablation ladder (Fashion-MNIST): steps 0-6 at fixed budgets and a transfer check, resumable.
 
 Every run goes through the library as a user would: ``load_config(<shipped quick-start YAML>, -o ...)``
 then ``build_trainer(config).fit()``, each in its own folder under ``--work``. A finished run writes
@@ -19,22 +19,23 @@ the chosen budget is the one with the best mean top-1 (test-set selection, as th
 top-1 stop rising") and step 1's chosen runs are the reference of every delta. ``--only`` runs a subset
 (plus what it needs: teacher, data, mining, caches, step 5 before 6).
 
-    python benchmark/ladder.py --plan                 # print the budget table, run nothing (any options)
-    python benchmark/ladder.py                        # the whole ladder from the caches: --plan 85 min
+    python -m benchmark.ladder --plan                 # print the budget table, run nothing (any options)
+    python -m benchmark.ladder                        # the whole ladder from the caches: --plan 85 min
                                                       #   (--no-cache: 94 min)
     # (a) the cache's approximation measured, steps 3 and 5, two seeds each, cached and online: --plan 67 min
     #     (teacher 8.5 and mining 8.4 of it are reused by (b) when both use the same --work)
-    python benchmark/ladder.py --scale 0.25 --only js_L,js_mined --online-check
+    python -m benchmark.ladder --scale 0.25 --only js_L,js_mined --online-check
     # (b) the full ladder, the committed run's settings, steps 0 and 1 trained until test top-1 stops rising:
     #     --plan 122 min worst case (--no-cache: 136 min; without --converge 97 min, --no-cache 111 min)
-    python benchmark/ladder.py --scale 0.5 --tune --tune-epochs 6 --lr-grid 0.05,0.1,0.2 --converge
-    python benchmark/ladder.py --no-cache ...         # the old behaviour: online teacher everywhere
-    python benchmark/ladder.py --scale 0.02 --limit-train 600 --limit-val 300 --tune --online-check --converge \\
+    python -m benchmark.ladder --scale 0.5 --tune --tune-epochs 6 --lr-grid 0.05,0.1,0.2 --converge
+    python -m benchmark.ladder --no-cache ...         # the old behaviour: online teacher everywhere
+    python -m benchmark.ladder --scale 0.02 --limit-train 600 --limit-val 300 --tune --online-check --converge \\
         --results-dir /tmp/smoke --work /tmp/smoke_work        # smoke run, ~2.5 min on the 2-core CPU
 
---plan figures: the cost model of ``ladder_budget.py`` (IPS), which assumes a cached arm trains at CE speed until a
-ladder run measures it; re-run ``--plan`` after changing options. Files: ``ladder_budget.py`` (plan, cost model),
-``ladder_runs.py`` (data, configs, caches, runs), ``ladder_report.py`` (ladder.md, ladder.png).
+(from the repository root). --plan figures: the cost model of ``budget.py`` (IPS), which assumes a cached arm
+trains at CE speed until a ladder run measures it; re-run ``--plan`` after changing options. Files: ``budget.py``
+(plan, cost model), ``runs.py`` (data, configs, caches, runs), ``render.py`` (ladder.md, ladder.png). The converged
+ladder (every compared arm trained to a plateau) is ``python -m benchmark.ladder converged``.
 """
 import argparse
 import hashlib
@@ -44,10 +45,11 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-import common
-from ladder_budget import DATASETS, DIGITS, ONLINE_CHECK, STEPS, TUNE_ARMS, Plan, parse_only
-from ladder_report import markdown, plot, wall_by_part
-from ladder_runs import CACHE_DTYPE, YAML, LadderRuns, floats, load_json, read_lines, short_hash
+from benchmark import common
+from benchmark.ladder.budget import DATASETS, ONLINE_CHECK, STEPS, TUNE_ARMS, Plan, parse_only
+from benchmark.ladder.render import markdown, plot, wall_by_part
+from benchmark.ladder.runs import (CACHE_DTYPE, RESULTS, YAML, LadderRuns, command_line, floats, load_json, read_lines,
+                                   short_hash)
 
 logger = logging.getLogger("ppssld.benchmark.ladder")
 
@@ -56,7 +58,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The command line (see the module docstring); bad combinations exit 2 with one message."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="./output/ladder", help="run folders, data, caches and checkpoints")
-    p.add_argument("--results-dir", default=common.RESULTS, help="where ladder.{json,md,png} go")
+    p.add_argument("--results-dir", default=RESULTS, help="where ladder.{json,md,png} go")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion_mnist")
     p.add_argument("--student", default="MobileNetV3_small_x0_35", help="zoo backbone of the student")
     p.add_argument("--teacher", default=None, help="existing teacher .pdparams (skips training one)")
@@ -234,40 +236,10 @@ class Ladder(LadderRuns):
         return result
 
     def transfer(self, source: str, seed: int) -> Dict[str, Any]:
-        """Fine-tune the student of run ``source`` on digits with lr_mult_list, from plain-key weights."""
-        import paddle
-
-        from ppssld.arch.weights import load_state_dict, strip_prefix
-        from ppssld.arch.zoo import build_backbone
-        from ppssld.utils.errors import ConfigError
-
-        state = load_state_dict(self.results[source]["best_model"])
-        if any(k.startswith("Student.") for k in state):
-            state = strip_prefix(state, "Student")
-        source_classes, target_classes = DATASETS[self.args.dataset]["classes"], DIGITS["classes"]
-        dropped = sorted(k for k in state if k.startswith("fc.")) if source_classes != target_classes else []
-        state = {k: v for k, v in state.items() if k not in dropped}
-        path = os.path.join(self.work, "transfer", f"{source}_backbone.pdparams")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        paddle.save(state, path)
-        mults = floats(self.args.lr_mult_list)
-        try:  # ppssld refuses an lr_mult_list the backbone would ignore (paddleclas's MobileNetV3 does)
-            build_backbone(self.args.student, class_num=target_classes, lr_mult_list=mults)
-            applied = True
-        except ConfigError as exc:
-            applied = False
-            logger.warning("[Ladder] transfer without lr_mult_list: %s", exc)
-        yaml_path, ov = self.arm("ce", "transfer", self.args.transfer_lr)
-        ov += [f"Arch.class_num={target_classes}", f"Global.pretrained_model={path}"]
-        ov += [f"Arch.lr_mult_list={mults}"] if applied else []
-        ov += ["Global.strict_load=False"] if dropped else []
+        """Fine-tune the student of run ``source`` on digits with lr_mult_list (``LadderRuns.transfer_from``)."""
         spec = self.spec(f"X_transfer_from_{source}")
-        result = self.train(spec.label, yaml_path, ov, spec.epochs, seed, spec.est_s)
-        return {"source_run": source, "top1": result["top1"], "epochs": result["epochs"], "wall_s": result["wall_s"],
-                "lr": self.args.transfer_lr, "lr_mult_list": mults, "lr_mult_list_applied": applied,
-                "classifier": (f"dropped {dropped} ({source_classes} -> {target_classes} classes), loaded with "
-                               "Global.strict_load: False") if dropped else
-                f"kept: both have {target_classes} classes, loaded strictly"}
+        return self.transfer_from(self.results[source]["best_model"], source, spec.label, seed, spec.epochs,
+                                  spec.est_s, DATASETS[self.args.dataset]["classes"])
 
     # ---- the ladder ------------------------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
@@ -354,13 +326,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     logger.info("[Ladder] budget (OMP_NUM_THREADS=%s):\n%s", os.environ.get("OMP_NUM_THREADS"), ladder.plan.table())
     os.makedirs(ladder.work, exist_ok=True)
     setup_logging(os.path.join(ladder.work, "ladder.log"))
-    payload = ladder.run()
+    payload = dict(ladder.run(), command=command_line())
     common.RESULTS = os.path.abspath(args.results_dir)
     path = common.write_results("ladder", payload, markdown(payload))
     plot(payload, os.path.join(common.RESULTS, "ladder.png"))
     logger.info("[Ladder] results: %s (+ ladder.md, ladder.png) in %.1f min", path, payload["total_wall_s"] / 60)
     return payload
 
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@ with ``paddle.save`` (and a ``.safetensors`` twin), then times ``paddle.load``, 
 safetensors read interleaved (the order rotates every round, so drift and cache effects hit all
 alike) and reports medians. Both return Paddle tensors; the results are checked equal first.
 
-    flock /tmp/ppssld-heavy.lock python benchmark/safe_load.py --repeats 15
+    flock /tmp/ppssld-heavy.lock python benchmark/weights_safety.py --repeats 15
 """
 import argparse
 import logging
