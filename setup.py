@@ -34,7 +34,8 @@ setup(
         # PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python set before paddle is imported
         "hub": ["paddlehub==2.4.0", "huggingface_hub<0.24", "aistudio-sdk<0.2", "pyarrow<15",
                 "datasets<2.20", "gradio<5"],
-        # paddle2onnx 2.x reads Paddle 3.x's inference.json
-        "onnx": ["paddle2onnx==2.1.0", "onnxruntime==1.32.0"],
+        # paddle2onnx 2.x reads Paddle 3.x's inference.json; onnxruntime.quantization (int8, deploy/slim)
+        # imports ml_dtypes, which onnxruntime does not declare
+        "onnx": ["paddle2onnx==2.1.0", "onnxruntime==1.32.0", "ml_dtypes==0.5.4"],
     },
 )

@@ -59,7 +59,9 @@ def make_inputs(root: str, args: argparse.Namespace) -> Dict[str, Any]:
            {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                                "order": ""}}]
     config = {"Global": {"image_shape": [3, args.size, args.size], "save_inference_dir": os.path.join(root, "out")},
+              # logits out (no PaddleClas softmax), so the diffs to dygraph below stay diffs of logits
               "Arch": {"name": "DistillationModel", "freeze_params_list": [True, False], "infer_model_name": "Student",
+                       "infer_add_softmax": False,
                        "models": [{"Teacher": {"name": "ResNet50_vd", "class_num": args.class_num,
                                                "pretrained": "never_loaded.pdparams"}},
                                   {"Student": {"name": args.model, "class_num": args.class_num}}]},

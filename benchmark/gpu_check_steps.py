@@ -233,8 +233,8 @@ def parity_step(plan: Plan, precision: str) -> Dict[str, Any]:
     result = export_model(fp32_config, weights=weights, save_dir=export_dir, with_hub=False)
     plan.paths[f"export/{precision}"] = result.model_dir
     predictor = Predictor(result.model_dir, device=plan.device, batch_size=plan.batch)
-    logits = predictor.logits([open(p, "rb").read() for p in _val_images(plan)])
-    infer_top1 = float((logits.argmax(axis=1) == _val_labels(plan)).mean())
+    scores = predictor.outputs([open(p, "rb").read() for p in _val_images(plan)])
+    infer_top1 = float((scores.argmax(axis=1) == _val_labels(plan)).mean())
     values = {"eval_amp_top1": amp_top1, "eval_fp32_top1": fp32_top1, "inference_top1": infer_top1}
     gap = max(values.values()) - min(values.values())
     if plan.dry_run:

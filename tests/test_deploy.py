@@ -96,11 +96,11 @@ def test_topk_order_and_softmax():
     logits = np.array([[0.0, 3.0, 1.0, 3.0], [5.0, -1.0, 2.0, 0.5]], np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(softmax(logits), probs, rtol=1e-6)
-    res = topk_results(logits, 3, CLASSES)
+    res = topk_results(softmax(logits), 3, CLASSES)
     assert res[0]["class_ids"] == [1, 3, 2] and res[1]["class_ids"] == [0, 2, 3]
     assert res[1]["label_names"] == ["cat", "big bird", "fish"]
     np.testing.assert_allclose(res[1]["scores"], probs[1, [0, 2, 3]], rtol=1e-6)
-    assert len(topk_results(logits, 99, None)[0]["class_ids"]) == 4
+    assert len(topk_results(probs, 99, None)[0]["class_ids"]) == 4
 
 
 def test_label_names_fall_back_to_the_class_id_as_the_hub_module_does():

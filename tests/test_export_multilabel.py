@@ -19,11 +19,11 @@ def test_sigmoid_and_threshold_results_against_numpy():
     logits = np.array([[-800.0, 0.0, 2.0, -1.0], [3.0, 0.5, -0.2, 40.0]], np.float32)
     ref = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -500, 500)))
     np.testing.assert_allclose(sigmoid(logits), ref, rtol=1e-6, atol=1e-30)
-    res = threshold_results(logits, 0.5, CLASSES)
+    res = threshold_results(sigmoid(logits), 0.5, CLASSES)
     assert [r["class_ids"] for r in res] == [[1, 2], [0, 1, 3]]  # >= threshold: sigmoid(0) = 0.5 counts
     assert res[1]["label_names"] == [CLASSES[0], CLASSES[1], CLASSES[3]]
     np.testing.assert_allclose(res[1]["scores"], ref[1, [0, 1, 3]], rtol=1e-6)
-    assert threshold_results(logits, 1.0, None)[0]["class_ids"] == []
+    assert threshold_results(sigmoid(logits), 1.0, None)[0]["class_ids"] == []
 
 
 @pytest.mark.parametrize("changes,expected", [
@@ -58,6 +58,7 @@ def test_exported_multilabel_predictor_equals_sigmoid_threshold_of_dygraph_logit
     with open(os.path.join(result.model_dir, "inference.yml"), encoding="utf-8") as handle:
         post = yaml.safe_load(handle)["PostProcess"]
     assert post == {"MultiLabelThreshOutput": {"threshold": threshold, "label_list": CLASSES}}
+    assert result.infer_config["Global"]["output"] == "sigmoid"  # PaddleClas's multi-label graph ends in a sigmoid
     predictor = Predictor(result.model_dir, batch_size=4)
     paths = [dataset.full_path(i) for i in range(len(dataset))]
     got = predict_paths(predictor, paths)

@@ -42,11 +42,31 @@ def test_onnxruntime_matches_paddle_inference_and_dygraph(onnx_export):
     batch = np.stack([paddle_pred.preprocess(read_image(p)) for p in onnx_export["images"]])
     ort = OnnxPredictor(onnx_export["result"].onnx)
     got = ort.run(batch)
-    reference = dygraph_student(onnx_export["student"])(paddle.to_tensor(batch)).numpy()
+    logits = dygraph_student(onnx_export["student"])(paddle.to_tensor(batch))
+    reference = paddle.nn.functional.softmax(logits).numpy()  # the converted graph keeps PaddleClas's softmax, once
+    assert ort.output == paddle_pred.output == "softmax"
     assert got.shape == reference.shape == (5, 4)
-    assert np.abs(got - reference).max() < 1e-4
-    assert np.abs(got - paddle_pred.run(batch)).max() < 1e-4
+    assert np.abs(got - reference).max() < 1e-5
+    assert np.abs(got - paddle_pred.run(batch)).max() < 1e-5
     assert ort.run(batch[:1]).shape == (1, 4)  # dynamic batch
+
+
+def test_onnx_of_a_logits_export_returns_the_logits(onnx_export, tmp_path):
+    """``Arch.infer_add_softmax: False``: no activation in the Paddle graph, none in the ONNX graph."""
+    import copy
+
+    from ppssld.export.inference import export_model
+    from ppssld.export.onnx import OnnxPredictor
+
+    config = copy.deepcopy(onnx_export["config"])
+    config["Arch"]["infer_add_softmax"] = False
+    result = export_model(config, weights=onnx_export["ckpt"], save_dir=str(tmp_path), with_hub=False,
+                          with_onnx=True)
+    ort = OnnxPredictor(result.onnx)
+    batch = np.random.RandomState(0).rand(3, 3, 32, 32).astype("float32")
+    reference = dygraph_student(onnx_export["student"])(paddle.to_tensor(batch)).numpy()
+    assert ort.output == "logits"
+    assert np.abs(ort.run(batch) - reference).max() < 1e-4
 
 
 def test_old_paddle2onnx_is_reported_for_the_json_format(monkeypatch):

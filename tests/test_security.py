@@ -296,7 +296,9 @@ def test_split_form_of_huge_arrays_is_rejoined(tmp_path):
 
 
 def _fixture_files():
-    return sorted(glob.glob(os.path.join(FIXTURES, "**", "*.pd*"), recursive=True))
+    """The pickled checkpoint files under the fixtures (not the exported models' raw .pdiparams)."""
+    return sorted(p for p in glob.glob(os.path.join(FIXTURES, "**", "*.pd*"), recursive=True)
+                  if p.endswith((".pdparams", ".pdopt", ".pdstates", ".pdema")))
 
 
 def test_paddleclas_engine_checkpoints(tmp_path):

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-backbone", help="zoo backbone name of --teacher-weights, e.g. ResNet50_vd "
                    "(default: none; needed with --teacher-weights)")
     p.add_argument("--inference-model", help="an exported model's path prefix (without .json/.pdiparams) as the "
-                   "teacher, assumed to output logits (default: the config's Teacher)")
+                   "teacher; whether it ends in a softmax is read from the inference.yml beside it, else from the graph "
+                   "(default: the config's Teacher)")
     p.add_argument("--restart", action="store_true", help="discard scores of a different run in OUT/scores "
                    "(default: off, such scores are an error)")
     return p

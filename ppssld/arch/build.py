@@ -23,11 +23,11 @@ from ppssld.utils.errors import ConfigError, did_you_mean
 logger = logging.getLogger(__name__)
 
 DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
-                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "use_ssld",
-                "teacher_engine")
-_WARN_KEYS = {"infer_add_softmax": "export writes logits; the predictor applies softmax",
-              "use_ssld": "on a DistillationModel PaddleClas ignores it too; set use_ssld on each model"}
+                "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "infer_output_key",
+                "use_ssld", "teacher_engine")
+_WARN_KEYS = {"use_ssld": "on a DistillationModel PaddleClas ignores it too; set use_ssld on each model"}
 ENGINE_KEYS = ("use_sync_bn", "teacher_engine")  # read by ppssld.engine.builder / ppssld.teacher, not the model
+EXPORT_KEYS = ("infer_add_softmax", "infer_output_key")  # read by ppssld.export.outputs, not the model
 _warned: set = set()
 
 
@@ -50,7 +50,7 @@ def build_single(cfg: Dict[str, Any], where: str, strict: bool = True, trust: bo
     train_only = cfg.pop("train_only", None)
     pretrained = cfg.pop("pretrained", None)
     use_ssld = cfg.pop("use_ssld", False)
-    for key in ENGINE_KEYS:
+    for key in ENGINE_KEYS + EXPORT_KEYS:
         cfg.pop(key, None)
     for key in list(cfg):
         if key in _WARN_KEYS:

@@ -106,7 +106,7 @@ def write_hub_module(model_dir: str, name: str, out_dir: str, version: str = MOD
     final = os.path.join(out_dir, name)
     tmp = make_temp_dir(final)
     try:
-        for path in (files.model, files.params, files.config):
+        for path in (p for p in (files.model, files.params, files.config) if p):
             shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))
         names = label_list(infer_cfg)
         if names:
@@ -147,7 +147,7 @@ class HubClassifier:
                                    cpu_threads=cpu_threads, batch_size=batch_size)
 
     def _dicts(self, items: Sequence[Any], top_k: Optional[int]) -> List[Dict[str, float]]:
-        tops = self.predictor.results(self.predictor.logits(items), top_k)
+        tops = self.predictor.results(self.predictor.outputs(items), top_k)
         out = []
         for top in tops:
             row: Dict[str, float] = {}

@@ -1,7 +1,8 @@
 """``inference.yml``: the preprocessing, input size, class names and post-processing of an exported model.
 
-Post-processing is ``Topk`` (softmax) or, for a multi-label model, PaddleClas's ``MultiLabelThreshOutput``
-(every label whose sigmoid score reaches ``threshold``); the graph itself always returns logits.
+Post-processing is ``Topk`` or, for a multi-label model, PaddleClas's ``MultiLabelThreshOutput`` (every label
+whose sigmoid score reaches ``threshold``). ``Global.output`` says what the graph returns (PaddleClas's
+softmax or sigmoid by default, logits with ``Arch.infer_add_softmax: False``; see :mod:`ppssld.export.outputs`).
 
 Every runtime (deploy predictor, PaddleHub module, ONNX check, benchmark) builds its
 preprocessing from this file with :func:`ppssld.data.transforms.build_transforms`, the same
@@ -134,7 +135,8 @@ def multilabel_threshold(config: Dict[str, Any]) -> Optional[float]:
 
 def build_infer_config(model_name: str, backbone: str, ops: List[Any], shape: List[int],
                        class_names: Optional[List[str]], class_num: int, topk: int,
-                       extra: Optional[Dict[str, Any]] = None, threshold: Optional[float] = None) -> Dict[str, Any]:
+                       extra: Optional[Dict[str, Any]] = None, threshold: Optional[float] = None,
+                       output: str = "logits") -> Dict[str, Any]:
     """The ``inference.yml`` content (PaddleClas layout: ``Global``, ``PreProcess``, ``PostProcess``).
 
     Args:
@@ -148,11 +150,12 @@ def build_infer_config(model_name: str, backbone: str, ops: List[Any], shape: Li
         extra: further ``Global`` entries (source checkpoint, versions ...).
         threshold: a multi-label model's threshold: ``PostProcess`` is then PaddleClas's
             ``MultiLabelThreshOutput`` (labels whose sigmoid score reaches it) instead of ``Topk`` (softmax).
+        output: what the graph returns, ``Global.output``: ``logits``, ``softmax`` or ``sigmoid``.
     Returns:
         A plain dict ready for YAML.
     """
     glob: Dict[str, Any] = {"model_name": model_name, "backbone": backbone, "image_shape": list(shape),
-                            "class_num": int(class_num), "input_name": "x", "output": "logits"}
+                            "class_num": int(class_num), "input_name": "x", "output": output}
     glob.update(extra or {})
     if threshold is not None:
         name, post_cfg = MULTILABEL_POST, {"threshold": float(threshold)}

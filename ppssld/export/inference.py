@@ -1,7 +1,8 @@
 """Export a trained model: ``<name>_infer/`` (Paddle Inference + inference.yml), ``<name>_pretrained.pdparams``.
 
 ``name`` defaults to ``<Backbone>_ssld`` (e.g. ``MobileNetV3_small_x0_35_ssld``), the suffix
-PaddleClas uses for its SSLD releases.
+PaddleClas uses for its SSLD releases. The graph ends as PaddleClas's export ends it: softmax (sigmoid for a
+multi-label model), or logits with ``Arch.infer_add_softmax: False`` (:mod:`ppssld.export.outputs`).
 """
 import logging
 import os
@@ -16,6 +17,7 @@ from ppssld import __version__
 from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config_topk, image_shape,
                                         multilabel_threshold, transform_ops, write_infer_config)
 from ppssld.export.labels import config_class_names
+from ppssld.export.outputs import ScoredModel, export_activation
 from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
 from ppssld.utils.io import make_temp_dir, publish_dir
 from ppssld.utils.quiet import PIR_OUT_TENSOR, drop_native_stderr_lines
@@ -79,6 +81,7 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
     """
     ops = transform_ops(config, transforms_from)
     shape = image_shape(config, ops)
+    activation = export_activation(config)
     strict = bool((config.get("Global") or {}).get("strict_load", True))
     layer, target, source = build_export_model(config, weights, strict=strict)
     class_num = count_classes(layer, shape)
@@ -99,11 +102,13 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
         extra["distillation_model"] = target.key
     threshold = multilabel_threshold(config)
     infer_cfg = build_infer_config(name, target.backbone, ops, shape, names, class_num, config_topk(config), extra,
-                                   threshold)
+                                   threshold, activation)
     model_dir = os.path.join(save_dir, f"{name}_infer")
     tmp_dir = make_temp_dir(model_dir)
     try:
-        save_inference_model(layer, shape, os.path.join(tmp_dir, "inference"))
+        graph = ScoredModel(layer, activation)
+        graph.eval()
+        save_inference_model(graph, shape, os.path.join(tmp_dir, "inference"))
         write_infer_config(os.path.join(tmp_dir, INFER_CONFIG), infer_cfg)
         publish_dir(tmp_dir, model_dir)
     finally:

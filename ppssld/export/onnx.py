@@ -3,6 +3,10 @@
 paddle2onnx is always called with ``optimize_tool="onnxoptimizer"``: its default
 (``"polygraphy"``) sets ``POLYGRAPHY_AUTOINSTALL_DEPS=1`` and pip-installs packages at run time,
 which can replace the pinned numpy.
+
+The ONNX graph is the exported graph converted, its ending included: PaddleClas's softmax / sigmoid, or logits
+with ``Arch.infer_add_softmax: False``, as ``inference.yml``'s ``Global.output`` beside it says
+(:attr:`OnnxPredictor.output`).
 """
 import logging
 import os
@@ -10,7 +14,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ppssld.export.runtime import PIR_MODEL, resolve_model_files
+from ppssld.export.infer_config import INFER_CONFIG, read_infer_config
+from ppssld.export.outputs import graph_output
+from ppssld.export.runtime import LEGACY_MODEL, PIR_MODEL, resolve_model_files
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.io import atomic_path
 
@@ -55,6 +61,8 @@ def export_onnx(model_dir: str, out_path: Optional[str] = None, opset: int = DEF
         OnnxUnavailable: paddle2onnx missing or unable to read the format.
     """
     files = resolve_model_files(model_dir)
+    if files.params is None:
+        raise OnnxUnavailable(f"{model_dir} holds an ONNX model already ({files.model}); convert its fp32 export")
     ok, reason = paddle2onnx_status(files.model)
     if not ok:
         raise OnnxUnavailable(reason)
@@ -74,6 +82,10 @@ class OnnxPredictor:
     Args:
         onnx_path: the ``.onnx`` file.
         threads: intra-op threads.
+
+    Attributes:
+        output: what the graph returns (``logits``, ``softmax``, ``sigmoid``) as the ``inference.yml`` beside the
+            file says; None without one.
     """
 
     def __init__(self, onnx_path: str, threads: int = 1) -> None:
@@ -87,7 +99,14 @@ class OnnxPredictor:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        folder = os.path.dirname(os.path.abspath(onnx_path))
+        yml = os.path.join(folder, INFER_CONFIG)
+        self.output: Optional[str] = None
+        if os.path.isfile(yml):
+            graph = next((os.path.join(folder, f) for f in (PIR_MODEL, LEGACY_MODEL)
+                          if os.path.isfile(os.path.join(folder, f))), None)
+            self.output = graph_output(read_infer_config(yml), graph, yml)
 
     def run(self, batch: np.ndarray) -> Any:
-        """Logits of an ``[N, C, H, W]`` float32 batch."""
+        """The graph's outputs (see :attr:`output`) of an ``[N, C, H, W]`` float32 batch."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]

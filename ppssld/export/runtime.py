@@ -1,8 +1,10 @@
 """Paddle Inference predictor for an exported folder, shared by the deploy CLI and the hub module.
 
-Preprocessing comes from the folder's ``inference.yml`` through :mod:`ppssld.data.transforms`;
-the network returns logits; scores are their softmax (top-k), or for a multi-label model
-(``PostProcess.MultiLabelThreshOutput``) their sigmoid, every label at or above the threshold being kept.
+Preprocessing comes from the folder's ``inference.yml`` through :mod:`ppssld.data.transforms`.
+The graph returns what ``inference.yml``'s ``Global.output`` says (:mod:`ppssld.export.outputs`): PaddleClas's
+softmax / sigmoid scores, taken as they are, or logits, whose softmax (or, multi-label, sigmoid) is taken here.
+Post-processing is a top-k, or for a multi-label model (``PostProcess.MultiLabelThreshOutput``) every label
+whose score reaches the threshold.
 """
 import logging
 import os
@@ -15,11 +17,13 @@ from ppssld.data.image import read_bytes, transform_image
 from ppssld.data.transforms import ImageDecodeError
 from ppssld.export.infer_config import (INFER_CONFIG, default_topk, infer_threshold, label_list, preprocessor,
                                         read_infer_config)
+from ppssld.export.outputs import class_scores, graph_output, sigmoid, softmax  # noqa: F401  (softmax, sigmoid: API)
 from ppssld.utils.errors import DataError, PpssldError
 
 logger = logging.getLogger(__name__)
 
 PIR_MODEL, LEGACY_MODEL, PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
+ONNX_MODEL = "inference.onnx"  # alone (no Paddle graph): an ONNX folder such as <name>_int8_infer/
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 PRECISIONS = ("fp32", "fp16")
 
@@ -33,12 +37,13 @@ class ModelFiles:
     """The files of an exported folder.
 
     Attributes:
-        model: ``inference.json`` (Paddle 3.x) or ``inference.pdmodel`` (Paddle 2.x).
-        params: ``inference.pdiparams``.
+        model: ``inference.json`` (Paddle 3.x) or ``inference.pdmodel`` (Paddle 2.x); in a folder without
+            either, ``inference.onnx`` (run with ONNX Runtime).
+        params: ``inference.pdiparams``; None for an ONNX folder.
         config: ``inference.yml``.
     """
     model: str
-    params: str
+    params: Optional[str]
     config: str
 
 
@@ -53,19 +58,14 @@ def resolve_model_files(model_dir: str) -> ModelFiles:
                             f"tools/export_model.py -c <config> -o Global.pretrained_model=<checkpoint>")
     present = sorted(os.listdir(model_dir))
     model = next((os.path.join(model_dir, f) for f in (PIR_MODEL, LEGACY_MODEL) if f in present), None)
-    missing = [] if model else [f"{PIR_MODEL} (or {LEGACY_MODEL})"]
+    if model is None and ONNX_MODEL in present and INFER_CONFIG in present:
+        return ModelFiles(os.path.join(model_dir, ONNX_MODEL), None, os.path.join(model_dir, INFER_CONFIG))
+    missing = [] if model else [f"{PIR_MODEL} (or {LEGACY_MODEL}, or {ONNX_MODEL} alone)"]
     missing += [f for f in (PARAMS, INFER_CONFIG) if f not in present]
     if missing:
         raise ModelDirError(f"model folder {model_dir!r} is incomplete: missing {', '.join(missing)} "
                             f"(it holds {present or 'nothing'}); re-run tools/export_model.py")
     return ModelFiles(model, os.path.join(model_dir, PARAMS), os.path.join(model_dir, INFER_CONFIG))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (returned as float32)."""
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def label_name(class_id: int, names: Optional[Sequence[str]]) -> str:
@@ -75,13 +75,12 @@ def label_name(class_id: int, names: Optional[Sequence[str]]) -> str:
     return str(class_id)
 
 
-def topk_results(logits: np.ndarray, k: int, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
-    """Per row: ``{"class_ids", "scores", "label_names"}`` of the k highest softmax scores.
+def topk_results(probs: np.ndarray, k: int, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
+    """Per row of class scores: ``{"class_ids", "scores", "label_names"}`` of the k highest (PaddleClas's ``Topk``).
 
     Ties keep the lower class id first. ``label_names`` holds the class name when known, else the
     class id as text (as the PaddleHub module keys its results).
     """
-    probs = softmax(logits)
     k = max(1, min(int(k), probs.shape[-1]))
     results = []
     for row in probs:
@@ -92,16 +91,9 @@ def topk_results(logits: np.ndarray, k: int, names: Optional[Sequence[str]]) -> 
     return results
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function in float64 (returned as float32), stable for large |logits|."""
-    x = logits.astype(np.float64)
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
-
-
-def threshold_results(logits: np.ndarray, threshold: float, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
-    """Per row, PaddleClas's ``MultiLabelThreshOutput``: ``{"class_ids", "scores", "label_names"}`` of every
-    label whose sigmoid score is at least ``threshold``, in class-id order."""
-    probs = sigmoid(logits)
+def threshold_results(probs: np.ndarray, threshold: float, names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
+    """Per row of scores, PaddleClas's ``MultiLabelThreshOutput``: ``{"class_ids", "scores", "label_names"}`` of
+    every label whose score is at least ``threshold``, in class-id order."""
     results = []
     for row in probs:
         ids = np.nonzero(row >= threshold)[0]
@@ -140,6 +132,10 @@ class Predictor:
         gpu_id: GPU index.
         gpu_mem_mb: initial GPU memory pool.
         ir_optim: graph optimisations.
+
+    Attributes:
+        output: what the graph returns (``logits``, ``softmax``, ``sigmoid``), from ``inference.yml``'s
+            ``Global.output`` or, without it, the graph's last operation.
     """
 
     def __init__(self, model_dir: str, device: str = "cpu", enable_mkldnn: bool = False, cpu_threads: int = 1,
@@ -153,10 +149,14 @@ class Predictor:
         self.names = label_list(self.infer_cfg)
         self.topk = default_topk(self.infer_cfg)
         self.threshold = infer_threshold(self.infer_cfg)
+        self.output = graph_output(self.infer_cfg, self.files.model, self.files.config)
         self.image_shape = [int(v) for v in self.infer_cfg["Global"]["image_shape"]]
         self.batch_size = max(1, int(batch_size))
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if self.files.params is None:
+            self._run = self._onnx_runner(device, use_tensorrt, cpu_threads)
+            return
         config = self._config(device, enable_mkldnn, cpu_threads, use_tensorrt, precision, trt_shape_range,
                               gpu_id, gpu_mem_mb, ir_optim)
         from paddle import inference
@@ -165,6 +165,20 @@ class Predictor:
         self.input_name = self._predictor.get_input_names()[0]
         self._input = self._predictor.get_input_handle(self.input_name)
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+        self._run = self._paddle_run
+
+    def _onnx_runner(self, device: str, use_tensorrt: bool, cpu_threads: int) -> Any:
+        """ONNX Runtime on the CPU for a folder holding ``inference.onnx`` alone (an int8 folder)."""
+        if device != "cpu" or use_tensorrt:
+            raise ValueError(f"{self.model_dir} holds an ONNX model, which runs on the CPU with ONNX Runtime: "
+                             f"use --device cpu without TensorRT")
+        from ppssld.export.onnx import OnnxPredictor
+        from ppssld.export.quantize import check_int8_folder
+
+        check_int8_folder(self.files.model, self.infer_cfg, self.files.config)
+        session = OnnxPredictor(self.files.model, threads=cpu_threads)
+        self.input_name = session.input_name
+        return session.run
 
     def _config(self, device: str, enable_mkldnn: bool, cpu_threads: int, use_tensorrt: bool, precision: str,
                 trt_shape_range: Optional[str], gpu_id: int, gpu_mem_mb: int, ir_optim: bool) -> Any:
@@ -214,29 +228,35 @@ class Predictor:
         return transform_image(item, self.transform)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits of an ``[N, C, H, W]`` float32 batch."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        """The graph's outputs (:attr:`output`: logits, softmax or sigmoid) of an ``[N, C, H, W]`` float32 batch."""
+        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def _paddle_run(self, batch: np.ndarray) -> np.ndarray:
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(batch)
         self._predictor.run()
         return self._output.copy_to_cpu()
 
-    def logits(self, items: Sequence[Any]) -> np.ndarray:
-        """Preprocess ``items`` and run them in batches of ``batch_size``."""
+    def outputs(self, items: Sequence[Any]) -> np.ndarray:
+        """Preprocess ``items`` and run them in batches of ``batch_size``: the graph's outputs (see :meth:`run`)."""
         arrays = [self.preprocess(item) for item in items]
         outs = [self.run(np.stack(arrays[i:i + self.batch_size])) for i in range(0, len(arrays), self.batch_size)]
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
 
-    def results(self, logits: np.ndarray, top_k: Optional[int] = None) -> List[Dict[str, Any]]:
-        """The exported post-processing of a logits batch: :func:`threshold_results` for a multi-label model
-        (``top_k`` does not apply), else :func:`topk_results`."""
+    def scores(self, outputs: np.ndarray) -> np.ndarray:
+        """Class scores of a batch of graph outputs (an activation only for a ``logits`` graph)."""
+        return class_scores(outputs, self.output, self.threshold is not None)
+
+    def results(self, outputs: np.ndarray, top_k: Optional[int] = None) -> List[Dict[str, Any]]:
+        """The exported post-processing of a batch of graph outputs: :func:`threshold_results` for a multi-label
+        model (``top_k`` does not apply), else :func:`topk_results`."""
         if self.threshold is not None:
-            return threshold_results(logits, self.threshold, self.names)
-        return topk_results(logits, top_k or self.topk, self.names)
+            return threshold_results(self.scores(outputs), self.threshold, self.names)
+        return topk_results(self.scores(outputs), top_k or self.topk, self.names)
 
     def classify(self, items: Sequence[Any], top_k: Optional[int] = None) -> List[Dict[str, Any]]:
         """Post-processed predictions of each item (see :meth:`results`)."""
-        return self.results(self.logits(items), top_k)
+        return self.results(self.outputs(items), top_k)
 
 
 def list_images(path: str, image_root: Optional[str] = None) -> List[str]:

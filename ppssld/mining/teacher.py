@@ -1,5 +1,6 @@
 """The frozen teacher used for mining, from a config, a ``.pdparams`` file or an inference model."""
 import logging
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -136,12 +137,33 @@ def teacher_from_weights(backbone: str, weights: str, class_num: int, strict: bo
                    engine=engine)
 
 
-def teacher_from_inference(prefix: str, outputs_probs: bool = False, trust: bool = False) -> Teacher:
-    """An exported model (``paddle.jit.save`` prefix); it is assumed to output logits.
+def inference_outputs_probs(prefix: str) -> bool:
+    """Whether the exported model at ``prefix`` ends in a softmax (or sigmoid): the ``inference.yml`` beside it
+    says so (``Global.output``), else the graph's last operation (PaddleClas's exports end in a softmax).
 
-    The pickled side files of legacy models are checked first unless ``trust`` (``--trust-weights``).
+    Raises:
+        ConfigError: neither tells (no readable graph file at ``prefix``).
+    """
+    from ppssld.export.infer_config import INFER_CONFIG, read_infer_config
+    from ppssld.export.outputs import LOGITS, graph_output
+
+    yml = os.path.join(os.path.dirname(os.path.abspath(prefix)), INFER_CONFIG)
+    infer_cfg = read_infer_config(yml) if os.path.isfile(yml) else {}
+    model = next((prefix + ext for ext in (".json", ".pdmodel") if os.path.isfile(prefix + ext)), None)
+    return graph_output(infer_cfg, model, yml if infer_cfg else f"{prefix} (no {INFER_CONFIG} beside it)") != LOGITS
+
+
+def teacher_from_inference(prefix: str, outputs_probs: Optional[bool] = None, trust: bool = False) -> Teacher:
+    """An exported model (``paddle.jit.save`` prefix).
+
+    ``outputs_probs`` None: decided by :func:`inference_outputs_probs`, so a PaddleClas or ppssld export that
+    ends in a softmax is not given a second one. The pickled side files of legacy models are checked first
+    unless ``trust`` (``--trust-weights``).
     """
     if not trust:
         check_inference_side_files(prefix)
+    if outputs_probs is None:
+        outputs_probs = inference_outputs_probs(prefix)
     layer = paddle.jit.load(prefix)
-    return Teacher(layer, f"inference model {prefix}", outputs_probs=outputs_probs)
+    kind = "probabilities" if outputs_probs else "logits"
+    return Teacher(layer, f"inference model {prefix} ({kind} out)", outputs_probs=outputs_probs)
