@@ -18,6 +18,7 @@ from ppssld.arch.features import logits_only
 from ppssld.arch.roles import aligned_list, infer_model, model_entries
 from ppssld.arch.weights import load_weights
 from ppssld.arch.zoo import build_backbone, default_class_num
+from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -312,5 +313,5 @@ def check_arch_section(arch: Any) -> None:
         if where != "Arch" and not (isinstance(cfg.get("name"), str) and cfg["name"]):
             raise ConfigError(f"{where}.name must be a model name, e.g. ResNet50_vd, got {cfg.get('name')!r}")
         value = cfg.get("class_num")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise ConfigError(f"{where}.class_num must be a whole number of classes >= 1, got {value!r}")

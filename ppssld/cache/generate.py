@@ -26,6 +26,7 @@ from ppssld.cache import store
 from ppssld.cache.integrity import damaged_chunk, record_chunks
 from ppssld.cache.manifest import FORMAT, MANIFEST, VERSION, class_count, expected_fields, teacher_entry
 from ppssld.cache.rules import check_cacheable
+from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed
 from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.mining.teacher import Teacher, teacher_from_config
@@ -119,9 +120,9 @@ def generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_size
     """
     for name, value, low in (("--views", views, 1), ("--topk", topk, 1), ("--chunk-size", chunk_size, 1),
                              ("--workers", workers, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ConfigError(f"--batch-size must be an int >= 1 (leave it out for the sampler's), got {batch_size!r}")
     if prob_dtype not in store.PROB_DTYPES:
         raise ConfigError(f"probability dtype must be one of {store.PROB_DTYPES}, got {prob_dtype!r}")

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ppssld.arch.roles import aligned_list, model_entries, teacher_weights
 from ppssld.arch.weights import resolve_params_path
+from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed
 from ppssld.data.lists.label_list import as_path_list
 from ppssld.utils.errors import ConfigError, DataError
@@ -56,7 +57,7 @@ def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
 def class_count(entry: Dict[str, Any], config: Dict[str, Any]) -> int:
     """The teacher's class count (its ``class_num``, else ``Arch.class_num``, else 1000 as PaddleClas)."""
     value = entry.get("class_num", get(config, "Arch.class_num", 1000))
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"the teacher's class_num must be a positive int, got {value!r}")
     return value
 

@@ -9,6 +9,7 @@ import paddle
 
 from ppssld.arch.build import (arch_class_num, build_model, check_arch_section, check_compared_class_counts,
                                infer_model_name, names_after)
+from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.engine import distributed
@@ -218,7 +219,7 @@ def update_frequency(config: Dict[str, Any], batches: int) -> int:
     epoch shorter than one update falls back to 1 (with a warning).
     """
     freq = get(config, "Global.update_freq", 1)
-    if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
+    if not is_int(freq) or freq < 1:
         raise ConfigError(f"Global.update_freq must be an int >= 1 (micro-batches per optimizer update), got {freq!r}")
     if freq > batches:
         logger.warning("Global.update_freq=%d exceeds the %d batches of an epoch; using 1 (as PaddleClas)",

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from ppssld.utils.checks import is_number
 from ppssld.utils.config import get
 from ppssld.data.image import needs_transpose
 from ppssld.data.transforms import Compose, build_transforms
@@ -127,7 +128,7 @@ def multilabel_threshold(config: Dict[str, Any]) -> Optional[float]:
     if not multilabel:
         return None
     value = post.get("threshold", DEFAULT_THRESHOLD) if isinstance(post, dict) else DEFAULT_THRESHOLD
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise ConfigError(f"Infer.PostProcess.threshold must be a number in [0, 1] (the sigmoid score a label needs), "
                           f"got {value!r}")
     return float(value)
@@ -215,7 +216,7 @@ def infer_threshold(infer_cfg: Dict[str, Any]) -> Optional[float]:
     if MULTILABEL_POST not in post:
         return None
     value = (post[MULTILABEL_POST] or {}).get("threshold", DEFAULT_THRESHOLD)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise ConfigError(f"inference.yml: PostProcess.{MULTILABEL_POST}.threshold must be a number in [0, 1], "
                           f"got {value!r}")
     return float(value)

@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 from ppssld.loss.connector import build_connector
 from ppssld.loss.functional import as_float32
 from ppssld.loss.losses import Outputs, PairLoss, select_output
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES, PAIR_BASE_LOSSES
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def _channels(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"{what} must be a positive integer (a feature's channel count), got {value!r}")
     return value
 
@@ -66,7 +67,7 @@ class MGDLoss(nn.Layer):
         super().__init__()
         s_ch = _channels(student_channels, "student_channels")
         t_ch = _channels(teacher_channels, "teacher_channels")
-        if isinstance(lambda_mgd, bool) or not isinstance(lambda_mgd, (int, float)) or not 0 <= lambda_mgd < 1:
+        if not is_number(lambda_mgd) or not 0 <= lambda_mgd < 1:
             raise ConfigError(f"lambda_mgd must be a masking probability in [0, 1), got {lambda_mgd!r}")
         self.alpha_mgd, self.lambda_mgd = float(alpha_mgd), float(lambda_mgd)
         self.align = _conv(s_ch, t_ch, 1) if s_ch != t_ch else None

@@ -18,6 +18,7 @@ from ppssld.loss import kd_functional as KF
 from ppssld.loss.functional import labeled_mask
 from ppssld.loss.losses import Outputs, PairLoss, check_temperature, select_output
 from ppssld.utils import device_checks
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import LOSSES
 
@@ -28,7 +29,7 @@ _told: set = set()
 
 
 def _number(value: Any, what: str, low: float = 0.0, high: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
+    if not is_number(value) or value < low or (
             high is not None and value > high):
         span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise ConfigError(f"{what} must be a number {span}, got {value!r}")
@@ -249,7 +250,7 @@ class DistillationRKDLoss(PairLoss):
         if len(student_keepkeys or []) != len(teacher_keepkeys or []):
             raise ConfigError(f"student_keepkeys and teacher_keepkeys must have the same length, got "
                               f"{student_keepkeys!r} and {teacher_keepkeys!r}")
-        if target_size is not None and (isinstance(target_size, bool) or not isinstance(target_size, int)
+        if target_size is not None and (not is_int(target_size)
                                         or target_size < 1):
             raise ConfigError(f"target_size must be a positive integer or null, got {target_size!r}")
         self.target_size = target_size

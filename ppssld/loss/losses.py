@@ -18,6 +18,7 @@ import paddle.nn as nn
 from ppssld.arch.roles import student_output_name
 from ppssld.loss import functional as LF
 from ppssld.loss.mixed import MixedLabels, mixed_label_ce
+from ppssld.utils.checks import is_number
 from ppssld.utils.errors import ConfigError, did_you_mean
 from ppssld.utils.registry import LOSSES
 
@@ -29,13 +30,13 @@ DEFAULT_GT_MODELS = ["Student"]
 
 
 def _check_weight(weight: Any) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+    if not is_number(weight) or weight < 0:
         raise ConfigError(f"weight must be a number >= 0, got {weight!r}")
     return float(weight)
 
 
 def check_temperature(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise ConfigError(f"temperature must be a number > 0, got {value!r}")
     return float(value)
 
@@ -43,7 +44,7 @@ def check_temperature(value: Any) -> float:
 def check_epsilon(epsilon: Any) -> Optional[float]:
     if epsilon is None or epsilon == 0:
         return None
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+    if not is_number(epsilon) or not 0 < epsilon < 1:
         raise ConfigError(f"epsilon (label smoothing) must be in (0, 1) or null, got {epsilon!r}")
     return float(epsilon)
 

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ppssld.utils.checks import is_int
 from ppssld.utils.config import get
 from ppssld.data.lists.label_list import IMAGE_EXTENSIONS, format_record, read_label_list, write_label_list
 from ppssld.data.transforms import build_transforms
@@ -82,10 +83,10 @@ def sample_pool(pool: str, image_root: Optional[str], size: Optional[int], seed:
     """
     if size is None:
         return pool, image_root
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not is_int(size) or size < 1:
         raise ConfigError(f"{size_name} must be a whole number of pool images >= 1 (leave it out to score the "
                           f"whole pool), got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+    if not is_int(seed) or not 0 <= seed < 2 ** 32:
         raise ConfigError(f"{seed_name} must be a whole number in [0, 2**32) (the pool sample's seed), got {seed!r}")
     if os.path.isfile(pool):
         paths = [rec.path for rec in read_label_list(pool, unlabeled=True, ignore_labels=True)]

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ppssld.utils.checks import is_int
 from ppssld.utils.config import apply_override, check_keys, load_config, read_yaml_file
 from ppssld.utils.errors import ConfigError
 
@@ -152,7 +153,7 @@ def load_search(path: str) -> SearchPlan:
     base_file = _resolve(raw["base_config_file"], path, "base_config_file")
     base = load_config(base_file)
     times = raw.get("search_times", 1)
-    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+    if not is_int(times) or times < 1:
         raise ConfigError(f"{_where(path, 'search_times')} must be a positive int, got {times!r}")
     if not isinstance(raw["search_dict"], list):
         raise ConfigError(f"{_where(path, 'search_dict')} must be a list of stages, got {raw['search_dict']!r}")

@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
+from ppssld.utils.checks import is_int
 from ppssld.utils.config import check_keys
 from ppssld.data.datasets.imagenet import SampleError, build_dataset
 from ppssld.data.loading.sampler import DistributedBatchSampler
@@ -119,7 +120,7 @@ def build_dataloader(loader_cfg: Dict[str, Any], mode: str, seed: int = 0, where
             raise ConfigError(f"{where}.loader: unknown key {key!r}.{did_you_mean(key, LOADER_OPTIONS)} "
                               f"Valid keys: {', '.join(LOADER_OPTIONS)}")
     num_workers = options.get("num_workers", 0)
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+    if not is_int(num_workers) or num_workers < 0:
         raise ConfigError(f"{where}.loader.num_workers must be an int >= 0, got {num_workers!r}")
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                         use_shared_memory=bool(options.get("use_shared_memory", True)), return_list=True,

@@ -16,6 +16,7 @@ import numpy as np
 import paddle
 
 from ppssld.utils import dist_env
+from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SAMPLERS
 
@@ -47,7 +48,7 @@ class DistributedBatchSampler(paddle.io.BatchSampler):
     def __init__(self, dataset: Any, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
                  mode: str = "train") -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -121,7 +122,7 @@ class RASampler(DistributedBatchSampler):
         super().__init__(dataset, batch_size, shuffle, drop_last, num_replicas, rank, seed, mode)
         if mode != "train":
             raise ConfigError("RASampler repeats training images; use DistributedBatchSampler for evaluation")
-        if not isinstance(num_repeats, int) or isinstance(num_repeats, bool) or num_repeats < 1:
+        if not is_int(num_repeats) or num_repeats < 1:
             raise ConfigError(f"num_repeats must be a positive int, got {num_repeats!r}")
         self.num_repeats = num_repeats
         size = len(dataset)

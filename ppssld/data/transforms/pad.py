@@ -14,6 +14,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ppssld.data.transforms.core import Op, size_pair, parse_number
+from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.registry import TRANSFORMS
 
@@ -34,7 +35,7 @@ class Padv2(Op):
     def __init__(self, size: Any = None, size_divisor: int = 32, pad_mode: int = 0, offsets: Any = None,
                  fill_value: Any = (127.5, 127.5, 127.5)) -> None:
         self.size: Optional[Tuple[int, int]] = None if size is None else size_pair(size)
-        if not isinstance(size_divisor, int) or isinstance(size_divisor, bool) or size_divisor < 1:
+        if not is_int(size_divisor) or size_divisor < 1:
             raise ConfigError(f"size_divisor must be a positive int, got {size_divisor!r}")
         self.size_divisor = size_divisor
         if pad_mode not in (-1, 0, 1, 2):

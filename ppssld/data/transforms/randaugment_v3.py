@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from ppssld.data.transforms.core import Op, parse_number
+from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 
@@ -73,7 +74,7 @@ class RandAugmentV3(Op):
 
     def __init__(self, num_layers: int = 2, magnitude: Any = 3, fillcolor: Any = (0, 0, 0),
                  interpolation: str = "bicubic") -> None:
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
+        if not is_int(num_layers) or num_layers < 0:
             raise ConfigError(f"num_layers must be a non-negative int, got {num_layers!r}")
         self.num_layers = num_layers
         self.magnitude = parse_number(magnitude, "magnitude")
