@@ -17,6 +17,7 @@ limit). A crash or a hang fails the test; every case is counted in the benchmark
 import contextlib
 import io
 import json
+import logging
 import os
 import random
 import runpy
@@ -67,12 +68,28 @@ class Hang(BaseException):
 @contextlib.contextmanager
 def scratch_cwd() -> Iterator[None]:
     """Run in a fresh temporary folder (a relative path a case sets, ``Global.output_dir: abc``, lands there), removed
-    afterwards."""
-    with tempfile.TemporaryDirectory(prefix="ppssld-fuzz-case-") as folder, contextlib.chdir(folder):
-        os.mkdir(EMPTY_DIR)
-        with open(A_FILE, "w", encoding="utf-8") as handle:
-            handle.write("not a folder\n")
-        yield
+    afterwards, with the ``ppssld`` logger's handlers set aside and its propagation off: a handler an earlier
+    test bound to its own (since closed) captured stream, on this logger or on the root logger that earlier
+    tests let records reach, would print logging's "--- Logging error ---" traceback into the case."""
+    root = logging.getLogger("ppssld")
+    saved, propagate = list(root.handlers), root.propagate
+    for handler in saved:
+        root.removeHandler(handler)
+    root.propagate = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="ppssld-fuzz-case-") as folder, contextlib.chdir(folder):
+            os.mkdir(EMPTY_DIR)
+            with open(A_FILE, "w", encoding="utf-8") as handle:
+                handle.write("not a folder\n")
+            yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            if handler not in saved:
+                handler.close()
+        for handler in saved:
+            root.addHandler(handler)
+        root.propagate = propagate
 
 
 @contextlib.contextmanager
