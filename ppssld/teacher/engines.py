@@ -7,6 +7,7 @@ weights (their bytes, :func:`ppssld.utils.fingerprint.arrays_digest`), its class
 reuses it (the ONNX conversion, ``teacher.onnx``, lives in the same folder). The store is ``<ppssld cache>/teacher_engine`` (:func:`ppssld.utils.io.cache_root`). Each folder is written beside its final name and renamed into place, so two
 processes (ranks) saving the same teacher at once both end with a complete folder.
 """
+import importlib.util
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ppssld.export.onnx import OnnxPredictor
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.fingerprint import arrays_digest, digest
 from ppssld.utils.io import cache_root, ensure_dir, make_temp_dir
@@ -112,8 +114,10 @@ class OnnxRuntimePredictor:
     """
 
     def __init__(self, folder: str, threads: int) -> None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ConfigError("Arch.teacher_engine: onnxruntime needs paddle2onnx and onnxruntime (onnxruntime is "
+                              "missing); install them with: bash scripts/install.sh onnx (or choose paddle_inference)")
         try:
-            import onnxruntime as ort
             import paddle2onnx
         except ImportError as exc:
             raise ConfigError(f"Arch.teacher_engine: onnxruntime needs paddle2onnx and onnxruntime ({exc}); install "
@@ -132,15 +136,10 @@ class OnnxRuntimePredictor:
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.session = OnnxPredictor(onnx_path, threads)  # the one ONNX Runtime session set-up (export's)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run(batch)
 
 
 PREDICTORS = {"paddle_inference": InferencePredictor, "onnxruntime": OnnxRuntimePredictor}
