@@ -1,4 +1,14 @@
-"""Shared helpers for benchmark scripts: machine description and results files."""
+"""Shared helpers for benchmark scripts: paths, machine description, the command line and results files.
+
+Every script lives in ``benchmark/<group>/<name>.py`` and writes ``benchmark/results/<group>/<name>.{json,md}``:
+:func:`results_dir` derives the group's folder from the script's own path, so a script moved to another group
+writes beside its new siblings. Scripts start with the same three lines so that both ``python
+benchmark/<group>/<name>.py`` and ``python -m benchmark.<group>.<name>`` work from the repository root::
+
+    if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    from benchmark import common
+"""
 import datetime
 import os
 import platform
@@ -8,10 +18,22 @@ from typing import Any, Dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmark", "results")
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+GROUPS = ("ladder", "mining", "throughput", "robustness", "gpu", "studies", "compat")
 
 import ppssld  # noqa: E402,F401  (chooses the CPU thread count before any script imports paddle)
+
+
+def results_dir(script: str) -> str:
+    """``benchmark/results/<group>/`` for a file of ``benchmark/<group>/`` (pass the script's ``__file__``)."""
+    group = os.path.basename(os.path.dirname(os.path.abspath(script)))
+    if group not in GROUPS:
+        raise ValueError(f"{script} is not in a benchmark group folder ({', '.join(GROUPS)})")
+    return os.path.join(RESULTS, group)
+
+
+def command_line() -> str:
+    """This run as the results record it, from the repository root: ``benchmark/<group>/<name>.py <args>``."""
+    return " ".join([os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)] + sys.argv[1:])
 
 
 def machine() -> Dict[str, Any]:
@@ -39,16 +61,18 @@ def machine() -> Dict[str, Any]:
                                          text=True).stdout.strip()}
 
 
-def write_results(name: str, payload: Dict[str, Any], markdown: str) -> str:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` with command, machine and date."""
+def write_results(name: str, payload: Dict[str, Any], markdown: str, folder: str) -> str:
+    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` with command, machine and date; return the JSON path.
+
+    ``folder`` is normally :func:`results_dir` of the script (or its ``--results-dir``)."""
     from ppssld.utils.io import atomic_write_json, atomic_write_text
 
-    payload = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
-               "machine": machine(), "date": datetime.datetime.now().isoformat(timespec="seconds"), **payload}
-    os.makedirs(RESULTS, exist_ok=True)
-    atomic_write_json(os.path.join(RESULTS, name + ".json"), payload)
+    payload = {"command": command_line(), "machine": machine(),
+               "date": datetime.datetime.now().isoformat(timespec="seconds"), **payload}
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_json(os.path.join(folder, name + ".json"), payload)
     head = (f"Command: `python {payload['command']}`  \nMachine: {payload['machine']['cpu']}, "
             f"{payload['machine']['cores']} cores, paddle {payload['machine']['paddle']}, "
             f"OMP_NUM_THREADS={payload['machine']['OMP_NUM_THREADS']}  \nDate: {payload['date']}\n\n")
-    atomic_write_text(os.path.join(RESULTS, name + ".md"), head + markdown)
-    return os.path.join(RESULTS, name + ".json")
+    atomic_write_text(os.path.join(folder, name + ".md"), head + markdown)
+    return os.path.join(folder, name + ".json")

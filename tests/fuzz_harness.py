@@ -1,5 +1,5 @@
-"""The input fuzzer shared by ``tests/test_fuzz_inputs.py`` (a seeded subset) and ``benchmark/fuzz_inputs.py``
-(the full sweep).
+"""The input fuzzer shared by ``tests/test_fuzz_inputs.py`` (a seeded subset) and
+``benchmark/robustness/fuzz_inputs.py`` (the full sweep).
 
 A case is one bad value put where a user could put it:
 

@@ -1,5 +1,5 @@
-"""The input fuzzer's seeded subset (the full sweep is benchmark/fuzz_inputs.py): bad values in every key of the
-shipped and PaddleClas fixture configs, in a tiny project trained for one epoch, and in the arguments of
+"""The input fuzzer's seeded subset (the full sweep is benchmark/robustness/fuzz_inputs.py): bad values in every
+key of the shipped and PaddleClas fixture configs, in a tiny project trained for one epoch, and in the arguments of
 select_unlabeled.py and cache_soft_labels.py. Each case must be accepted or refused with a ppssld error
 (status 2, one error line); a traceback or a hang fails, listing the cases."""
 import os

@@ -1,4 +1,4 @@
-"""benchmark/gpu_check.sh --dry-run on the CPU: every step builds, nothing is measured (issue 15 point 6)."""
+"""benchmark/gpu/gpu_check.sh --dry-run on the CPU: every step builds, nothing is measured (issue 15 point 6)."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SCRIPT = os.path.join(ROOT, "benchmark", "gpu_check.sh")
+SCRIPT = os.path.join(ROOT, "benchmark", "gpu", "gpu_check.sh")
 CACHE_ARMS = [f"train/cache_distillation/{p}" for p in ("fp32", "amp_O1", "amp_O2")]
 
 

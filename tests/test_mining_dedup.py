@@ -1,5 +1,4 @@
 """De-duplication: vectorised Hamming, planted Fashion-MNIST duplicates caught, distinct images kept."""
-import os
 
 import numpy as np
 import pytest
@@ -60,7 +59,7 @@ def test_planted_duplicates_caught_distinct_kept():
     removed, dstats = dedup.find_duplicates(ds, es)
     # Fashion-MNIST holds genuine near-twins (plain trousers, bags) whose 28-px pixels differ less
     # than a JPEG re-encode: 11 of these 150 are removed (measured at scale in
-    # benchmark/results/mining_hash_measure.md). A regression past 12 fails.
+    # benchmark/results/mining/mining_hash_measure.md). A regression past 12 fails.
     assert len(removed) <= 12, [(m.query, m.ref, m.band) for m in removed]
     # the aligned band-pass floor and the pixel check are what keep look-alikes
     assert dstats["rejected_by_alignment"] + dstats["rejected_by_pixel_check"] > 50

@@ -1,15 +1,13 @@
-"""benchmark/paddleclas_configs.py on a fake PaddleClas checkout: ok (with a training step), refused, counts."""
+"""benchmark/compat/paddleclas_configs.py on a fake PaddleClas checkout: ok (with a training step), refused, counts."""
 import json
 import os
-import subprocess
-import sys
 
 import yaml
 
+from benchmark.compat import paddleclas_configs as bench
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "ppcls_configs", "ImageNet", "Distillation", "PPLCNet_x2_5_ssld.yaml")
-sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-import paddleclas_configs as bench  # noqa: E402
 
 
 def _fake_checkout(tmp_path):

@@ -64,7 +64,7 @@ def test_int8_scores_follow_the_fp32_export(run):
     assert int8.shape == fp32.shape == (24, 4)
     np.testing.assert_allclose(int8.sum(1), 1.0, atol=1e-5)  # the softmax stays float
     # int8 is an approximation (on 10,000 test images it costs about a point of top-1:
-    # benchmark/results/quant_post_static.md); here 21 of 24 classes hold (chance: 6)
+    # benchmark/results/studies/quant_post_static.md); here 21 of 24 classes hold (chance: 6)
     agree = (int8.argmax(1) == fp32.argmax(1)).mean()
     assert agree >= 0.8, agree
     assert 0 < np.abs(int8 - fp32).mean() < 0.1, np.abs(int8 - fp32).mean()

@@ -1,6 +1,6 @@
 """Which PaddleClas configs run in ppssld: load, validate, build, and one training step per DistillationModel.
 
-python benchmark/paddleclas_configs.py --paddleclas-dir /work/paddleclas [--only SUBSTR] [--limit N]
+python benchmark/compat/paddleclas_configs.py --paddleclas-dir /work/paddleclas [--only SUBSTR] [--limit N]
     [--timeout 90] [--merge]
 
 Every YAML under ``ppcls/configs/ImageNet`` and ``ppcls/configs/PULC`` is loaded with
@@ -26,7 +26,7 @@ value, as in ``--dry-run``) with the same patches, and the first trial trains on
 config: ``ok``, ``refused`` (a ppssld ConfigError / DataError / WeightsError: its first line), ``crash``
 (any other exception) or ``timeout``. Configs run in a worker process, one after another; a config that exceeds the
 time limit (tripled for a training step) is killed with its worker, which is restarted.
-Writes ``benchmark/results/paddleclas_configs.md`` and ``.json`` (``--merge`` adds to them).
+Writes ``benchmark/results/compat/paddleclas_configs.md`` and ``.json`` (``--merge`` adds to them).
 """
 import argparse
 import collections
@@ -42,7 +42,10 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import ROOT, results_dir, write_results  # noqa: E402  (the parent side imports no paddle)
+
 FOLDERS = ("ImageNet", "PULC")
 RESULT_NAME = "paddleclas_configs"
 LABEL_KEYS = ("cls_label_path", "unlabeled_label_path")
@@ -320,7 +323,6 @@ def worker(base: str) -> None:
     """Read config paths on stdin, write one JSON result per line to the original stdout."""
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything printed by paddle or the models goes to the log, not the protocol
-    sys.path.insert(0, ROOT)
     import ppssld  # noqa: F401  (thread settings before paddle)
     from ppssld.utils.logger import setup_logging
 
@@ -459,10 +461,9 @@ def markdown(results: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
 
 def rewrite_report() -> None:
     """Regenerate the markdown (and the summary) from the committed JSON, keeping its command and date."""
-    sys.path.insert(0, ROOT)
     from ppssld.utils.io import atomic_write_json, atomic_write_text
 
-    path = os.path.join(ROOT, "benchmark", "results", RESULT_NAME)
+    path = os.path.join(results_dir(__file__), RESULT_NAME)
     with open(path + ".json", "r", encoding="utf-8") as handle:
         payload = json.load(handle)
     payload["summary"] = summarize(payload["results"])
@@ -494,13 +495,10 @@ def main() -> None:
     if args.only:
         configs = [c for c in configs if args.only in c]
     configs = configs[:args.limit] if args.limit else configs
-    sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-    from common import RESULTS, write_results
-
-    os.makedirs(RESULTS, exist_ok=True)
+    folder = results_dir(__file__)
     start = time.perf_counter()
     results = measure(base, configs, args.timeout, os.path.join(tempfile.gettempdir(), "paddleclas_configs.log"))
-    previous = os.path.join(RESULTS, RESULT_NAME + ".json")
+    previous = os.path.join(folder, RESULT_NAME + ".json")
     if args.merge and os.path.isfile(previous):
         with open(previous, "r", encoding="utf-8") as handle:
             old = {r["config"]: r for r in json.load(handle)["results"]}
@@ -508,7 +506,7 @@ def main() -> None:
         results = [old[k] for k in sorted(old)]
     summary = summarize(results)
     write_results(RESULT_NAME, {"seconds": round(time.perf_counter() - start, 1), "timeout_s": args.timeout,
-                                "summary": summary, "results": results}, markdown(results, summary))
+                                "summary": summary, "results": results}, markdown(results, summary), folder)
     for group, row in summary["counts"].items():
         print(f"{group}: {row.get('ok', 0)} of {row['total']} ok, {row.get('refused', 0)} refused, "
               f"{row.get('crash', 0)} crash, {row.get('timeout', 0)} timeout")

@@ -1,4 +1,4 @@
-"""One command for a GPU (issue 15 point 6); ``benchmark/gpu_check.sh`` wraps it.
+"""One command for a GPU (issue 15 point 6); ``benchmark/gpu/gpu_check.sh`` wraps it.
 
 On a machine with a GPU, side by side in one run:
 
@@ -13,13 +13,13 @@ On a machine with a GPU, side by side in one run:
 * the Paddle Inference predictor of the exported AMP O2 student on the GPU, without TensorRT and
   with TensorRT fp32 / fp16: img/s, p50 latency, top-1.
 
-It writes ``benchmark/results/gpu_check.md`` and ``.json`` with the card's name. Data are synthetic
+It writes ``benchmark/results/gpu/gpu_check.md`` and ``.json`` with the card's name. Data are synthetic
 class-coloured 32x32 images written to ``--work`` (the throughput and parity checks do not need real
 images). ``--dry-run`` (no GPU needed): every step builds -- configs load, models build, tools parse,
 tiny 1-step runs on the CPU -- nothing is timed, and the report (``gpu_check_dry_run.md``) says so.
 A failed step is reported as FAILED and the exit status is 1; bad arguments exit 2.
 
-Usage: benchmark/gpu_check.sh [--dry-run] [--work DIR] [--epochs 3] [--batch 128] [--train-images 8192]
+Usage: benchmark/gpu/gpu_check.sh [--dry-run] [--work DIR] [--epochs 3] [--batch 128] [--train-images 8192]
 """
 import argparse
 import logging
@@ -28,15 +28,14 @@ import sys
 import tempfile
 from typing import Any, Dict, List
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import common  # noqa: E402  (sets sys.path)
-import gpu_check_steps as steps  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
+from benchmark.gpu import gpu_check_steps as steps  # noqa: E402
 
 DRY_NOTE = ("**DRY RUN on the CPU: nothing was measured.** Every step was built (configs loaded, models "
             "built, tools parsed, tiny 1-step runs); no figure here is a measurement. Run "
-            "`benchmark/gpu_check.sh` on a machine with a GPU for the figures.")
+            "`benchmark/gpu/gpu_check.sh` on a machine with a GPU for the figures.")
 
 
 def gpu_name() -> str:
@@ -70,7 +69,8 @@ def parse_args(argv: List[str] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="build every step on the CPU; time nothing")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder)")
-    parser.add_argument("--results-dir", default=common.RESULTS, help="where gpu_check[_dry_run].md/.json go")
+    parser.add_argument("--results-dir", default=common.results_dir(__file__),
+                        help="where gpu_check[_dry_run].md/.json go (default: benchmark/results/gpu/)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=8192, help="labeled (and as many unlabeled) images")
@@ -103,10 +103,9 @@ def main(argv: List[str] = None) -> int:
     rows = steps.run_all(plan)
     md = markdown(rows, card, args.dry_run, args)
     name = "gpu_check_dry_run" if args.dry_run else "gpu_check"
-    common.RESULTS = args.results_dir  # write_results writes under common.RESULTS (tests point it to a tmp dir)
     sizes = {k: v for k, v in vars(plan).items() if isinstance(v, (int, str))}
     common.write_results(name, {"card": card, "dry_run": args.dry_run, "measured": not args.dry_run,
-                                "work": work, "plan": sizes, "steps": rows}, md)
+                                "work": work, "plan": sizes, "steps": rows}, md, args.results_dir)
     print(md)
     print(f"written: {os.path.join(args.results_dir, name)}.md/.json")
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmark.common import ROOT
 CONFIGS = os.path.join(ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
 STUDENT_YAML = os.path.join(CONFIGS, "student_MV3_small_x0_35_ce.yaml")
 DISTILL_YAML = os.path.join(CONFIGS, "ssld_R18_MV3_small_x0_35.yaml")

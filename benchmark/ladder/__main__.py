@@ -1,6 +1,10 @@
 """``python -m benchmark.ladder [converged | twin] [options]`` (see ``benchmark/ladder/__init__.py``)."""
+import os
 import sys
 from typing import List, Optional
+
+if __package__ in (None, ""):  # run as ``python benchmark/ladder``: the repository root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

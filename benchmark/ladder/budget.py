@@ -43,7 +43,7 @@ class Step:
 
 
 # Epochs at --scale 1; the default --scale 0.5 halves them (min 1). The teacher is teacher_ResNet18_1ep.yaml's
-# recipe (AdamW, 1 epoch on all 60,000 labels; benchmark/results/teacher_choice.md), whatever the scale.
+# recipe (AdamW, 1 epoch on all 60,000 labels; benchmark/results/studies/teacher_choice.md), whatever the scale.
 BUDGET: List[Step] = [  # step, key, name, data, epochs, cost model, runs (seeds), loss
     Step("T", "teacher", "teacher ResNet18, CE (AdamW, 1 epoch), all labels", "full", 1, "teacher", 1, "teacher",
          scaled=False),

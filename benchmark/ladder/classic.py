@@ -327,9 +327,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     os.makedirs(ladder.work, exist_ok=True)
     setup_logging(os.path.join(ladder.work, "ladder.log"))
     payload = dict(ladder.run(), command=command_line())
-    common.RESULTS = os.path.abspath(args.results_dir)
-    path = common.write_results("ladder", payload, markdown(payload))
-    plot(payload, os.path.join(common.RESULTS, "ladder.png"))
+    folder = os.path.abspath(args.results_dir)
+    path = common.write_results("ladder", payload, markdown(payload), folder)
+    plot(payload, os.path.join(folder, "ladder.png"))
     logger.info("[Ladder] results: %s (+ ladder.md, ladder.png) in %.1f min", path, payload["total_wall_s"] / 60)
     return payload
 

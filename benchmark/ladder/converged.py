@@ -256,9 +256,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     logger.info("[Ladder] converged ladder (OMP_NUM_THREADS=%s), plan:\n%s", os.environ.get("OMP_NUM_THREADS"),
                 ladder.plan.table())
     payload = ladder.ladder()
-    common.RESULTS = os.path.abspath(args.results_dir)
-    path = common.write_results("ladder", payload, markdown(payload))
-    plot(payload, os.path.join(common.RESULTS, "ladder.png"))
+    folder = os.path.abspath(args.results_dir)
+    path = common.write_results("ladder", payload, markdown(payload), folder)
+    plot(payload, os.path.join(folder, "ladder.png"))
     logger.info("[Ladder] results: %s (+ ladder.md, ladder.png); runs %.1f min wall, %.1f min CPU", path,
                 payload["total_wall_s"] / 60, payload["total_cpu_s"] / 60)
     return payload

@@ -22,7 +22,7 @@ from benchmark import common
 from benchmark.ladder.budget import DATASETS, DIGITS, Plan, RunSpec
 
 QS = os.path.join(common.ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
-RESULTS = os.path.join(common.RESULTS, "ladder")  # every ladder result file goes here
+RESULTS = common.results_dir(__file__)  # benchmark/results/ladder/: every ladder result file goes here
 YAML = {"teacher": "teacher_ResNet18_1ep.yaml", "ce": "student_MV3_small_x0_35_ce.yaml",
         "kd": "ssld_R18_MV3_small_x0_35.yaml", "js": "ssld_R18_MV3_small_x0_35.yaml",
         "ft": "finetune_R18_MV3_small_x0_35.yaml"}

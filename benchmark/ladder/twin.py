@@ -74,6 +74,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", required=True, help="the ladder's --work folder")
     p.add_argument("--ladder-json", default=os.path.join(RESULTS, "ladder.json"))
+    p.add_argument("--results-dir", default=RESULTS, help="where ladder_twin.{json,md} go")
     p.add_argument("--runs", default="3_js_L_seed1,5_js_mined_seed1", help="cached runs to twin (step 3 and 5 needed)")
     args = p.parse_args(argv)
     setup_logging()
@@ -93,7 +94,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         raise SystemExit("error: --runs needs one run of step 3 (or another arm on L) and one of step 5")
     payload = {"command": command_line(), "ladder_command": ladder["command"], "ladder_date": ladder["date"], "twins": twins,
                "estimate": estimate(ladder, ratio)}
-    common.RESULTS = RESULTS
-    common.write_results("ladder_twin", payload, markdown(payload))
+    common.write_results("ladder_twin", payload, markdown(payload), os.path.abspath(args.results_dir))
     return payload
 

@@ -7,8 +7,8 @@ For each hash: distance of each planted copy to its source, and distance of each
 image to its nearest eval image. Then, for the chosen hash and threshold, the pixel
 similarity of the planted pairs and of the distinct hash matches.
 
-Usage: python benchmark/mining_hash_measure.py [--eval 2000 --planted 200 --distinct 5000]
-Writes benchmark/results/mining_hash_measure.json and .md.
+Usage: python benchmark/mining/mining_hash_measure.py [--eval 2000 --planted 200 --distinct 5000]
+Writes benchmark/results/mining/mining_hash_measure.json and .md.
 """
 import argparse
 import datetime
@@ -20,7 +20,9 @@ import time
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
 
 from ppssld.data import prepare  # noqa: E402
 from ppssld.mining.dedup import confirm, near_duplicates as dedup  # noqa: E402
@@ -43,7 +45,8 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=2000)
     parser.add_argument("--planted", type=int, default=200)
     parser.add_argument("--distinct", type=int, default=5000)
-    parser.add_argument("--out", default="benchmark/results/mining_hash_measure")
+    parser.add_argument("--out", default=os.path.join(common.results_dir(__file__), "mining_hash_measure"),
+                        help="results path without extension (default: benchmark/results/mining/...)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x_te, y_te = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
@@ -127,7 +130,7 @@ def main() -> None:
     print(result["chosen"], flush=True)
     result["machine"] = f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
     result["date"] = datetime.datetime.now().isoformat(timespec="seconds")
-    result["command"] = "python " + " ".join(sys.argv)
+    result["command"] = "python " + common.command_line()
     atomic_write_json(args.out + ".json", result)
     lines = ["# Perceptual hash and pixel-check measurement (Fashion-MNIST)\n",
              f"{result['date']}, {result['machine']}\n", f"Command: `{result['command']}`\n",

@@ -14,8 +14,8 @@ Real: Fashion-MNIST planted duplicates (first ``--eval`` test images, ``--plante
 5 kinds, first ``--distinct`` training images), before (thumbnail ranking) / after (aligned
 band-pass ranking): recall, false removals, and a contact sheet of removed distinct pairs.
 
-Usage: OMP_NUM_THREADS=1 python benchmark/mining_scale.py [--pools 10000 100000 1000000 --evals 10000 50000]
-Writes benchmark/results/mining_scale.{md,json,png} and mining_scale_pairs.png.
+Usage: OMP_NUM_THREADS=1 python benchmark/mining/mining_scale.py [--pools 10000 100000 1000000 --evals 10000 50000]
+Writes benchmark/results/mining/mining_scale.{md,json,png} and mining_scale_pairs.png.
 """
 import argparse
 import datetime
@@ -30,7 +30,9 @@ import cv2
 import faiss
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
 
 from ppssld.mining.dedup import confirm as confirm_mod  # noqa: E402
 from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
@@ -182,7 +184,8 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=60.0, help="seconds per stage and cell at most")
     ap.add_argument("--fm-eval", type=int, default=2000), ap.add_argument("--fm-planted", type=int, default=100)
     ap.add_argument("--fm-distinct", type=int, default=2000)
-    ap.add_argument("--out", default="benchmark/results/mining_scale")
+    ap.add_argument("--out", default=os.path.join(common.results_dir(__file__), "mining_scale"),
+                    help="results path without extension (default: benchmark/results/mining/...)")
     args = ap.parse_args()
     ARGS_POOLS[:] = args.pools  # the scan's rate does not depend on the pool: measured at the smallest
     faiss.omp_set_num_threads(1)
@@ -201,12 +204,13 @@ def main() -> None:
                                       + index.ref_band.nbytes + sum(a.nbytes for a in syn.ref)) / 2 ** 20, 1)
             rows.append(row)
             print(row, flush=True)
-    from mining_scale_real import fashion_mnist, write_results  # noqa: E402  (beside this file)
+    from benchmark.mining.mining_scale_real import fashion_mnist, write_results
     real = fashion_mnist(args.fm_eval, args.fm_planted, args.fm_distinct, args.out + "_pairs.png")
     result = {"synthetic": rows, "fashion_mnist": real, "multi_index_hashing": multi_index(),
               "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus (shared), one core "
                          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, faiss 1 thread)",
-              "date": datetime.datetime.now().isoformat(timespec="seconds"), "command": "python " + " ".join(sys.argv)}
+              "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "command": "python " + common.command_line()}
     write_results(result, args.out)
 
 

@@ -1,4 +1,5 @@
-"""Half of benchmark/mining_scale.py: Fashion-MNIST planted duplicates before/after, contact sheet, results files."""
+"""Half of benchmark/mining/mining_scale.py: Fashion-MNIST planted duplicates before/after, contact sheet,
+results files."""
 import os
 import time
 from typing import Any, Dict, List
@@ -24,7 +25,7 @@ def fashion_mnist(n_eval: int, n_planted: int, n_distinct: int, sheet: str) -> D
     x_tr = prepare.read_idx(os.path.join(ROOT, "train-images-idx3-ubyte.gz"))
     y_tr = prepare.read_idx(os.path.join(ROOT, "train-labels-idx1-ubyte.gz"))
     y_te = prepare.read_idx(os.path.join(ROOT, "t10k-labels-idx1-ubyte.gz"))
-    rng = np.random.default_rng(0)  # the same copies as benchmark/mining_hash_measure.py
+    rng = np.random.default_rng(0)  # the same copies as benchmark/mining/mining_hash_measure.py
     evals = [Image.fromarray(a) for a in x_te[:n_eval]]
     src = rng.choice(n_eval, size=n_planted, replace=False)
     planted, kinds, sources = [], [], []

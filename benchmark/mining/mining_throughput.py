@@ -7,9 +7,9 @@ signatures (``--eval`` images of DIR/val_list.txt), the index, de-duplication of
 chunk (search + aligned ranking + pixel check) and the streaming top-k selection, as
 :func:`ppssld.mining.mine.mine` runs them, timed part by part. Rounds alternate bare /
 scoring / whole pass; best and median of each are compared. Writes
-benchmark/results/mining_throughput.json and .md.
+benchmark/results/mining/mining_throughput.json and .md.
 
-Usage: python benchmark/mining_throughput.py --data DIR [--images 2000 --eval 10000 --batch-size 64]
+Usage: python benchmark/mining/mining_throughput.py --data DIR [--images 2000 --eval 10000 --batch-size 64]
        [--backbone ResNet18 --weights W.pdparams]   (DIR from tools/prepare_data.py / prepare_dataset)
 """
 import argparse
@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import ppssld  # noqa: E402,F401
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402  (ppssld first: the thread count before paddle)
 import paddle  # noqa: E402
 
 from ppssld.arch.zoo import build_backbone  # noqa: E402
@@ -127,7 +127,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="ResNet18")
     ap.add_argument("--weights")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="benchmark/results/mining_throughput")
+    ap.add_argument("--out", default=os.path.join(common.results_dir(__file__), "mining_throughput"),
+                    help="results path without extension (default: benchmark/results/mining/...)")
     args = ap.parse_args()
     root = os.path.join(args.data, "images")
     paths = [r.path for r in read_label_list(os.path.join(args.data, "unlabeled_list.txt"), unlabeled=True)]
@@ -172,7 +173,7 @@ def main() -> None:
               "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus (shared), paddle "
                          f"{paddle.__version__} CPU",
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "command": "python " + " ".join(sys.argv)}
+              "command": "python " + common.command_line()}
     atomic_write_json(args.out + ".json", result)
     atomic_write_text(args.out + ".md", "\n".join([
         "# Mining throughput vs bare teacher inference\n", f"{result['date']}, {result['machine']}, "

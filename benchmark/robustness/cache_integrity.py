@@ -8,7 +8,7 @@ Writes a synthetic cache (random top-K, the layout tools/cache_soft_labels.py wr
 * ``record_chunks`` (what generation adds before writing the manifest: headers + every file hashed);
 * ``verify_cache`` (``--verify DIR``: headers, sizes, hashes).
 
-Run: python benchmark/cache_integrity.py [--views 10] [--images 1281167] [--topk 10] [--keep DIR]
+Run: python benchmark/robustness/cache_integrity.py [--views 10] [--images 1281167] [--topk 10] [--keep DIR]
 Files are read warm (just written, in the page cache) unless --cold drops the page cache first (root only).
 """
 import argparse
@@ -21,8 +21,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_results  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import results_dir, write_results  # noqa: E402
 
 from ppssld.cache import store  # noqa: E402
 from ppssld.cache.integrity import check_sizes, record_chunks, tasks, verify_cache  # noqa: E402
@@ -61,7 +62,7 @@ def _timed(fn, cold: bool) -> tuple:
 
 
 def main() -> None:
-    """Write the synthetic cache, time each check, write benchmark/results/cache_integrity.{md,json}."""
+    """Write the synthetic cache, time each check, write benchmark/results/robustness/cache_integrity.{md,json}."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1281167)
     parser.add_argument("--views", type=int, default=10)
@@ -109,7 +110,7 @@ def main() -> None:
                 f"~{6000 // (args.topk * 4)}x larger per view, so its --verify and generation record time scale by "
                 f"that, while start-up stays one stat per file.\n")
     print(json.dumps(payload, indent=1))
-    print(write_results("cache_integrity", payload, markdown))
+    print(write_results("cache_integrity", payload, markdown, results_dir(__file__)))
 
 
 if __name__ == "__main__":

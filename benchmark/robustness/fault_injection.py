@@ -12,7 +12,7 @@ Training saves are slowed (``--save-delay`` seconds after each file written, thr
 ``paddle.save`` in the worker process only) so that kills land inside checkpoint writes; a kill
 counts as "during a save" when it leaves a save's temporary file behind.
 
-Usage: flock /tmp/ppssld-heavy.lock python benchmark/fault_injection.py [--train 10 --mine 5 --pipeline 5]
+Usage: flock /tmp/ppssld-heavy.lock python benchmark/robustness/fault_injection.py [--train 10 --mine 5 --pipeline 5]
 """
 import argparse
 import glob
@@ -28,7 +28,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from common import ROOT, write_results
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import ROOT, results_dir, write_results  # noqa: E402
 
 QS = os.path.join(ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
 PY = sys.executable
@@ -335,7 +337,7 @@ def main() -> None:
         f"mining kills after {where.get('mine')} score chunks (of 10) were written. Per-trial details: "
         "`fault_injection.json`.\n")
     write_results("fault_injection", {"summary": summary, "total": total, "save_delay_s": args.save_delay,
-                                      "seed": args.seed, "tolerance": TOLERANCE}, markdown)
+                                      "seed": args.seed, "tolerance": TOLERANCE}, markdown, results_dir(__file__))
 
 
 if __name__ == "__main__":

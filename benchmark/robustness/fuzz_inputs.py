@@ -1,9 +1,9 @@
 """The input fuzzer's sweep: bad values in config keys, in a tiny trained project and in tool arguments, counted.
 
-Run: python benchmark/fuzz_inputs.py [--config-cases N] [--train-cases N] [--cli-cases N] [--all] [--seed S]
+Run: python benchmark/robustness/fuzz_inputs.py [--config-cases N] [--train-cases N] [--cli-cases N] [--all] [--seed S]
 Defaults take ~1.5 minutes on a 2-core CPU (a seeded sample of each kind); ``--all`` runs every case (config
 keys alone are ~32,600 cases, ~10 minutes; all ~34,700 about 25 minutes, estimated). Cases and outcomes:
-tests/fuzz_harness.py. Writes benchmark/results/fuzz_inputs.{md,json}: cases tried, outcomes by kind, every
+tests/fuzz_harness.py. Writes benchmark/results/robustness/fuzz_inputs.{md,json}: cases tried, outcomes by kind, every
 traceback or hang (the target is none), and the refusals whose message does not name the key, grouped.
 """
 import argparse
@@ -14,8 +14,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, write_results  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import ROOT, results_dir, write_results  # noqa: E402
 
 from tests.fuzz_harness import (CLI_ARGUMENTS, cli_argv, cli_cases, config_cases, config_files,  # noqa: E402
                                 run_cli_case, run_config_case, run_train_case, sample, summary, tiny_project)
@@ -85,7 +86,7 @@ def main() -> None:
                    + "\n\n" if failures else "")
                 + "Refusals whose message does not name the key (grouped; the message still names the value or "
                   "file):\n\n| cases | message |\n|---|---|\n" + (unnamed_rows or "| 0 | |") + "\n")
-    print(write_results("fuzz_inputs", payload, markdown))
+    print(write_results("fuzz_inputs", payload, markdown, results_dir(__file__)))
 
 
 if __name__ == "__main__":

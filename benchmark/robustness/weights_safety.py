@@ -5,7 +5,7 @@ with ``paddle.save`` (and a ``.safetensors`` twin), then times ``paddle.load``, 
 safetensors read interleaved (the order rotates every round, so drift and cache effects hit all
 alike) and reports medians. Both return Paddle tensors; the results are checked equal first.
 
-    flock /tmp/ppssld-heavy.lock python benchmark/weights_safety.py --repeats 15
+    flock /tmp/ppssld-heavy.lock python benchmark/robustness/weights_safety.py --repeats 15
 """
 import argparse
 import logging
@@ -18,11 +18,9 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-
-from common import write_results  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import results_dir, write_results  # noqa: E402
 
 import paddle  # noqa: E402
 
@@ -30,7 +28,7 @@ from ppssld.arch.zoo import build_backbone  # noqa: E402
 from ppssld.utils.safe_load import safe_load  # noqa: E402
 from ppssld.utils.safetensors_io import save_safetensors  # noqa: E402
 
-logger = logging.getLogger("ppssld.benchmark.safe_load")
+logger = logging.getLogger("ppssld.benchmark.weights_safety")
 
 TARGET = 1.2  # safe_load may take at most this many times paddle.load
 
@@ -98,9 +96,9 @@ def main() -> None:
                 f"jobs: expect noise.\n\n"
                 f"| loader | median ms | min ms | max ms | vs paddle.load |\n|---|---:|---:|---:|---:|\n{rows}\n\n"
                 f"safe_load / paddle.load = **{ratio:.2f}x** (target <= {TARGET}x: {verdict}).\n")
-    write_results("safe_load", {"backbone": args.backbone, "tensors": tensors, "file_mib": round(size_mb, 1),
-                                "repeats": args.repeats, "median_s": med, "times_s": times,
-                                "ratio_safe_vs_paddle": round(ratio, 3), "target": TARGET}, markdown)
+    payload = {"backbone": args.backbone, "tensors": tensors, "file_mib": round(size_mb, 1), "repeats": args.repeats,
+               "median_s": med, "times_s": times, "ratio_safe_vs_paddle": round(ratio, 3), "target": TARGET}
+    write_results("weights_safety", payload, markdown, results_dir(__file__))
     print(markdown)
 
 

@@ -8,18 +8,22 @@ If (2) recovers what (1) lost, the low number comes
 from statistics that trail weights moving fast at the warm-up's peak learning rate, not from a bad
 student.
 
-Usage: python benchmark/first_epoch_eval.py --config output/fashion_mnist_ssld/distill/DistillationModel/config.yaml
+Usage: python benchmark/studies/first_epoch_eval.py \
+    --config output/fashion_mnist_ssld/distill/DistillationModel/config.yaml
 """
 import argparse
 import os
+import sys
 import time
 
-import common  # noqa: F401  (sets sys.path)
-import paddle
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402  (ppssld first: the thread count before paddle)
+import paddle  # noqa: E402
 
-from ppssld.utils.config import load_config
-from ppssld.engine.builder import build_trainer
-from ppssld.engine.evaluator import evaluate
+from ppssld.utils.config import load_config  # noqa: E402
+from ppssld.engine.builder import build_trainer  # noqa: E402
+from ppssld.engine.evaluator import evaluate  # noqa: E402
 
 BN = (paddle.nn.BatchNorm2D, paddle.nn.BatchNorm1D, paddle.nn.BatchNorm)
 
@@ -72,7 +76,8 @@ def main() -> None:
     lines += ["", f"Largest ratio between a re-estimated and a running variance, minus 1: {drift:.2f}.",
               f"Wall time: {time.time() - tic:.0f} s. Config: `{args.config}`."]
     common.write_results("first_epoch_eval", {"rows": {n: r for n, r in rows}, "variance_drift": drift,
-                                              "lr_end_epoch1": lr_end}, "\n".join(lines) + "\n")
+                                              "lr_end_epoch1": lr_end}, "\n".join(lines) + "\n",
+                         common.results_dir(__file__))
     print("\n".join(lines))
 
 

@@ -11,9 +11,9 @@ its data preparation, teacher and run folders are reused); only ``Loss.Train`` c
 
 Every other option is the ladder's (``--scale``, ``--limit-train``, ``--seeds`` ...)::
 
-    python benchmark/loss_study.py --scale 0.15 --limit-train 10000 --limit-val 5000 --work ./output/loss_study
+    python benchmark/studies/loss_study.py --scale 0.15 --limit-train 10000 --limit-val 5000 --work ./output/loss_study
 
-Writes ``benchmark/results/loss_study.{md,json}``.
+Writes ``benchmark/results/studies/loss_study.{md,json}``.
 """
 import argparse
 import logging
@@ -22,8 +22,10 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import common
-from benchmark.ladder import classic as L  # common put the repository root on sys.path
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
+from benchmark.ladder import classic as L  # noqa: E402
 
 logger = logging.getLogger("ppssld.benchmark.loss_study")
 
@@ -51,6 +53,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, ar
         if arm not in ARMS:
             p.error(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
     rest = rest if any(a.startswith("--work") for a in rest) else rest + ["--work", "./output/loss_study"]
+    if not any(a.startswith("--results-dir") for a in rest):  # the ladder's default is its own folder
+        rest += ["--results-dir", common.results_dir(__file__)]
     return own, L.parse_args(rest)
 
 
@@ -112,8 +116,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                             "limit_val": args.limit_val, "seeds": lad.seeds, "lr": own.lr,
                             "train_images": sizes["L"], "val_images": sizes["val"],
                             "losses": {a: ARMS[a][1] for a in by_arm}}}
-    common.RESULTS = os.path.abspath(args.results_dir)
-    path = common.write_results("loss_study", payload, markdown(payload))
+    path = common.write_results("loss_study", payload, markdown(payload), os.path.abspath(args.results_dir))
     logger.info("[LossStudy] results: %s", path)
     return payload
 

@@ -1,6 +1,6 @@
 """Post-training int8 (deploy/slim/quant_post_static.py) vs fp32: top-1, speed, size; calibration size; format.
 
-    python benchmark/quant_post_static.py -c CONFIG -o Global.pretrained_model=CKPT [-o ...] \
+    python benchmark/studies/quant_post_static.py -c CONFIG -o Global.pretrained_model=CKPT [-o ...] \
         [--calib 32,128,512] [--threads 1] [--speed_model MobileNetV3_large_x1_0 --speed_size 224]
 
 Top-1 on every image of ``DataLoader.Eval.dataset`` (the test list) for the fp32 export (Paddle Inference,
@@ -9,7 +9,7 @@ oneDNN, and ONNX Runtime) and for int8 exports calibrated on each ``--calib`` co
 Paddle Inference fp32 (oneDNN), ONNX Runtime fp32 and ONNX Runtime int8, on the config's model and, for a
 larger compute load, on ``--speed_model`` at ``--speed_size`` px with random weights (speed only). Paddle's
 own ``paddle.quantization`` PTQ is tried on the config's model and its outcome recorded. Writes
-benchmark/results/quant_post_static.{md,json}.
+benchmark/results/studies/quant_post_static.{md,json}.
 """
 import argparse
 import os
@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets the path and the thread count before paddle)
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402  (ppssld first: the thread count before paddle)
 
 
 def parse_args() -> argparse.Namespace:
@@ -170,7 +171,7 @@ def main() -> None:
     big = speed_only(args, work)
     payload = {"settings": vars(args), "isa_flags": isa_flags(), "test_images": int(len(arrays)),
                "accuracy": rows, "speed": speed, "speed_large": big, "paddle_quantization": ptq}
-    common.write_results("quant_post_static", payload, markdown(payload, config))
+    common.write_results("quant_post_static", payload, markdown(payload, config), common.results_dir(__file__))
 
 
 def speed_only(args: argparse.Namespace, work: str) -> Dict[str, Any]:

@@ -8,21 +8,24 @@ the top-K renormalised) and compared with the full softmax by the mean Jensen-Sh
 Storage: bytes per image per view measured on disk, and extrapolated to ImageNet-1k (1.28M images,
 1,000 classes) and the paper's 5M-image set for V = 10, 50 and K = 10.
 
-Usage: python benchmark/soft_label_cache.py --teacher T.pdparams [--data DIR] [--unlabeled 5000]
+Usage: python benchmark/studies/soft_label_cache.py --teacher T.pdparams [--data DIR] [--unlabeled 5000]
 """
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any, Dict
 
-import common
-import numpy as np
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
+import numpy as np  # noqa: E402
 
-from ppssld.cache import store
-from ppssld.cache.generate import generate
-from ppssld.cache.reader import REBUILD_MODES, rebuild
-from ppssld.utils.config import load_config
+from ppssld.cache import store  # noqa: E402
+from ppssld.cache.generate import generate  # noqa: E402
+from ppssld.cache.reader import REBUILD_MODES, rebuild  # noqa: E402
+from ppssld.utils.config import load_config  # noqa: E402
 
 QS_YAML = os.path.join(common.ROOT, "ppcls_configs", "quick_start", "fashion_mnist", "ssld_R18_MV3_small_x0_35.yaml")
 KS = (1, 5, 10)
@@ -126,7 +129,7 @@ def main() -> None:
     md += [f"| {name} | {sizes['10'] / 1e9:.2f} GB | {sizes['50'] / 1e9:.2f} GB |" for name, sizes in ext["sets"].items()]
     md += ["", "Generation: " + ", ".join(f"{n}: {t['images_now']} images in {t['seconds']} s "
                                           f"({t['images_per_s']} img/s)" for n, t in timings.items())]
-    common.write_results("soft_label_cache", payload, "\n".join(md) + "\n")
+    common.write_results("soft_label_cache", payload, "\n".join(md) + "\n", common.results_dir(__file__))
     print("\n".join(md))
 
 

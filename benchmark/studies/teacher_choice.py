@@ -6,7 +6,7 @@ labeled subsets of the 60,000 training images, evaluated on the 10,000 test imag
 needs a teacher >= 85% within its 15-minute budget; the table shows which candidate gets there in
 the least time.
 
-Usage: python benchmark/teacher_choice.py [--only NAME ...] [--seeds S ...] [--skip-screen]
+Usage: python benchmark/studies/teacher_choice.py [--only NAME ...] [--seeds S ...] [--skip-screen]
 
 Runs accumulate in ``output/teacher_choice/state.json`` (seeded from the committed results JSON), so a
 later invocation adds rows to the table instead of dropping the earlier ones.
@@ -14,17 +14,20 @@ later invocation adds rows to the table instead of dropping the earlier ones.
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
-import common  # noqa: F401  (sets sys.path)
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
 
-from ppssld.utils.io import atomic_write_json
+from ppssld.utils.io import atomic_write_json  # noqa: E402
 
 QS = os.path.join(common.ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
 TEACHER_YAML = os.path.join(QS, "teacher_ResNet18.yaml")
 TEACHER_1EP_YAML = os.path.join(QS, "teacher_ResNet18_1ep.yaml")
-RESULTS_JSON = os.path.join(common.ROOT, "benchmark", "results", "teacher_choice.json")
+RESULTS_JSON = os.path.join(common.results_dir(__file__), "teacher_choice.json")
 WORK = os.path.join(common.ROOT, "output", "teacher_choice")
 SCREEN = [("ResNet18", {}), ("ResNet18", {"stride_list": [1, 2, 2, 2, 2]}), ("MobileNetV1_x0_5", {}),
           ("PPLCNet_x0_5", {}), ("PPLCNet_x1_0", {"stride_list": [1, 2, 2, 2, 2]}),
@@ -149,7 +152,7 @@ def main() -> None:
         lines.append(f"| {run['name']} | {run['arch']} | {run.get('optimizer', MOMENTUM)} | {run['labeled']:,} "
                      f"| {run['epochs']} | {run['images_seen']:,} | {run['augmentation']} | {run.get('seed', 42)} "
                      f"| {run['wall_s'] / 60:.1f} min | {100 * run['top1']:.2f}% |")
-    common.write_results("teacher_choice", state, "\n".join(lines) + "\n")
+    common.write_results("teacher_choice", state, "\n".join(lines) + "\n", common.results_dir(__file__))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ repeated), batch 64, 1 epoch, no evaluation, one PaddleClas-schema YAML for all 
 fresh ``tools/train.py`` process timed from start to exit (imports included), run back to back
 ``--rounds`` times; cache generation (``tools/cache_soft_labels.py --views 1 --topk 10``) is timed apart.
 
-Usage: python benchmark/cache_vs_paddleclas.py --paddleclas-dir /work/paddleclas [--rounds 2]
+Usage: python benchmark/throughput/cache_vs_paddleclas.py --paddleclas-dir /work/paddleclas [--rounds 2]
 """
 import argparse
 import os
@@ -16,8 +16,11 @@ import subprocess
 import sys
 import time
 
-import common
 import yaml
+
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402
 
 IMAGES, BATCH = 5000, 64
 
@@ -113,7 +116,8 @@ def main() -> None:
             f"(frozen, random weights) -> MobileNetV3_small_x0_35, DistillationDMLLoss, digits 32x32 "
             f"({len(rows):,} images, lines repeated to {IMAGES:,}), batch {BATCH}, no eval.\n")
     common.write_results("cache_vs_paddleclas", {"walls": walls, "median": med, "generation_s": gen,
-                                                 "speedup_vs_paddleclas": speedup}, md)
+                                                 "speedup_vs_paddleclas": speedup}, md,
+                        common.results_dir(__file__))
     print(md)
 
 

@@ -1,10 +1,10 @@
 """CPU throughput of an exported student: dygraph eval vs Paddle Inference (oneDNN off/on) vs onnxruntime.
 
-python benchmark/export_throughput.py [--model MobileNetV3_large_x1_0] [--batch_size 8] [--threads 1]
+python benchmark/throughput/export_throughput.py [--model MobileNetV3_large_x1_0] [--batch_size 8] [--threads 1]
 
 Every runtime gets the same preprocessed images in the same batches, after the same warm-up.
 The weights are random (He-scaled), which does not change speed. Writes
-benchmark/results/export_throughput.json and .md.
+benchmark/results/throughput/export_throughput.json and .md.
 """
 import argparse
 import datetime
@@ -13,8 +13,9 @@ import sys
 import tempfile
 from typing import Any, Dict, List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benchmark", "results")
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# benchmark.common (which imports ppssld) is imported once --threads is in the environment
 
 
 def parse_args() -> argparse.Namespace:
@@ -115,7 +116,7 @@ def measure(args: argparse.Namespace, root: str) -> Dict[str, Any]:
 
 def machine() -> Dict[str, Any]:
     """benchmark/common.py's machine description plus the ONNX package versions."""
-    import common
+    from benchmark import common
 
     versions = {}
     for mod in ("onnxruntime", "paddle2onnx"):
@@ -130,17 +131,19 @@ def main() -> None:
     """Run the benchmark and write the results files."""
     args = parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before paddle is imported
-    sys.path.insert(0, ROOT)
+    from benchmark import common
     from ppssld.utils.io import atomic_write_json, atomic_write_text
+
+    results = common.results_dir(__file__)
 
     with tempfile.TemporaryDirectory() as root:
         measured = measure(args, root)
-    payload = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+    payload = {"command": "python " + common.command_line(),
                "date": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": machine(),
                "settings": {k: v for k, v in vars(args).items()}, "results": measured["rows"]}
-    os.makedirs(RESULTS, exist_ok=True)
-    atomic_write_json(os.path.join(RESULTS, "export_throughput.json"), payload)
+    os.makedirs(results, exist_ok=True)
+    atomic_write_json(os.path.join(results, "export_throughput.json"), payload)
     mach = payload["machine"]
     lines = [f"# Export throughput ({args.model}, {args.size}x{args.size}, batch {args.batch_size}, "
              f"{args.threads} thread(s))", "",
@@ -157,8 +160,8 @@ def main() -> None:
         lines.append(f"| {row['runtime']} | {row['throughput_ips']:.1f} | {row['latency_ms_p50']:.2f} | "
                      f"{row['latency_ms_p95']:.2f} | {row['max_abs_diff_vs_dygraph']:.2e} | "
                      f"{row['top1_agreement']:.2f} |")
-    atomic_write_text(os.path.join(RESULTS, "export_throughput.md"), "\n".join(lines) + "\n")
-    print(f"wrote {os.path.join(RESULTS, 'export_throughput.json')}")
+    atomic_write_text(os.path.join(results, "export_throughput.md"), "\n".join(lines) + "\n")
+    print(f"wrote {os.path.join(results, 'export_throughput.json')}")
 
 
 if __name__ == "__main__":

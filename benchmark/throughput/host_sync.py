@@ -9,7 +9,7 @@ process with its tree first on ``sys.path``; rounds alternate the trees so that 
 processes hits both alike, and the median round is reported.
 
 Usage (also ``train_throughput.py --host-sync --baseline-src DIR``):
-    python benchmark/host_sync.py --baseline-src /tmp/main-copy [--rounds 3] [--steps 20] [--batch 64]
+    python benchmark/throughput/host_sync.py --baseline-src /tmp/main-copy [--rounds 3] [--steps 20] [--batch 64]
 """
 import argparse
 import json
@@ -21,8 +21,10 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# benchmark.common (which imports ppssld) is imported in run() only: a --worker must import the ppssld of --src
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARMS = ("student_ce", "distillation")
 WARMUP_STEPS = 2
 
@@ -81,7 +83,7 @@ def _markdown(args: argparse.Namespace, med: Dict[str, Dict[str, float]], baseli
         base, now = med["baseline"][arm], med["current"][arm]
         rows.append(f"| {arm} | {base:.1f} | {now:.1f} | {now / base:.3f} |")
     return ("| arm (real `Trainer.train_one_epoch`) | baseline: read every step (img/s) | this tree: read every "
-            f"print step (img/s) | ratio |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            "print step (img/s) | ratio |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
             f"Baseline source: `{baseline}`. Batch {args.batch} of 32x32 synthetic images, {args.steps} timed steps "
             f"after a {WARMUP_STEPS}-step warm-up epoch, `print_batch_step` {args.print_step}, train metric top-1/5 "
             f"on, {args.rounds} rounds alternating the trees (medians). On this CPU a host read is a copy of a "
@@ -91,9 +93,8 @@ def _markdown(args: argparse.Namespace, med: Dict[str, Dict[str, float]], baseli
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    """Alternate the two trees over ``args.rounds`` rounds; write ``results/host_sync.{json,md}``."""
-    sys.path.insert(0, HERE)
-    import common
+    """Alternate the two trees over ``args.rounds`` rounds; write ``host_sync.{json,md}`` (results/throughput/)."""
+    from benchmark import common
 
     baseline = os.path.abspath(args.baseline_src)
     if not os.path.isfile(os.path.join(baseline, "ppssld", "engine", "trainer.py")):
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
            for tree in ("baseline", "current")}
     md = _markdown(args, med, args.baseline_src)
     common.write_results("host_sync", {"batch": args.batch, "steps": args.steps, "print_batch_step": args.print_step,
-                                       "baseline_src": args.baseline_src, "rounds": rounds, "median": med}, md)
+                                       "baseline_src": args.baseline_src, "rounds": rounds, "median": med}, md,
+                         common.results_dir(__file__))
     print(md)
     return med
 

@@ -4,7 +4,7 @@ Prepares Fashion-MNIST into --data first when it is not there yet (tools/prepare
 then times ``build_dataloader`` at each ``num_workers`` (batch 128, shuffle, shared memory),
 excluding the first batch (worker start-up, reported separately). Not a timed test.
 
-    python benchmark/loader_throughput.py --workers 0 1 2 --batches 60 --rounds 2
+    python benchmark/throughput/loader_throughput.py --workers 0 1 2 --batches 60 --rounds 2
 """
 import argparse
 import logging
@@ -16,11 +16,9 @@ from typing import Any, Dict, List
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmark"))
-
-from common import write_results  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import ROOT, results_dir, write_results  # noqa: E402
 
 from ppssld.data.loading.loader import build_dataloader  # noqa: E402
 from ppssld.data.prepare import prepare_dataset  # noqa: E402
@@ -108,7 +106,7 @@ def main() -> None:
     path = write_results("loader_throughput", {"dataset": "fashion_mnist train_list.txt", "batch_size": args.batch_size,
                                                "batches_timed": args.batches, "rounds": args.rounds,
                                                "transform_ops": ops, "load_average_before": load,
-                                               "results": rows}, markdown)
+                                               "results": rows}, markdown, results_dir(__file__))
     print(f"wrote {path}")
 
 

@@ -4,8 +4,8 @@ Runs the pipeline's own distill stage (``Pipeline._distill``) on the data, teach
 main-job output (``--from``: its data/teacher/mine ``stage.json``), once per ``--mode``, into ``--out/<mode>``;
 appends the timing to ``--json``. Command (one mode per lock hold):
 
-    flock /tmp/ppssld-heavy.lock python benchmark/main_job_cache.py --from output/fashion_mnist_ssld \
-        --out /tmp/bench --mode online --json benchmark/results/pipeline_soft_label_cache.json
+    flock /tmp/ppssld-heavy.lock python benchmark/throughput/main_job_cache.py --from output/fashion_mnist_ssld \
+        --out /tmp/bench --mode online   # appends to benchmark/results/throughput/main_job_cache.json
 """
 import argparse
 import json
@@ -15,9 +15,9 @@ import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import ROOT, machine  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark.common import ROOT, machine, results_dir  # noqa: E402
 
 from ppssld.recipes.ssld import Pipeline, load_pipeline_config  # noqa: E402
 from ppssld.utils.io import atomic_write_json  # noqa: E402
@@ -28,7 +28,8 @@ def main() -> None:
     parser.add_argument("--from", dest="source", required=True, help="a finished main-job output folder")
     parser.add_argument("--out", required=True)
     parser.add_argument("--mode", choices=("online", "cached"), required=True)
-    parser.add_argument("--json", required=True, help="results file (appended)")
+    parser.add_argument("--json", default=os.path.join(results_dir(__file__), "main_job_cache.json"),
+                        help="results file, appended (default: benchmark/results/throughput/main_job_cache.json)")
     parser.add_argument("-c", "--config", default=os.path.join(
         ROOT, "ppcls_configs", "quick_start", "fashion_mnist", "ssld_pipeline.yaml"))
     args = parser.parse_args()

@@ -8,15 +8,19 @@ Arms, measured side by side in alternated rounds (median round reported, same we
   free teacher), JS against a ResNet18 teacher in dygraph, in Paddle Inference and in ONNX Runtime.
   The whole step is timed (forward of both models, loss, backward, update), not the teacher alone.
 
-Usage: python benchmark/teacher_engine.py [--rounds 3] [--seconds 4] [--big-seconds 8]
+Usage: python benchmark/throughput/teacher_engine.py [--rounds 3] [--seconds 4] [--big-seconds 8]
 """
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import common  # noqa: F401  (sets sys.path, chooses the thread count)
-import numpy as np
-import paddle
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402  (ppssld first: the thread count before paddle)
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
 
 from ppssld.arch.distillation import DistillationModel
 from ppssld.arch.zoo import build_backbone
@@ -133,7 +137,7 @@ def main() -> None:
     payload = {"rounds": rates, "median": med,
                "gaps": {g: {k: v for k, v in a.items() if not callable(v)} for g, a in groups.items()}}
     print("\n".join(lines))
-    print(common.write_results("teacher_engine", payload, "\n".join(lines) + "\n"))
+    print(common.write_results("teacher_engine", payload, "\n".join(lines) + "\n", common.results_dir(__file__)))
 
 
 if __name__ == "__main__":

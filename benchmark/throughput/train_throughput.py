@@ -9,22 +9,25 @@ memory-mapped top-K lookup, rebuild and ``log p`` per batch through ``CachedLoad
 of (a); (d) cache generation (teacher forward, softmax, top-K, chunk files written), target >= 0.9 of
 bare teacher inference.
 
-Usage: python benchmark/train_throughput.py [--rounds 3] [--steps 8] [--batch 128]
-       python benchmark/train_throughput.py --host-sync --baseline-src DIR   (see host_sync.py)
+Usage: python benchmark/throughput/train_throughput.py [--rounds 3] [--steps 8] [--batch 128]
+       python benchmark/throughput/train_throughput.py --host-sync --baseline-src DIR   (see host_sync.py)
 """
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
-import common  # noqa: F401  (sets sys.path)
-import host_sync
-import paddle
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmark import common  # noqa: E402  (ppssld first: the thread count before paddle)
+from benchmark.throughput import host_sync  # noqa: E402
+import paddle  # noqa: E402
 
-from ppssld.arch.distillation import DistillationModel
-from ppssld.arch.zoo import build_backbone
-from ppssld.loss import build_loss
+from ppssld.arch.distillation import DistillationModel  # noqa: E402
+from ppssld.arch.zoo import build_backbone  # noqa: E402
+from ppssld.loss import build_loss  # noqa: E402
 
 CACHE_IMAGES, CACHE_CHUNK = 4096, 1024
 
@@ -123,7 +126,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--host-sync", action="store_true",
                         help="instead: the real Trainer loop of this tree vs --baseline-src, student CE and "
-                             "distillation arms side by side (writes results/host_sync.*)")
+                             "distillation arms side by side (writes benchmark/results/throughput/host_sync.*)")
     host_sync.add_arguments(parser)
     args = parser.parse_args()
     if args.host_sync:
@@ -176,7 +179,7 @@ def main() -> None:
     common.write_results("train_throughput", {"batch": args.batch, "steps": args.steps, "rounds": rows,
                                               "median": med, "verdict": verdict,
                                               "cache_verdict": cache_verdict, "generate_verdict": generate_verdict},
-                         md)
+                         md, common.results_dir(__file__))
     print(md)
 
 

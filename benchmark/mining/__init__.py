@@ -1,0 +1,2 @@
+"""Mining benchmarks: the perceptual hash choice, de-duplication and selection at scale, mining throughput
+against bare teacher inference. Results in ``benchmark/results/mining/``."""
