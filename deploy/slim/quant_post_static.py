@@ -31,7 +31,7 @@ def main() -> None:
                              "(default qoperator)")
     parser.add_argument("--calibration", choices=CALIBRATIONS, default="minmax",
                         help="activation ranges: min/max, a percentile or entropy of the calibration outputs "
-                             "(default minmax: benchmark/results/quant_post_static.md)")
+                             "(default minmax: benchmark/results/studies/quant_post_static.md)")
     parser.add_argument("--seed", type=int, default=None, help="calibration sample seed (default Global.seed)")
     args = parser.parse_args()
     config = cli.load(args)

@@ -10,7 +10,7 @@
   sample's index, which :class:`CachedLoader` turns into the batch's teacher distribution.
 * The distribution is rebuilt from the top-K (:func:`rebuild`): the mass the top-K leave out is
   spread evenly over the other classes (``spread``, the default; ``renormalise`` is kept for the
-  measurement in ``benchmark/soft_label_cache.py``).
+  measurement in ``benchmark/studies/soft_label_cache.py``).
 * An exact cache (K = class count, float32: manifest ``values: logits``) stores the teacher's logits;
   :class:`CachedTeacher` then returns them as stored, the very tensor online training's losses get.
 """

@@ -1,7 +1,7 @@
 """Which engine runs a frozen teacher (``Arch.teacher_engine``), and the layer that runs it online.
 
 ``auto`` (the default) takes Paddle Inference with oneDNN on CPU, the fastest engine measured exact here
-(``benchmark/teacher_engine.py``), and dygraph where it cannot serve: a teacher in ``teacher_bn_mode:
+(``benchmark/throughput/teacher_engine.py``), and dygraph where it cannot serve: a teacher in ``teacher_bn_mode:
 train`` (batch statistics), a teacher returning intermediate features (``return_patterns``), a GPU run
 (Paddle Inference on a GPU is not measured on this project's machines). ``paddle_inference`` asks for
 the engine and is refused with the reason where it cannot serve; ``onnxruntime`` runs the saved net in

@@ -11,7 +11,7 @@ per-pair ``cv2.findTransformECC`` check it replaced stays as ``check="ecc"``):
   band-pass filtering are linear, so they are one precomputed matrix (1024 -> G x 784) and
   the scores are one matrix product per query. Candidates below :data:`DEFAULT_GRID_MIN` are
   dropped; the best :data:`~ppssld.mining.dedup.DEFAULT_MAX_CHECKS` go to the pixel check.
-  Measured on Fashion-MNIST (``benchmark/results/mining_scale.md``): every planted source
+  Measured on Fashion-MNIST (``benchmark/results/mining/mining_scale.md``): every planted source
   ranks first (the thumbnail ranked a crop's source up to 50th, which is how 3 of 100 crops
   were missed), the lowest planted score is 0.974, and 88% of the pixel checks are skipped.
 - ``"thumb"``: today's policy before this module (rank by thumbnail correlation, no floor),
@@ -32,7 +32,7 @@ DEFAULT_GRID_MIN = 0.93
 RANKINGS = ("grid", "thumb")
 CHECKS = ("aligned", "ecc")
 # (high-pass, band-pass) minimums of the "aligned" check, at the best warp of WARPS. Calibrated on the
-# Fashion-MNIST planted set of benchmark/mining_scale.py (500 copies of 100 of 2,000 test images, 2,000 distinct
+# Fashion-MNIST planted set of benchmark/mining/mining_scale.py (500 copies of 100 of 2,000 test images, 2,000 distinct
 # training images): lowest planted own-source scores 0.507 / 0.963; at these minimums 500/500 copies are caught
 # and 186 distinct images removed, where the ECC check (0.87 / 0.975) removed 212.
 ALIGNED_THRESHOLDS = (0.45, 0.955)

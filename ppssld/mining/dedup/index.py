@@ -5,7 +5,7 @@
   kernel: ~0.02 ms per query against 50,000 references on one core). Exact, so the hash
   candidates equal the scan's. Multi-index hashing (``IndexBinaryMultiHash``) measured worse at
   this radius (18 of 64 bits): 8 tables of 8 bits 10x slower and half the pairs lost, 16 of 4
-  bits 250x slower (``benchmark/results/mining_scale.md``).
+  bits 250x slower (``benchmark/results/mining/mining_scale.md``).
 - **Thumbnail.** A thumbnail candidate needs correlation >= ``thumb_min`` between (nearly)
   unit thumbnails, i.e. ``|q - r|^2 <= |q|^2 + |r|^2 - 2 thumb_min``. Projecting onto any
   orthonormal basis never lengthens a difference, so an L2 ``range_search`` on the first
@@ -19,7 +19,7 @@ Every candidate then goes through :func:`ppssld.mining.dedup.gate_pairs` and
 With the (default) aligned band-pass ranking, :meth:`RefIndex.find` first drops the pairs
 that cannot reach its floor (:class:`GridBound`, a lossless PCA bound) and gates only the
 rest: on 28-px Fashion-MNIST every query has ~1,000 gated pairs of which ~8 survive, and
-listing them all cost 5 ms per query (``benchmark/results/mining_throughput.md``).
+listing them all cost 5 ms per query (``benchmark/results/mining/mining_throughput.md``).
 """
 import logging
 from typing import Dict, List, Optional, Tuple

@@ -1,7 +1,7 @@
 """Near-duplicate removal: perceptual hash candidates, vectorised ranking, pixel confirmation.
 
-Three stages, chosen by measurement (``benchmark/mining_hash_measure.py``, results in
-``benchmark/results/mining_hash_measure.md``: 2,000 Fashion-MNIST test images as the eval
+Three stages, chosen by measurement (``benchmark/mining/mining_hash_measure.py``, results in
+``benchmark/results/mining/mining_hash_measure.md``: 2,000 Fashion-MNIST test images as the eval
 set, 500 planted copies of 100 of them (exact, resized, JPEG, ~5% crop, brightened), 2,000
 distinct training images):
 
@@ -26,7 +26,7 @@ distinct training images):
 
 Stage 1 here is the all-pairs scan (:func:`scan_candidates`), the reference; the pipeline
 finds the same pairs with faiss indexes (:mod:`ppssld.mining.dedup.index`) and runs sharded
-(:mod:`ppssld.mining.sharded`). Before/after figures: ``benchmark/results/mining_scale.md``.
+(:mod:`ppssld.mining.sharded`). Before/after figures: ``benchmark/results/mining/mining_scale.md``.
 """
 import logging
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple

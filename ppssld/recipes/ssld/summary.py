@@ -295,7 +295,9 @@ def next_commands(results: Dict[str, Dict[str, Any]]) -> List[str]:
 
 
 def warmup_note(stage: str, config: Dict[str, Any], curve: List[Dict[str, Any]]) -> Optional[str]:
-    """Why an evaluation at the end of a warm-up epoch reads low (measured: benchmark/results/first_epoch_eval.md)."""
+    """Why an evaluation at the end of a warm-up epoch reads low.
+
+    Measured: benchmark/results/studies/first_epoch_eval.md."""
     warmup = float(get(config, "Optimizer.lr.warmup_epoch", 0) or 0)
     early = [c for c in curve if c["epoch"] <= warmup and c["epoch"] < curve[-1]["epoch"]]
     if not warmup or not early:
@@ -303,5 +305,5 @@ def warmup_note(stage: str, config: Dict[str, Any], curve: List[Dict[str, Any]])
     return (f"{stage}: the evaluation after epoch {early[-1]['epoch']} ({100 * early[-1]['top1']:.2f}%) fell at the end "
             f"of the warm-up, at the peak learning rate: BatchNorm's running statistics (an average over the last "
             f"~10 steps) trail the fast-moving weights there, so it reads low; re-estimated at the same weights the "
-            f"main job's student read 67.8% instead of 34.3% (benchmark/results/first_epoch_eval.md). The cosine "
-            f"epochs after it are not affected.")
+            f"main job's student read 67.8% instead of 34.3% (benchmark/results/studies/first_epoch_eval.md). "
+            f"The cosine epochs after it are not affected.")
