@@ -2,9 +2,10 @@
 
     python -m benchmark.ladder converged --plan     # the plan and its cost (expected, worst case), runs nothing
     python -m benchmark.ladder converged            # the run: hours, resumable (re-run the same command)
-    python -m benchmark.ladder converged --labeled 200 --pool 400 --k 10 --k-rungs 0,3,all --limit-val 200 \\
-        --strong-epochs 1 --start ce_oracle=1,ce_L=2,js_mined=1,finetune=1 --max-doublings 1 --transfer-epochs 1 \\
-        --work /tmp/ladder_smoke --results-dir /tmp/ladder_smoke_results     # a smoke run (minutes)
+    python -m benchmark.ladder converged --labeled 200 --pool 400 --k 10 --k-rungs 0,3,all --limit-train 600 \\
+        --limit-val 200 --strong-epochs 2 --start ce_oracle=1,ce_L=2,js_mined=1,finetune=1 --max-doublings 1 \\
+        --transfer-epochs 1 --seeds 1,2 --batch-size 32 --workers 0 \\
+        --work /tmp/ladder_smoke --results-dir /tmp/ladder_smoke_results     # a smoke run (~6 min, docs/ladder.md)
 
 Arms (``arms.py``): step 1 CE on L, step 5 SSLD JS on L + mined, step 6 its fine-tune on L, step 0 CE on L + the
 mined images with their true labels (the oracle), and one rung per factor of the paper (teacher strength, loss,
