@@ -141,7 +141,7 @@ def _generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_siz
     plan = _plan(config, records, views, topk, chunk_size, batch_size, prob_dtype, values, None)
     as_logits = plan["values"] == "logits"
     _claim(out, plan, rank)
-    teacher = teacher_from_config(config, name=_name)
+    teacher = teacher_from_config(config, name=_name, views="train")  # its own input undoes the training views
     classes = class_count(entry, config)
     tasks = [(v, c) for v in range(views) for c in range(plan["chunks_per_view"])]
     mine = tasks[rank::world]

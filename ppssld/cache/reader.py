@@ -22,7 +22,7 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.cache.integrity import check_sizes
-from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_entry
+from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_members
 from ppssld.cache.rules import check_cacheable, check_losses
 from ppssld.cache.store import ChunkReader
 from ppssld.utils.config import get, global_seed
@@ -182,13 +182,16 @@ def build_cached_model(config: Dict[str, Any], build_student: Any) -> nn.Layer:
 
     root = cache_dir(config)
     check_cacheable(config)
-    name, _entry, _weights = teacher_entry(config)
+    name, members = teacher_members(config)
     cache = SoftLabelCache(root)
     check_matches(cache.manifest, expected_fields(config), root)
     models = {}
     for item in config["Arch"]["models"]:
         (key, _cfg), = item.items()
-        models[key] = CachedTeacher(cache) if key == name else build_student(key)
+        if key in [m for m, _e, _w in members]:  # the teacher, or the ensemble at its first member's place
+            models.setdefault(name, CachedTeacher(cache))
+            continue
+        models[key] = build_student(key)
     logger.info("Global.soft_label_cache=%s: the teacher %s is not built; its top-%d softmax over %d views is read "
                 "from the cache (%d images)", root, name, cache.topk, cache.views, cache.manifest["num_images"])
     return DistillationModel(models, frozen=[name], infer_model_name=get(config, "Arch.infer_model_name"))
@@ -200,11 +203,11 @@ def attach(config: Dict[str, Any], model: nn.Layer, loader: Any, sampler: Any, l
     Raises:
         ConfigError: a stale cache (record order) or a loss that needs the teacher's raw outputs.
     """
-    name, _entry, _weights = teacher_entry(config)
+    name, members = teacher_members(config)
     teacher = getattr(model, name)
     if not isinstance(teacher, CachedTeacher):
         raise ConfigError("Global.soft_label_cache is set but the model was not built from the cache")
-    check_losses(getattr(loss_fn, "loss_func", []), name)
+    check_losses(getattr(loss_fn, "loss_func", []), name, absent=[m for m, _e, _w in members if m != name])
     dataset = loader.dataset
     cache = teacher.cache
     records = [r.path for r in dataset.records]
@@ -223,9 +226,9 @@ def drop_teacher_weights(config: Dict[str, Any], state: Optional[Dict[str, Any]]
     """A whole-DistillationModel state without the teacher's ``<Teacher>.*`` tensors (no teacher is built)."""
     if state is None:
         return None
-    prefix = teacher_entry(config)[0] + "."
-    kept = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    prefixes = tuple(m + "." for m, _e, _w in teacher_members(config)[1])
+    kept = {k: v for k, v in state.items() if not k.startswith(prefixes)}
     if len(kept) != len(state):
-        logger.info("Global.pretrained_model: %d %s* tensors not loaded (the teacher comes from the cache)",
-                    len(state) - len(kept), prefix)
+        logger.info("Global.pretrained_model: %d %s tensors not loaded (the teacher comes from the cache)",
+                    len(state) - len(kept), ", ".join(p + "*" for p in prefixes))
     return kept
