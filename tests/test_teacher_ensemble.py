@@ -19,7 +19,7 @@ from ppssld.teacher.choose import EngineTeacher
 from ppssld.teacher.engines import softmax_gap
 from ppssld.utils.errors import ConfigError
 from tests.conftest import distill_config, save_random_backbone
-from tests.test_teacher_input import STUDENT_OPS, _views
+from tests.test_teacher_input import STUDENT_OPS, views_of
 
 WEIGHTS = [3.0, 1.0]  # normalised: 0.75, 0.25
 
@@ -62,7 +62,7 @@ def mean_probs(out, weights=WEIGHTS, t=1.0):
 def test_the_online_target_is_the_log_of_the_weighted_mean_softmax(setup):
     cfg, _ = setup
     model = build_full_model(cfg)
-    batch = paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, range(8)))
+    batch = paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, range(8)))
     out = model(batch)
     assert sorted(out) == ["Student", "Teacher", "TeacherA", "TeacherB"]
     np.testing.assert_allclose(out["Teacher"].numpy(), np.log(mean_probs(out)), atol=1e-5)
@@ -78,7 +78,7 @@ def test_the_online_target_is_the_log_of_the_weighted_mean_softmax(setup):
 def test_js_and_kl_with_an_ensemble_target_match_numpy(setup, loss, temperature):
     """The losses take the ensemble's log p as logits: softmax(log p / T) = p ** (1/T) renormalised."""
     cfg, _ = setup
-    out = build_full_model(cfg)(paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, range(8))))
+    out = build_full_model(cfg)(paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, range(8))))
     fn = build_loss([{loss: {"weight": 1.0, "temperature": temperature,
                              "model_name_pairs": [["Student", "Teacher"]]}}])
     got = float(fn(out, None)["loss"])
@@ -101,7 +101,7 @@ def test_each_member_runs_in_its_own_engine(setup):
     mixed["Arch"]["models"][0]["TeacherA"]["teacher_engine"] = "dygraph"  # ... except where a member says
     engine_model, dygraph_model = build_full_model(mixed), build_full_model(cfg)
     assert isinstance(engine_model.TeacherB, EngineTeacher) and not isinstance(engine_model.TeacherA, EngineTeacher)
-    batch = paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, range(6)))
+    batch = paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, range(6)))
     assert softmax_gap(engine_model(batch)["Teacher"].numpy(), dygraph_model(batch)["Teacher"].numpy()) <= 1e-4
     bad = copy.deepcopy(mixed)
     bad["Arch"]["models"][1]["TeacherB"]["teacher_engine"] = "tensorrt"
@@ -111,7 +111,7 @@ def test_each_member_runs_in_its_own_engine(setup):
 
 def test_the_cache_stores_the_ensembles_target_and_trains_from_it(setup):
     cfg, tmp = setup
-    online = build_full_model(cfg)(paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, range(32))))["Teacher"].numpy()
+    online = build_full_model(cfg)(paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, range(32))))["Teacher"].numpy()
     generate(cfg, str(tmp / "exact"), views=1, topk=4, chunk_size=16, prob_dtype="float32")
     generate(cfg, str(tmp / "top2"), views=1, topk=2, chunk_size=16, prob_dtype="float32")
     exact, top2 = SoftLabelCache(str(tmp / "exact")), SoftLabelCache(str(tmp / "top2"))
@@ -145,7 +145,7 @@ def test_mining_scores_with_the_ensemble(setup):
     teacher = teacher_from_config(cfg)
     assert isinstance(teacher, TeacherEnsemble) and "input 48x48" in teacher.description
     eval_ops = cfg["DataLoader"]["Eval"]["dataset"]["transform_ops"]
-    views = _views(cfg, eval_ops, 1, range(24))
+    views = views_of(cfg, eval_ops, 1, range(24))
     out = build_full_model(cfg)(paddle.to_tensor(views))
     want = mean_probs(out)
     assert np.abs(teacher(views)[0] - want).max() < 1e-5

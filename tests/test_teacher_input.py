@@ -46,7 +46,7 @@ def setup(tiny_data, tmp_path):
     return input_config(root, paths, teacher, str(tmp_path / "out")), tmp_path
 
 
-def _views(cfg, ops, epoch, index):
+def views_of(cfg, ops, epoch, index):
     """The training views of images ``index`` in ``epoch`` through ``ops`` (same RNG keys as training)."""
     dataset_cfg = dict(cfg["DataLoader"]["Train"]["dataset"], transform_ops=ops)
     dataset = build_dataset(dataset_cfg, "test")
@@ -58,7 +58,7 @@ def _views(cfg, ops, epoch, index):
 def by_hand(cfg, epoch, index, size=SIZE, mean=MEAN, std=STD):
     """The same views prepared for the teacher without ppssld's code: the pixels before NormalizeImage, resized
     with OpenCV (bilinear, float32), normalised with the teacher's mean/std, CHW."""
-    pixels = _views(cfg, STUDENT_OPS[:3], epoch, index).astype(np.float32)  # 0..255, same draws
+    pixels = views_of(cfg, STUDENT_OPS[:3], epoch, index).astype(np.float32)  # 0..255, same draws
     pixels = pixels.transpose(0, 2, 3, 1)  # the dataset hands out CHW
     resized = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in pixels])
     return ((resized / 255.0 - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(0, 3, 1, 2)
@@ -68,7 +68,7 @@ def test_the_teachers_output_on_the_students_batch_equals_it_on_its_views_prepar
     cfg, _ = setup
     model = build_full_model(cfg)
     index = list(range(8))
-    student = paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, index))
+    student = paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, index))
     assert student.shape == [8, 3, 32, 32]
     out = model(student)
     assert out["Student"].shape == [8, 4]  # the student still runs on its own 32x32 views
@@ -83,7 +83,7 @@ def test_the_teachers_output_on_the_students_batch_equals_it_on_its_views_prepar
         assert np.abs(model.Teacher(paddle.to_tensor(other.astype(np.float32))).numpy() - got).max() > 1e-3
 
 
-def test_bicubic_and_nearest_resize_like_opencv_and_same_normalisation_keeps_the_pixels(setup):
+def test_bicubic_and_nearest_resize_like_opencv_and_same_normalisation_keeps_the_pixels():
     from ppssld.teacher.inputs import Normalization, TeacherInput, parse_input
 
     student = Normalization(1 / 255.0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -104,7 +104,7 @@ def test_the_engine_runs_at_the_teachers_input_shape(setup):
     auto["Arch"].pop("teacher_engine")
     engine_model, dygraph_model = build_full_model(auto), build_full_model(cfg)
     assert isinstance(engine_model.Teacher, EngineTeacher)
-    batch = paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, range(6)))
+    batch = paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, range(6)))
     a, b = engine_model(batch)["Teacher"].numpy(), dygraph_model(batch)["Teacher"].numpy()
     assert list(engine_model.Teacher.engine.predictors) == [(3, SIZE, SIZE)]
     assert softmax_gap(a, b) <= 1e-4
@@ -114,7 +114,7 @@ def test_mining_and_the_cache_score_with_the_teachers_own_input(setup):
     cfg, tmp = setup
     teacher = teacher_from_config(cfg)  # mining: eval views (32x32, same normalisation here)
     assert teacher.prepare is not None and f"input {SIZE}x{SIZE}" in teacher.description
-    views = _views(cfg, STUDENT_OPS, 1, range(8))
+    views = views_of(cfg, STUDENT_OPS, 1, range(8))
     model = build_full_model(cfg)
     with paddle.no_grad():
         hand = model.Teacher(paddle.to_tensor(by_hand(cfg, 1, range(8)).astype(np.float32)))
@@ -154,7 +154,7 @@ def test_upsampling_beyond_2x_needs_allow_upsample_and_other_refusals(setup):
     cfg, _ = setup
     cfg["Arch"]["models"][0]["Teacher"]["input"]["size"] = [72, 64]  # 2.25x the 32x32 views
     model = build_full_model(cfg)
-    batch = paddle.to_tensor(_views(cfg, STUDENT_OPS, 1, range(2)))
+    batch = paddle.to_tensor(views_of(cfg, STUDENT_OPS, 1, range(2)))
     with pytest.raises(ConfigError, match=r"Arch.models\[0\].Teacher.input.size \[72, 64\] upsamples the student's "
                                           r"32x32 views 2.25x per side \(more than 2x\).*allow_upsample: true"):
         model(batch)
