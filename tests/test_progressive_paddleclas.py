@@ -55,7 +55,7 @@ def _paddleclas_schedule(ppcls, monkeypatch, config, model, epochs):
 
     def record(cfg, mode, device, use_dali, seed):
         ops = cfg[mode]["dataset"]["transform_ops"]
-        built.append((ops[1]["RandCropImage"]["size"], ops[3]["RandAugmentV2"]["magnitude"]))
+        built.append((ops[1]["RandCropImage"]["size"], ops[3]["RandAugmentV2"]["magnitude"], seed))
         return []
 
     monkeypatch.setattr(ppcls.progressive, "build_dataloader", record)
@@ -98,6 +98,18 @@ def test_schedule_equals_paddleclas_train_epoch_progressive(ppcls, monkeypatch):
     full = _paddleclas_schedule(ppcls, monkeypatch, raw, theirs_model, 350)
     firsts = {stage: next(i + 1 for i, row in enumerate(full) if row[3] == stage) for stage in range(4)}
     assert firsts == {0: 1, 1: 88, 2: 176, 3: 263}  # what both compute for the shipped 350 epochs
+    seeds = []
+    monkeypatch.setattr(ppcls.progressive, "build_dataloader", lambda cfg, mode, device, use_dali, seed: seeds.append(
+        seed) or [])
+    for epoch in (3, 4):  # the first and second epoch of stage 2 of 8 epochs, each as the first after a resume
+        cfg = copy.deepcopy(raw)
+        cfg["Global"]["epochs"] = 8
+        ppcls.progressive.train_epoch_progressive(SimpleNamespace(config=cfg, model=theirs_model, device=None,
+                                                                  use_dali=False), epoch, 1)
+    # PaddleClas seeds the stage's loader workers with the epoch it is built at: an uninterrupted run trains
+    # epoch 4 with the loader of epoch 3 (seed 3), a run resumed at epoch 4 with seed 4 (and its checkpoints
+    # hold no random state), so its resume inside a stage is not exact
+    assert seeds == [3, 4]
     assert sorted({row[:3] for row in full}) == [(171, 5.0, 0.1), (214, 8.3333333333, 0.16666666666666669),
                                                   (257, 11.66666666667, 0.23333333333333334), (300, 15.0, 0.3)]
 
