@@ -224,3 +224,23 @@ def test_tiny_run_changes_size_at_the_boundaries_and_a_killed_run_resumes_exactl
 
     at_3 = paddle.load(epoch_3 + ".pdparams")
     assert max(float(np.abs(a[k] - at_3[k].numpy()).max()) for k in a) > 1e-4  # epochs 4-8 moved the weights
+
+
+def test_loader_workers_see_the_new_stage(tmp_path):
+    """Workers start with each epoch's iterator, so they read the stage's rebuilt transform chain."""
+    from ppssld.data.loading.loader import build_dataloader
+
+    root = str(tmp_path / "data")
+    paths = write_images(root, 4, 4, size=64)
+    ops = _ops([16, 24], [5.0, 9.0])
+    loader, sampler = build_dataloader({"dataset": {"name": "ImageNetDataset", "image_root": root,
+                                                    "cls_label_path": paths["train_list.txt"], "transform_ops": ops},
+                                        "sampler": {"batch_size": 4, "shuffle": True},
+                                        "loader": {"num_workers": 1, "use_shared_memory": False}}, "train")
+    progressive = ProgressiveTraining(ops, 4, loader.dataset, [])
+    sides = []
+    for epoch in range(1, 5):
+        progressive.begin_epoch(epoch)
+        sampler.set_epoch(epoch)
+        sides += [int(images.shape[-1]) for images, _ in loader]
+    assert sides == [16, 16, 24, 24]
