@@ -45,6 +45,10 @@ def check_cacheable(config: Dict[str, Any]) -> None:
         raise ConfigError("DataLoader.Train.dataset.batch_transform_ops: batch operators (Mixup, Cutmix, ...) "
                           "change the teacher's input after the dataset, so no stored per-image output is the "
                           "teacher's output on the mixed image. Remove them or train online")
+    if get(config, "Global.train_mode") == "progressive":
+        raise ConfigError("Global.train_mode: progressive changes the training image size and RandAugment magnitude "
+                          "per stage, so the teacher's output on a view differs between stages and no stored "
+                          "per-image output fits every stage. Train online (remove Global.soft_label_cache)")
     name = get(config, "DataLoader.Train.dataset.name")
     if name not in DATASETS:
         raise ConfigError(f"DataLoader.Train.dataset.name={name}: a soft-label cache supports {', '.join(DATASETS)} "

@@ -15,6 +15,7 @@ from ppssld.teacher.choose import attach_teacher_engines
 from ppssld.teacher.inputs import attach_teacher_inputs, check_teacher_inputs
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
+from ppssld.engine.progressive import build_progressive, check_progressive
 from ppssld.engine.to_static import convert_trained_models
 from ppssld.engine.trainer import FOLDER_WHAT, Trainer
 from ppssld.utils.errors import ConfigError
@@ -49,6 +50,7 @@ def validate(config: Dict[str, Any]) -> None:
             validate_metric_config(config["Metric"][mode], f"Metric.{mode}")
         if get(config, f"DataLoader.{mode}.dataset") is not None:
             validate_dataset_config(config["DataLoader"][mode]["dataset"], f"DataLoader.{mode}.dataset")
+    check_progressive(config)
     if get(config, "Optimizer") is not None:
         validate_optimizer_config(config["Optimizer"], "Optimizer")
     level = get(config, "AMP.level", "O1")
@@ -319,7 +321,8 @@ def _build_trainer(config: Dict[str, Any], lock: Any) -> Trainer:
                       print_batch_step=get(config, "Global.print_batch_step", 10),
                       amp=amp, scaler=scaler, visualdl=_visualdl(config), update_freq=update_freq,
                       ema=build_ema(config, model), metric_key=primary_key(eval_metrics),
-                      batch_transform=batch_transform, folder_lock=lock)
+                      batch_transform=batch_transform, folder_lock=lock,
+                      progressive=build_progressive(config, model, train_loader.dataset))
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
                        trust=trust_weights(config))
