@@ -79,8 +79,8 @@ STANDS_IN = {"cache": ("with Global.soft_label_cache the teacher is its stored s
 def check_losses(losses: Iterable[Any], teacher: str, where: str = "Loss.Train", source: str = "cache",
                  absent: Sequence[str] = ()) -> None:
     """Refuse losses that read the teacher other than through its softmax (``source``: a ``cache`` or an
-    ``ensemble`` stands for the teacher), and,
-    with a cache of an ensemble, losses that name a member (``absent``: not built, only the ensemble is cached).
+    ``ensemble`` stands for the teacher; for an ensemble only the losses naming it are judged), and, with a cache
+    of an ensemble, losses that name a member (``absent``: not built, only the ensemble is cached).
 
     Raises:
         ConfigError: naming the loss and why.
