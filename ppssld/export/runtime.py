@@ -18,6 +18,7 @@ from ppssld.data.transforms import ImageDecodeError
 from ppssld.export.infer_config import (INFER_CONFIG, default_topk, infer_threshold, label_list, preprocessor,
                                         read_infer_config)
 from ppssld.export.outputs import class_scores, graph_output, sigmoid, softmax  # noqa: F401  (softmax, sigmoid: API)
+from ppssld.teacher.chunk_pass import top_k
 from ppssld.utils.errors import DataError, PpssldError
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,7 @@ def topk_results(probs: np.ndarray, k: int, names: Optional[Sequence[str]]) -> L
     """
     k = max(1, min(int(k), probs.shape[-1]))
     results = []
-    for row in probs:
-        order = np.argsort(-row, kind="stable")[:k]
+    for row, order in zip(probs, top_k(probs, k)[1]):
         results.append({"class_ids": [int(i) for i in order],
                         "scores": [float(row[i]) for i in order],
                         "label_names": [label_name(i, names) for i in order]})
