@@ -16,13 +16,14 @@ import sys
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from ppssld.data.transforms import autoaugment, randaugment_v3, timm_augment  # noqa: E402
+from ppssld.data.transforms import autoaugment, color_jitter, pil_ops, randaugment_v3, timm_augment  # noqa: E402
 from ppssld.data.transforms.basic import AutoAugment, RandAugment  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "pil_ops_outputs.json")
@@ -123,6 +124,17 @@ def test_every_pil_op_and_augmenter_gives_the_recorded_bytes():
     assert sorted(now) == sorted(recorded), "the op sets changed: " + str(sorted(set(now) ^ set(recorded)))
     changed = [name for name in recorded if now[name] != recorded[name]]
     assert not changed, f"outputs differ from the recorded ones in: {changed}"
+
+
+def test_every_family_draws_its_ops_from_the_one_table():
+    used = {op for op, _arg, _resample in autoaugment.TABLE.values()} | {op for op, _arg in
+                                                                          randaugment_v3.TABLE.values()}
+    used |= set(timm_augment.TABLE.values()) | set(color_jitter.ENHANCE_OPS.values())
+    assert used == set(pil_ops.OPS)  # every family name maps into the table, and no entry is unused
+    assert set(autoaugment.TABLE) == set(autoaugment.RANGES) and set(randaugment_v3.TABLE) == set(randaugment_v3.OPS)
+    assert {n.replace("Increasing", "").replace("Original", "") for n in timm_augment.LEVELS} == set(timm_augment.TABLE)
+    with pytest.raises(KeyError, match="unknown PIL op 'spin'"):
+        pil_ops.apply("spin", Image.fromarray(images()[0]))
 
 
 def test_the_digest_sees_one_changed_byte():
