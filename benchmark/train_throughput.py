@@ -92,7 +92,7 @@ def _generate_rate(teacher_layer, batch, steps, root):
     import numpy as np
 
     from ppssld.cache import store
-    from ppssld.teacher.chunk_pass import top_k
+    from ppssld.utils.topk import top_k
     from ppssld.mining.teacher import Teacher
 
     teacher = Teacher(teacher_layer, "benchmark")

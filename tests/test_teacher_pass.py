@@ -1,5 +1,5 @@
 """The one sharded, resumable teacher pass (``ppssld.teacher.shards``, ``ppssld.teacher.chunk_pass``) that
-mining's pool scoring and the soft-label cache both run on."""
+mining's pool scoring and the soft-label cache both run on, and the one stable top-k (``ppssld.utils.topk``)."""
 import json
 import os
 import threading
@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from ppssld.teacher.chunk_pass import fixed_batches, run_chunks, top_k
+from ppssld.teacher.chunk_pass import fixed_batches, run_chunks
 from ppssld.teacher.shards import changed_keys, claim_folder, share, wait_until
 from ppssld.utils.errors import ConfigError, DataError
+from ppssld.utils.topk import top_k
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5])

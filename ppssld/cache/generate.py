@@ -29,13 +29,14 @@ from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed
 from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.mining.teacher import Teacher, teacher_from_config
-from ppssld.teacher.chunk_pass import fixed_batches, run_chunks, top_k
+from ppssld.teacher.chunk_pass import fixed_batches, run_chunks
 from ppssld.teacher.shards import claim_folder, share, wait_until
 from ppssld.utils.dist_env import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.fingerprint import differences
 from ppssld.utils.folder_lock import holding
 from ppssld.utils.io import atomic_write_json
+from ppssld.utils.topk import top_k
 
 logger = logging.getLogger(__name__)
 

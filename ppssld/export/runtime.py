@@ -18,8 +18,8 @@ from ppssld.data.transforms import ImageDecodeError
 from ppssld.export.infer_config import (INFER_CONFIG, default_topk, infer_threshold, label_list, preprocessor,
                                         read_infer_config)
 from ppssld.export.outputs import class_scores, graph_output, sigmoid, softmax  # noqa: F401  (softmax, sigmoid: API)
-from ppssld.teacher.chunk_pass import top_k
 from ppssld.utils.errors import DataError, PpssldError
+from ppssld.utils.topk import top_k
 
 logger = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ the chunks an earlier run finished, and for each other chunk reads its images (i
 chunk ahead, when ``prefetch``), runs the teacher in fixed batches (:func:`fixed_batches`: a chunk's
 result never depends on what ran before it) and saves it atomically. Pool scoring
 (:func:`ppssld.mining.score.score_pool`) and cache generation (:func:`ppssld.cache.generate.generate`)
-pass their reading, scoring and saving as callbacks to :func:`run_chunks`; :func:`top_k` is the one
-stable top-k both keep.
+pass their reading, scoring and saving as callbacks to :func:`run_chunks`; both keep the teacher's best
+classes with the one stable top-k, :func:`ppssld.utils.topk.top_k`.
 """
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -21,15 +21,6 @@ from ppssld.utils.progress import progress
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def top_k(probs: np.ndarray, k: int, index_dtype: Any = None, prob_dtype: Any = None) -> Tuple[np.ndarray, np.ndarray]:
-    """``(values (n, k) descending, their classes (n, k))`` per row of ``probs``; ties keep the lower class
-    first. ``index_dtype`` / ``prob_dtype``: cast the classes / values (default: as computed)."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    values = np.take_along_axis(probs, order, axis=1)
-    return (values if prob_dtype is None else values.astype(prob_dtype),
-            order if index_dtype is None else order.astype(index_dtype))
 
 
 def fixed_batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
