@@ -93,7 +93,7 @@ def _generate_rate(teacher_layer, batch, steps, root):
 
     from ppssld.cache import store
     from ppssld.utils.topk import top_k
-    from ppssld.mining.teacher import Teacher
+    from ppssld.teacher.frozen import Teacher
 
     teacher = Teacher(teacher_layer, "benchmark")
     x = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)

@@ -28,8 +28,8 @@ from ppssld.cache.rules import check_cacheable
 from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed
 from ppssld.data.datasets.imagenet import build_dataset
-from ppssld.mining.teacher import Teacher, teacher_from_config
 from ppssld.teacher.chunk_pass import fixed_batches, run_chunks
+from ppssld.teacher.frozen import Teacher, teacher_from_config
 from ppssld.teacher.shards import claim_folder, share, wait_until
 from ppssld.utils.dist_env import dist_env
 from ppssld.utils.errors import ConfigError

@@ -25,8 +25,8 @@ from ppssld.data.transforms import Compose
 from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining.dedup.signatures import signature_arrays
 from ppssld.mining.score_files import REDO, check_chunks, chunk_path, chunk_state, record_path, write_record
-from ppssld.mining.teacher import Teacher
 from ppssld.teacher.chunk_pass import fixed_batches, run_chunks
+from ppssld.teacher.frozen import Teacher
 from ppssld.teacher.shards import claim_folder, read_json, share, wait_until
 from ppssld.utils.errors import DataError
 from ppssld.utils.fingerprint import lines_digest

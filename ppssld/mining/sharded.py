@@ -29,7 +29,7 @@ from ppssld.mining.dedup.index import FeatureIndex, RefIndex
 from ppssld.mining.report import duplicate_entries
 from ppssld.mining.score import chunk_path, read_manifest, reference_signatures
 from ppssld.mining.select import Selection, StreamingTopK
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.frozen import Teacher
 from ppssld.teacher.shards import share, wait_until
 from ppssld.utils.fingerprint import digest
 from ppssld.utils.io import atomic_save, atomic_write_json

@@ -1,4 +1,5 @@
-"""The frozen teacher used for mining, from a config, a ``.pdparams`` file or an inference model."""
+"""The frozen teacher of mining and the soft-label cache (probabilities, logits or features of a batch), from a
+config, a ``.pdparams`` file or an inference model; its passes over image chunks are :mod:`ppssld.teacher.chunk_pass`."""
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple
