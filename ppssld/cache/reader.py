@@ -6,8 +6,10 @@
 * Training epoch ``e`` (1-based) reads view :func:`view_for_epoch` ``(e)``: with V >= epochs that
   is ``e - 1``, i.e. exactly the image online training draws in epoch ``e``; beyond that, each
   further cycle of V epochs visits the V views in a fresh order drawn from ``(seed, cycle)``.
-  The dataset applies that view's transform (its augmentation key is ``view + 1``) and returns each
-  sample's index, which :class:`CachedLoader` turns into the batch's teacher distribution.
+  The dataset applies that view's transform (its augmentation key is ``view + 1``) and returns, as each
+  sample's third field, that image's cached teacher output (:class:`CachedRows`, computed where the sample is
+  read: a loader worker, or the reading thread with ``num_workers: 0``); :class:`CachedLoader` hands the
+  batch's field to the teacher, so the training loop reads nothing back from the device for it.
 * The distribution is rebuilt from the top-K (:func:`rebuild`): the mass the top-K leave out is
   spread evenly over the other classes (``spread``, the default; ``renormalise`` is kept for the
   measurement in ``benchmark/soft_label_cache.py``).
@@ -139,8 +141,20 @@ class CachedTeacher(nn.Layer):
         return self.current
 
 
+class CachedRows:
+    """Picklable ``(augmentation key, image index) -> that image's cached teacher output`` (one row), computed
+    where the sample is read (a loader worker, or the reading thread with ``num_workers: 0``): the batch then
+    carries its teacher targets beside its images, with no device-to-host read of an index in the training loop."""
+
+    def __init__(self, cache: SoftLabelCache) -> None:
+        self.cache = cache
+
+    def __call__(self, key: int, index: int) -> np.ndarray:
+        return self.cache.teacher_output(int(key) - 1, np.array([index], np.int64))[0]  # key = view + 1
+
+
 class CachedLoader:
-    """Wraps the training loader: drops each batch's index field after looking up its teacher output."""
+    """Wraps the training loader: hands each batch's third field (its cached teacher outputs) to the teacher."""
 
     def __init__(self, loader: Any, sampler: Any, teacher: CachedTeacher, seed: int) -> None:
         self.loader, self.sampler, self.teacher, self.seed = loader, sampler, teacher, int(seed)
@@ -152,10 +166,8 @@ class CachedLoader:
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[Any]:
-        cache = self.teacher.cache
-        view = view_for_epoch(getattr(self.sampler, "epoch", 1), cache.views, self.seed)
-        for images, labels, index in self.loader:
-            self.teacher.current = paddle.to_tensor(cache.teacher_output(view, np.asarray(index.numpy())))
+        for images, labels, targets in self.loader:
+            self.teacher.current = targets
             yield images, labels
         self.teacher.current = None
 
@@ -211,7 +223,7 @@ def attach(config: Dict[str, Any], model: nn.Layer, loader: Any, sampler: Any, l
     check_matches(cache.manifest, expected_fields(config, records), cache.root)
     seed = global_seed(config)
     dataset.epoch_key = ViewKey(cache.views, seed)
-    dataset.carry_index = True
+    dataset.extra_field = CachedRows(cache)
     epochs = int(get(config, "Global.epochs", 1))
     if epochs > cache.views:
         logger.info("soft-label cache: %d epochs over %d views: views repeat after epoch %d (each cycle in an order "

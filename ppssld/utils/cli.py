@@ -19,6 +19,7 @@ from ppssld.utils.deps import DEBUG_ENV, DEBUG_FLAG, USER_ERROR_STATUS, debug_en
 from ppssld.utils.dist_env import world_size
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging
+from ppssld.utils.cpu_dispatch import dispatch_note
 from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,6 @@ def load(args: argparse.Namespace, log_name: Optional[str] = None) -> Dict[str, 
     config = load_config(args.config, flat_overrides(args.override, getattr(args, "trust_weights", False)))
     if log_name:
         setup_logging(os.path.join(output_dir(config), log_name))
-    logger.info("config %s; OMP_NUM_THREADS=%s (chosen by %s)", args.config, os.environ.get("OMP_NUM_THREADS"),
-                thread_source())
+    logger.info("config %s; OMP_NUM_THREADS=%s (chosen by %s); %s", args.config, os.environ.get("OMP_NUM_THREADS"),
+                thread_source(), dispatch_note())
     return config
