@@ -13,7 +13,7 @@ from ppssld.engine.builder import build_eval_pieces, build_full_model, build_tra
 from ppssld.engine.teacher_report import report_frozen_models
 from ppssld.loss import build_loss
 from ppssld.mining.score import load_scores, score_pool
-from ppssld.mining.teacher import TeacherEnsemble, teacher_from_config
+from ppssld.teacher.frozen import TeacherEnsemble, teacher_from_config
 from ppssld.data.transforms import build_transforms
 from ppssld.teacher.choose import EngineTeacher
 from ppssld.teacher.engines import softmax_gap

@@ -12,7 +12,7 @@ from ppssld.cache.manifest import read_manifest
 from ppssld.cache.reader import SoftLabelCache
 from ppssld.data.datasets.imagenet import build_dataset
 from ppssld.engine.builder import build_full_model, build_trainer, validate
-from ppssld.mining.teacher import teacher_from_config
+from ppssld.teacher.frozen import teacher_from_config
 from ppssld.teacher.choose import EngineTeacher
 from ppssld.teacher.engines import softmax_gap
 from ppssld.utils.config import global_seed

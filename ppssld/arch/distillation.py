@@ -108,7 +108,7 @@ class DistillationModel(nn.Layer):
         if name in self.input_members:
             raise ConfigError(f"Arch.models.{name}.input is set but this model was built without the data config "
                               f"that says how the student's views are normalised; build it with "
-                              f"ppssld.engine.builder.build_full_model (training) or ppssld.mining.teacher")
+                              f"ppssld.engine.builder.build_full_model (training) or ppssld.teacher.frozen")
         return x
 
     def ensemble_output(self, outputs: Dict[str, Any]) -> paddle.Tensor:

@@ -19,7 +19,7 @@ from ppssld.utils.dist_env import dist_env
 from ppssld.mining.score_files import check_chunks
 from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.settings import check_folders, check_settings
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.frozen import Teacher
 from ppssld.teacher.inputs import view_ops
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.folder_lock import holding

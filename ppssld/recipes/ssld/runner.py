@@ -289,7 +289,7 @@ class Pipeline:
     def _mine(self) -> Dict[str, Any]:
         from ppssld.mining.mine import mine
         from ppssld.recipes.ssld.mining_report import mined_accuracy
-        from ppssld.mining.teacher import teacher_from_config
+        from ppssld.teacher.frozen import teacher_from_config
 
         mcfg = self.cfg.get("mine") or {}
         config = self._stage_config("distill", self._data_overrides("student") + [self._teacher_override()])

@@ -1,5 +1,6 @@
-"""The frozen teacher used for mining and cache generation, from a config, a ``.pdparams`` file or an inference
-model; with ``Arch.ensemble`` several teachers as one (:class:`TeacherEnsemble`)."""
+"""The frozen teacher of mining and the soft-label cache (probabilities, logits or features of a batch), from a
+config, a ``.pdparams`` file or an inference model; with ``Arch.ensemble`` several teachers as one
+(:class:`TeacherEnsemble`); its passes over image chunks are :mod:`ppssld.teacher.chunk_pass`."""
 import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
