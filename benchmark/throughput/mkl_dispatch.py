@@ -1,7 +1,7 @@
 """MKL's kernels on an AMD CPU: its own choice (generic SSE) vs ``MKL_DEBUG_CPU_TYPE=5`` (AVX2), which ppssld sets.
 
-    python benchmark/mkl_dispatch.py                 # 2 alternated rounds of every part (about 15 min on 2 cores)
-    python benchmark/mkl_dispatch.py --rounds 1 --labeled 500     # a smoke run
+    python benchmark/throughput/mkl_dispatch.py                 # 2 alternated rounds of every part (about 15 min on 2 cores)
+    python benchmark/throughput/mkl_dispatch.py --rounds 1 --labeled 500     # a smoke run
 
 Arms: ``keep`` runs with ``PPSSLD_MKL_DISPATCH=keep`` (MKL decides, as before ppssld set anything); ``avx2`` with
 ppssld's default on an AMD CPU (``MKL_DEBUG_CPU_TYPE=5``). Each part is its own process, the arms alternate.
@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Any, Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as a file: the repository root on sys.path, as ``-m`` would have it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from benchmark import common  # noqa: E402
 
 WORK = os.path.join(common.ROOT, "output", "bench_mkl_dispatch")
@@ -145,7 +146,8 @@ def main(argv: List[str] = None) -> None:
                   f"{', '.join(map(str, rows[name]['avx2']))} | {med(rows[name]['avx2']) / med(rows[name]['keep']):.2f}x |")
     md.append(f"\nThe log line of the `avx2` arm: `{w['avx2'][-1]['log']}`; of the `keep` arm: `{w['keep'][-1]['log']}`.")
     common.write_results("mkl_dispatch", {"rounds": args.rounds, "labeled": args.labeled, "rows": rows,
-                                          "loadavg": load, "flags": flags}, "\n".join(md) + "\n")
+                                          "loadavg": load, "flags": flags}, "\n".join(md) + "\n",
+                         common.results_dir(__file__))
     print(json.dumps(rows))
 
 

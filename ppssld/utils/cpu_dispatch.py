@@ -3,7 +3,7 @@
 Paddle's CPU wheel does its dense maths (convolutions and matrix products in dygraph training and evaluation)
 in the MKL it bundles (``paddle/libs/libmklml_intel.so``). That MKL picks its kernels by CPU *vendor*: on an AMD
 CPU it takes a generic SSE path whatever the CPU supports. Measured on this project's AMD EPYC (Zen 4, 2 cores,
-2026-12-08; ``benchmark/mkl_dispatch.py``): a 1024x1024 float32 matrix product 5.6-7.1 -> 16-20
+2026-12-08; ``benchmark/throughput/mkl_dispatch.py``): a 1024x1024 float32 matrix product 5.6-7.1 -> 16-20
 GFLOP/s, ResNet18's 32-px training step about 2x faster. ``MKL_DEBUG_CPU_TYPE=5`` makes this MKL version take
 its AVX2 path; MKL reads it at its first call, so setting it at ``import ppssld`` is in time even after Paddle is
 imported. oneDNN (Paddle Inference) detects the CPU by its features and needs nothing.
