@@ -114,9 +114,13 @@ class FolderLock:
         record = {"pid": os.getpid(), "host": host,
                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:])[:300]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+            os.fsync(fd)
+        except OSError as exc:  # a full disk or a read-only remount: the run could write nothing there either
+            raise OutputError(f"{self.what} {self.folder}: cannot write its lock file {self.path} "
+                              f"({exc.strerror or exc}); free disk space or choose a writable folder") from exc
 
     def release(self) -> None:
         """Let go once (the last release empties the record and unlocks)."""
