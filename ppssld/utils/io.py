@@ -140,14 +140,16 @@ def atomic_save(path: str, writer: Callable[[str], None]) -> None:
         writer(tmp)
 
 
-def make_temp_dir(final_dir: str) -> str:
-    """A new empty folder beside ``final_dir`` (same filesystem), with the umask's folder mode.
+def make_temp_dir(final_dir: str, tag: str = "") -> str:
+    """A new empty folder beside ``final_dir`` (same filesystem), with the umask's folder mode:
+    ``.<name>.<random>``, or ``.<name>.<tag>.<random>`` (the random part holds no dot).
 
     Fill it, then :func:`publish_dir` it onto ``final_dir``.
     """
     parent = ensure_dir(os.path.dirname(os.path.abspath(final_dir)))
+    prefix = "." + os.path.basename(os.path.abspath(final_dir)) + "." + (tag + "." if tag else "")
     try:
-        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(final_dir)) + ".", dir=parent)
+        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     except OSError as exc:
         raise OutputError(f"cannot write {final_dir}: {exc.strerror or exc}; choose a writable folder") from exc
     os.chmod(tmp, dir_mode())
