@@ -90,3 +90,25 @@ def test_cache_tool_counts_below_1_are_refused(project, tmp_path, key, text, nee
     case = Case("cli", "tools/cache_soft_labels.py", key, "zero", text)
     outcome = run_cli_case(case, cli_argv(case, project, str(tmp_path / "out")))
     assert outcome.result == "refused" and outcome.named and needle in outcome.detail, outcome
+
+
+@pytest.mark.parametrize("tool, key, text, needle", [
+    ("tools/prepare_data.py", "--seed", "-1", "--seed (the labeled/unlabeled split's seed) must be an int >= 0, got -1"),
+    ("tools/prepare_data.py", "--out", "", "--out must name the output folder, got ''"),
+    ("tools/prepare_data.py", "--out", "a file.txt", "cannot create the output folder a file.txt: File exists"),
+    ("tools/export_model.py", "--save_dir", "a file.txt", "cannot create the output folder a file.txt: File exists"),
+])
+def test_what_the_fuzzer_found_in_the_other_tools_is_refused(project, tmp_path, tool, key, text, needle):
+    """Each was a raw numpy ValueError / FileExistsError / FileNotFoundError traceback."""
+    case = Case("cli", tool, key, "found", text)
+    outcome = run_cli_case(case, cli_argv(case, project, str(tmp_path / "out")))
+    assert outcome.result == "refused" and needle in outcome.detail, outcome
+
+
+def test_every_tool_and_deploy_script_has_its_arguments_fuzzed():
+    """Every tools/*.py and deploy/python/*.py is in CLI_ARGUMENTS, except the two whose first real work is the
+    whole pipeline or a server that never returns (see benchmark/results/fuzz_inputs.md)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = {f"{folder}/{n}" for folder in ("tools", "deploy/python") for n in os.listdir(os.path.join(root, folder))
+               if n.endswith(".py") and n != "__init__.py"}
+    assert scripts - set(CLI_ARGUMENTS) == {"tools/ssld_pipeline.py", "deploy/python/hub_serving_local.py"}
