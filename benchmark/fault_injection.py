@@ -29,11 +29,11 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from common import ROOT, write_results
+from common import RESULTS, ROOT, write_results
 
 QS = os.path.join(ROOT, "ppcls_configs", "quick_start", "fashion_mnist")
 PY = sys.executable
@@ -329,19 +329,45 @@ def main() -> None:
         if counts[kind] > 0:
             summary[kind] = kill_part(bench, kind, counts[kind], args.work, args.save_delay, cache)
     wall = time.time() - tic
-    every = list(summary.values()) + list(cache_summary.values())
-    total = {"kills": sum(s["kills"] for s in every),
-             "kills_during_saves": sum(s["kills_during_saves"] for s in summary.values()),
-             "mismatches": sum(s["mismatches"] for s in every),
-             "temporaries_left": sum(s["temporaries_left"] for s in every), "wall_s": round(wall, 1)}
-    print(json.dumps(total))
+    print(json.dumps(totals(summary, cache_summary, wall)))
     if not args.no_write:
-        write(summary, cache_summary, total, args)
+        write(*carried(summary, cache_summary, parts), wall, args)
 
 
-def write(summary: Dict[str, Any], cache_summary: Dict[str, Any], total: Dict[str, Any], args: Any) -> None:
+def totals(summary: Dict[str, Any], cache_summary: Dict[str, Any], wall: float) -> Dict[str, Any]:
+    every = list(summary.values()) + list(cache_summary.values())
+    return {"kills": sum(s["kills"] for s in every),
+            "kills_during_saves": sum(s["kills_during_saves"] for s in summary.values()),
+            "mismatches": sum(s["mismatches"] for s in every),
+            "temporaries_left": sum(s["temporaries_left"] for s in every), "wall_s": round(wall, 1)}
+
+
+def carried(summary: Dict[str, Any], cache_summary: Dict[str, Any], parts: List[str]) -> Tuple[Dict, Dict, List]:
+    """With ``--parts`` a subset: the other parts' summaries from the results file written before (each marked
+    with that run's date and command), so the results keep every part."""
+    path = os.path.join(RESULTS, "fault_injection.json")
+    if set(parts) >= set(PARTS) or not os.path.isfile(path):
+        return summary, cache_summary, []
+    with open(path, encoding="utf-8") as handle:
+        old = json.load(handle)
+    kept = []
+    for kind in PARTS:
+        if kind not in parts and kind in old.get("summary", {}):
+            part = old["summary"][kind]
+            part.setdefault("from_run", {"date": old["date"], "command": old["command"],
+                                         "machine": old["machine"]["cpu"], "git_commit": old["machine"]["git_commit"]})
+            (summary if kind in KILL_PARTS else cache_summary)[kind] = part
+            kept.append(f"{kind} ({part['from_run']['date']}, {part['from_run']['machine']})")
+    order = {k: i for i, k in enumerate(PARTS)}
+    return (dict(sorted(summary.items(), key=lambda kv: order[kv[0]])),
+            dict(sorted(cache_summary.items(), key=lambda kv: order[kv[0]])), kept)
+
+
+def write(summary: Dict[str, Any], cache_summary: Dict[str, Any], kept: List[str], wall: float, args: Any) -> None:
     """``benchmark/results/fault_injection.{md,json}``."""
     from fault_injection_cache import markdown as cache_markdown
+
+    total = totals(summary, cache_summary, wall)
 
     where = {kind: sorted({str(t.get("stage_at_kill", t.get("chunks_scored_at_kill", ""))) for t in s["trials"]})
              for kind, s in summary.items()}
@@ -356,7 +382,8 @@ def write(summary: Dict[str, Any], cache_summary: Dict[str, Any], total: Dict[st
         "# Fault injection: kill -9 at random moments, then resume\n\n"
         f"Total: **{total['kills']} kills ({total['kills_during_saves']} inside checkpoint saves) and {disk} full "
         f"disks, {total['mismatches']} mismatches, {total['temporaries_left']} temporaries left**; whole "
-        f"benchmark {total['wall_s']} s. Parts run: {args.parts}.\n\n"
+        f"benchmark {total['wall_s']} s (this run). Parts run now: {args.parts}"
+        + (f"; kept from the results written before: {', '.join(kept)}" if kept else "") + ".\n\n"
         "## Training, mining, pipeline, training from a cache\n\n"
         + "\n".join(rows) + "\n\n"
         "Each trial: a fresh run on the scikit-learn digits (300 labeled + 600 unlabeled 8x8 images, ResNet18 "

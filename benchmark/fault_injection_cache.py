@@ -209,9 +209,8 @@ class CacheParts:
         out, store = os.path.join(self.work, f"engine_{i}"), os.path.join(self.work, f"engine_store_{i}")
         root = os.path.join(store, "teacher_engine")
         ref = reference["seen"]
-        windows = [("jit.save", "save_tmp", "saved")] + ([("onnx", "saved", "onnx")] if kind == "onnxruntime"
-                                                          else [])
-        stage, start, end = windows[self.rng.randrange(len(windows))]
+        windows = ([("onnx", "saved", "onnx")] if kind == "onnxruntime" else []) + [("jit.save", "save_tmp", "saved")]
+        stage, start, end = windows[(i // 2) % len(windows)]  # ONNX Runtime trials alternate the two windows
         wait = self.rng.uniform(0.0, 1.1) * (ref[end] - ref[start])
         starts = {"save_tmp": lambda: bool(glob.glob(os.path.join(root, ".*"))),
                   "saved": lambda: bool(glob.glob(os.path.join(root, "[!.]*", "teacher.pdiparams")))}
@@ -321,8 +320,9 @@ def run_parts(bench: Any, counts: Dict[str, int], seed: int, write_delay: float)
     parts = CacheParts(bench, seed, write_delay)
     summary: Dict[str, Any] = {}
     ref_out = os.path.join(bench.work, "cache_reference")
-    reference = parts.reference(ref_out)  # converts the teacher into the shared store once
-    reference = {**parts.reference(os.path.join(bench.work, "cache_reference_warm")), "files": reference["files"]}
+    if counts.get("cache", 0) or counts.get("disk", 0) or counts.get("reader", 0):
+        reference = parts.reference(ref_out)  # converts the teacher into the shared store once
+        reference = {**parts.reference(os.path.join(bench.work, "cache_reference_warm")), "files": reference["files"]}
     for i in range(counts.get("cache", 0)):
         trial = parts.cache_trial(i, reference)
         print(f"cache {i}: {trial}", flush=True)
@@ -394,12 +394,13 @@ def markdown(summary: Dict[str, Any], write_delay: float) -> str:
         "uninterrupted run's and `plan.json`/`manifest.json` are equal as JSON (the manifest has no timing field: "
         "compared whole), `--verify` exits 0 and no temporary file is left.\n\n")
     if "engine" in summary:
-        conv = summary["engine"]["conversion_s"]
+        conv = "; ".join(f"{engine}: " + ", ".join(f"{step} {sec} s" for step, sec in steps.items())
+                         for engine, steps in summary["engine"]["conversion_s"].items())
         text += (
             "Teacher engine: the same generation with `-o Arch.teacher_engine=<engine>` and an empty engine store "
             "per trial (engines alternate), SIGKILL at a random moment of the conversion (0-110% of the reference "
             "run's duration, measured from the store: `paddle.jit.save` from its hidden folder's appearance to the "
-            f"published one, {conv}; for ONNX Runtime, half the trials in the ONNX conversion that follows); the "
+            f"published one; {conv}; ONNX Runtime trials alternate it with the ONNX conversion that follows); the "
             "same command again. A trial matches when, beyond the cache checks above (the chunks are the "
             "engine's logits: the same teacher outputs as an uninterrupted run's, byte for byte), the store holds "
             "exactly one complete folder (teacher.json, teacher.pdiparams, and teacher.onnx for ONNX Runtime) and "
