@@ -7,8 +7,11 @@ A case is one bad value put where a user could put it:
   has (leaves, sections and list items), run through ``load_config`` and ``validate``;
 * ``train``: the same on a tiny distillation project whose data exists, run through ``build_trainer`` and one
   epoch of training (3 steps), its checkpoint and evaluation;
-* ``cli``: one argument of ``tools/select_unlabeled.py`` / ``tools/cache_soft_labels.py`` on a tiny project, run
-  in-process under ``cli.run`` as the shell would (status and stderr captured).
+* ``cli``: one argument of a ``tools/*.py`` or ``deploy/python/predict_cls.py`` (:data:`CLI_ARGUMENTS`) on a tiny
+  project, run in-process under ``cli.run`` as the shell would (status and stderr captured), through the tool's
+  first real work (one epoch, an evaluation, an export, a prediction, a dry-run search, ...). Not fuzzed:
+  ``tools/ssld_pipeline.py`` (its first real work is the whole pipeline; its config keys are validated by
+  ``load_pipeline_config``, tested apart) and ``deploy/python/hub_serving_local.py`` (a server that never returns).
 
 Each case ends ``accepted`` (no error), ``refused`` (a ppssld error; ``named`` tells whether its message names
 the key or argument), ``crash`` (any other exception: a traceback a user would see) or ``hang`` (over its time
