@@ -1,7 +1,7 @@
 """The input fuzzer's sweep: bad values in config keys, in a tiny trained project and in tool arguments, counted.
 
 Run: python benchmark/fuzz_inputs.py [--config-cases N] [--train-cases N] [--cli-cases N] [--all] [--seed S]
-Defaults take ~8 minutes on a 2-core CPU (a seeded sample of each kind); ``--all`` runs every case (config
+Defaults take ~4.5 minutes on a 2-core CPU (a seeded sample of each kind); ``--all`` runs every case (config
 keys alone are ~32,600 cases, ~10 minutes; all ~34,700 about 25 minutes, estimated). Cases and outcomes:
 tests/fuzz_harness.py. Writes benchmark/results/fuzz_inputs.{md,json}: cases tried, outcomes by kind, every
 traceback or hang (the target is none), and the refusals whose message does not name the key, grouped.
