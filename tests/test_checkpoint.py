@@ -157,3 +157,15 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
     assert states["epoch"] == 1
     for key, value in reference.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), restored.state_dict()[key].numpy())
+
+
+def test_stale_temporaries_of_one_tag_are_removed_and_nothing_else(tmp_path):
+    """What a kill -9 inside a save of ``epoch_1`` leaves (``.<file>.<random>.tmp``) goes; other tags' files stay."""
+    from ppssld.engine.checkpoint import remove_stale_temporaries
+
+    names = [".epoch_1.pdparams.ab12cd.tmp", ".epoch_1.pdopt.x9.tmp", ".epoch_10.pdparams.ab12cd.tmp",
+             "epoch_1.pdparams", ".latest.pdstates.q.tmp", ".epoch_1.pdparams.keep"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_temporaries(str(tmp_path), "epoch_1") == 2
+    assert sorted(os.listdir(tmp_path)) == sorted(names[2:])

@@ -70,6 +70,25 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_log_line(tmp_path, cap
     assert open(tmp_path / "f" / LOCK_NAME, encoding="utf-8").read() == ""  # a clean end leaves no record
 
 
+def test_a_full_disk_when_writing_the_lock_record_is_one_output_error_and_leaves_the_lock_free(tmp_path,
+                                                                                               monkeypatch):
+    """ENOSPC on the record's write (found with a full tmpfs: it was a raw OSError traceback)."""
+    import errno
+
+    def full(*_args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OutputError) as info:
+        lock_folder(str(tmp_path / "f"), "test folder")
+    assert str(info.value) == (f"test folder {tmp_path / 'f'}: cannot write its lock file {tmp_path / 'f' / LOCK_NAME} "
+                               f"(No space left on device); free disk space or choose a writable folder")
+    monkeypatch.setattr(os, "pwrite", real)
+    lock = lock_folder(str(tmp_path / "f"), "test folder")  # the failed attempt let go of its flock
+    lock.release()
+
+
 def test_another_hosts_record_is_refused_with_the_file_to_delete(tmp_path):
     folder = tmp_path / "f"
     folder.mkdir()

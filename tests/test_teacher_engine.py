@@ -159,3 +159,67 @@ def test_global_to_static_trains_the_student_to_dygraphs_weights(setup):
     bad["Global"]["to_static"] = "yes"
     with pytest.raises(ConfigError, match="Global.to_static must be true or false"):
         convert_trained_models(dy.model, bad)
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import paddle
+import paddle2onnx
+from ppssld.arch.zoo import build_backbone
+from ppssld.teacher.engines import LayerEngine
+
+real = {target}
+
+def killed(*args, **kwargs):  # the save or conversion has written its temporary: kill -9 before the rename
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+{target} = killed
+layer = build_backbone("ResNet18", class_num=10)
+layer.set_state_dict(paddle.load({weights!r}))
+layer.eval()
+LayerEngine(layer, "T", threads=1, kind={kind!r})(np.zeros((2, 3, 32, 32), np.float32))
+"""
+
+
+@pytest.mark.parametrize("kind, target", [("paddle_inference", "paddle.jit.save"),
+                                          ("onnxruntime", "paddle2onnx.export")])
+def test_a_conversion_killed_before_its_rename_is_redone_and_its_temporaries_removed(kind, target, tmp_path,
+                                                                                    monkeypatch, caplog):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    layer = _layer(4)
+    weights = str(tmp_path / "t.pdparams")
+    paddle.save(layer.state_dict(), weights)
+    batch = np.random.default_rng(4).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    monkeypatch.setenv("PPSSLD_CACHE_DIR", str(tmp_path / "clean"))
+    expected = LayerEngine(layer, "T", threads=1, kind=kind)(batch)  # an uninterrupted conversion's outputs
+    monkeypatch.setenv("PPSSLD_CACHE_DIR", str(tmp_path / "store"))
+    script = KILLED.format(root=ROOT, target=target, weights=weights, kind=kind)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python"))
+    _out, err = proc.communicate(timeout=180)
+    assert proc.returncode == -9, err[-3000:]
+    key = layer_key(layer, [3, 32, 32])
+    folder = os.path.join(store_root(), key)
+    left = sorted(os.listdir(store_root())) + (sorted(os.listdir(folder)) if os.path.isdir(folder) else [])
+    tag = f"{__import__('socket').gethostname()}-{proc.pid}"
+    if kind == "paddle_inference":  # a half-saved copy beside the folder, no folder
+        assert len(left) == 1 and left[0].startswith(f".{key}.{tag}.")
+    else:  # the saved net published, its ONNX conversion not
+        assert left == [key, "teacher.json", "teacher.onnx." + tag + ".tmp", "teacher.pdiparams"]
+    logging.getLogger("ppssld").propagate = True
+    with caplog.at_level(logging.INFO, logger="ppssld"):
+        out = LayerEngine(layer, "T", threads=1, kind=kind)(batch)
+    assert f"removed 1 temporary copy(ies) of {key} left by killed runs" in caplog.text
+    assert sorted(os.listdir(store_root())) == [key]
+    files = ["teacher.json", "teacher.pdiparams"] + (["teacher.onnx"] if kind == "onnxruntime" else [])
+    assert sorted(os.listdir(folder)) == sorted(files)
+    np.testing.assert_array_equal(out, expected)  # the same teacher outputs as the uninterrupted conversion

@@ -1,7 +1,7 @@
 """The input fuzzer's sweep: bad values in config keys, in a tiny trained project and in tool arguments, counted.
 
 Run: python benchmark/robustness/fuzz_inputs.py [--config-cases N] [--train-cases N] [--cli-cases N] [--all] [--seed S]
-Defaults take ~1.5 minutes on a 2-core CPU (a seeded sample of each kind); ``--all`` runs every case (config
+Defaults take ~4.5 minutes on a 2-core CPU (a seeded sample of each kind); ``--all`` runs every case (config
 keys alone are ~32,600 cases, ~10 minutes; all ~34,700 about 25 minutes, estimated). Cases and outcomes:
 tests/fuzz_harness.py. Writes benchmark/results/robustness/fuzz_inputs.{md,json}: cases tried, outcomes by kind, every
 traceback or hang (the target is none), and the refusals whose message does not name the key, grouped.
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-cases", type=int, default=4000, help="config-key cases (default 4000)")
     parser.add_argument("--train-cases", type=int, default=100, help="tiny-project training cases (default 100)")
-    parser.add_argument("--cli-cases", type=int, default=60, help="tool-argument cases (default 60)")
+    parser.add_argument("--cli-cases", type=int, default=150, help="tool-argument cases (default 150)")
     parser.add_argument("--all", action="store_true", help="every case of every kind (default: the samples)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     args = parser.parse_args()
@@ -62,10 +62,11 @@ def main() -> None:
     failures = [{"kind": o.case.kind, "target": os.path.relpath(o.case.target, ROOT), "key": o.case.key,
                  "value": o.case.text, "result": o.result, "detail": o.detail[-800:]}
                 for o in outcomes if o.result in ("crash", "hang")]
+    by_tool = collections.Counter(o.case.target for o in outcomes if o.case.kind == "cli")
     unnamed = collections.Counter(_pattern(o.detail) for o in outcomes if o.result == "refused" and not o.named)
     payload = {"available": {"config": len(config), "train": len(train), "cli": len(cli)}, **counts,
                "seconds": {k: round(v, 1) for k, v in seconds.items()}, "failures": failures,
-               "unnamed_refusals": unnamed.most_common(25), "seed": args.seed, "all": args.all}
+               "unnamed_refusals": unnamed.most_common(25), "cli_by_tool": dict(by_tool), "seed": args.seed, "all": args.all}
     rows = "\n".join(f"| {kind} | {payload['available'][kind]:,} | {sum(r[k] for k in ('accepted', 'refused', 'crash', 'hang')):,} "
                      f"| {r['accepted']:,} | {r['refused']:,} | {r['refused_unnamed']:,} | {r['crash']} | {r['hang']} "
                      f"| {payload['seconds'][kind]} s |" for kind, r in counts["by_kind"].items())
@@ -78,8 +79,11 @@ def main() -> None:
                 "and non-ASCII, a folder where a file belongs and back, a value wrapped in a list or a list "
                 "unwrapped) at one key of a shipped or PaddleClas fixture config (`load_config` + `validate`), of a "
                 "tiny project trained one epoch (`build_trainer` + `fit`), or at one argument of "
-                "`select_unlabeled.py` / `cache_soft_labels.py` (run under `cli.run`, as from the shell); each case runs in a "
-                "fresh scratch folder, its paths relative to it. Running "
+                "every `tools/*.py` and `deploy/python/predict_cls.py` (run under `cli.run`, as from the shell, through "
+                "the tool's first real work: one epoch, an evaluation, an export, a prediction, a dry-run search; "
+                "not `ssld_pipeline.py`, whose first work is the whole pipeline, nor `hub_serving_local.py`, a server); "
+                "each case runs in a fresh scratch folder, its paths relative to it. CLI cases by tool: "
+                + ", ".join(f"`{os.path.basename(t)}` {n}" for t, n in sorted(by_tool.items())) + ". Running "
                 "as root, an unreadable path cannot be made (root reads every file), so none is tried.\n\n"
                 + ("Tracebacks and hangs:\n\n" + "\n".join(f"- {f['kind']} {f['target']} `{f['key']}={f['value']}`: "
                                                            f"{f['detail'].strip().splitlines()[-1]}" for f in failures)

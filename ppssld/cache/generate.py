@@ -35,7 +35,7 @@ from ppssld.utils.dist_env import dist_env
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.fingerprint import differences
 from ppssld.utils.folder_lock import holding
-from ppssld.utils.io import atomic_write_json
+from ppssld.utils.io import atomic_write_json, remove_temporaries
 from ppssld.utils.topk import top_k
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,7 @@ def _generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_siz
         plan["teacher_description"] = teacher.description
         plan["ranks"] = world
         plan["chunks"] = record_chunks(out, plan)  # every header checked, every file's size and hash recorded
+        remove_temporaries(os.path.join(out, MANIFEST))  # of a run killed while writing it
         atomic_write_json(os.path.join(out, MANIFEST), plan)
         logger.info("soft-label cache %s: %d images x %d views, top-%d of %d classes (%s / %s)", out, len(records),
                     views, topk, classes, prob_dtype, index_type.name)

@@ -10,9 +10,11 @@ A cache folder holds ``manifest.json`` and, per view ``v`` and chunk ``c`` (imag
   logits``: K = class count, float32) the teacher's logits instead, in the same order.
 
 Each file is written to a temporary name and renamed; the ``.prob`` file is written last, so a
-chunk whose ``.prob`` file exists is complete. ``.npy`` files open with ``np.load(mmap_mode="r")``:
+chunk whose ``.prob`` file exists is complete. The temporaries a killed write left are removed when
+the chunk is written again. ``.npy`` files open with ``np.load(mmap_mode="r")``:
 training reads only the rows of its batch.
 """
+import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -20,7 +22,9 @@ import numpy as np
 
 from ppssld.utils.chunk_files import npy_difference
 from ppssld.utils.errors import ConfigError, DataError
-from ppssld.utils.io import atomic_path
+from ppssld.utils.io import atomic_path, remove_temporaries
+
+logger = logging.getLogger(__name__)
 
 PROB_DTYPES = ("float16", "float32")
 VALUE_KINDS = ("probs", "logits")  # what the ``.prob`` files hold (manifest ``values``; version 1: probs)
@@ -74,8 +78,15 @@ def _memory_map(path: str) -> np.ndarray:
 
 
 def write_chunk(root: str, view: int, chunk: int, probs: np.ndarray, classes: np.ndarray) -> None:
-    """Write one chunk atomically (classes first, probabilities last: the completion mark)."""
+    """Write one chunk atomically (classes first, probabilities last: the completion mark).
+
+    Temporaries of an earlier, killed write of this chunk are removed first: a chunk has one writer (the
+    rank that owns it, in a folder one generation holds).
+    """
     cls_path, prob_path = chunk_paths(root, view, chunk)
+    removed = remove_temporaries(cls_path) + remove_temporaries(prob_path)
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted write of view %d chunk %d", removed, view, chunk)
     _save(cls_path, classes)
     _save(prob_path, probs)
 

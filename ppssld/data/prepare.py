@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from ppssld.data.lists.label_list import IMAGE_EXTENSIONS, write_label_list
 from ppssld.utils.errors import DataError
-from ppssld.utils.io import atomic_write_json, atomic_write_text
+from ppssld.utils.checks import is_int
+from ppssld.utils.io import atomic_write_json, atomic_write_text, ensure_dir
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +289,10 @@ def prepare_dataset(name: str, out: str, src: Optional[str] = None, labeled: Opt
                "imagefolder": lambda: load_imagefolder(src)}
     if name not in loaders:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not is_int(seed) or seed < 0:  # numpy's seed sequence takes no negative number
+        raise DataError(f"--seed (the labeled/unlabeled split's seed) must be an int >= 0, got {seed!r}")
+    if not isinstance(out, str) or not out:
+        raise DataError(f"--out must name the output folder, got {out!r}")
     (train_items, train_labels), (val_items, val_labels), class_names = loaders[name]()
     class_num = len(class_names)
     for split, labels in (("train", train_labels), ("val", val_labels)):
@@ -295,7 +300,7 @@ def prepare_dataset(name: str, out: str, src: Optional[str] = None, labeled: Opt
             raise DataError(f"{name} {split}: labels outside [0, {class_num}) (class names: {class_num})")
     labeled_idx, unlabeled_idx = split_labeled(train_labels, class_num, labeled, unlabeled, seed)
 
-    os.makedirs(out, exist_ok=True)
+    ensure_dir(out)  # a file in the way: an OutputError naming it
     partial = os.path.join(out, ".images.partial")
     if os.path.exists(partial):
         shutil.rmtree(partial)

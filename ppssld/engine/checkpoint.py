@@ -28,7 +28,7 @@ from ppssld.arch.weights import load_weights, resolve_params_path
 from ppssld.engine import optim_state
 from ppssld.utils.errors import WeightsError
 from ppssld.utils.fingerprint import state_digest
-from ppssld.utils.io import atomic_path, ensure_dir
+from ppssld.utils.io import atomic_path, ensure_dir, remove_temporaries
 from ppssld.utils.safe_load import restricted_loads, safe_load
 
 logger = logging.getLogger(__name__)
@@ -119,12 +119,8 @@ def remove_stale_temporaries(save_dir: str, tag: str) -> int:
     Returns:
         How many were removed.
     """
-    removed = 0
-    for name in os.listdir(save_dir):
-        if name.endswith(".tmp") and any(name.startswith(f".{tag}{ext}.") for ext in (".pdparams", ".pdopt",
-                                                                                       ".pdstates", ".pdema")):
-            os.remove(os.path.join(save_dir, name))
-            removed += 1
+    removed = sum(remove_temporaries(os.path.join(save_dir, tag + ext))
+                  for ext in (".pdparams", ".pdopt", ".pdstates", ".pdema"))
     if removed:
         logger.info("removed %d temporary file(s) of an interrupted save of %s", removed, tag)
     return removed

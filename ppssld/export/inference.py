@@ -19,7 +19,7 @@ from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config
 from ppssld.export.labels import config_class_names
 from ppssld.export.outputs import ScoredModel, export_activation
 from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
-from ppssld.utils.io import make_temp_dir, publish_dir
+from ppssld.utils.io import ensure_dir, make_temp_dir, publish_dir
 from ppssld.utils.quiet import PIR_OUT_TENSOR, drop_native_stderr_lines
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
     names = config_class_names(config, class_num)
     name = name or f"{target.backbone}{SSLD_SUFFIX}"
     save_dir = save_dir or (config.get("Global") or {}).get("save_inference_dir") or "./inference"
-    os.makedirs(save_dir, exist_ok=True)
+    ensure_dir(save_dir)  # a file in the way: an OutputError naming it
     pretrained = os.path.join(save_dir, f"{name}_pretrained.pdparams")
     save_pretrained(layer, pretrained)
     fused = reparameterize(layer)

@@ -5,12 +5,15 @@ The layer is saved once with ``paddle.jit.save`` into a folder of the engine sto
 weights (their bytes, :func:`ppssld.utils.fingerprint.arrays_digest`), its class and the input shape
 ``[C, H, W]`` and Paddle's version; any change makes another folder, and a run finding the folder
 reuses it (the ONNX conversion, ``teacher.onnx``, lives in the same folder). The store is ``<ppssld cache>/teacher_engine`` (:func:`ppssld.utils.io.cache_root`). Each folder is written beside its final name and renamed into place, so two
-processes (ranks) saving the same teacher at once both end with a complete folder.
+processes (ranks) saving the same teacher at once both end with a complete folder. The half-written copies
+(``.<key>.<host>-<pid>.*`` beside the folder, ``teacher.onnx.<host>-<pid>.tmp`` inside it) that a killed save or
+conversion left are removed by the next run that uses the folder, once that pid no longer runs on this host.
 """
 import importlib.util
 import logging
 import os
 import shutil
+import socket
 import time
 from typing import Any, Dict, Sequence, Tuple
 
@@ -21,6 +24,7 @@ import paddle.nn as nn
 from ppssld.export.onnx import OnnxPredictor
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.fingerprint import arrays_digest, digest
+from ppssld.utils.folder_lock import process_alive
 from ppssld.utils.io import cache_root, ensure_dir, make_temp_dir
 
 logger = logging.getLogger(__name__)
@@ -53,11 +57,52 @@ def layer_key(layer: nn.Layer, shape: Sequence[int]) -> str:
                    "paddle": paddle.__version__})
 
 
+def writer_tag() -> str:
+    """``<host>-<pid>``: names this process's temporaries in the store, so that a later run can tell a dead
+    writer's (:func:`remove_dead_temporaries`) from a running one's."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _dead(tag: str) -> bool:
+    host, _, pid = tag.rpartition("-")
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+
+
+def remove_dead_temporaries(folder: str) -> int:
+    """Delete what saves and conversions killed on this host left of store folder ``folder`` (see the module
+    docstring); a running writer's temporaries, another host's and unnamed ones stay.
+
+    Returns:
+        How many were removed.
+    """
+    parent, key = os.path.split(os.path.abspath(folder))
+    found = []
+    for name in os.listdir(parent) if os.path.isdir(parent) else []:
+        if name.startswith(f".{key}.") and "." in name[len(key) + 2:]:
+            found.append((os.path.join(parent, name), name[len(key) + 2:].rsplit(".", 1)[0]))
+    onnx_prefix = ONNX_FILE + "."
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.startswith(onnx_prefix) and name.endswith(".tmp"):
+            found.append((os.path.join(folder, name), name[len(onnx_prefix):-len(".tmp")]))
+    removed = 0
+    for path, tag in found:
+        if _dead(tag):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.remove(path)
+            removed += 1
+    if removed:
+        logger.info("teacher engine store: removed %d temporary copy(ies) of %s left by killed runs", removed, key)
+    return removed
+
+
 def _save(layer: nn.Layer, shape: Sequence[int], folder: str) -> None:
     """``paddle.jit.save`` the layer into ``folder`` (complete or absent)."""
+    remove_dead_temporaries(folder)
     if os.path.isfile(os.path.join(folder, MODEL_FILE + ".pdiparams")):
         return
-    tmp = make_temp_dir(folder)
+    tmp = make_temp_dir(folder, tag=writer_tag())
     try:
         spec = [paddle.static.InputSpec([None, *shape], "float32", "x")]
         was_training = layer.training
@@ -125,7 +170,7 @@ class OnnxRuntimePredictor:
         onnx_path = os.path.join(folder, ONNX_FILE)
         if not os.path.isfile(onnx_path):
             graph, params = _model_files(folder)
-            tmp = f"{onnx_path}.tmp{os.getpid()}"
+            tmp = f"{onnx_path}.{writer_tag()}.tmp"
             try:
                 paddle2onnx.export(graph, params, save_file=tmp, opset_version=11, enable_onnx_checker=True,
                                    optimize_tool="onnxoptimizer", verbose=False)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Sequence, TypeVar, Union
 
 from ppssld.utils.errors import DataError
 from ppssld.utils.fingerprint import canonical
-from ppssld.utils.io import atomic_write_json
+from ppssld.utils.io import atomic_write_json, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ def claim_folder(folder: str, name: str, plan: Dict[str, Any], rank: int,
         timeout, interval: how long and how often other ranks poll for rank 0's file.
     """
     path = os.path.join(folder, name)
+    if rank == 0:
+        remove_temporaries(path)  # of a run killed while writing it (rank 0 alone writes this file)
     if not os.path.isfile(path):
         if rank == 0:
             atomic_write_json(path, plan)

@@ -35,7 +35,8 @@ LOCK_NAME = ".ppssld.lock"
 _HELD: Dict[str, "FolderLock"] = {}  # real folder path -> this process's lock on it
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a process of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,16 +108,20 @@ class FolderLock:
                                   f"{_describe(previous)}; its lock cannot be checked from here. If that run is "
                                   f"no longer running, delete {self.path}; else wait for it or choose another "
                                   f"folder")
-            state = "no longer running" if not _alive(int(previous.get("pid") or 0)) else \
+            state = "no longer running" if not process_alive(int(previous.get("pid") or 0)) else \
                 "running, but no longer holding the lock"
             logger.warning("%s %s: taking over the lock left by %s, %s (killed or crashed?)", self.what,
                            self.folder, _describe(previous), state)
         record = {"pid": os.getpid(), "host": host,
                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:])[:300]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+            os.fsync(fd)
+        except OSError as exc:  # a full disk or a read-only remount: the run could write nothing there either
+            raise OutputError(f"{self.what} {self.folder}: cannot write its lock file {self.path} "
+                              f"({exc.strerror or exc}); free disk space or choose a writable folder") from exc
 
     def release(self) -> None:
         """Let go once (the last release empties the record and unlocks)."""

@@ -92,6 +92,31 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+def remove_temporaries(path: str) -> int:
+    """Delete the temporaries that killed :func:`atomic_path` writes of ``path`` left beside it
+    (``.<name>.*.tmp``; a kill -9 runs no clean-up). The one place that knows their names.
+
+    Only for a file that one process alone writes at a time (a folder held through
+    :mod:`ppssld.utils.folder_lock`, one writer per file in it): a running writer's temporary goes too.
+    Returns:
+        How many were removed.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for other in names:
+        if other.startswith(f".{name}.") and other.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(directory, other))
+                removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -115,14 +140,16 @@ def atomic_save(path: str, writer: Callable[[str], None]) -> None:
         writer(tmp)
 
 
-def make_temp_dir(final_dir: str) -> str:
-    """A new empty folder beside ``final_dir`` (same filesystem), with the umask's folder mode.
+def make_temp_dir(final_dir: str, tag: str = "") -> str:
+    """A new empty folder beside ``final_dir`` (same filesystem), with the umask's folder mode:
+    ``.<name>.<random>``, or ``.<name>.<tag>.<random>`` (the random part holds no dot).
 
     Fill it, then :func:`publish_dir` it onto ``final_dir``.
     """
     parent = ensure_dir(os.path.dirname(os.path.abspath(final_dir)))
+    prefix = "." + os.path.basename(os.path.abspath(final_dir)) + "." + (tag + "." if tag else "")
     try:
-        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(final_dir)) + ".", dir=parent)
+        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     except OSError as exc:
         raise OutputError(f"cannot write {final_dir}: {exc.strerror or exc}; choose a writable folder") from exc
     os.chmod(tmp, dir_mode())
