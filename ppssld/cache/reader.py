@@ -227,6 +227,8 @@ def attach(config: Dict[str, Any], model: nn.Layer, loader: Any, sampler: Any, l
     seed = global_seed(config)
     dataset.epoch_key = ViewKey(cache.views, seed)
     dataset.extra_field = CachedRows(cache)
+    # the augmentation key of the sampler's epoch (epoch 1 until training sets one), so images and targets agree
+    dataset.set_epoch(max(1, int(getattr(sampler, "epoch", 0) or 0)))
     epochs = int(get(config, "Global.epochs", 1))
     if epochs > cache.views:
         logger.info("soft-label cache: %d epochs over %d views: views repeat after epoch %d (each cycle in an order "
