@@ -91,7 +91,8 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
     activation = export_activation(config)
     strict = bool((config.get("Global") or {}).get("strict_load", True))
     layer, target, source = build_export_model(config, weights, strict=strict)
-    class_num = count_classes(layer, shape)
+    with float_forward(layer):
+        class_num = count_classes(layer, shape)
     names = config_class_names(config, class_num)
     name = name or f"{target.backbone}{SSLD_SUFFIX}"
     save_dir = save_dir or (config.get("Global") or {}).get("save_inference_dir") or "./inference"

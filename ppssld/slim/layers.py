@@ -18,6 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppssld.slim.fake_quant import WEIGHT_QMAX, activation_qparams, fake_quant_activation, fake_quant_weight
+from ppssld.utils.errors import WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ActQuant(nn.Layer):
     """One uint8 activation tensor: its range, its fake quantization.
 
     In training the range follows the batches' min and max as a moving average (the first batch sets it);
-    in eval the stored range is used. With ``pact`` the tensor is first clipped to two trainable bounds
+    in eval the stored range is used (there must be one). With ``pact`` the tensor is first clipped to two trainable bounds
     (PACT: their gradient is the clipped values' gradient; the optimizer's weight decay pulls them in),
     initialised to the first batch's range. The range (a ``[2]`` buffer ``range``, with ``ready`` 0/1) is in the
     checkpoint and is what the int8 export uses.
@@ -78,8 +79,9 @@ class ActQuant(nn.Layer):
         """Observe (training) and fake-quantize ``x``."""
         first = not self.is_ready()
         if first and not self.training:
-            logger.warning("an activation quantizer has no range yet (an fp32 checkpoint evaluated with "
-                           "Slim.quant): it takes the range of the first eval batch")
+            raise WeightsError("an activation quantizer of the Slim.quant model has no range: its weights come from a "
+                               "float checkpoint, never trained with Slim.quant; train with Slim.quant first, or "
+                               "evaluate the float model without the Slim section")
         if self.bounds is not None and not first:
             low, high = self.bounds[0], self.bounds[1]
             x = x - F.relu(x - high) + F.relu(low - x)  # PACT: clip(x, low, high), the bounds trainable
