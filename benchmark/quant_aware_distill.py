@@ -11,6 +11,7 @@ Stages (each skipped when its output exists in --work, so an interrupted run goe
 4. qad: ``ssld_R18_MV3_small_x0_35.yaml`` + ``Slim.quant: {name: pact}`` from the fp32 student for --qad_epochs
    epochs on labeled + unlabeled images (JS divergence to the frozen fp32 teacher only);
 5. distill: the same run without ``Slim`` (the float control: what distillation alone gives);
+5b. qad_self: QAD with the fp32 student as its own frozen teacher (no distillation gain: the int8 cost alone);
 6. measure: exports (fp32 Paddle + ONNX; PTQ int8 of the fp32 student and of the control, 8-bit and 7-bit weights,
    three calibration samples; the QAD int8 folder of ``tools/export_model.py``), top-1 of each on every test image,
    the fake-quant student's top-1 in Paddle and its agreement with the int8 model.
@@ -41,20 +42,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", default="/tmp/qad/bench", help="working folder (default /tmp/qad/bench)")
     p.add_argument("--unlabeled", type=int, default=10000, help="unlabeled training images (default 10000)")
     p.add_argument("--qad_epochs", type=int, default=2, help="QAD (and control) epochs (default 2)")
+    p.add_argument("--qad_unlabeled", type=int, default=5000,
+                   help="unlabeled images the QAD (and control) runs train on, the first of the list (default 5000)")
     p.add_argument("--qad_lr", type=float, default=0.01, help="QAD (and control) learning rate (default 0.01)")
     p.add_argument("--method", default="pact", help="Slim.quant.name (default pact)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every stage (default 1)")
-    p.add_argument("--stop_after", default=None, help="stop after this stage (data, student, teacher, qad, distill)")
+    p.add_argument("--stop_after", default=None, help="stop after this stage (data, student, teacher, qad, distill, qad_self)")
     return p.parse_args()
 
 
 def data_overrides(data: str, unlabeled: bool) -> List[str]:
-    """``-o`` overrides pointing a quick-start config at ``data``."""
+    """``-o`` overrides pointing a quick-start config at ``data`` (unlabeled: ``unlabeled_qad.txt``)."""
     out = [f"DataLoader.{m}.dataset.image_root={data}/images/" for m in ("Train", "Eval")]
     out += [f"DataLoader.Train.dataset.cls_label_path={data}/train_list.txt",
             f"DataLoader.Eval.dataset.cls_label_path={data}/val_list.txt", f"Global.class_names={data}/label_list.txt"]
     if unlabeled:
-        out.append(f"DataLoader.Train.dataset.unlabeled_label_path={data}/unlabeled_list.txt")
+        out.append(f"DataLoader.Train.dataset.unlabeled_label_path={data}/unlabeled_qad.txt")
     return out
 
 
@@ -110,15 +113,28 @@ def stages(args: argparse.Namespace, times: Dict[str, float]) -> Dict[str, str]:
                             args.threads, times)
     if args.stop_after == "teacher":
         return ckpt
+    with open(os.path.join(data, "unlabeled_list.txt"), encoding="utf-8") as handle:
+        rows = handle.readlines()[: args.qad_unlabeled]
+    with open(os.path.join(data, "unlabeled_qad.txt"), "w", encoding="utf-8") as handle:
+        handle.writelines(rows)
     distill = data_overrides(data, True) + [
         f"Global.epochs={args.qad_epochs}", f"Optimizer.lr.learning_rate={args.qad_lr}", "Optimizer.lr.warmup_epoch=0",
         f"Arch.models.Teacher.pretrained={ckpt['teacher']}", f"Arch.models.Student.pretrained={ckpt['student']}"]
     config = os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml")
-    ckpt["qad"] = train(work, "qad", config, distill + [f"Slim.quant.name={args.method}"], args.threads, times)
+    ckpt["qad"] = train(work, "qad", config, distill + ["Slim={quant: {name: %s}}" % args.method], args.threads, times)
     if args.stop_after == "qad":
         return ckpt
     ckpt["distill"] = train(work, "distill", config, distill, args.threads, times)
+    if args.stop_after == "distill":
+        return ckpt
+    ckpt["qad_self"] = train(work, "qad_self", config, distill + self_teacher(ckpt) + [
+        "Slim={quant: {name: %s}}" % args.method], args.threads, times)
     return ckpt
+
+
+def self_teacher(ckpt: Dict[str, str]) -> List[str]:
+    """Overrides making the fp32 student its own frozen teacher (QAD that isolates the int8 cost)."""
+    return [f"Arch.models.Teacher.name={STUDENT}", f"Arch.models.Teacher.pretrained={ckpt['student']}"]
 
 
 def measure(args: argparse.Namespace, ckpt: Dict[str, str]) -> Dict[str, Any]:
@@ -137,7 +153,7 @@ def measure(args: argparse.Namespace, ckpt: Dict[str, str]) -> Dict[str, Any]:
     cfg_ce = load_config(os.path.join(QS, "student_MV3_small_x0_35_ce.yaml"), data_overrides(data, False))
     distill = data_overrides(data, True) + [f"Arch.models.Teacher.pretrained={ckpt['teacher']}"]
     cfg_qad = load_config(os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"),
-                          distill + [f"Slim.quant.name={args.method}", f"Global.pretrained_model={ckpt['qad']}"])
+                          distill + ["Slim={quant: {name: %s}}" % args.method, f"Global.pretrained_model={ckpt['qad']}"])
     cfg_dis = load_config(os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"),
                           distill + [f"Global.pretrained_model={ckpt['distill']}"])
     dataset = build_dataset(cfg_ce["DataLoader"]["Eval"]["dataset"], "DataLoader.Eval.dataset")
@@ -157,6 +173,10 @@ def measure(args: argparse.Namespace, ckpt: Dict[str, str]) -> Dict[str, Any]:
 
     fp32 = export_model(cfg_ce, weights=ckpt["student"], save_dir=os.path.join(work, "export", "fp32"), with_hub=False)
     score("fp32 student (Paddle Inference)", fp32.model_dir, {"kind": "fp32"})
+    cfg_t = load_config(os.path.join(QS, "teacher_ResNet18_1ep.yaml"), data_overrides(data, False))
+    teacher = export_model(cfg_t, weights=ckpt["teacher"], save_dir=os.path.join(work, "export", "teacher"),
+                           with_hub=False)
+    score("teacher ResNet18 (Paddle Inference)", teacher.model_dir, {"kind": "teacher"})
     for label, cfg, weights in (("fp32 student", cfg_ce, ckpt["student"]), ("fp32 distilled control", cfg_dis, None)):
         for reduce in (False, True):
             for seed in (0, 1, 2):
@@ -169,6 +189,10 @@ def measure(args: argparse.Namespace, ckpt: Dict[str, str]) -> Dict[str, Any]:
     qad = export_model(cfg_qad, save_dir=os.path.join(work, "export", "qad"), with_hub=False)
     score("QAD int8 (Slim.quant, ONNX Runtime)", qad.int8_dir, {"kind": "qad"})
     score("QAD student's float weights (Paddle Inference)", qad.model_dir, {"kind": "qad float"})
+    cfg_self = load_config(os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"), distill + self_teacher(ckpt) + [
+        "Slim={quant: {name: %s}}" % args.method, f"Global.pretrained_model={ckpt['qad_self']}"])
+    own = export_model(cfg_self, save_dir=os.path.join(work, "export", "qad_self"), with_hub=False)
+    score("QAD int8, the fp32 student as its own teacher", own.int8_dir, {"kind": "qad self"})
     model = build_eval_model(cfg_qad)
     model.eval()
     arrays = np.stack([dataset.load(i) for i in range(len(dataset))])
@@ -180,7 +204,10 @@ def measure(args: argparse.Namespace, ckpt: Dict[str, str]) -> Dict[str, Any]:
              "int8_vs_fake_quant_same_class": float((fq.argmax(1) == int8.argmax(1)).mean()),
              "int8_vs_fake_quant_mean_abs_prob": float(np.abs(fq - int8).mean()),
              "int8_vs_fake_quant_max_abs_prob": float(np.abs(fq - int8).max()),
-             "float_vs_fake_quant_same_class": float((fq.argmax(1) == outputs[rows[-1]["model"]].argmax(1)).mean())}
+             "float_vs_fake_quant_same_class": float(
+                 (fq.argmax(1) == outputs["QAD student's float weights (Paddle Inference)"].argmax(1)).mean()),
+             "float_vs_fake_quant_mean_abs_prob": float(
+                 np.abs(fq - outputs["QAD student's float weights (Paddle Inference)"]).mean())}
     with open(os.path.join(qad.int8_dir, "inference.yml"), encoding="utf-8") as handle:
         int8_yml = handle.read()
     return {"rows": rows, "fake_quant": agree, "qad_inference_yml": int8_yml}
@@ -219,9 +246,10 @@ def markdown(payload: Dict[str, Any]) -> str:
               f"the int8 model gives the same class on {fq['int8_vs_fake_quant_same_class'] * 100:.2f}% of the test "
               f"images (its float weights without fake quantization: {fq['float_vs_fake_quant_same_class'] * 100:.2f}%"
               f"), probabilities within {fq['int8_vs_fake_quant_mean_abs_prob']:.4f} on average "
-              f"(at most {fq['int8_vs_fake_quant_max_abs_prob']:.3f}).", "",
+              f"(at most {fq['int8_vs_fake_quant_max_abs_prob']:.3f}; the float weights: "
+              f"{fq['float_vs_fake_quant_mean_abs_prob']:.4f}).", "",
               "The QAD int8 folder's `inference.yml` `quantization` block:", "", "```yaml",
-              payload["measure"]["qad_inference_yml"].split("PreProcess:")[0].split("quantization:", 1)[-1].rstrip(),
+              payload["measure"]["qad_inference_yml"].split("PreProcess:")[0].split("quantization:\n", 1)[-1].rstrip(),
               "```", ""]
     return "\n".join(lines)
 
