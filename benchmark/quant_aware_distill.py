@@ -47,7 +47,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--qad_lr", type=float, default=0.01, help="QAD (and control) learning rate (default 0.01)")
     p.add_argument("--method", default="pact", help="Slim.quant.name (default pact)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every stage (default 1)")
-    p.add_argument("--stop_after", default=None, help="stop after this stage (data, student, teacher, qad, distill, qad_self)")
+    p.add_argument("--stop_after", default=None,
+                   help="stop after this stage (data, student, teacher, qad, distill, qad_self)")
     return p.parse_args()
 
 
@@ -153,7 +154,8 @@ def measure(args: argparse.Namespace, ckpt: Dict[str, str]) -> Dict[str, Any]:
     cfg_ce = load_config(os.path.join(QS, "student_MV3_small_x0_35_ce.yaml"), data_overrides(data, False))
     distill = data_overrides(data, True) + [f"Arch.models.Teacher.pretrained={ckpt['teacher']}"]
     cfg_qad = load_config(os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"),
-                          distill + ["Slim={quant: {name: %s}}" % args.method, f"Global.pretrained_model={ckpt['qad']}"])
+                          distill + ["Slim={quant: {name: %s}}" % args.method,
+                                     f"Global.pretrained_model={ckpt['qad']}"])
     cfg_dis = load_config(os.path.join(QS, "ssld_R18_MV3_small_x0_35.yaml"),
                           distill + [f"Global.pretrained_model={ckpt['distill']}"])
     dataset = build_dataset(cfg_ce["DataLoader"]["Eval"]["dataset"], "DataLoader.Eval.dataset")

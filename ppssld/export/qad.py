@@ -39,7 +39,8 @@ def _qparams(quantizer: Any, where: str) -> Dict[str, Any]:
                                 f"a Slim.quant one (train with Slim.quant first, or quantize the float model with "
                                 f"deploy/slim/quant_post_static.py)")
     scale, zero = quantizer.qparams()
-    return {"scale": np.array(scale.numpy(), dtype=np.float32), "zero_point": np.array(round(float(zero.numpy())), dtype=np.uint8)}
+    return {"scale": np.array(scale.numpy(), dtype=np.float32),
+            "zero_point": np.array(round(float(zero.numpy())), dtype=np.uint8)}
 
 
 def trained_overrides(points: List[QuantPoint], prepared_onnx: str) -> Tuple[Dict[str, list], List[str]]:

@@ -32,7 +32,8 @@ from ppssld.utils.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 BN_TYPES = (nn.BatchNorm, nn.BatchNorm2D)  # the BatchNorm classes a quantized convolution's output may pass
-HOST_ATTR = "quant_output_host"  # a quantized Conv2D's attribute: the path of the BatchNorm holding its output quantizer
+# a quantized Conv2D's attribute: the path of the BatchNorm that holds its output quantizer ("" when it holds it)
+HOST_ATTR = "quant_output_host"
 PATH_ATTR = "quant_path"  # its own path under the layer quantize_layer was given
 QUANT_KEY_PARTS = (f".{INPUT_QUANT}.", f".{OUTPUT_QUANT}.")
 

@@ -32,10 +32,10 @@ class ActQuant(nn.Layer):
     """One uint8 activation tensor: its range, its fake quantization.
 
     In training the range follows the batches' min and max as a moving average (the first batch sets it);
-    in eval the stored range is used (there must be one). With ``pact`` the tensor is first clipped to two trainable bounds
-    (PACT: their gradient is the clipped values' gradient; the optimizer's weight decay pulls them in),
-    initialised to the first batch's range. The range (a ``[2]`` buffer ``range``, with ``ready`` 0/1) is in the
-    checkpoint and is what the int8 export uses.
+    in eval the stored range is used (there must be one). With ``pact`` the tensor is first clipped to two
+    trainable bounds (PACT: their gradient is the clipped values' gradient; the optimizer's weight decay pulls
+    them in), initialised to the first batch's range. The range (a ``[2]`` buffer ``range``, with ``ready`` 0/1)
+    is in the checkpoint and is what the int8 export uses.
 
     Args:
         moving_rate: weight of the old range in the moving average, in [0, 1).
