@@ -35,6 +35,7 @@ def machine() -> Dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(),
             "paddle": paddle.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE"),
             "git_commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                                          text=True).stdout.strip()}
 

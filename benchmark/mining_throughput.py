@@ -37,7 +37,7 @@ from ppssld.mining.mine import mine  # noqa: E402
 from ppssld.mining.dedup.confirm import _operator as confirm_operator  # noqa: E402
 from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
 from ppssld.mining.score import reference_signatures, score_pool  # noqa: E402
-from ppssld.mining.teacher import Teacher, teacher_from_weights  # noqa: E402
+from ppssld.teacher.frozen import Teacher, teacher_from_weights  # noqa: E402
 from ppssld.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 OPS = [{"DecodeImage": {"to_rgb": True, "channel_first": False}}, {"ResizeImage": {"size": 32}},

@@ -92,8 +92,8 @@ def _generate_rate(teacher_layer, batch, steps, root):
     import numpy as np
 
     from ppssld.cache import store
-    from ppssld.cache.generate import top_k
-    from ppssld.mining.teacher import Teacher
+    from ppssld.utils.topk import top_k
+    from ppssld.teacher.frozen import Teacher
 
     teacher = Teacher(teacher_layer, "benchmark")
     x = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)

@@ -198,7 +198,7 @@ def run_train_case(case: Case, base: str, seconds: float = 60.0) -> Outcome:
 
 def run_cli_case(case: Case, argv: List[str], seconds: float = 90.0) -> Outcome:
     """A tool's ``main`` under ``cli.run`` with ``argv``: status 0, or 2 with one ``error:`` line, no traceback."""
-    from ppssld.engine import cli
+    from ppssld.utils import cli
 
     err = io.StringIO()
     script = os.path.join(ROOT, case.target)

@@ -97,7 +97,7 @@ def test_every_tool_turns_a_user_error_into_one_line_and_status_2(tmp_path, corr
 
 
 def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
-    from ppssld.engine import cli
+    from ppssld.utils import cli
 
     def bug():
         raise KeyError("a bug, not a user error")

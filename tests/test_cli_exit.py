@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = r"""
 import atexit, logging, sys
 sys.path.insert(0, sys.argv[1])
-from ppssld.engine import cli
+from ppssld.utils import cli
 
 def main():
     log = logging.getLogger("tool")

@@ -83,7 +83,7 @@ def test_check_data_takes_several_overrides_after_one_o_like_every_tool():
         import check_data
     finally:
         sys.path.remove(os.path.join(ROOT, "tools"))
-    from ppssld.engine import cli
+    from ppssld.utils import cli
 
     args = check_data.parse_args(["-c", "cfg.yaml", "-o", "a=1", "b=2", "-o", "c=3"])
     assert cli.flat_overrides(args.override) == ["a=1", "b=2", "c=3"]

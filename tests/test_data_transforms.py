@@ -73,8 +73,11 @@ def test_rand_crop_shape_determinism_and_full_crop():
     assert any(not np.array_equal(a, op(img, random.Random(s))) for s in range(4, 10))
     full = _op("RandCropImage", size=[10, 6], scale=[1.0, 1.0], ratio=[1.0, 1.0])(img, random.Random(0))
     assert np.array_equal(full, cv2.resize(img, (10, 6), interpolation=cv2.INTER_LINEAR))
-    with pytest.raises(ConfigError, match="progress_size"):
-        _op("RandCropImage", size=8, progress_size=[4, 8])
+    # progress_size (progressive training's per-stage sizes) is kept for the stages; the op resizes to size
+    staged = _op("RandCropImage", size=8, progress_size=[4, [6, 5]])
+    assert staged.ops[0][1].progress_size == [(4, 4), (6, 5)] and np.array_equal(staged(img, random.Random(3)), a)
+    with pytest.raises(ConfigError, match="progress_size must be a non-empty list"):
+        _op("RandCropImage", size=8, progress_size=4)
 
 
 @pytest.mark.parametrize("code, flip", [(1, lambda x: x[:, ::-1]), (0, lambda x: x[::-1]),

@@ -19,7 +19,7 @@ from ppssld.export.infer_config import (build_infer_config, preprocessor, read_i
                                         write_infer_config)
 from ppssld.export.runtime import Predictor
 from ppssld.mining.score import load_scores, score_pool
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.frozen import Teacher
 from ppssld.utils.errors import ConfigError
 
 NORM = {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],

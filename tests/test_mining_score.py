@@ -15,7 +15,7 @@ from ppssld.data.transforms import build_transforms
 from ppssld.data.prepare import read_idx
 from ppssld.mining.dedup.planted import make_planted_set
 from ppssld.mining.score import load_scores, score_pool
-from ppssld.mining.teacher import Teacher, teacher_from_config, teacher_from_weights
+from ppssld.teacher.frozen import Teacher, teacher_from_config, teacher_from_weights
 from ppssld.utils.errors import ConfigError, DataError
 
 ROOT = "/usr/share/datasets/fashion-mnist"

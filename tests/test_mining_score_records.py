@@ -12,7 +12,7 @@ from ppssld.arch.zoo import build_backbone
 from ppssld.data.transforms import build_transforms
 from ppssld.mining.score import load_scores, score_pool
 from ppssld.mining.score_files import chunk_path, record_path
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.frozen import Teacher
 from ppssld.utils.errors import DataError
 from ppssld.utils.fingerprint import file_fingerprint
 from tests.conftest import write_images

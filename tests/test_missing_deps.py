@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from ppssld.engine import cli
+from ppssld.utils import cli
 from ppssld.utils.deps import INSTALL_HINT, missing_third_party
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

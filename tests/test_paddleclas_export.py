@@ -199,7 +199,7 @@ def test_mining_teacher_takes_paddleclas_export_scores_as_they_are(pair):
     """``tools/select_unlabeled.py --inference-model`` on PaddleClas's export (no inference.yml: the graph's last
     operation decides): a softmax (or sigmoid) graph's outputs are taken as they are, a logits graph gets its
     softmax."""
-    from ppssld.mining.teacher import teacher_from_inference
+    from ppssld.teacher.frozen import teacher_from_inference
 
     ours = Predictor(pair["ppssld"], batch_size=len(pair["images"]))
     batch = np.stack([ours.preprocess(open(p, "rb").read()) for p in pair["images"]])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ppssld.data.lists.label_list import read_label_list, write_label_list
-from ppssld.engine import cli
+from ppssld.utils import cli
 from ppssld.mining.mine import sample_pool
 from ppssld.utils.errors import ConfigError
 

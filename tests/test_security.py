@@ -24,7 +24,7 @@ from ppssld.utils.config import load_config, trust_weights
 from ppssld.engine.builder import build_full_model, build_trainer
 from ppssld.engine.checkpoint import Checkpointer
 from ppssld.export.student import build_export_model
-from ppssld.mining.teacher import teacher_from_config, teacher_from_inference, teacher_from_weights
+from ppssld.teacher.frozen import teacher_from_config, teacher_from_inference, teacher_from_weights
 from ppssld.utils.errors import ConfigError, WeightsError
 from ppssld.utils.safe_load import check_inference_side_files, safe_load
 from ppssld.utils.safetensors_io import convert_weights, save_safetensors
@@ -394,7 +394,7 @@ def test_export_writes_a_safetensors_twin_that_gives_identical_outputs(tmp_path)
 
 LEGACY_DRIVER = """
 import sys, numpy as np, paddle
-from ppssld.mining.teacher import teacher_from_inference
+from ppssld.teacher.frozen import teacher_from_inference
 layer = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.Flatten(), paddle.nn.Linear(144, 5))
 layer.eval()
 paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32")])

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from ppssld.engine import cli
+from ppssld.utils import cli
 from ppssld.mining.settings import ARGUMENTS, check_settings
 from ppssld.utils.errors import ConfigError
 from tests.conftest import ROOT, save_random_backbone, write_images

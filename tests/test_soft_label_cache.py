@@ -312,3 +312,29 @@ def test_ranks_take_alternate_chunks_and_rank0_merges(setup, monkeypatch):
     monkeypatch.setattr(gen, "dist_env", lambda: (0, 2))
     assert generate(cfg, sharded, views=VIEWS, topk=3, chunk_size=8)["chunks_now"] == 0
     assert os.path.isfile(os.path.join(sharded, "manifest.json")) and _files(single) == _files(sharded)
+
+
+def test_cached_targets_travel_with_the_batch_from_workers(setup):
+    """The cached teacher outputs are computed where samples are read and arrive as the batch's third field: with
+    0 and 2 loader workers the losses get the same targets, each row the stored top-2 rebuilt for its image."""
+    from ppssld.cache.reader import SoftLabelCache, as_logits
+
+    cfg, tmp = setup
+    cfg["Global"]["epochs"] = 1
+    generate(cfg, str(tmp / "cache_top2"), views=1, topk=2, chunk_size=16, prob_dtype="float16")
+    seen = {}
+    for workers in (0, 2):
+        run = copy.deepcopy(cfg)
+        run["DataLoader"]["Train"]["loader"]["num_workers"] = workers
+        seen[workers] = []
+        _train_from(run, tmp, str(tmp / "cache_top2"), f"out_w{workers}", seen[workers])
+    assert len(seen[0]) == len(seen[2]) == 4
+    for x, y in zip(seen[0], seen[2]):
+        np.testing.assert_array_equal(x, y)
+    cache = SoftLabelCache(str(tmp / "cache_top2"))
+    expected = as_logits(cache.distribution(0, np.arange(cache.manifest["num_images"])))
+    rows = np.concatenate(seen[0])
+    assert rows.shape == (32, CLASSES)
+    for row in rows:  # every target is some image's rebuilt top-2 (bitwise), and together they cover the epoch
+        assert (np.abs(expected - row).max(axis=1) == 0).any()
+    assert len({tuple(r) for r in rows}) == len({tuple(r) for r in expected})

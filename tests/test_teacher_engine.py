@@ -10,7 +10,7 @@ import pytest
 
 from ppssld.arch.zoo import build_backbone
 from ppssld.engine.builder import build_trainer
-from ppssld.mining.teacher import teacher_from_config
+from ppssld.teacher.frozen import teacher_from_config
 from ppssld.teacher.choose import EngineTeacher
 from ppssld.teacher.engines import LayerEngine, layer_key, softmax_gap, store_root
 from ppssld.utils.errors import ConfigError

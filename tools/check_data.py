@@ -16,7 +16,7 @@ from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard 
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
     from ppssld.utils.config import load_config  # noqa: E402
-    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils import cli  # noqa: E402
     from ppssld.data.check import check_dataset, datasets_from_config, format_reports  # noqa: E402
     from ppssld.utils.errors import ConfigError  # noqa: E402
     from ppssld.utils.io import atomic_write_json  # noqa: E402

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
-    from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+    from ppssld.utils import cli  # noqa: E402  (after the path set-up)
     from ppssld.export.inference import export_model  # noqa: E402
 
 

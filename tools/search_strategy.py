@@ -14,7 +14,7 @@ from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard 
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
     from ppssld.recipes import search  # noqa: E402  (after the path set-up)
-    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils import cli  # noqa: E402
     from ppssld.utils.io import atomic_write_json  # noqa: E402
     from ppssld.utils.logger import setup_logging  # noqa: E402
 

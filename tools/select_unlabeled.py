@@ -17,9 +17,9 @@ from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard 
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
     from ppssld.utils.config import get, load_config  # noqa: E402
-    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils import cli  # noqa: E402
     from ppssld.engine.distributed import use_device  # noqa: E402
-    from ppssld.mining import teacher as teachers  # noqa: E402
+    from ppssld.teacher import frozen as teachers  # noqa: E402
     from ppssld.mining.dedup import near_duplicates as dedup  # noqa: E402
     from ppssld.mining.mine import mine, sample_pool  # noqa: E402
     from ppssld.mining.settings import ARGUMENTS, check_folders, check_settings, check_teacher_source  # noqa: E402

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard library only)
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
-    from ppssld.engine import cli  # noqa: E402  (after the path set-up)
+    from ppssld.utils import cli  # noqa: E402  (after the path set-up)
     from ppssld.recipes.ssld import Pipeline, load_pipeline_config  # noqa: E402
     from ppssld.recipes.ssld.summary import next_commands, plot_summary, summary_table  # noqa: E402
     from ppssld.utils.io import atomic_write_text  # noqa: E402

@@ -207,7 +207,7 @@ class Ladder(LadderRuns):
         """Top-k per class from the first --pool images of U, de-duplicated against the test set, once."""
         from ppssld.utils.config import load_config
         from ppssld.mining.mine import mine
-        from ppssld.mining.teacher import teacher_from_config
+        from ppssld.teacher.frozen import teacher_from_config
         from ppssld.utils.io import atomic_write_json
 
         d = self.data["student"]

@@ -137,7 +137,7 @@ class ConvergedRuns(LadderRuns):
         the test set, once; returns the selected list."""
         from ppssld.utils.config import load_config
         from ppssld.mining.mine import mine
-        from ppssld.mining.teacher import teacher_from_config
+        from ppssld.teacher.frozen import teacher_from_config
         from ppssld.utils.io import atomic_write_json
 
         if (teacher, k) in self.mined:

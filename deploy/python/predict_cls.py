@@ -15,7 +15,7 @@ from ppssld.utils.deps import missing_dependency_exits  # noqa: E402  (standard 
 
 with missing_dependency_exits():  # no Paddle, PyYAML, ...: one line and status 2, not a traceback
     from ppssld.data.image import read_bytes  # noqa: E402
-    from ppssld.engine import cli  # noqa: E402
+    from ppssld.utils import cli  # noqa: E402
     from ppssld.export.runtime import Predictor, benchmark, list_images, predict_paths  # noqa: E402
     from ppssld.utils.io import atomic_write_json  # noqa: E402
 

@@ -14,6 +14,7 @@ from paddle.base import unique_name
 
 from ppssld.arch.attention import build_attention_model
 from ppssld.arch.distillation import BN_MODES, DistillationModel
+from ppssld.arch.ensemble import ensemble_spec
 from ppssld.arch.features import logits_only
 from ppssld.arch.roles import aligned_list, infer_model, model_entries
 from ppssld.arch.weights import load_weights
@@ -25,9 +26,10 @@ logger = logging.getLogger(__name__)
 
 DISTILL_KEYS = ("name", "class_num", "models", "freeze_params_list", "pretrained_list",
                 "infer_model_name", "teacher_bn_mode", "use_sync_bn", "infer_add_softmax", "infer_output_key",
-                "use_ssld", "teacher_engine")
+                "use_ssld", "teacher_engine", "ensemble")
 _WARN_KEYS = {"use_ssld": "on a DistillationModel PaddleClas ignores it too; set use_ssld on each model"}
 ENGINE_KEYS = ("use_sync_bn", "teacher_engine")  # read by ppssld.engine.builder / ppssld.teacher, not the model
+INPUT_KEY = "input"  # a frozen member's own input: read by ppssld.teacher.inputs, not the backbone
 EXPORT_KEYS = ("infer_add_softmax", "infer_output_key")  # read by ppssld.export.outputs, not the model
 _warned: set = set()
 
@@ -175,16 +177,23 @@ def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str],
     if bn_mode not in BN_MODES:
         raise ConfigError(f"Arch.teacher_bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
     names = [k for k, _ in entries]
+    ensemble = ensemble_spec(arch)
+    check_member_class_counts(arch)
     infer_name = arch.get("infer_model_name")
     if only is not None and only not in names:
         raise ConfigError(f"model {only!r} is not among Arch.models {names}.{did_you_mean(only, names)}")
     if infer_name is not None and infer_name not in names:
         raise ConfigError(f"Arch.infer_model_name {infer_name!r} is not among {names}.{did_you_mean(infer_name, names)}")
-    built, frozen = {}, []
+    built, frozen, own_input = {}, [], []
     for i, (key, cfg) in enumerate(entries):
         if only is not None and key != only:
             continue
         where = f"Arch.models[{i}].{key}"
+        if cfg.pop(INPUT_KEY, None) is not None:
+            if not freeze[i]:
+                raise ConfigError(f"{where}.input: only a frozen teacher takes its own input (the student trains on "
+                                  f"the views the transforms make); remove it or freeze {key}")
+            own_input.append(key)
         if pretrained[i]:
             if cfg.get("pretrained") not in (None, False) and cfg.get("pretrained") != pretrained[i]:
                 raise ConfigError(f"{where}.pretrained and Arch.pretrained_list[{i}] disagree")
@@ -209,7 +218,8 @@ def _build_distillation(arch: Dict[str, Any], strict: bool, only: Optional[str],
     if only is not None:
         return built[only]
     _make_names_unique(built)
-    return DistillationModel(built, frozen=frozen, infer_model_name=infer_name, frozen_bn_mode=bn_mode)
+    return DistillationModel(built, frozen=frozen, infer_model_name=infer_name, frozen_bn_mode=bn_mode,
+                             ensemble=ensemble, input_members=own_input)
 
 
 def _make_names_unique(models: Dict[str, nn.Layer]) -> None:
@@ -279,6 +289,9 @@ def check_compared_class_counts(arch: Dict[str, Any], pairs: Iterable[Sequence[s
     if not isinstance(arch, dict) or arch.get("name") != "DistillationModel":
         return
     entries = {key: (i, cfg) for i, (key, cfg) in enumerate(model_entries(arch))}
+    ensemble = ensemble_spec(arch)
+    if ensemble is not None:  # the ensemble predicts its members' classes (checked equal)
+        entries[ensemble.name] = entries[ensemble.members[0]]
     for where, first, second in pairs:
         if first not in entries or second not in entries:
             continue  # the loss names an unknown model: it says so itself
@@ -292,6 +305,32 @@ def check_compared_class_counts(arch: Dict[str, Any], pairs: Iterable[Sequence[s
                           f"the same classes: set Arch.models[{i}].{first}.class_num: {count_b}, or distil from "
                           f"a model with {count_a} classes (losses on features, e.g. DistillationPairLoss with "
                           f"s_key/t_key or AFDLoss, may pair models of different class counts)")
+
+
+def check_member_class_counts(arch: Dict[str, Any]) -> None:
+    """Refuse an ``Arch.ensemble`` whose members predict different numbers of classes (a member whose count is
+    unknown is not judged here; :func:`ppssld.arch.ensemble.mean_log_probs` refuses different output shapes).
+
+    Raises:
+        ConfigError: naming both members, their config places and their counts.
+    """
+    ensemble = ensemble_spec(arch)
+    if ensemble is None:
+        return
+    entries = {key: (i, cfg) for i, (key, cfg) in enumerate(model_entries(arch))}
+    known = []
+    for member in ensemble.members:
+        i, cfg = entries[member]
+        count, source = member_class_count(cfg)
+        if count is not None:
+            known.append((member, i, count, source))
+    for member, i, count, source in known[1:]:
+        first, j, first_count, first_source = known[0]
+        if count != first_count:
+            raise ConfigError(f"Arch.ensemble.members: {first} (Arch.models[{j}]) predicts {first_count} classes "
+                              f"({first_source}) but {member} (Arch.models[{i}]) {count} ({source}); an ensemble "
+                              f"averages probabilities class by class, so every member must predict the same "
+                              f"classes: set their class_num alike or leave {member} out")
 
 
 def check_arch_section(arch: Any) -> None:
@@ -315,3 +354,5 @@ def check_arch_section(arch: Any) -> None:
         value = cfg.get("class_num")
         if value is not None and (not is_int(value) or value < 1):
             raise ConfigError(f"{where}.class_num must be a whole number of classes >= 1, got {value!r}")
+    if name == "DistillationModel":
+        check_member_class_counts(arch)

@@ -9,7 +9,8 @@ One rule each, used by the losses, the metrics, the model builder, ``Distillatio
 * **The infer model** (:func:`infer_model`): the model evaluation and export use: ``infer_model_name``
   when given, else the last model not frozen (PaddleClas's convention: the student follows the
   teacher in ``models``), else, when every model is frozen, the last model.
-* **The teacher** (:func:`teacher_name`): the one frozen model of a ``DistillationModel``
+* **The teacher** (:func:`teacher_name`): the ensemble of ``Arch.ensemble`` (its ``name``, default
+  ``Teacher``; :mod:`ppssld.arch.ensemble`), else the one frozen model of a ``DistillationModel``
   (``freeze_params_list``), else (nothing or several frozen, e.g. PaddleClas's DML configs) the
   model named ``Teacher``; :func:`teacher_weights` is where its weights come from (its
   ``pretrained``, else ``pretrained_list``).
@@ -74,6 +75,9 @@ def aligned_list(arch: Dict[str, Any], key: str, count: int) -> List[Any]:
 
 def teacher_name(arch: Dict[str, Any]) -> Optional[str]:
     """The teacher of a DistillationModel ``arch`` (module docstring), or None when no rule names one."""
+    ensemble = arch.get("ensemble")
+    if isinstance(ensemble, dict):
+        return ensemble.get("name", TEACHER)
     entries = model_entries(arch)
     frozen = aligned_list(arch, "freeze_params_list", len(entries))
     chosen = [name for (name, _), is_frozen in zip(entries, frozen) if is_frozen]

@@ -8,16 +8,15 @@ so nothing but the view number is stored. The teacher runs as training runs a fr
 unlabeled lists of ``DataLoader.Train`` in the dataset's record order.
 
 Work is cut into (view, chunk) tasks; under ``paddle.distributed.launch`` rank ``r`` of ``W`` takes
-tasks ``r, r + W, ...``, and rank 0 writes the manifest once every chunk exists. A chunk's content
-depends only on its images and view (fixed batch boundaries), so a killed run re-run with the same
-arguments skips its finished chunks and ends with the same bytes as an uninterrupted one.
+tasks ``r, r + W, ...`` (:mod:`ppssld.teacher.shards`; the chunk loop is
+:func:`ppssld.teacher.chunk_pass.run_chunks`), and rank 0 writes the manifest once every chunk exists. A
+chunk's content depends only on its images and view (fixed batch boundaries), so a killed run re-run with
+the same arguments skips its finished chunks and ends with the same bytes as an uninterrupted one.
 """
-import json
 import logging
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,22 +28,19 @@ from ppssld.cache.rules import check_cacheable
 from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed
 from ppssld.data.datasets.imagenet import build_dataset
-from ppssld.mining.teacher import Teacher, teacher_from_config
+from ppssld.teacher.chunk_pass import fixed_batches, run_chunks
+from ppssld.teacher.frozen import Teacher, teacher_from_config
+from ppssld.teacher.shards import claim_folder, share, wait_until
 from ppssld.utils.dist_env import dist_env
-from ppssld.utils.errors import ConfigError, DataError
-from ppssld.utils.fingerprint import canonical, differences
+from ppssld.utils.errors import ConfigError
+from ppssld.utils.fingerprint import differences
 from ppssld.utils.folder_lock import holding
 from ppssld.utils.io import atomic_write_json
+from ppssld.utils.topk import top_k
 
 logger = logging.getLogger(__name__)
 
 PLAN = "plan.json"  # what a started run is building; a resumed run must build the same
-
-
-def top_k(probs: np.ndarray, k: int, index_dtype: np.dtype, prob_dtype: str) -> tuple:
-    """``(probabilities (n, k) descending, their classes)``; ties keep the lower class first."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(probs, order, axis=1).astype(prob_dtype), order.astype(index_dtype)
 
 
 def build_train_dataset(config: Dict[str, Any]) -> Any:
@@ -140,36 +136,38 @@ def _generate(config: Dict[str, Any], out: str, views: int, topk: int, chunk_siz
     _name, entry, _weights = teacher_entry(config)
     plan = _plan(config, records, views, topk, chunk_size, batch_size, prob_dtype, values, None)
     as_logits = plan["values"] == "logits"
-    _claim(out, plan, rank)
-    teacher = teacher_from_config(config, name=_name)
+    claim_folder(out, PLAN, plan, rank, lambda old, changed: _refuse_or_adopt(out, old, changed, plan, rank),
+                 interval=0.2)
+    teacher = teacher_from_config(config, name=_name, views="train")  # its own input undoes the training views
     classes = class_count(entry, config)
     tasks = [(v, c) for v in range(views) for c in range(plan["chunks_per_view"])]
-    mine = tasks[rank::world]
-    todo = [t for t in mine if not _kept(out, t, plan)]
-    stats: Dict[str, Any] = {"rank": rank, "world": world, "chunks": len(mine), "done_before": len(mine) - len(todo),
-                             "chunks_now": 0, "images_now": 0}
-    if stats["done_before"]:
-        logger.info("resuming: %d of this rank's %d chunks are already written", stats["done_before"], len(mine))
-    start = time.perf_counter()
     index_type = store.index_dtype(classes)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for view, chunk in todo:
-            dataset.set_epoch(view + 1)
-            lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, len(records))
-            images = pool.map(lambda i: dataset[i][0], range(lo, hi))  # read ahead while the teacher runs
+    bounds = lambda chunk: (chunk * chunk_size, min((chunk + 1) * chunk_size, len(records)))  # noqa: E731
+    with ThreadPoolExecutor(max_workers=workers) as readers:
+        def load(task: Tuple[int, int]) -> Iterator[np.ndarray]:
+            """The chunk's images, read ahead by ``workers`` threads while the teacher runs (within the chunk:
+            the dataset's epoch is shared state, so the next chunk is not read before this one is done)."""
+            dataset.set_epoch(task[0] + 1)
+            return readers.map(lambda i: dataset[i][0], range(*bounds(task[1])))
+
+        def process(task: Tuple[int, int], images: Iterator[np.ndarray]) -> int:
+            (view, chunk), (lo, hi) = task, bounds(task[1])
             parts = []
-            for s in range(lo, hi, batch_size):
-                batch = np.stack([next(images) for _ in range(min(batch_size, hi - s))])
+            for batch in fixed_batches(images, batch_size):
                 probs, _ = teacher(batch, logits=as_logits)
                 if probs.shape[1] != classes:
                     raise ConfigError(f"the teacher outputs {probs.shape[1]} classes but its class_num is {classes}")
                 parts.append(top_k(probs, topk, index_type, prob_dtype))
             store.write_chunk(out, view, chunk, np.concatenate([p for p, _ in parts]),
                               np.concatenate([c for _, c in parts]))
-            stats["chunks_now"] += 1
-            stats["images_now"] += hi - lo
             logger.info("rank %d: view %d chunk %d (images %d-%d) written", rank, view, chunk, lo, hi - 1)
-    stats["seconds"] = round(time.perf_counter() - start, 3)
+            return hi - lo
+
+        run = run_chunks(share(tasks, rank, world), lambda task: _kept(out, task, plan), load, process,
+                         prefetch=False, done_word="written")
+    stats: Dict[str, Any] = {"rank": rank, "world": world, "chunks": run.mine, "done_before": run.done_before,
+                             "chunks_now": run.done_now, "images_now": run.images_now,
+                             "seconds": round(run.seconds, 3)}
     stats["images_per_s"] = round(stats["images_now"] / stats["seconds"], 2) if stats["seconds"] > 0 else None
     if rank == 0:
         _wait_all(out, tasks, wait_timeout)
@@ -195,46 +193,29 @@ def _kept(out: str, task: tuple, plan: Dict[str, Any]) -> bool:
     return True
 
 
-def _claim(out: str, plan: Dict[str, Any], rank: int) -> None:
-    """Record what this run builds in ``out/plan.json``; refuse a folder that holds another cache's chunks."""
-    path = os.path.join(out, PLAN)
-    if os.path.isfile(path):
-        with open(path, "r", encoding="utf-8") as handle:
-            old = json.load(handle)
-        if canonical(old) != canonical(plan) and _only_older_version(old, plan):
-            if rank == 0:  # the same cache begun before chunk checksums: finished as version 3, with the record
-                logger.info("%s: begun by an older ppssld (version %s); its chunks are kept and recorded", path,
-                            old.get("version"))
-                atomic_write_json(path, plan)
-            return
-        if canonical(old) != canonical(plan):
-            raise ConfigError(f"--out {out} holds (part of) another cache: {'; '.join(differences(old, plan))}. "
-                              f"Choose another folder or delete this one")
+def _refuse_or_adopt(out: str, old: Dict[str, Any], changed: List[str], plan: Dict[str, Any], rank: int) -> None:
+    """The rule for a ``plan.json`` of another run in ``out``: the same cache begun by a version 2 ppssld
+    (same chunks, no checksums yet) is finished as this version; anything else is refused.
+
+    Raises:
+        ConfigError: ``out`` holds (part of) another cache (the differences named).
+    """
+    if changed == ["version"] and old.get("version") == 2:
+        if rank == 0:  # its chunks are kept and recorded; claim_folder writes this plan over the old one
+            logger.info("%s: begun by an older ppssld (version %s); its chunks are kept and recorded",
+                        os.path.join(out, PLAN), old.get("version"))
         return
-    if rank == 0:
-        atomic_write_json(path, plan)
-        return
-    deadline = time.time() + 600
-    while not os.path.isfile(path):  # rank 0 writes the plan first
-        if time.time() > deadline:
-            raise DataError(f"timed out waiting for rank 0 to write {path}")
-        time.sleep(0.2)
-    _claim(out, plan, rank)
+    raise ConfigError(f"--out {out} holds (part of) another cache: {'; '.join(differences(old, plan))}. "
+                      f"Choose another folder or delete this one")
 
 
-def _only_older_version(old: Dict[str, Any], plan: Dict[str, Any]) -> bool:
-    """Whether ``old`` is ``plan`` written by a version 2 ppssld (same chunks, no checksums yet)."""
-    strip = lambda p: {k: v for k, v in p.items() if k != "version"}  # noqa: E731
-    return old.get("version") == 2 and canonical(strip(old)) == canonical(strip(plan))
+def _wait_all(out: str, tasks: List[Tuple[int, int]], timeout: float) -> None:
+    """Rank 0: wait for every chunk of every rank."""
+    missing = list(tasks)
 
+    def ready() -> bool:
+        missing[:] = [t for t in tasks if not store.chunk_done(out, *t)]
+        return not missing
 
-def _wait_all(out: str, tasks: List[tuple], timeout: float) -> None:
-    deadline = time.time() + timeout
-    while True:
-        missing = [t for t in tasks if not store.chunk_done(out, *t)]
-        if not missing:
-            return
-        if time.time() > deadline:
-            raise DataError(f"timed out after {timeout:.0f}s waiting for {len(missing)} chunks of other ranks "
-                            f"(first: view {missing[0][0]} chunk {missing[0][1]}); re-run to finish the cache")
-        time.sleep(0.2)
+    wait_until(ready, timeout, lambda: f"{len(missing)} chunks of other ranks (first: view {missing[0][0]} chunk "
+                                       f"{missing[0][1]})", 0.2, "re-run to finish the cache")

@@ -1,7 +1,8 @@
 """What a soft-label cache was built from, and the check that a training config still matches it.
 
-The manifest records the teacher (its architecture entry and its weights file's contents), the
-training transform list, ``Global.seed``, the label lists' contents and the dataset's record order,
+The manifest records the teacher (its architecture entry and its weights file's contents; for an
+``Arch.ensemble`` each member's, with the ensemble's weights and temperature; for a teacher with its own
+``input`` that input, resolved against the student normalisation it undoes), the training transform list, ``Global.seed``, the label lists' contents and the dataset's record order,
 and the class count; with them the cache's own shape (views, top-K, dtypes, chunk size). Training
 from a cache rebuilds these fields from its config and refuses any mismatch, naming the field.
 """
@@ -10,11 +11,13 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from ppssld.arch.ensemble import ensemble_spec
 from ppssld.arch.roles import aligned_list, model_entries, teacher_weights
 from ppssld.arch.weights import resolve_params_path
 from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed
 from ppssld.data.lists.label_list import as_path_list
+from ppssld.teacher.inputs import input_for
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.fingerprint import canonical, differences, digest, file_fingerprint
 
@@ -27,14 +30,18 @@ FORMAT = "ppssld-soft-label-cache"
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 # the fields a training config must match, in the order they are reported
-CHECKED = ("teacher_weights", "teacher_arch", "transforms", "seed", "lists", "records", "class_num")
+CHECKED = ("teacher_weights", "teacher_arch", "teacher_inputs", "transforms", "seed", "lists", "records",
+           "class_num")
+Member = Tuple[str, Dict[str, Any], Any]  # (model name, its Arch.models entry, its weights file)
 
 
-def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
-    """``(name, model entry, weights)`` of the frozen teacher of a DistillationModel config.
+def teacher_members(config: Dict[str, Any]) -> Tuple[str, List[Member]]:
+    """``(teacher name, [(member name, entry, weights), ...])`` of a DistillationModel config: the one frozen
+    teacher (a list of one), or ``Arch.ensemble``'s name and members.
 
     Raises:
-        ConfigError: not a DistillationModel, no frozen model, or no weights to cache from.
+        ConfigError: not a DistillationModel, not exactly one frozen model (or frozen models outside the
+            ensemble), or a member without weights to cache from.
     """
     arch = config.get("Arch") or {}
     if arch.get("name") != "DistillationModel":
@@ -42,16 +49,37 @@ def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
     entries = model_entries(arch)
     frozen = aligned_list(arch, "freeze_params_list", len(entries))
     teachers = [i for i, f in enumerate(frozen) if f]
-    if len(teachers) != 1:
+    ensemble = ensemble_spec(arch)
+    if ensemble is not None:
+        outside = [entries[i][0] for i in teachers if entries[i][0] not in ensemble.members]
+        if outside:
+            raise ConfigError(f"a soft-label cache of Arch.ensemble {ensemble.name} stores the ensemble's output only; "
+                              f"frozen model(s) {outside} are not among Arch.ensemble.members: add them or unfreeze "
+                              f"them")
+        teachers = [i for i, (key, _) in enumerate(entries) if key in ensemble.members]
+    elif len(teachers) != 1:
         raise ConfigError(f"a soft-label cache needs exactly one frozen model (the teacher) in "
                           f"Arch.freeze_params_list, got {frozen!r}")
-    i = teachers[0]
-    name, entry = entries[i]
-    weights = teacher_weights(arch, name)
-    if not weights or weights is True:
-        raise ConfigError(f"Arch.models[{i}].{name}.pretrained must name the teacher's local weights file: "
-                          f"the cache records its fingerprint")
-    return name, entry, weights
+    members = []
+    for i in teachers:
+        name, entry = entries[i]
+        weights = teacher_weights(arch, name)
+        if not weights or weights is True:
+            raise ConfigError(f"Arch.models[{i}].{name}.pretrained must name the teacher's local weights file: "
+                              f"the cache records its fingerprint")
+        members.append((name, entry, weights))
+    return (ensemble.name if ensemble is not None else members[0][0]), members
+
+
+def teacher_entry(config: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Any]:
+    """``(name, model entry, weights)`` of the frozen teacher of a DistillationModel config; for an ensemble its
+    name with its first member's entry and weights (the members predict the same classes).
+
+    Raises:
+        ConfigError: as :func:`teacher_members`.
+    """
+    name, members = teacher_members(config)
+    return name, members[0][1], members[0][2]
 
 
 def class_count(entry: Dict[str, Any], config: Dict[str, Any]) -> int:
@@ -64,19 +92,24 @@ def class_count(entry: Dict[str, Any], config: Dict[str, Any]) -> int:
 
 def expected_fields(config: Dict[str, Any], records: Optional[List[str]] = None) -> Dict[str, Any]:
     """The manifest fields a config implies (``records``: the training dataset's paths, in order)."""
-    name, entry, weights = teacher_entry(config)
+    name, members = teacher_members(config)
     dataset = get(config, "DataLoader.Train.dataset") or {}
-    arch_entry = {k: v for k, v in entry.items() if k != "pretrained"}
+    prints = [file_fingerprint(resolve_params_path(str(w), f"{m}.pretrained")) for m, _e, w in members]
+    archs = {m: {k: v for k, v in e.items() if k != "pretrained"} for m, e, _w in members}
+    ensemble = ensemble_spec(config["Arch"])
     fields = {
         "teacher_name": name,
-        "teacher_weights": file_fingerprint(resolve_params_path(str(weights), f"{name}.pretrained")),
-        "teacher_arch": arch_entry,
+        "teacher_weights": prints[0] if ensemble is None else prints,
+        "teacher_arch": archs[name] if ensemble is None else {"ensemble": ensemble.record(), "members": archs},
         "transforms": dataset.get("transform_ops"),
         "seed": global_seed(config),
         "lists": {role: [file_fingerprint(p) for p in as_path_list(dataset.get(key), f"DataLoader.Train.dataset.{key}")]
                   for role, key in (("labeled", "cls_label_path"), ("unlabeled", "unlabeled_label_path"))},
-        "class_num": class_count(entry, config),
+        "class_num": class_count(members[0][1], config),
     }
+    inputs = {m: input_for(config, m, "train") for m, _e, _w in members}
+    if any(value is not None for value in inputs.values()):  # absent without inputs: older manifests still match
+        fields["teacher_inputs"] = {m: value.record() if value is not None else None for m, value in inputs.items()}
     if records is not None:
         fields["records"] = {"count": len(records), "digest": digest(records)}
     return fields

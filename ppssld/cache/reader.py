@@ -6,8 +6,10 @@
 * Training epoch ``e`` (1-based) reads view :func:`view_for_epoch` ``(e)``: with V >= epochs that
   is ``e - 1``, i.e. exactly the image online training draws in epoch ``e``; beyond that, each
   further cycle of V epochs visits the V views in a fresh order drawn from ``(seed, cycle)``.
-  The dataset applies that view's transform (its augmentation key is ``view + 1``) and returns each
-  sample's index, which :class:`CachedLoader` turns into the batch's teacher distribution.
+  The dataset applies that view's transform (its augmentation key is ``view + 1``) and returns, as each
+  sample's third field, that image's cached teacher output (:class:`CachedRows`, computed where the sample is
+  read: a loader worker, or the reading thread with ``num_workers: 0``); :class:`CachedLoader` hands the
+  batch's field to the teacher, so the training loop reads nothing back from the device for it.
 * The distribution is rebuilt from the top-K (:func:`rebuild`): the mass the top-K leave out is
   spread evenly over the other classes (``spread``, the default; ``renormalise`` is kept for the
   measurement in ``benchmark/soft_label_cache.py``).
@@ -22,7 +24,7 @@ import paddle
 import paddle.nn as nn
 
 from ppssld.cache.integrity import check_sizes
-from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_entry
+from ppssld.cache.manifest import check_matches, expected_fields, read_manifest, teacher_members
 from ppssld.cache.rules import check_cacheable, check_losses
 from ppssld.cache.store import ChunkReader
 from ppssld.utils.config import get, global_seed
@@ -139,8 +141,20 @@ class CachedTeacher(nn.Layer):
         return self.current
 
 
+class CachedRows:
+    """Picklable ``(augmentation key, image index) -> that image's cached teacher output`` (one row), computed
+    where the sample is read (a loader worker, or the reading thread with ``num_workers: 0``): the batch then
+    carries its teacher targets beside its images, with no device-to-host read of an index in the training loop."""
+
+    def __init__(self, cache: SoftLabelCache) -> None:
+        self.cache = cache
+
+    def __call__(self, key: int, index: int) -> np.ndarray:
+        return self.cache.teacher_output(int(key) - 1, np.array([index], np.int64))[0]  # key = view + 1
+
+
 class CachedLoader:
-    """Wraps the training loader: drops each batch's index field after looking up its teacher output."""
+    """Wraps the training loader: hands each batch's third field (its cached teacher outputs) to the teacher."""
 
     def __init__(self, loader: Any, sampler: Any, teacher: CachedTeacher, seed: int) -> None:
         self.loader, self.sampler, self.teacher, self.seed = loader, sampler, teacher, int(seed)
@@ -152,10 +166,8 @@ class CachedLoader:
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[Any]:
-        cache = self.teacher.cache
-        view = view_for_epoch(getattr(self.sampler, "epoch", 1), cache.views, self.seed)
-        for images, labels, index in self.loader:
-            self.teacher.current = paddle.to_tensor(cache.teacher_output(view, np.asarray(index.numpy())))
+        for images, labels, targets in self.loader:
+            self.teacher.current = targets
             yield images, labels
         self.teacher.current = None
 
@@ -182,13 +194,16 @@ def build_cached_model(config: Dict[str, Any], build_student: Any) -> nn.Layer:
 
     root = cache_dir(config)
     check_cacheable(config)
-    name, _entry, _weights = teacher_entry(config)
+    name, members = teacher_members(config)
     cache = SoftLabelCache(root)
     check_matches(cache.manifest, expected_fields(config), root)
     models = {}
     for item in config["Arch"]["models"]:
         (key, _cfg), = item.items()
-        models[key] = CachedTeacher(cache) if key == name else build_student(key)
+        if key in [m for m, _e, _w in members]:  # the teacher, or the ensemble at its first member's place
+            models.setdefault(name, CachedTeacher(cache))
+            continue
+        models[key] = build_student(key)
     logger.info("Global.soft_label_cache=%s: the teacher %s is not built; its top-%d softmax over %d views is read "
                 "from the cache (%d images)", root, name, cache.topk, cache.views, cache.manifest["num_images"])
     return DistillationModel(models, frozen=[name], infer_model_name=get(config, "Arch.infer_model_name"))
@@ -200,18 +215,18 @@ def attach(config: Dict[str, Any], model: nn.Layer, loader: Any, sampler: Any, l
     Raises:
         ConfigError: a stale cache (record order) or a loss that needs the teacher's raw outputs.
     """
-    name, _entry, _weights = teacher_entry(config)
+    name, members = teacher_members(config)
     teacher = getattr(model, name)
     if not isinstance(teacher, CachedTeacher):
         raise ConfigError("Global.soft_label_cache is set but the model was not built from the cache")
-    check_losses(getattr(loss_fn, "loss_func", []), name)
+    check_losses(getattr(loss_fn, "loss_func", []), name, absent=[m for m, _e, _w in members if m != name])
     dataset = loader.dataset
     cache = teacher.cache
     records = [r.path for r in dataset.records]
     check_matches(cache.manifest, expected_fields(config, records), cache.root)
     seed = global_seed(config)
     dataset.epoch_key = ViewKey(cache.views, seed)
-    dataset.carry_index = True
+    dataset.extra_field = CachedRows(cache)
     epochs = int(get(config, "Global.epochs", 1))
     if epochs > cache.views:
         logger.info("soft-label cache: %d epochs over %d views: views repeat after epoch %d (each cycle in an order "
@@ -223,9 +238,9 @@ def drop_teacher_weights(config: Dict[str, Any], state: Optional[Dict[str, Any]]
     """A whole-DistillationModel state without the teacher's ``<Teacher>.*`` tensors (no teacher is built)."""
     if state is None:
         return None
-    prefix = teacher_entry(config)[0] + "."
-    kept = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    prefixes = tuple(m + "." for m, _e, _w in teacher_members(config)[1])
+    kept = {k: v for k, v in state.items() if not k.startswith(prefixes)}
     if len(kept) != len(state):
-        logger.info("Global.pretrained_model: %d %s* tensors not loaded (the teacher comes from the cache)",
-                    len(state) - len(kept), prefix)
+        logger.info("Global.pretrained_model: %d %s tensors not loaded (the teacher comes from the cache)",
+                    len(state) - len(kept), ", ".join(p + "*" for p in prefixes))
     return kept

@@ -15,9 +15,9 @@ where training would compute exactly that:
   ``log p``, which has the same softmax at every temperature (softmax is shift-invariant).
   Losses on raw logits or features (distance, RKD, SKD, feature losses) are refused.
 """
-from typing import Any, Dict, Iterable, Set
+from typing import Any, Dict, Iterable, Sequence, Set
 
-from ppssld.cache.manifest import teacher_entry
+from ppssld.cache.manifest import teacher_members
 from ppssld.utils.config import get
 from ppssld.utils.errors import ConfigError
 
@@ -34,7 +34,7 @@ def check_cacheable(config: Dict[str, Any]) -> None:
     Raises:
         ConfigError: naming the key and why.
     """
-    teacher_entry(config)
+    teacher_members(config)
     mode = get(config, "Arch.teacher_bn_mode", "eval")
     if mode != "eval":
         raise ConfigError(f"Arch.teacher_bn_mode={mode}: a soft-label cache needs the teacher in eval mode; with "
@@ -45,6 +45,10 @@ def check_cacheable(config: Dict[str, Any]) -> None:
         raise ConfigError("DataLoader.Train.dataset.batch_transform_ops: batch operators (Mixup, Cutmix, ...) "
                           "change the teacher's input after the dataset, so no stored per-image output is the "
                           "teacher's output on the mixed image. Remove them or train online")
+    if get(config, "Global.train_mode") == "progressive":
+        raise ConfigError("Global.train_mode: progressive changes the training image size and RandAugment magnitude "
+                          "per stage, so the teacher's output on a view differs between stages and no stored "
+                          "per-image output fits every stage. Train online (remove Global.soft_label_cache)")
     name = get(config, "DataLoader.Train.dataset.name")
     if name not in DATASETS:
         raise ConfigError(f"DataLoader.Train.dataset.name={name}: a soft-label cache supports {', '.join(DATASETS)} "
@@ -65,25 +69,39 @@ def _names(loss: Any) -> Set[str]:
     return names
 
 
-def check_losses(losses: Iterable[Any], teacher: str, where: str = "Loss.Train") -> None:
-    """Refuse losses that read the teacher other than through its softmax.
+# what stands for the teacher: (what it is, what it lacks, what else to do, what it holds)
+STANDS_IN = {"cache": ("with Global.soft_label_cache the teacher is its stored softmax", "the cache does not hold",
+                       " or train online", "the cache holds only the teacher's softmax"),
+             "ensemble": ("an Arch.ensemble's output is the log of its members' mean probability",
+                          "an ensemble does not have", "", "an ensemble gives only its mean softmax")}
+
+
+def check_losses(losses: Iterable[Any], teacher: str, where: str = "Loss.Train", source: str = "cache",
+                 absent: Sequence[str] = ()) -> None:
+    """Refuse losses that read the teacher other than through its softmax (``source``: a ``cache`` or an
+    ``ensemble`` stands for the teacher; for an ensemble only the losses naming it are judged), and, with a cache
+    of an ensemble, losses that name a member (``absent``: not built, only the ensemble is cached).
 
     Raises:
         ConfigError: naming the loss and why.
     """
+    what, lacks, instead, holds = STANDS_IN[source]
     for i, loss in enumerate(losses):
         name = getattr(loss, "config_name", type(loss).__name__)
+        named = _names(loss) & set(absent)
+        if named:
+            raise ConfigError(f"{where}[{i}].{name} names {sorted(named)}, members of the ensemble {teacher}: with "
+                              f"Global.soft_label_cache only the ensemble's output is stored and its members are not "
+                              f"built. Name {teacher} instead, or train online")
         uses = teacher in _names(loss)
         known = hasattr(loss, "model_name_pairs") or hasattr(loss, "model_names")
-        if not uses and known:
+        if not uses and (known or source == "ensemble"):
             continue
         if name not in SOFTMAX_LOSSES:
-            raise ConfigError(f"{where}[{i}].{name}: with Global.soft_label_cache the teacher is its stored "
-                              f"softmax; this loss reads the teacher's raw logits or features, which the cache "
-                              f"does not hold. Use a softmax-based loss ({', '.join(sorted(SOFTMAX_LOSSES))}) or "
-                              f"train online")
+            raise ConfigError(f"{where}[{i}].{name}: {what}; this loss reads the teacher's raw logits or "
+                              f"features, which {lacks}. Use a softmax-based loss "
+                              f"({', '.join(sorted(SOFTMAX_LOSSES))}){instead}")
         key = getattr(loss, "key", None)
         act = getattr(loss, "act", None)
         if key not in (None, "logits") or (name == "DistillationDistanceLoss" and act != "softmax"):
-            raise ConfigError(f"{where}[{i}].{name}: key {key!r} is not the teacher's logits; the cache holds only "
-                              f"the teacher's softmax")
+            raise ConfigError(f"{where}[{i}].{name}: key {key!r} is not the teacher's logits; {holds}")

@@ -99,6 +99,10 @@ class ChunkReader:
         self.manifest = manifest
         self._open: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled (a loader worker started by spawn) without its memory maps: the copy opens its own."""
+        return dict(self.__dict__, _open={})
+
     def _chunk(self, view: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
         key = (view, chunk)
         if key not in self._open:

@@ -14,8 +14,10 @@ from ppssld.slim.settings import check_slim
 from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
+from ppssld.teacher.inputs import attach_teacher_inputs, check_teacher_inputs
 from ppssld.engine import distributed
 from ppssld.engine.checkpoint import Checkpointer
+from ppssld.engine.progressive import build_progressive, check_progressive
 from ppssld.engine.to_static import convert_trained_models
 from ppssld.engine.trainer import FOLDER_WHAT, Trainer
 from ppssld.utils.errors import ConfigError
@@ -41,6 +43,7 @@ def validate(config: Dict[str, Any]) -> None:
         raise ConfigError("the config has no Arch section (the model to train)")
     check_arch_section(config["Arch"])
     check_slim(config)
+    check_teacher_inputs(config)
     for mode in ("Train", "Eval"):
         if get(config, f"Loss.{mode}") is not None:
             pairs = validate_loss_config(config["Loss"][mode], f"Loss.{mode}")
@@ -50,6 +53,7 @@ def validate(config: Dict[str, Any]) -> None:
             validate_metric_config(config["Metric"][mode], f"Metric.{mode}")
         if get(config, f"DataLoader.{mode}.dataset") is not None:
             validate_dataset_config(config["DataLoader"][mode]["dataset"], f"DataLoader.{mode}.dataset")
+    check_progressive(config)
     if get(config, "Optimizer") is not None:
         validate_optimizer_config(config["Optimizer"], "Optimizer")
     level = get(config, "AMP.level", "O1")
@@ -116,6 +120,7 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
     if state is not None:
         where = f"Global.pretrained_model={pretrained}"
         load_weights(model, with_fresh_quantizers(model, state, where), strict=strict, where=where)
+    attach_teacher_inputs(model, config)  # before the engines: they run at the teacher's own input shape
     attach_teacher_engines(model, config)
     convert_trained_models(model, config)
     return model
@@ -289,6 +294,11 @@ def _build_trainer(config: Dict[str, Any], lock: Any) -> Trainer:
         from ppssld.cache.reader import attach
 
         train_loader = attach(config, model, train_loader, sampler, loss_fn)
+    elif getattr(model, "ensemble", None) is not None:
+        from ppssld.cache.rules import check_losses
+
+        check_losses(getattr(loss_fn, "loss_func", []), model.ensemble.name, "Loss.Train", source="ensemble")
+        logger.info("teacher ensemble %s", model.ensemble.describe())
     batch_transform = build_batch_transform(get(config, "DataLoader.Train.dataset.batch_transform_ops"), seed,
                                             distributed.rank())
     if batch_transform is not None:
@@ -319,7 +329,8 @@ def _build_trainer(config: Dict[str, Any], lock: Any) -> Trainer:
                       print_batch_step=get(config, "Global.print_batch_step", 10),
                       amp=amp, scaler=scaler, visualdl=_visualdl(config), update_freq=update_freq,
                       ema=build_ema(config, model), metric_key=primary_key(eval_metrics),
-                      batch_transform=batch_transform, folder_lock=lock)
+                      batch_transform=batch_transform, folder_lock=lock,
+                      progressive=build_progressive(config, model, train_loader.dataset))
     if checkpoints:
         trainer.resume(str(checkpoints), strict=bool(get(config, "Global.strict_load", True)),
                        trust=trust_weights(config))

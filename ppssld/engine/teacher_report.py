@@ -17,6 +17,10 @@ Weights are identified by content (:func:`ppssld.utils.fingerprint.file_fingerpr
 identified, the teacher is evaluated and nothing is reused. Like the soft-label cache's manifest,
 the eval images are covered by the lists that name them (``image_root`` is not part of the key).
 ``Global.eval_teacher: false`` skips the evaluation altogether.
+
+A teacher with its own ``input`` (:mod:`ppssld.teacher.inputs`) is evaluated on the eval views prepared for it,
+as training feeds it; with ``Arch.ensemble`` each member is evaluated, then the ensemble (the argmax of its mean
+probability), its record keyed by every member's fields plus the ensemble's weights and temperature.
 """
 import datetime
 import json
@@ -27,6 +31,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import paddle
 
+from ppssld.arch.distillation import FrozenView
+from ppssld.arch.ensemble import ensemble_spec
 from ppssld.arch.weights import resolve_params_path
 from ppssld.utils.config import get
 from ppssld.data.lists.label_list import as_path_list
@@ -94,7 +100,17 @@ def eval_data_fields(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def record_fields(config: Dict[str, Any], name: str, layer: paddle.nn.Layer) -> Tuple[Optional[Dict[str, Any]], str]:
-    """Everything frozen model ``name``'s accuracy depends on, or ``(None, why it cannot be keyed)``."""
+    """Everything frozen model ``name``'s accuracy depends on, or ``(None, why it cannot be keyed)``; for the
+    ensemble, its members' fields and its weights and temperature."""
+    ensemble = ensemble_spec(config.get("Arch") or {})
+    if ensemble is not None and name == ensemble.name:
+        members = []
+        for member in ensemble.members:
+            fields, why = record_fields(config, member, getattr(layer, member))
+            if fields is None:
+                return None, why
+            members.append(fields)
+        return {"model": name, "ensemble": ensemble.record(), "members": members}, ""
     sources, why = weight_sources(config, name)
     if sources is None:
         return None, why
@@ -190,5 +206,13 @@ def report_frozen_models(config: Dict[str, Any], model: paddle.nn.Layer, loader:
         if getattr(layer, "is_soft_label_cache", False):  # no network to evaluate: its outputs were cached
             logger.info("frozen model %s comes from a soft-label cache: not evaluated", name)
             continue
+        if name in (getattr(model, "member_inputs", None) or {}):  # evaluated on the views prepared for it
+            layer = FrozenView(model, name)
         reports[name] = report_one(config, name, layer, loader)
+    ensemble = getattr(model, "ensemble", None)
+    if ensemble is not None:
+        reports[ensemble.name] = report_one(config, ensemble.name, FrozenView(model, ensemble.name), loader)
+        logger.info("teacher ensemble %s: top-1 %.5f; its members: %s", ensemble.name,
+                    reports[ensemble.name].get("top1", float("nan")),
+                    ", ".join(f"{m} {reports[m].get('top1', float('nan')):.5f}" for m in ensemble.members))
     return reports

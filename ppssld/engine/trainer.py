@@ -37,7 +37,8 @@ class Trainer:
             ``metric_key`` (the eval result that ranks checkpoints, default ``top1``);
             ``batch_transform`` (:class:`ppssld.data.batch.ops.BatchTransform` or None: mixes each batch
             before the model; train metrics skip mixed batches); ``folder_lock`` (the checkpoint folder's
-            :class:`ppssld.utils.folder_lock.FolderLock`, released when :meth:`fit` ends).
+            :class:`ppssld.utils.folder_lock.FolderLock`, released when :meth:`fit` ends); ``progressive``
+            (:class:`ppssld.engine.progressive.ProgressiveTraining` or None: sets each epoch's stage first).
     """
 
     def __init__(self, model: paddle.nn.Layer, train_loader: Any, train_sampler: Any, loss_fn: Any,
@@ -68,6 +69,7 @@ class Trainer:
         self.best_metric_ema = -1.0
         self.batch_transform = options.get("batch_transform")
         self.folder_lock = options.get("folder_lock")  # held from build_trainer to the end of fit (rank 0)
+        self.progressive = options.get("progressive")
         self.start_epoch, self.global_step = 1, 0
         self.resumed_from: Optional[str] = None
         self.best_metric, self.best_epoch = -1.0, 0
@@ -121,6 +123,8 @@ class Trainer:
         """
         self.model.train()
         self.loss_fn.train()
+        if self.progressive is not None:  # the stage's image size, magnitude and head dropout
+            self.progressive.begin_epoch(epoch)
         if hasattr(self.train_sampler, "set_epoch"):
             self.train_sampler.set_epoch(epoch)
         meters, watch, checks = DeviceMeters(), FiniteWatch(distributed.world_size()), DeferredChecks()

@@ -95,7 +95,7 @@ def _shape_from_ops(ops: List[Any]) -> Optional[List[int]]:
             continue
         (name, params), = item.items()
         params = params or {}
-        if name == "CropImage" or (name == "ResizeImage" and params.get("size") is not None):
+        if name in ("CropImage", "CropImageAtRatio") or (name == "ResizeImage" and params.get("size") is not None):
             size = params["size"]
             width, height = (size, size) if isinstance(size, int) else (size[0], size[1])
             return [3, int(height), int(width)]

@@ -19,6 +19,7 @@ from ppssld.export.infer_config import (INFER_CONFIG, default_topk, infer_thresh
                                         read_infer_config)
 from ppssld.export.outputs import class_scores, graph_output, sigmoid, softmax  # noqa: F401  (softmax, sigmoid: API)
 from ppssld.utils.errors import DataError, PpssldError
+from ppssld.utils.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def topk_results(probs: np.ndarray, k: int, names: Optional[Sequence[str]]) -> L
     """
     k = max(1, min(int(k), probs.shape[-1]))
     results = []
-    for row in probs:
-        order = np.argsort(-row, kind="stable")[:k]
+    for row, order in zip(probs, top_k(probs, k)[1]):
         results.append({"class_ids": [int(i) for i in order],
                         "scores": [float(row[i]) for i in order],
                         "label_names": [label_name(i, names) for i in order]})

@@ -19,7 +19,8 @@ from ppssld.utils.dist_env import dist_env
 from ppssld.mining.score_files import check_chunks
 from ppssld.mining.select import confidence_stats, per_class_counts
 from ppssld.mining.settings import check_folders, check_settings
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.frozen import Teacher
+from ppssld.teacher.inputs import view_ops
 from ppssld.utils.errors import ConfigError, DataError
 from ppssld.utils.folder_lock import holding
 from ppssld.utils.io import atomic_path, ensure_dir
@@ -101,7 +102,7 @@ def sample_pool(pool: str, image_root: Optional[str], size: Optional[int], seed:
 
 def eval_transform_ops(config: Dict[str, Any]) -> List[Any]:
     """The config's eval transforms (``DataLoader.Eval.dataset.transform_ops``, else ``Infer.transforms``)."""
-    ops = get(config, "DataLoader.Eval.dataset.transform_ops") or get(config, "Infer.transforms")
+    ops, _place = view_ops(config, "eval")  # the one rule of which list mining's views come from
     if not ops:
         raise ConfigError("the config has no DataLoader.Eval.dataset.transform_ops (nor Infer.transforms): "
                           "mining scores images with the eval transforms")
@@ -183,6 +184,7 @@ def _mine(teacher: Teacher, config: Dict[str, Any], pool: str, image_root: Optio
     report = {
         "pool": pool, "image_root": root, "eval_list": eval_list, "train_list": train_list, "teacher":
             teacher.description, "k": k, "class_num": class_num, "topn": n_top,
+        **({"teachers": teacher.report()} if callable(getattr(teacher, "report", None)) else {}),
         "min_conf": min_conf, "cap": cap, "pool_images": len(paths), "scored": int(len(top1)),
         "unreadable": len(unreadable), "unreadable_images": unreadable, "unreadable_reference_images": run.bad_refs,
         "selected": int(len(sel.index)), "per_class": counts,

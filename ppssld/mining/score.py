@@ -5,33 +5,33 @@ once (the de-duplication signature and the teacher's eval transforms both use th
 scored in batches of ``batch_size`` and written atomically as ``chunk_NNNNNN.npz``. A
 killed run finds its finished chunks and continues; since a chunk's content and batching
 never depend on what ran before it, the result equals an uninterrupted run. Under
-``paddle.distributed.launch`` rank r takes chunks r, r+W, r+2W, ... and rank 0 merges.
+``paddle.distributed.launch`` rank r takes chunks r, r+W, r+2W, ... and rank 0 merges
+(:mod:`ppssld.teacher.shards`; the chunk loop is :func:`ppssld.teacher.chunk_pass.run_chunks`).
 
 Per image a chunk stores: the top-N probabilities and class indices, whether it could be
 read (and the error when not), the de-duplication signature and, optionally, the
 penultimate feature (float16).
 """
-import json
 import logging
 import os
 import re
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
-from ppssld.utils.progress import progress as tqdm
 
 from ppssld.data.image import decode_file, decode_file_grey, transform_image
 from ppssld.data.transforms import Compose
 from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining.dedup.signatures import signature_arrays
 from ppssld.mining.score_files import REDO, check_chunks, chunk_path, chunk_state, record_path, write_record
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.chunk_pass import fixed_batches, run_chunks
+from ppssld.teacher.frozen import Teacher
+from ppssld.teacher.shards import claim_folder, read_json, share, wait_until
 from ppssld.utils.errors import DataError
 from ppssld.utils.fingerprint import lines_digest
-from ppssld.utils.io import atomic_save, atomic_write_json
+from ppssld.utils.io import atomic_save
+from ppssld.utils.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +79,18 @@ def error_message(exc: Exception) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
 
 
-def check_manifest(out_dir: str, manifest: Dict[str, Any], restart: bool = False) -> None:
-    """Write the manifest, or check that an existing one describes the same run.
+def _refuse_or_restart(out_dir: str, changed: List[str], restart: bool) -> None:
+    """Rank 0's rule for a manifest of another run: refuse the folder, or (``restart``) discard its chunks.
 
     Raises:
         DataError: the folder holds scores of a different pool, teacher or setting.
     """
-    path = os.path.join(out_dir, MANIFEST)
-    if os.path.isfile(path):
-        with open(path, "r", encoding="utf-8") as handle:
-            old = json.load(handle)
-        diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-        if diff and not restart:
-            raise DataError(f"{out_dir} holds scores of another run (differs in {', '.join(diff)}); "
-                            f"use a new folder or pass restart=True (--restart) to discard them")
-        if not diff:
-            return
-        for name in os.listdir(out_dir):
-            if name.startswith(("chunk_", "dedup_")) and name.endswith((".npz", ".json")):
-                os.remove(os.path.join(out_dir, name))
-    atomic_write_json(path, manifest)
+    if not restart:
+        raise DataError(f"{out_dir} holds scores of another run (differs in {', '.join(changed)}); "
+                        f"use a new folder or pass restart=True (--restart) to discard them")
+    for name in os.listdir(out_dir):
+        if name.startswith(("chunk_", "dedup_")) and name.endswith((".npz", ".json")):
+            os.remove(os.path.join(out_dir, name))
 
 
 def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transform: Compose, out_dir: str,
@@ -139,42 +131,33 @@ def score_pool(teacher: Teacher, paths: Sequence[str], image_root: str, transfor
                 "teacher": teacher.description, "topn": int(topn), "chunk_size": int(chunk_size),
                 "features": bool(features), "hash": hash_kind, "hash_size": int(hash_size),
                 "batch_size": int(batch_size)}
-    if rank == 0:
-        check_manifest(out_dir, manifest, restart)
-    else:
-        wait_for(lambda: os.path.isfile(os.path.join(out_dir, MANIFEST)), 600, "rank 0's manifest")
+    # rank 0 alone judges an existing manifest; the other ranks wait for one to exist
+    claim_folder(out_dir, MANIFEST, manifest, rank, lambda _old, changed: _refuse_or_restart(out_dir, changed, restart),
+                 peers_check=False)
     n_chunks = (len(paths) + chunk_size - 1) // chunk_size
-    mine = [c for c in range(n_chunks) if c % world_size == rank]
-    todo = [c for c in mine if chunk_state(out_dir, c, min(chunk_size, len(paths) - c * chunk_size),
-                                           c * chunk_size) == REDO]  # kept: matching its checksum record
-    stats = {"chunks": n_chunks, "done_before": len(mine) - len(todo), "scored_now": 0, "images_now": 0,
-             "seconds_waiting_for_images": 0.0}
-    if max_chunks is not None:
-        todo = todo[:max_chunks]
-    if stats["done_before"]:
-        logger.info("resuming: %d of this rank's %d chunks are already scored", stats["done_before"], len(mine))
-    load = lambda c: _load_chunk(paths[c * chunk_size:(c + 1) * chunk_size], image_root, transform,  # noqa: E731
-                                 hash_kind, hash_size)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, todo[0]) if todo and prefetch else None
-        for k, c in enumerate(tqdm(todo, desc=f"scoring (rank {rank})", unit="chunk", disable=rank != 0)):
-            waited = time.perf_counter()
-            loaded, sigs = pending.result() if prefetch else load(c)
-            stats["seconds_waiting_for_images"] += time.perf_counter() - waited
-            pending = pool.submit(load, todo[k + 1]) if prefetch and k + 1 < len(todo) else None
-            signatures = _signature_arrays(loaded, sigs, c * chunk_size)
-            if on_loaded is not None:
-                on_loaded(c, signatures)
-            arrays = _score_chunk(teacher, loaded, signatures, topn, batch_size, features)
-            atomic_save(chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
-            write_record(out_dir, c)  # last: the chunk's completion mark
-            if on_chunk is not None:
-                on_chunk(c, arrays)
-            stats["scored_now"] += 1
-            stats["images_now"] += len(loaded)
-    stats["seconds"] = time.perf_counter() - start
-    return stats
+
+    def done(c: int) -> bool:  # kept: matching its checksum record
+        return chunk_state(out_dir, c, min(chunk_size, len(paths) - c * chunk_size), c * chunk_size) != REDO
+
+    def load(c: int) -> tuple:
+        return _load_chunk(paths[c * chunk_size:(c + 1) * chunk_size], image_root, transform, hash_kind, hash_size)
+
+    def process(c: int, chunk: tuple) -> int:
+        loaded, sigs = chunk
+        signatures = _signature_arrays(loaded, sigs, c * chunk_size)
+        if on_loaded is not None:
+            on_loaded(c, signatures)
+        arrays = _score_chunk(teacher, loaded, signatures, topn, batch_size, features)
+        atomic_save(chunk_path(out_dir, c), lambda tmp, a=arrays: _save_npz(tmp, a))
+        write_record(out_dir, c)  # last: the chunk's completion mark
+        if on_chunk is not None:
+            on_chunk(c, arrays)
+        return len(loaded)
+
+    run = run_chunks(share(range(n_chunks), rank, world_size), done, load, process, prefetch, max_chunks,
+                     f"scoring (rank {rank})" if rank == 0 else None, "scored")
+    return {"chunks": n_chunks, "done_before": run.done_before, "scored_now": run.done_now,
+            "images_now": run.images_now, "seconds_waiting_for_images": run.seconds_waiting, "seconds": run.seconds}
 
 
 def _save_npz(tmp: str, arrays: Dict[str, np.ndarray]) -> None:
@@ -206,8 +189,7 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], signatures: Dict[str, np
     n, offset = len(loaded), int(signatures["index"][0]) if len(loaded) else 0
     good = np.flatnonzero(signatures["ok"])
     probs, feats = [], []
-    for s in range(0, len(good), batch_size):
-        batch = np.stack([loaded[i][1] for i in good[s:s + batch_size]])
+    for batch in fixed_batches((loaded[i][1] for i in good), batch_size):
         p, f = teacher(batch, features)
         probs.append(p)
         feats.append(f)
@@ -215,10 +197,7 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], signatures: Dict[str, np
     prob = np.zeros((n, n_top), np.float32)
     cls = np.full((n, n_top), -1, np.int32)
     if probs:
-        p = np.concatenate(probs)
-        order = np.argsort(-p, axis=1, kind="stable")[:, :n_top]
-        prob[good] = np.take_along_axis(p, order, axis=1)
-        cls[good] = order
+        prob[good], cls[good] = top_k(np.concatenate(probs), n_top)
     arrays = dict(signatures, prob=prob, cls=cls,
                   error_index=np.array([offset + i for i, item in enumerate(loaded) if item[3]], np.int64),
                   error_text=np.array([item[3] for item in loaded if item[3]], dtype=str))
@@ -231,19 +210,11 @@ def _score_chunk(teacher: Teacher, loaded: List[tuple], signatures: Dict[str, np
     return arrays
 
 
-def wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while not ready():
-        if time.time() > deadline:
-            raise DataError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(1.0)
-
-
 def wait_for_chunks(out_dir: str, count: int, chunk_size: int, timeout: float = 24 * 3600) -> None:
     """Block until every chunk of a ``count``-image pool exists (rank 0 waits for the others)."""
     n_chunks = (count + chunk_size - 1) // chunk_size
-    wait_for(lambda: all(os.path.isfile(record_path(out_dir, c)) for c in range(n_chunks)), timeout,
-             f"all {n_chunks} chunks in {out_dir}")
+    wait_until(lambda: all(os.path.isfile(record_path(out_dir, c)) for c in range(n_chunks)), timeout,
+               f"all {n_chunks} chunks in {out_dir}")
 
 
 def read_manifest(out_dir: str) -> Dict[str, Any]:
@@ -255,8 +226,7 @@ def read_manifest(out_dir: str) -> Dict[str, Any]:
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.isfile(path):
         raise DataError(f"{out_dir} has no {MANIFEST}: score the pool first")
-    with open(path, "r", encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json(path)
 
 
 def load_scores(out_dir: str) -> Scores:
@@ -265,11 +235,7 @@ def load_scores(out_dir: str) -> Scores:
     Raises:
         DataError: no manifest, or chunks missing (the run is not finished: run it again).
     """
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise DataError(f"{out_dir} has no {MANIFEST}: score the pool first")
-    with open(path, "r", encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    manifest = read_manifest(out_dir)
     n_chunks = (manifest["count"] + manifest["chunk_size"] - 1) // manifest["chunk_size"]
     missing = [c for c in range(n_chunks) if not os.path.isfile(record_path(out_dir, c))]
     if missing:

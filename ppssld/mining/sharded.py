@@ -1,7 +1,7 @@
 """De-duplication and selection over the scored chunks, sharded across ranks, streaming.
 
 Under ``paddle.distributed.launch`` every rank takes part (files are the only channel, as
-in :mod:`ppssld.mining.score`):
+in :mod:`ppssld.mining.score`; rank split and poll loop: :mod:`ppssld.teacher.shards`):
 
 1. before scoring, the reference list (eval, train) is cut into chunks of :data:`REF_CHUNK`;
    rank r hashes chunks r, r+W, ... into ``ref_<tag>_NNNNNN.npz`` (plus teacher features when
@@ -27,9 +27,10 @@ from ppssld.mining.dedup import confirm as confirm_mod
 from ppssld.mining.dedup import near_duplicates as dedup
 from ppssld.mining.dedup.index import FeatureIndex, RefIndex
 from ppssld.mining.report import duplicate_entries
-from ppssld.mining.score import chunk_path, read_manifest, reference_signatures, wait_for
+from ppssld.mining.score import chunk_path, read_manifest, reference_signatures
 from ppssld.mining.select import Selection, StreamingTopK
-from ppssld.mining.teacher import Teacher
+from ppssld.teacher.frozen import Teacher
+from ppssld.teacher.shards import share, wait_until
 from ppssld.utils.fingerprint import digest
 from ppssld.utils.io import atomic_save, atomic_write_json
 
@@ -58,11 +59,11 @@ def reference(paths: Sequence[str], root: str, work: str, rank: int, world: int,
                 teacher.description if teacher else None)
     n_chunks = (len(paths) + REF_CHUNK - 1) // REF_CHUNK
     files = [os.path.join(work, f"ref_{tag}_{c:06d}.npz") for c in range(n_chunks)]
-    for c in range(rank, n_chunks, world):
+    for c in share(range(n_chunks), rank, world):
         if not os.path.isfile(files[c]):
             arrays = _ref_chunk(paths[c * REF_CHUNK:(c + 1) * REF_CHUNK], root, teacher, transform, batch_size)
             atomic_save(files[c], lambda tmp, a=arrays: _save_npz(tmp, a))
-    wait_for(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} reference chunks in {work}")
+    wait_until(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} reference chunks in {work}")
     parts: Dict[str, List[np.ndarray]] = {}
     for f in files:
         with np.load(f, allow_pickle=False) as data:
@@ -162,7 +163,7 @@ def dedup_chunks(score_dir: str, paths: Sequence[str], refs: Sequence[Tuple[str,
     manifest = read_manifest(score_dir)
     key = dedup_key(score_dir, refs, settings)
     n_chunks = (manifest["count"] + manifest["chunk_size"] - 1) // manifest["chunk_size"]
-    for c in range(rank, n_chunks, world):
+    for c in share(range(n_chunks), rank, world):
         out = dedup_file(score_dir, key, c)
         if not os.path.isfile(out):
             with np.load(chunk_path(score_dir, c), allow_pickle=False) as data:
@@ -175,7 +176,7 @@ def merge_dedup(score_dir: str, key: str, n_chunks: int,
                 timeout: float = 24 * 3600) -> Tuple[Dict[int, Dict[str, Any]], Dict[str, Dict[str, int]]]:
     """Rank 0: wait for every chunk's de-duplication file, merge removed rows and counters."""
     files = [os.path.join(score_dir, f"dedup_{key}_{c:06d}.json") for c in range(n_chunks)]
-    wait_for(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} de-duplication files")
+    wait_until(lambda: all(os.path.isfile(f) for f in files), timeout, f"the {n_chunks} de-duplication files")
     removed: Dict[int, Dict[str, Any]] = {}
     stats: Dict[str, Dict[str, int]] = {}
     for f in files:

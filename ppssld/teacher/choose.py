@@ -6,11 +6,14 @@ train`` (batch statistics), a teacher returning intermediate features (``return_
 (Paddle Inference on a GPU is not measured on this project's machines). ``paddle_inference`` asks for
 the engine and is refused with the reason where it cannot serve; ``onnxruntime`` runs the saved net in
 ONNX Runtime (paddle2onnx + onnxruntime, the ``onnx`` extra) under the same rules; ``dygraph`` keeps
-today's forward.
+today's forward. A frozen member may set its own ``teacher_engine`` (``Arch.models[N].<Name>.teacher_engine``,
+e.g. one member of an ensemble in dygraph), which overrides ``Arch.teacher_engine`` for it. A teacher with its own
+input (:mod:`ppssld.teacher.inputs`) is prepared before the engine, so the engine is saved and checked at the
+teacher's input shape.
 """
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -38,23 +41,31 @@ def engine_label(engine: Optional[LayerEngine]) -> str:
     return engine.kind if engine is not None else "dygraph"
 
 
+def engine_choice(arch: Dict[str, Any], name: str) -> Tuple[Any, str]:
+    """``(choice, its config place)`` for frozen model ``name``: its own ``teacher_engine``, else the Arch's."""
+    for i, (key, entry) in enumerate(model_entries(arch)):
+        if key == name and entry.get("teacher_engine") is not None:
+            return entry["teacher_engine"], f"Arch.models[{i}].{name}.teacher_engine"
+    return arch.get("teacher_engine"), "Arch.teacher_engine"
+
+
 def engine_for(layer: nn.Layer, name: str, entry: Dict[str, Any], choice: Any,
-               bn_mode: str = "eval") -> Optional[LayerEngine]:
+               bn_mode: str = "eval", where: str = "Arch.teacher_engine") -> Optional[LayerEngine]:
     """The engine that runs frozen teacher ``name`` (None: dygraph), with one log line saying which and why.
 
     Raises:
-        ConfigError: a bad ``Arch.teacher_engine``, or ``paddle_inference`` where it cannot serve.
+        ConfigError: a bad ``Arch.teacher_engine`` (``where``), or ``paddle_inference`` where it cannot serve.
     """
-    choice = check_engine_name(choice)
+    choice = check_engine_name(choice, where)
     if choice == "dygraph":
-        logger.info("teacher %s runs in dygraph (Arch.teacher_engine: dygraph)", name)
+        logger.info("teacher %s runs in dygraph (%s: dygraph)", name, where)
         return None
     reason = dygraph_reason(entry, bn_mode)
     if reason is not None:
         if choice != "auto":
-            raise ConfigError(f"Arch.teacher_engine: {choice} cannot run teacher {name}: {reason}; "
+            raise ConfigError(f"{where}: {choice} cannot run teacher {name}: {reason}; "
                               f"use auto or dygraph")
-        logger.info("teacher %s runs in dygraph (Arch.teacher_engine: auto): %s", name, reason)
+        logger.info("teacher %s runs in dygraph (%s: auto): %s", name, where, reason)
         return None
     kind = "paddle_inference" if choice == "auto" else choice
     return LayerEngine(layer, name, threads=int(os.environ.get("OMP_NUM_THREADS", "1") or 1), kind=kind)
@@ -88,7 +99,8 @@ def attach_teacher_engines(model: nn.Layer, config: Dict[str, Any]) -> None:
         layer = getattr(model, name)
         if getattr(layer, "is_soft_label_cache", False) or isinstance(layer, EngineTeacher):
             continue
-        engine = engine_for(layer, name, entries.get(name) or {}, arch.get("teacher_engine"), bn_mode)
+        choice, where = engine_choice(arch, name)
+        engine = engine_for(layer, name, entries.get(name) or {}, choice, bn_mode, where)
         if engine is not None:
             wrapped = EngineTeacher(layer, engine)
             wrapped.eval()

@@ -32,7 +32,7 @@ SCHEMA: Dict[str, Any] = {
         "print_batch_step": ANY, "use_visualdl": ANY, "image_shape": ANY,
         "save_inference_dir": ANY, "start_eval_epoch": ANY, "seed": ANY,
         "strict_load": ANY, "class_names": ANY, "trust_weights": ANY, "update_freq": ANY, "use_sync_bn": ANY,
-        "use_multilabel": ANY, "soft_label_cache": ANY, "eval_teacher": ANY, "to_static": ANY,
+        "use_multilabel": ANY, "soft_label_cache": ANY, "eval_teacher": ANY, "to_static": ANY, "train_mode": ANY,
     },
     "Arch": ANY,
     "AMP": {"use_amp": ANY, "level": ANY, "scale_loss": ANY, "use_dynamic_loss_scaling": ANY,
@@ -51,7 +51,6 @@ UNSUPPORTED = {
     "Global.use_dali": "the Paddle data loader is used",
     "Global.eval_mode": "only classification evaluation exists",
     "Global.iter_per_epoch": "epochs always cover the whole dataset",
-    "Global.train_mode": "only the standard training loop exists",
     "Global.image_channel": "images are always 3-channel RGB",
     "AMP.use_fp16_test": "evaluation runs in float32",
     "DataLoader.UnLabelTrain": "put unlabeled lists in DataLoader.Train.dataset.unlabeled_label_path",
@@ -152,6 +151,10 @@ GLOBAL_TYPES = {
     "eval_teacher": (lambda v: isinstance(v, bool), "true or false (evaluate the frozen teacher before training)"),
     "soft_label_cache": (lambda v: isinstance(v, str) and v != "",
                          "a folder path written by tools/cache_soft_labels.py"),
+    "train_mode": (lambda v: v == "progressive",
+                   "'progressive' (PaddleClas's progressive training, ppssld.engine.progressive) or absent (the "
+                   "standard loop); PaddleClas's other loops (metabin) are re-identification recipes ppssld does "
+                   "not have"),
     "image_shape": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v),
                     "three positive integers [channels, height, width], e.g. [3, 224, 224]"),
 }

@@ -5,7 +5,7 @@ that needs Paddle, PyYAML or NumPy is imported::
 
     from ppssld.utils.deps import missing_dependency_exits
     with missing_dependency_exits():
-        from ppssld.engine import cli
+        from ppssld.utils import cli
 
 ``--debug`` on the command line (or ``PPSSLD_DEBUG=1``) prints the traceback as well.
 """

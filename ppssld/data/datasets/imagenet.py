@@ -106,9 +106,10 @@ class ImageNetDataset(paddle.io.Dataset):
         """Seed, epoch and the bad-image channels (shared by subclasses)."""
         self.seed: Optional[int] = None
         self.epoch = 0
-        # soft-label cache (ppssld.cache.reader): epoch -> augmentation key, and samples carry their index
+        # soft-label cache (ppssld.cache.reader): epoch -> augmentation key, and a third batch field computed
+        # from (augmentation key, index of the image actually read) where the sample is read (a loader worker)
         self.epoch_key: Optional[Callable[[int], int]] = None
-        self.carry_index = False
+        self.extra_field: Optional[Callable[[int, int], Any]] = None
         self._bad_count = multiprocessing.Value("q", 0) if self.skip_bad_images else None
         self._bad_queue = multiprocessing.Queue() if self.skip_bad_images else None
         self._bad_local: List[str] = []
@@ -168,8 +169,9 @@ class ImageNetDataset(paddle.io.Dataset):
     def __getitem__(self, index: int) -> Union[Tuple[Any, ...], SampleError]:
         try:
             image, target, source = self._sample_or_substitute(index)
-            # with a soft-label cache the index of the image actually read travels to the cached teacher
-            return (image, target, np.int64(source)) if self.carry_index else (image, target)
+            if self.extra_field is None:
+                return image, target
+            return image, target, self.extra_field(self.epoch, source)  # e.g. the cached teacher's output
         except DataError as exc:
             if paddle.io.get_worker_info() is not None:
                 return SampleError(str(exc))  # in-band: see ppssld.data.loading.loader.collate

@@ -3,12 +3,16 @@
 Both follow the papers (Cubuk et al. 2019, arXiv 1805.09501; Cubuk et al. 2020, arXiv
 1909.13719) with PaddleClas's magnitude ranges. Magnitude always grows the strength of an
 operation (PaddleClas's RandAugment weakens posterize/solarize as the magnitude grows; here
-they get stronger, as in the paper). No paddle import: the deploy path reuses this module.
+they get stronger, as in the paper). The operations are :mod:`~ppssld.data.transforms.pil_ops`'s; this
+module maps each name to one with its argument and resampling. No paddle import: the deploy path reuses
+this module.
 """
 import logging
 from typing import Any, Callable, Dict, Sequence, Tuple
 
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
+
+from ppssld.data.transforms import pil_ops
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +70,31 @@ def _sign(rng: Any, value: float) -> float:
     return value if rng.random() < 0.5 else -value
 
 
-def _affine(img: Image.Image, coeffs: Tuple[float, ...], fill: Fill, resample: int) -> Image.Image:
-    return img.transform(img.size, Image.AFFINE, coeffs, resample, fillcolor=fill)
+def _signed(rng: Any, value: float, img: Image.Image) -> float:
+    return _sign(rng, value)
 
 
-def _rotate(img: Image.Image, degrees: float, fill: Fill) -> Image.Image:
-    return img.rotate(degrees, resample=Image.BILINEAR, fillcolor=fill)
+def _factor(rng: Any, value: float, img: Image.Image) -> float:
+    return max(0.0, 1.0 + _sign(rng, value))
 
 
-def _enhance(kind: Callable, img: Image.Image, amount: float) -> Image.Image:
-    return kind(img).enhance(max(0.0, 1.0 + amount))
+def _unused(rng: Any, value: float, img: Image.Image) -> float:
+    return 0.0
+
+
+# name -> (op of :data:`ppssld.data.transforms.pil_ops.OPS`, its argument from (rng, strength, image), resampling)
+TABLE: Dict[str, Tuple[str, Callable[[Any, float, Image.Image], float], int]] = {
+    "shearX": ("shear_x", _signed, Image.BICUBIC), "shearY": ("shear_y", _signed, Image.BICUBIC),
+    "translateX": ("translate_x", lambda rng, v, img: _sign(rng, v) * img.size[0], Image.NEAREST),
+    "translateY": ("translate_y", lambda rng, v, img: _sign(rng, v) * img.size[1], Image.NEAREST),
+    "rotate": ("rotate", _signed, Image.BILINEAR),
+    "color": ("color", _factor, Image.BILINEAR), "contrast": ("contrast", _factor, Image.BILINEAR),
+    "sharpness": ("sharpness", _factor, Image.BILINEAR), "brightness": ("brightness", _factor, Image.BILINEAR),
+    "posterize": ("posterize", lambda rng, v, img: int(min(8, max(1, round(v)))), Image.BILINEAR),
+    "solarize": ("solarize", lambda rng, v, img: int(round(v)), Image.BILINEAR),
+    "autocontrast": ("autocontrast", _unused, Image.BILINEAR), "equalize": ("equalize", _unused, Image.BILINEAR),
+    "invert": ("invert", _unused, Image.BILINEAR),
+}
 
 
 def apply_op(img: Image.Image, op: str, value: float, rng: Any, fill: Fill) -> Image.Image:
@@ -90,35 +109,10 @@ def apply_op(img: Image.Image, op: str, value: float, rng: Any, fill: Fill) -> I
     Returns:
         A new PIL image.
     """
-    if op == "shearX":
-        return _affine(img, (1, _sign(rng, value), 0, 0, 1, 0), fill, Image.BICUBIC)
-    if op == "shearY":
-        return _affine(img, (1, 0, 0, _sign(rng, value), 1, 0), fill, Image.BICUBIC)
-    if op == "translateX":
-        return _affine(img, (1, 0, _sign(rng, value) * img.size[0], 0, 1, 0), fill, Image.NEAREST)
-    if op == "translateY":
-        return _affine(img, (1, 0, 0, 0, 1, _sign(rng, value) * img.size[1]), fill, Image.NEAREST)
-    if op == "rotate":
-        return _rotate(img, _sign(rng, value), fill)
-    if op == "color":
-        return _enhance(ImageEnhance.Color, img, _sign(rng, value))
-    if op == "contrast":
-        return _enhance(ImageEnhance.Contrast, img, _sign(rng, value))
-    if op == "sharpness":
-        return _enhance(ImageEnhance.Sharpness, img, _sign(rng, value))
-    if op == "brightness":
-        return _enhance(ImageEnhance.Brightness, img, _sign(rng, value))
-    if op == "posterize":
-        return ImageOps.posterize(img, int(min(8, max(1, round(value)))))
-    if op == "solarize":
-        return ImageOps.solarize(img, int(round(value)))
-    if op == "autocontrast":
-        return ImageOps.autocontrast(img)
-    if op == "equalize":
-        return ImageOps.equalize(img)
-    if op == "invert":
-        return ImageOps.invert(img)
-    raise KeyError(f"unknown augmentation {op!r}; valid: {', '.join(RANGES)}")
+    if op not in TABLE:
+        raise KeyError(f"unknown augmentation {op!r}; valid: {', '.join(RANGES)}")
+    name, argument, resample = TABLE[op]
+    return pil_ops.apply(name, img, argument(rng, value, img), fill, resample)
 
 
 class ImageNetPolicy:

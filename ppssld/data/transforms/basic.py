@@ -75,16 +75,20 @@ class ResizeImage(Op):
 
 @TRANSFORMS.register(name="RandCropImage")
 class RandCropImage(Op):
-    """Random area/aspect crop, resized to ``size`` (Inception-style RandomResizedCrop)."""
+    """Random area/aspect crop, resized to ``size`` (Inception-style RandomResizedCrop).
+
+    ``progress_size`` lists the size of each stage of progressive training (:mod:`ppssld.engine.progressive`
+    rebuilds the op with ``size`` set to the stage's entry); the op itself always resizes to ``size``.
+    """
 
     def __init__(self, size: Any, scale: Optional[Sequence[float]] = None, ratio: Optional[Sequence[float]] = None,
                  interpolation: Optional[str] = None, use_log_aspect: bool = False, backend: str = "cv2",
                  progress_size: Any = None) -> None:
-        if progress_size is not None:
-            raise ConfigError("progress_size belongs to PaddleClas's progressive training (Global.train_mode: "
-                              "progressive, which also steps RandAugmentV2's progress_magnitude and the head's dropout "
-                              "per stage); ppssld has only the standard training loop: remove progress_size to train "
-                              "at size")
+        if progress_size is not None and (not isinstance(progress_size, (list, tuple)) or not progress_size):
+            raise ConfigError(f"progress_size must be a non-empty list of sizes (one per stage of "
+                              f"Global.train_mode: progressive), got {progress_size!r}")
+        self.progress_size = None if progress_size is None else [
+            size_pair(s, f"progress_size[{i}]") for i, s in enumerate(progress_size)]
         self.size = size_pair(size)
         self.scale = self._pair(scale, (0.08, 1.0), "scale")
         self.ratio = self._pair(ratio, (3.0 / 4.0, 4.0 / 3.0), "ratio")
@@ -154,6 +158,31 @@ class CropImage(Op):
                             f"resize first (e.g. ResizeImage resize_short >= {max(width, height)})")
         left, top = (img_w - width) // 2, (img_h - height) // 2
         return img[top:top + height, left:left + width]
+
+
+@TRANSFORMS.register(name="CropImageAtRatio")
+class CropImageAtRatio(Op):
+    """Centre square of side ``size / (size + pad)`` of the short side, resized to ``size`` x ``size`` (cv2).
+
+    EfficientNetV2's evaluation crop (PaddleClas's ``CropImageAtRatio``: ``size: 384, pad: 32``).
+    """
+
+    def __init__(self, size: int, pad: int, interpolation: str = "bilinear") -> None:
+        if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+            raise ConfigError(f"size must be a positive int (the output side), got {size!r}")
+        if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
+            raise ConfigError(f"pad must be an int >= 0 (the crop keeps size / (size + pad) of the short side), "
+                              f"got {pad!r}")
+        self.size, self.pad = size, pad
+        self.interpolation = interp_name(interpolation, "cv2")
+        if self.interpolation == "random":
+            raise ConfigError("interpolation 'random' is not valid for CropImageAtRatio (an evaluation crop)")
+
+    def __call__(self, img: np.ndarray, rng: Any = random) -> np.ndarray:
+        height, width = img.shape[:2]
+        side = max(1, int(self.size / (self.size + self.pad) * min(height, width)))
+        top, left = (height - side) // 2, (width - side) // 2
+        return resize(img[top:top + side, left:left + side], (self.size, self.size), self.interpolation, "cv2", rng)
 
 
 @TRANSFORMS.register(name="NormalizeImage")

@@ -3,23 +3,24 @@
 Each of brightness, contrast, saturation (a value ``v``: factor ``~ U[max(0, 1 - v), 1 + v]``, or a
 ``[low, high]`` pair) and hue (``h``: shift ``~ U[-h, h]`` of the hue circle, ``h <= 0.5``) that is
 non-zero is applied once, in a random order, with PIL's ``ImageEnhance`` (Brightness, Contrast,
-Color) and an HSV hue rotation. No paddle import (the deploy path shares the transform modules).
+Color, from :mod:`~ppssld.data.transforms.pil_ops`) and an HSV hue rotation. No paddle import (the deploy
+path shares the transform modules).
 """
 import logging
 import random
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
+from ppssld.data.transforms import pil_ops
 from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import TRANSFORMS
 
 logger = logging.getLogger(__name__)
 
-_ENHANCE = {"brightness": ImageEnhance.Brightness, "contrast": ImageEnhance.Contrast,
-            "saturation": ImageEnhance.Color}
+ENHANCE_OPS = {"brightness": "brightness", "contrast": "contrast", "saturation": "color"}  # -> pil_ops.OPS
 
 
 def _factor_range(value: Any, name: str) -> Optional[Tuple[float, float]]:
@@ -85,5 +86,5 @@ class ColorJitter(Op):
             return img
         pil = Image.fromarray(np.ascontiguousarray(img))
         for kind, value in steps:
-            pil = shift_hue(pil, value) if kind == "hue" else _ENHANCE[kind](pil).enhance(value)
+            pil = shift_hue(pil, value) if kind == "hue" else pil_ops.apply(ENHANCE_OPS[kind], pil, value)
         return np.asarray(pil)

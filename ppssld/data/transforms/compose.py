@@ -26,9 +26,9 @@ from ppssld.utils.registry import TRANSFORMS
 logger = logging.getLogger(__name__)
 
 # PaddleClas ops we know of but do not implement: named in the error instead of a bare "unknown".
-PADDLECLAS_ONLY = ("AugMix", "RandomRotation", "Pad", "RandCropImageV2", "CropImageAtRatio", "CropWithPadding",
+PADDLECLAS_ONLY = ("AugMix", "RandomRotation", "Pad", "RandCropImageV2", "CropWithPadding",
                    "RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize", "Resize", "CenterCrop",
-                   "RandomGrayscale", "RandomRot90", "BlurImage", "RandomInterpolationAugment", "RandAugmentV2",
+                   "RandomGrayscale", "RandomRot90", "BlurImage", "RandomInterpolationAugment",
                    "RandAugmentV4", "RandomApply", "OpSampler", "MixupOperator", "CutmixOperator", "FmixOperator")
 
 

@@ -4,15 +4,17 @@
 strength ``a = magnitude / 10``: shear 0.3a, translate 150/331 a of the side, rotate 30a degrees,
 colour / contrast / sharpness / brightness factor ``1 +- 0.9a``, posterize to ``8 - int(4a)`` bits,
 solarize above ``255 (1 - a)``, and autocontrast, equalize, invert. Geometric ops resample with
-``interpolation`` and fill with ``fillcolor``; signs come from the sample's rng. No paddle import.
+``interpolation`` and fill with ``fillcolor``; signs come from the sample's rng. The operations are
+:mod:`~ppssld.data.transforms.pil_ops`'s. No paddle import.
 """
 import logging
 import random
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
+from ppssld.data.transforms import pil_ops
 from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.checks import is_int
 from ppssld.utils.errors import ConfigError
@@ -22,12 +24,9 @@ logger = logging.getLogger(__name__)
 
 MAX_LEVEL = 10.0
 # PaddleClas maps these names (anything else falls back to bilinear there; here it is an error)
-INTERPOLATIONS = {"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS, "hamming": Image.HAMMING,
-                  "bilinear": Image.BILINEAR}
+INTERPOLATIONS = {name: pil_ops.RESAMPLE[name] for name in ("bicubic", "lanczos", "hamming", "bilinear")}
 OPS = ("shearX", "shearY", "translateX", "translateY", "rotate", "color", "posterize", "solarize", "contrast",
        "sharpness", "brightness", "autocontrast", "equalize", "invert")
-_ENHANCE = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast, "sharpness": ImageEnhance.Sharpness,
-            "brightness": ImageEnhance.Brightness}
 
 
 def levels(magnitude: float) -> Dict[str, float]:
@@ -39,32 +38,38 @@ def levels(magnitude: float) -> Dict[str, float]:
             "equalize": 0.0, "invert": 0.0}
 
 
+def _signed(level: float, sign: int, img: Image.Image) -> float:
+    return level * sign
+
+
+def _factor(level: float, sign: int, img: Image.Image) -> float:
+    return 1 + level * sign
+
+
+def _unsigned(level: float, sign: int, img: Image.Image) -> float:
+    return level
+
+
+# name -> (op of :data:`ppssld.data.transforms.pil_ops.OPS`, its argument from (level, sign, image))
+TABLE: Dict[str, Tuple[str, Callable[[float, int, Image.Image], float]]] = {
+    "shearX": ("shear_x", _signed), "shearY": ("shear_y", _signed),
+    "translateX": ("translate_x", lambda level, sign, img: level * img.size[0] * sign),
+    "translateY": ("translate_y", lambda level, sign, img: level * img.size[1] * sign),
+    "rotate": ("rotate", _signed), "color": ("color", _factor), "contrast": ("contrast", _factor),
+    "sharpness": ("sharpness", _factor), "brightness": ("brightness", _factor),
+    "posterize": ("posterize", lambda level, sign, img: int(level)),
+    "solarize": ("solarize", _unsigned),  # the threshold as a float: 255 (1 - a), as PaddleClas passes it
+    "autocontrast": ("autocontrast", _unsigned), "equalize": ("equalize", _unsigned), "invert": ("invert", _unsigned),
+}
+
+
 def apply_v3(img: Image.Image, name: str, level: float, sign: int, resample: int,
              fill: Tuple[int, ...]) -> Image.Image:
     """Apply op ``name`` at ``level`` with ``sign`` (+1 / -1; ignored by the unsigned ops)."""
-    geometric: Dict[str, Callable[[], Tuple[float, ...]]] = {
-        "shearX": lambda: (1, level * sign, 0, 0, 1, 0),
-        "shearY": lambda: (1, 0, 0, level * sign, 1, 0),
-        "translateX": lambda: (1, 0, level * img.size[0] * sign, 0, 1, 0),
-        "translateY": lambda: (1, 0, 0, 0, 1, level * img.size[1] * sign),
-    }
-    if name in geometric:
-        return img.transform(img.size, Image.AFFINE, geometric[name](), resample, fillcolor=fill)
-    if name == "rotate":
-        return img.rotate(level * sign, resample, fillcolor=fill)
-    if name in _ENHANCE:
-        return _ENHANCE[name](img).enhance(1 + level * sign)
-    if name == "posterize":
-        return ImageOps.posterize(img, int(level))
-    if name == "solarize":
-        return ImageOps.solarize(img, level)
-    if name == "autocontrast":
-        return ImageOps.autocontrast(img)
-    if name == "equalize":
-        return ImageOps.equalize(img)
-    if name == "invert":
-        return ImageOps.invert(img)
-    raise KeyError(f"unknown RandAugmentV3 op {name!r}; valid: {', '.join(OPS)}")
+    if name not in TABLE:
+        raise KeyError(f"unknown RandAugmentV3 op {name!r}; valid: {', '.join(OPS)}")
+    op, argument = TABLE[name]
+    return pil_ops.apply(op, img, argument(level, sign, img), fill, resample)
 
 
 @TRANSFORMS.register(name="RandAugmentV3")

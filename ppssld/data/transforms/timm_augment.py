@@ -7,8 +7,9 @@ drawn without replacement). ``original[-mstd0.5]`` is the AutoAugment paper's Im
 timm's level mapping. Each op is applied with probability 0.5 (RandAugment) or its policy probability;
 ``null`` means no augmentation. Levels follow timm: rotate 30 deg, shear 0.3, translate 0.45 of the
 side, enhance ``1 +- 0.9 m/10`` (increasing) or ``0.1 + 1.8 m/10``, posterize / solarize / solarize-add
-thresholds scaled by ``m/10``; geometric fills use ``mean`` in 0..255. All randomness comes from the
-sample's rng (no paddle import: the deploy path shares this module).
+thresholds scaled by ``m/10``; geometric fills use ``mean`` in 0..255. The operations are
+:mod:`~ppssld.data.transforms.pil_ops`'s. All randomness comes from the sample's rng (no paddle import: the
+deploy path shares this module).
 """
 import logging
 import random
@@ -16,8 +17,9 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
+from ppssld.data.transforms import pil_ops
 from ppssld.data.transforms.autoaugment import IMAGENET_POLICY
 from ppssld.data.transforms.core import Op, parse_number
 from ppssld.utils.errors import ConfigError
@@ -26,8 +28,7 @@ from ppssld.utils.registry import TRANSFORMS
 logger = logging.getLogger(__name__)
 
 MAX_LEVEL = 10.0
-_INTERP = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-           "lanczos": Image.LANCZOS, "hamming": Image.HAMMING, "box": Image.BOX}
+_INTERP = pil_ops.RESAMPLE
 _RANDOM_INTERP = (Image.BILINEAR, Image.BICUBIC)
 
 
@@ -35,24 +36,11 @@ def _negate(rng: Any, value: float) -> float:
     return -value if rng.random() > 0.5 else value
 
 
-def _affine(img: Image.Image, coeffs: Tuple[float, ...], fill: Tuple[int, ...], resample: int) -> Image.Image:
-    return img.transform(img.size, Image.AFFINE, coeffs, resample=resample, fillcolor=fill)
-
-
-def _solarize_add(img: Image.Image, add: int, threshold: int = 128) -> Image.Image:
-    lut = [min(255, i + add) if i < threshold else i for i in range(256)]
-    return img.point(lut * len(img.getbands()))
-
-
-def _posterize(img: Image.Image, bits: int) -> Image.Image:
-    return img if bits >= 8 else ImageOps.posterize(img, max(0, bits))
-
-
-# name -> (level function: (magnitude, rng, image) -> argument, operation: (image, argument, fill, resample))
 def _frac(m: float) -> float:
     return m / MAX_LEVEL
 
 
+# name -> level function: (magnitude, rng, image) -> the argument of its operation
 LEVELS: Dict[str, Callable[[float, Any, Image.Image], float]] = {
     "AutoContrast": lambda m, rng, img: 0.0, "Equalize": lambda m, rng, img: 0.0, "Invert": lambda m, rng, img: 0.0,
     "Rotate": lambda m, rng, img: _negate(rng, _frac(m) * 30.0),
@@ -71,39 +59,21 @@ for _name in ("Color", "Contrast", "Brightness", "Sharpness"):
     LEVELS[_name] = lambda m, rng, img: _frac(m) * 1.8 + 0.1
     LEVELS[_name + "Increasing"] = lambda m, rng, img: 1.0 + _negate(rng, _frac(m) * 0.9)
 
-_ENHANCERS = {"Color": ImageEnhance.Color, "Contrast": ImageEnhance.Contrast,
-              "Brightness": ImageEnhance.Brightness, "Sharpness": ImageEnhance.Sharpness}
-GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+# base name (without Increasing / Original) -> op of :data:`ppssld.data.transforms.pil_ops.OPS`
+TABLE = {"AutoContrast": "autocontrast", "Equalize": "equalize", "Invert": "invert", "Rotate": "rotate",
+         "Posterize": "posterize", "Solarize": "solarize", "SolarizeAdd": "solarize_add", "Color": "color",
+         "Contrast": "contrast", "Brightness": "brightness", "Sharpness": "sharpness", "ShearX": "shear_x",
+         "ShearY": "shear_y", "TranslateXRel": "translate_x", "TranslateYRel": "translate_y"}
+GEOMETRIC = tuple(name for name, op in TABLE.items() if op in pil_ops.GEOMETRIC)  # resampled: interpolation drawn
+_WHOLE = ("Posterize", "Solarize", "SolarizeAdd")  # their argument is a whole number (bits, threshold, amount)
 
 
 def apply_timm_op(img: Image.Image, name: str, arg: float, fill: Tuple[int, ...], resample: int) -> Image.Image:
     """Apply op ``name`` with its level argument ``arg`` (as :data:`LEVELS` computes it)."""
     base = name.replace("Increasing", "").replace("Original", "")
-    if base == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if base == "Equalize":
-        return ImageOps.equalize(img)
-    if base == "Invert":
-        return ImageOps.invert(img)
-    if base == "Rotate":
-        return img.rotate(arg, resample=resample, fillcolor=fill)
-    if base == "Posterize":
-        return _posterize(img, int(arg))
-    if base == "Solarize":
-        return ImageOps.solarize(img, int(arg))
-    if base == "SolarizeAdd":
-        return _solarize_add(img, int(arg))
-    if base in _ENHANCERS:
-        return _ENHANCERS[base](img).enhance(arg)
-    if base == "ShearX":
-        return _affine(img, (1, arg, 0, 0, 1, 0), fill, resample)
-    if base == "ShearY":
-        return _affine(img, (1, 0, 0, arg, 1, 0), fill, resample)
-    if base == "TranslateXRel":
-        return _affine(img, (1, 0, arg, 0, 1, 0), fill, resample)
-    if base == "TranslateYRel":
-        return _affine(img, (1, 0, 0, 0, 1, arg), fill, resample)
-    raise KeyError(f"unknown timm augmentation {name!r}; valid: {', '.join(LEVELS)}")
+    if base not in TABLE:
+        raise KeyError(f"unknown timm augmentation {name!r}; valid: {', '.join(LEVELS)}")
+    return pil_ops.apply(TABLE[base], img, int(arg) if base in _WHOLE else arg, fill, resample)
 
 
 RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",

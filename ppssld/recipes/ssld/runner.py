@@ -195,6 +195,7 @@ class Pipeline:
         The exact config it trains with is written as ``<checkpoint folder>/config.yaml`` (evaluate or
         export with it as it is); ``stage.json`` records the overrides that made it from the stage YAML."""
         from ppssld.engine.builder import build_trainer, save_dir
+        from ppssld.arch.roles import teacher_name
         from ppssld.engine.teacher_report import report_frozen_models
 
         overrides = self._overrides(stage, extra)
@@ -214,13 +215,17 @@ class Pipeline:
             config = copy.deepcopy(config)
             config["Global"]["checkpoints"] = latest
         trainer = build_trainer(config)
-        teacher_top1 = None
+        teacher_top1, teachers_top1 = None, None
         if report_teacher and cache is not None:
             logger.info("%s: the given teacher's top-1 is not evaluated: with %s.soft_label_cache it is not built "
                         "(evaluate it with tools/eval.py)", stage, stage)
         elif report_teacher and trainer.start_epoch == 1:
             reports = report_frozen_models(config, trainer.model, trainer.eval_loader)
-            teacher_top1 = next((r["top1"] for r in reports.values() if "top1" in r), None)
+            main = reports.get(teacher_name(config["Arch"]) or "")  # an ensemble's own top-1 before its members'
+            teacher_top1 = main["top1"] if main and "top1" in main else next(
+                (r["top1"] for r in reports.values() if "top1" in r), None)
+            if len(reports) > 1:
+                teachers_top1 = {name: r.get("top1") for name, r in reports.items()}
         per_epoch = trainer._steps_per_epoch() * int(get(config, "DataLoader.Train.sampler.batch_size", 1))
         result = trainer.fit()
         curve = [{"epoch": r["epoch"], "images_seen": r["epoch"] * per_epoch, "top1": r["eval"].get("top1")}
@@ -232,6 +237,8 @@ class Pipeline:
                "config_used": config_file, "overrides": overrides, "arch": config["Arch"]["name"]}
         if teacher_top1 is not None:
             out["teacher_top1"] = teacher_top1
+        if teachers_top1 is not None:
+            out["teachers_top1"] = teachers_top1
         if cache is not None:
             out["soft_label_cache"] = cache
         note = warmup_note(stage, config, curve)
@@ -282,7 +289,7 @@ class Pipeline:
     def _mine(self) -> Dict[str, Any]:
         from ppssld.mining.mine import mine
         from ppssld.recipes.ssld.mining_report import mined_accuracy
-        from ppssld.mining.teacher import teacher_from_config
+        from ppssld.teacher.frozen import teacher_from_config
 
         mcfg = self.cfg.get("mine") or {}
         config = self._stage_config("distill", self._data_overrides("student") + [self._teacher_override()])

@@ -1,4 +1,6 @@
-"""Shared command-line plumbing for tools/*.py: ``-c config.yaml -o Section.key=value``, and :func:`run`.
+"""Shared command-line plumbing for tools/*.py and deploy/: ``-c config.yaml -o Section.key=value``, and :func:`run`.
+
+Floor 1 (it imports only ``ppssld.utils``), so the predictor and the quantizer use it without the training engine.
 
 :func:`run` is the one place where a user's mistake becomes a message instead of a traceback:
 a :class:`~ppssld.utils.errors.PpssldError` (ConfigError, DataError, WeightsError, ...) prints
@@ -14,8 +16,10 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from ppssld.utils.config import load_config, output_dir
 from ppssld.utils.deps import DEBUG_ENV, DEBUG_FLAG, USER_ERROR_STATUS, debug_enabled, missing_dependency_exits
+from ppssld.utils.dist_env import world_size
 from ppssld.utils.errors import PpssldError
 from ppssld.utils.logger import setup_logging
+from ppssld.utils.cpu_dispatch import dispatch_note
 from ppssld.utils.threads import thread_source
 
 logger = logging.getLogger(__name__)
@@ -81,8 +85,6 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
 
 def _single_process() -> bool:
     """No ``paddle.distributed.launch`` peers: their collective library closes its connections at teardown."""
-    from ppssld.engine.distributed import world_size
-
     return world_size() <= 1
 
 
@@ -137,6 +139,6 @@ def load(args: argparse.Namespace, log_name: Optional[str] = None) -> Dict[str, 
     config = load_config(args.config, flat_overrides(args.override, getattr(args, "trust_weights", False)))
     if log_name:
         setup_logging(os.path.join(output_dir(config), log_name))
-    logger.info("config %s; OMP_NUM_THREADS=%s (chosen by %s)", args.config, os.environ.get("OMP_NUM_THREADS"),
-                thread_source())
+    logger.info("config %s; OMP_NUM_THREADS=%s (chosen by %s); %s", args.config, os.environ.get("OMP_NUM_THREADS"),
+                thread_source(), dispatch_note())
     return config
