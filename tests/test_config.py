@@ -51,7 +51,7 @@ def test_unknown_key_in_file_is_an_error(tmp_path):
 def test_unsupported_paddleclas_keys_warn_once(tmp_path, caplog):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"Global": {"eval_mode": "retrieval", "use_dali": False}, "Arch": {"name": "ResNet18"},
-                                    "Slim": {"quant": {"name": "pact"}}}))
+                                    "UnLabelLoss": {"Train": []}, "Slim": {"quant": {"name": "pact"}}}))
     from ppssld.utils import config as config_module
     config_module._warned.clear()
     logging.getLogger("ppssld").propagate = True
@@ -62,8 +62,9 @@ def test_unsupported_paddleclas_keys_warn_once(tmp_path, caplog):
     # two warnings are two record objects, so count distinct records
     records = {id(r): r for r in caplog.records if r.name == "ppssld.utils.config"}
     messages = [r.getMessage() for r in records.values()]
-    for key in ("Global.eval_mode", "Global.use_dali", "Slim"):
+    for key in ("Global.eval_mode", "Global.use_dali", "UnLabelLoss"):
         assert sum(key + " is a PaddleClas key" in m for m in messages) == 1, messages
+    assert not any("Slim" in m for m in messages), messages  # Slim.quant is implemented (ppssld.slim)
 
 
 def test_load_does_not_mutate_and_yaml_is_safe(tmp_path):

@@ -2,7 +2,8 @@
 
 Writes <save_inference_dir>/<Student>_ssld_infer/ (Paddle Inference model + inference.yml),
 <save_inference_dir>/<Student>_ssld_pretrained.pdparams and .safetensors (plain backbone keys), the PaddleHub
-module <save_inference_dir>/hub/<module_name>/.
+module <save_inference_dir>/hub/<module_name>/; with Slim.quant in the config (a quantization-aware trained student) also
+<save_inference_dir>/<Student>_ssld_int8_infer/ (int8 ONNX with the trained ranges + inference.yml).
 """
 import os
 import sys
@@ -39,6 +40,8 @@ def main() -> None:
         print(f"PaddleHub module: {result.hub_dir}")
     if result.onnx:
         print(f"ONNX model: {result.onnx}")
+    if result.int8_dir:
+        print(f"int8 model (Slim.quant, trained ranges): {result.int8_dir}")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,15 @@ def main() -> None:
                         help="activation ranges: min/max, a percentile or entropy of the calibration outputs "
                              "(default minmax: benchmark/results/studies/quant_post_static.md)")
     parser.add_argument("--seed", type=int, default=None, help="calibration sample seed (default Global.seed)")
+    parser.add_argument("--reduce_range", action="store_true",
+                        help="7-bit weights ([-64, 64]): ONNX Runtime's int8 kernels on CPUs without VNNI (AVX2 only) "
+                             "saturate with 8-bit weights and then compute wrong sums; 7-bit ones never saturate "
+                             "(default: off, 8-bit)")
     args = parser.parse_args()
     config = cli.load(args)
     result = export_int8(config, save_dir=args.save_dir, name=args.name, calib_images=args.calib_images,
-                         batch_size=args.batch_size, fmt=args.format, seed=args.seed, calibration=args.calibration)
+                         batch_size=args.batch_size, fmt=args.format, seed=args.seed, calibration=args.calibration,
+                         reduce_range=args.reduce_range)
     quant = result.infer_config["Global"]["quantization"]
     print(f"int8 model: {result.model_dir} ({quant['quantized_nodes']} quantized nodes, calibrated on "
           f"{quant['calibration_images']} images; {result.fp32_bytes / 1e6:.2f} MB fp32 ONNX -> "

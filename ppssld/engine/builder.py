@@ -9,6 +9,8 @@ import paddle
 
 from ppssld.arch.build import (arch_class_num, build_model, check_arch_section, check_compared_class_counts,
                                infer_model_name, names_after)
+from ppssld.slim.apply import quantize_student, with_fresh_quantizers
+from ppssld.slim.settings import check_slim
 from ppssld.utils.checks import is_int
 from ppssld.utils.config import get, global_seed, output_dir, trust_weights
 from ppssld.teacher.choose import attach_teacher_engines
@@ -40,6 +42,7 @@ def validate(config: Dict[str, Any]) -> None:
     if "Arch" not in config:
         raise ConfigError("the config has no Arch section (the model to train)")
     check_arch_section(config["Arch"])
+    check_slim(config)
     check_teacher_inputs(config)
     for mode in ("Train", "Eval"):
         if get(config, f"Loss.{mode}") is not None:
@@ -113,8 +116,10 @@ def build_full_model(config: Dict[str, Any], resume: bool = False) -> paddle.nn.
     else:
         model = build_model(config["Arch"], strict=strict, load_pretrained=True, provided=provided, trust=trust,
                             seed=seed)
+    quantize_student(model, config)  # Slim.quant: fake-quant layers in the student, before any checkpoint loads
     if state is not None:
-        load_weights(model, state, strict=strict, where=f"Global.pretrained_model={pretrained}")
+        where = f"Global.pretrained_model={pretrained}"
+        load_weights(model, with_fresh_quantizers(model, state, where), strict=strict, where=where)
     attach_teacher_inputs(model, config)  # before the engines: they run at the teacher's own input shape
     attach_teacher_engines(model, config)
     convert_trained_models(model, config)
@@ -144,15 +149,18 @@ def build_eval_model(config: Dict[str, Any]) -> paddle.nn.Layer:
     state = load_state_dict(str(pretrained), where, trust) if pretrained else None
     if name is None:
         model = build_model(arch, strict=strict, provided=["Arch"] if state is not None else [], trust=trust)
+        quantize_student(model, config)
         if state is not None:
-            load_weights(model, state, strict=strict, where=where)
+            load_weights(model, with_fresh_quantizers(model, state, where), strict=strict, where=where)
         return model
     layer = build_model(arch, strict=strict, only=name, load_pretrained=state is None, trust=trust)
+    quantize_student(layer, config)
     if state is not None:
         own = strip_prefix(state, name)
         if own:
             logger.info("%s: evaluating its %s.* weights (%d of %d tensors)", where, name, len(own), len(state))
-        load_weights(layer, own or state, strict=strict, where=f"{where} ({name}.*)" if own else where)
+        load_weights(layer, with_fresh_quantizers(layer, own or state, where), strict=strict,
+                     where=f"{where} ({name}.*)" if own else where)
     return DistillationModel({name: layer}, infer_model_name=name)
 
 

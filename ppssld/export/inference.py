@@ -19,6 +19,9 @@ from ppssld.export.infer_config import (INFER_CONFIG, build_infer_config, config
 from ppssld.export.labels import config_class_names
 from ppssld.export.outputs import ScoredModel, export_activation
 from ppssld.export.student import build_export_model, count_classes, reparameterize, save_pretrained
+from ppssld.slim.apply import float_forward
+from ppssld.slim.settings import quant_settings
+from ppssld.utils.errors import ConfigError
 from ppssld.utils.io import ensure_dir, make_temp_dir, publish_dir
 from ppssld.utils.quiet import PIR_OUT_TENSOR, drop_native_stderr_lines
 
@@ -38,6 +41,7 @@ class ExportResult:
         infer_config: the ``inference.yml`` content.
         hub_dir: the PaddleHub module folder, if written.
         onnx: the ONNX file, if written.
+        int8_dir: ``<save_dir>/<name>_int8_infer`` of a ``Slim.quant`` (quantization-aware) student, if written.
     """
     name: str
     model_dir: str
@@ -45,6 +49,7 @@ class ExportResult:
     infer_config: Dict[str, Any]
     hub_dir: Optional[str] = None
     onnx: Optional[str] = None
+    int8_dir: Optional[str] = None
 
 
 def save_inference_model(layer: nn.Layer, shape: List[int], prefix: str) -> None:
@@ -63,7 +68,7 @@ def save_inference_model(layer: nn.Layer, shape: List[int], prefix: str) -> None
 
 def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir: Optional[str] = None,
                  name: Optional[str] = None, transforms_from: str = "eval", hub_name: Optional[str] = None,
-                 with_hub: bool = True, with_onnx: bool = False) -> ExportResult:
+                 with_hub: bool = True, with_onnx: bool = False, with_int8: Optional[bool] = None) -> ExportResult:
     """Export the inference model of ``config`` from a checkpoint.
 
     Args:
@@ -76,6 +81,8 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
         hub_name: PaddleHub module name (default: ``name`` lower-cased).
         with_hub: also write the PaddleHub module to ``<save_dir>/hub/<hub_name>/``.
         with_onnx: also convert to ``<model_dir>/inference.onnx`` (needs paddle2onnx).
+        with_int8: also write ``<save_dir>/<name>_int8_infer/`` with the ranges quantization-aware training
+            learned (:mod:`ppssld.export.qad`); default: when the config has ``Slim.quant``.
     Returns:
         What was written.
     """
@@ -84,7 +91,8 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
     activation = export_activation(config)
     strict = bool((config.get("Global") or {}).get("strict_load", True))
     layer, target, source = build_export_model(config, weights, strict=strict)
-    class_num = count_classes(layer, shape)
+    with float_forward(layer):
+        class_num = count_classes(layer, shape)
     names = config_class_names(config, class_num)
     name = name or f"{target.backbone}{SSLD_SUFFIX}"
     save_dir = save_dir or (config.get("Global") or {}).get("save_inference_dir") or "./inference"
@@ -108,7 +116,8 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
     try:
         graph = ScoredModel(layer, activation)
         graph.eval()
-        save_inference_model(graph, shape, os.path.join(tmp_dir, "inference"))
+        with float_forward(layer):  # a Slim.quant student: its float graph (ONNX Runtime quantizes it below)
+            save_inference_model(graph, shape, os.path.join(tmp_dir, "inference"))
         write_infer_config(os.path.join(tmp_dir, INFER_CONFIG), infer_cfg)
         publish_dir(tmp_dir, model_dir)
     finally:
@@ -120,6 +129,14 @@ def export_model(config: Dict[str, Any], weights: Optional[str] = None, save_dir
         from ppssld.export.onnx import export_onnx
 
         result.onnx = export_onnx(model_dir)
+    settings = quant_settings(config)
+    if with_int8 if with_int8 is not None else settings is not None:
+        from ppssld.export.qad import export_qad_int8
+
+        if settings is None:
+            raise ConfigError("an int8 export of the trained ranges needs Slim.quant in the config (a quantization-"
+                              "aware trained checkpoint); for a float checkpoint use deploy/slim/quant_post_static.py")
+        result.int8_dir = export_qad_int8(config, layer, model_dir, name, save_dir, settings, source).model_dir
     if with_hub:
         from ppssld.export.hub import write_hub_module
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -108,11 +108,16 @@ def int8_node_count(onnx_path: str) -> int:
 
 
 def quantize_onnx(fp32_path: str, out_path: str, batches: List[np.ndarray], fmt: str = "qoperator",
-                  calibration: str = "minmax") -> int:
+                  calibration: str = "minmax",
+                  overrides_for: Optional[Callable[[str], Dict[str, list]]] = None, reduce_range: bool = False) -> int:
     """Statically quantize ``fp32_path`` into ``out_path`` (per-channel int8 weights, uint8 activations).
 
     ``calibration``: how activation ranges come from the batches: ``minmax`` (the extremes), ``percentile``
     (the 99.999th percentile of |x|) or ``entropy`` (KL divergence between float and int8 histograms).
+    ``overrides_for``: given the pre-processed graph's path (the one quantized: BatchNorm folded into the
+    convolutions), the ``TensorQuantOverrides`` (tensor -> ``[{"scale", "zero_point"}]``) that replace the
+    calibrated ranges of those tensors (the ranges quantization-aware training learned). ``reduce_range``: 7-bit
+    weights (``[-64, 64]``), which no x86 kernel saturates (:data:`ppssld.slim.fake_quant.WEIGHT_QMAX_REDUCED`).
 
     Returns:
         The number of quantized nodes written.
@@ -136,14 +141,16 @@ def quantize_onnx(fp32_path: str, out_path: str, batches: List[np.ndarray], fmt:
         import onnxruntime as ort
 
         input_name = ort.InferenceSession(prepared, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        extra = {"TensorQuantOverrides": overrides_for(prepared)} if overrides_for is not None else {}
         try:
             quantize_static(prepared, out_path, _reader(batches, input_name),
                             quant_format=QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ,
-                            op_types_to_quantize=list(QUANT_OPS), per_channel=True,
+                            op_types_to_quantize=list(QUANT_OPS), per_channel=True, reduce_range=reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method={"minmax": CalibrationMethod.MinMax,
                                               "percentile": CalibrationMethod.Percentile,
-                                              "entropy": CalibrationMethod.Entropy}[calibration])
+                                              "entropy": CalibrationMethod.Entropy}[calibration],
+                            extra_options=extra)
         except (ValueError, RuntimeError, KeyError, IndexError) as exc:
             raise QuantizationError(f"ONNX Runtime could not quantize {fp32_path}: "
                                     f"{type(exc).__name__}: {exc}") from exc
@@ -167,7 +174,8 @@ class Int8Result:
 
 def export_int8(config: Dict[str, Any], weights: Optional[str] = None, save_dir: Optional[str] = None,
                 name: Optional[str] = None, calib_images: int = DEFAULT_CALIB_IMAGES, batch_size: int = 32,
-                fmt: str = "qoperator", seed: Optional[int] = None, calibration: str = "minmax") -> Int8Result:
+                fmt: str = "qoperator", seed: Optional[int] = None, calibration: str = "minmax",
+                reduce_range: bool = False) -> Int8Result:
     """Export ``config``'s student and write its int8 twin ``<save_dir>/<name>_int8_infer/``.
 
     Args:
@@ -180,6 +188,7 @@ def export_int8(config: Dict[str, Any], weights: Optional[str] = None, save_dir:
         fmt: ``qoperator`` (QLinearConv ... nodes) or ``qdq`` (Quantize/DequantizeLinear pairs).
         seed: calibration sample seed (default ``Global.seed``, else 0).
         calibration: activation-range method (see :func:`quantize_onnx`).
+        reduce_range: 7-bit weights (see :func:`quantize_onnx`).
     Returns:
         What was written.
     """
@@ -192,35 +201,53 @@ def export_int8(config: Dict[str, Any], weights: Optional[str] = None, save_dir:
     seed = int(seed if seed is not None else get(config, "Global.seed", 0))
     paths = calibration_images(config, int(calib_images), seed)
     with tempfile.TemporaryDirectory(prefix="ppssld-fp32-") as fp32_dir:
-        fp32 = export_model(config, weights=weights, save_dir=fp32_dir, name=name, with_hub=False)
+        fp32 = export_model(config, weights=weights, save_dir=fp32_dir, name=name, with_hub=False, with_int8=False)
         fp32.onnx = export_onnx(fp32.model_dir, opset=QUANT_OPSET)
         infer_cfg = read_infer_config(os.path.join(fp32.model_dir, INFER_CONFIG))
         batches = calibration_batches(paths, infer_cfg, batch_size)
-        final = os.path.join(save_dir, f"{fp32.name}{INT8_SUFFIX}_infer")
-        os.makedirs(save_dir, exist_ok=True)
-        tmp = make_temp_dir(final)
-        try:
-            nodes = quantize_onnx(fp32.onnx, os.path.join(tmp, ONNX_FILE), batches, fmt, calibration)
-            import onnxruntime
-
-            infer_cfg["Global"].update({
-                "model_name": f"{fp32.name}{INT8_SUFFIX}", "model_format": "onnx", "precision": "int8",
-                "quantization": {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": fmt,
-                                 "weights": "int8 per channel", "activations": f"uint8 {calibration}",
-                                 "ops": list(QUANT_OPS), "quantized_nodes": nodes,
-                                 "calibration_images": len(paths), "calibration_list":
-                                     str(get(config, f"{TRAIN_DATASET}.cls_label_path", "")),
-                                 "calibration_seed": seed}})
-            write_infer_config(os.path.join(tmp, INFER_CONFIG), infer_cfg)
-            publish_dir(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+        info = {"activations": f"uint8 {calibration}", "calibration_images": len(paths),
+                "calibration_list": str(get(config, f"{TRAIN_DATASET}.cls_label_path", "")),
+                "calibration_seed": seed}
+        final, nodes, infer_cfg = publish_int8(fp32.onnx, infer_cfg, fp32.name, save_dir, batches, fmt,
+                                               calibration, info, reduce_range=reduce_range)
         fp32_bytes = os.path.getsize(fp32.onnx)
     int8_bytes = os.path.getsize(os.path.join(final, ONNX_FILE))
     logger.info("wrote %s (%d quantized nodes, %.2f MB -> %.2f MB, calibrated on %d images)", final, nodes,
                 fp32_bytes / 1e6, int8_bytes / 1e6, len(paths))
     return Int8Result(final, infer_cfg, fp32_bytes, int8_bytes)
+
+
+def publish_int8(fp32_onnx: str, infer_cfg: Dict[str, Any], name: str, save_dir: str, batches: List[np.ndarray],
+                 fmt: str, calibration: str, info: Dict[str, Any],
+                 overrides_for: Optional[Callable[[str], Dict[str, list]]] = None,
+                 reduce_range: bool = False) -> Tuple[str, int, Dict[str, Any]]:
+    """Quantize ``fp32_onnx`` (:func:`quantize_onnx`) into ``<save_dir>/<name>_int8_infer/`` with its
+    ``inference.yml`` (the fp32 one's preprocessing; ``Global.quantization``: the tool, ``info``), atomically.
+
+    Returns:
+        ``(folder, quantized nodes, its inference.yml content)``.
+    """
+    import onnxruntime
+
+    final = os.path.join(save_dir, f"{name}{INT8_SUFFIX}_infer")
+    os.makedirs(save_dir, exist_ok=True)
+    tmp = make_temp_dir(final)
+    try:
+        nodes = quantize_onnx(fp32_onnx, os.path.join(tmp, ONNX_FILE), batches, fmt, calibration, overrides_for,
+                              reduce_range)
+        glob = dict(infer_cfg["Global"])
+        glob.update({"model_name": f"{name}{INT8_SUFFIX}", "model_format": "onnx", "precision": "int8",
+                     "quantization": {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": fmt,
+                                      "weights": "int8 per channel" + (", 7-bit (reduce_range)" if reduce_range
+                                                                       else ""), "ops": list(QUANT_OPS),
+                                      "quantized_nodes": nodes, **info}})
+        infer_cfg = {**infer_cfg, "Global": glob}
+        write_infer_config(os.path.join(tmp, INFER_CONFIG), infer_cfg)
+        publish_dir(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, nodes, infer_cfg
 
 
 def check_int8_folder(onnx_path: str, infer_cfg: Dict[str, Any], where: str) -> None:

@@ -15,6 +15,7 @@ from ppssld.arch.attention import backbone_entry
 from ppssld.arch.build import build_model, infer_model_name
 from ppssld.arch.features import logits_only
 from ppssld.arch.weights import load_state_dict, load_weights, resolve_params_path, strip_prefix
+from ppssld.slim.apply import is_quant_key, quantize_student, with_fresh_quantizers
 from ppssld.utils.config import trust_weights
 from ppssld.utils.errors import ConfigError, WeightsError
 from ppssld.utils.io import atomic_save
@@ -135,9 +136,10 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
     weights = weights or (config.get("Global") or {}).get("pretrained_model")
     if weights:
         layer = build_model(arch, strict=strict, only=target.key, load_pretrained=False)
+        quantize_student(layer, config)  # Slim.quant: the checkpoint holds the trained quantizers too
         path = resolve_params_path(str(weights), "Global.pretrained_model")
         state = select_state(load_state_dict(path, trust=trust), target, path)
-        load_weights(layer, state, strict=strict, where=path)
+        load_weights(layer, with_fresh_quantizers(layer, state, path), strict=strict, where=path)
         source = path
     else:
         own = _own_pretrained(arch, target)
@@ -145,6 +147,7 @@ def build_export_model(config: Dict[str, Any], weights: Optional[str] = None,
             raise ConfigError("nothing to export: give the trained checkpoint with "
                               "-o Global.pretrained_model=output/DistillationModel/best_model")
         layer = build_model(arch, strict=strict, only=target.key, load_pretrained=True, trust=trust)
+        quantize_student(layer, config)
         source = str(own)
     layer.eval()
     logger.info("export model %s%s loaded from %s", target.backbone,
@@ -176,12 +179,13 @@ def count_classes(layer: nn.Layer, image_shape: List[int]) -> int:
 
 def save_pretrained(layer: nn.Layer, path: str) -> Dict[str, Any]:
     """Save ``layer``'s weights with plain backbone keys (atomically) to ``path`` (``.pdparams``)
-    and, with the same keys, to the ``.safetensors`` beside it (readable without unpickling).
+    and, with the same keys, to the ``.safetensors`` beside it (readable without unpickling). A
+    quantization-aware trained layer saves its float weights only (its quantizers go to the int8 export).
 
     Returns:
         The saved state dict.
     """
-    state = layer.state_dict()
+    state = {k: v for k, v in layer.state_dict().items() if not is_quant_key(k)}
     atomic_save(path, lambda tmp: paddle.save(state, tmp))
     save_safetensors(state, safetensors_path(path), path)
     logger.info("wrote %s (%d tensors, plain backbone keys) and its .safetensors twin", path, len(state))

@@ -43,6 +43,7 @@ SCHEMA: Dict[str, Any] = {
     "Metric": {"Train": ANY, "Eval": ANY},
     "Infer": {"infer_imgs": ANY, "batch_size": ANY, "transforms": ANY, "PostProcess": ANY},
     "EMA": {"decay": ANY},
+    "Slim": ANY,  # checked by ppssld.slim.settings (quant: implemented; prune: refused)
 }
 
 # Keys PaddleClas accepts that ppssld does not implement yet: accepted, ignored, warned once.
@@ -52,7 +53,6 @@ UNSUPPORTED = {
     "Global.iter_per_epoch": "epochs always cover the whole dataset",
     "Global.image_channel": "images are always 3-channel RGB",
     "AMP.use_fp16_test": "evaluation runs in float32",
-    "Slim": "quantisation and pruning are not implemented",
     "DataLoader.UnLabelTrain": "put unlabeled lists in DataLoader.Train.dataset.unlabeled_label_path",
     "UnLabelLoss": "unlabeled images use the Loss.Train soft losses",
 }
