@@ -29,6 +29,7 @@ import paddle.nn.functional as F
 
 from ppssld.arch.roles import LOGITS, TEACHER, aligned_list, model_entries
 from ppssld.utils.checks import is_finite_number
+from ppssld.utils.config import refuse_unknown_keys
 from ppssld.utils.errors import ConfigError, did_you_mean
 
 ENSEMBLE_KEYS = ("name", "members", "weights", "temperature")
@@ -98,10 +99,7 @@ def ensemble_spec(arch: Dict[str, Any]) -> Optional[EnsembleSpec]:
     if not isinstance(value, dict):
         raise ConfigError(f"Arch.ensemble must be a mapping like {{name: Teacher, members: [TeacherA, TeacherB]}}, "
                           f"got {value!r}")
-    for key in value:
-        if key not in ENSEMBLE_KEYS:
-            raise ConfigError(f"unknown key Arch.ensemble.{key}.{did_you_mean(str(key), ENSEMBLE_KEYS)} "
-                              f"Valid keys: {', '.join(ENSEMBLE_KEYS)}")
+    refuse_unknown_keys(value, ENSEMBLE_KEYS, "Arch.ensemble")
     entries = model_entries(arch)
     names = [key for key, _ in entries]
     frozen = aligned_list(arch, "freeze_params_list", len(entries))

@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional
 
 from ppssld.arch.roles import aligned_list, infer_model, model_entries
 from ppssld.utils.checks import is_number
-from ppssld.utils.config import get
-from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.config import get, refuse_unknown_keys
+from ppssld.utils.errors import ConfigError
 
 SLIM_KEYS = ("quant", "prune")
 QUANT_KEYS = ("name", "moving_rate", "reduce_range")
@@ -49,10 +49,7 @@ def _section(config: Dict[str, Any]) -> Dict[str, Any]:
         return {}
     if not isinstance(slim, dict):
         raise ConfigError(f"Slim must be a mapping like {{quant: {{name: pact}}}}, got {slim!r}")
-    for key in slim:
-        if key not in SLIM_KEYS:
-            raise ConfigError(f"unknown key Slim.{key}.{did_you_mean(str(key), SLIM_KEYS)} "
-                              f"Valid keys: {', '.join(SLIM_KEYS)}")
+    refuse_unknown_keys(slim, SLIM_KEYS, "Slim")
     if slim.get("prune") is not None:
         raise ConfigError("Slim.prune (PaddleSlim's FPGM / L1-norm filter pruning) is not implemented in ppssld: "
                           "remove Slim.prune; Slim.quant (quantization-aware distillation) is")
@@ -70,10 +67,7 @@ def quant_settings(config: Dict[str, Any]) -> Optional[QuantSettings]:
         return None
     if not isinstance(quant, dict):
         raise ConfigError(f"Slim.quant must be a mapping like {{name: pact}}, got {quant!r}")
-    for key in quant:
-        if key not in QUANT_KEYS:
-            raise ConfigError(f"unknown key Slim.quant.{key}.{did_you_mean(str(key), QUANT_KEYS)} "
-                              f"Valid keys: {', '.join(QUANT_KEYS)}")
+    refuse_unknown_keys(quant, QUANT_KEYS, "Slim.quant")
     name = quant.get("name")
     method = str(name).lower() if isinstance(name, str) else None
     if method not in METHODS:

@@ -36,8 +36,8 @@ from ppssld.data.transforms import build_transforms
 from ppssld.data.transforms.basic import NormalizeImage
 from ppssld.data.transforms.core import parse_number
 from ppssld.utils.checks import is_finite_number, is_int
-from ppssld.utils.config import get
-from ppssld.utils.errors import ConfigError, did_you_mean
+from ppssld.utils.config import get, refuse_unknown_keys
+from ppssld.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +89,7 @@ def parse_input(value: Any, where: str) -> InputSpec:
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping like {{size: [384, 384], mean: [...], std: [...]}}, "
                           f"got {value!r}")
-    for key in value:
-        if key not in INPUT_KEYS:
-            raise ConfigError(f"unknown key {where}.{key}.{did_you_mean(str(key), INPUT_KEYS)} "
-                              f"Valid keys: {', '.join(INPUT_KEYS)}")
+    refuse_unknown_keys(value, INPUT_KEYS, where)
     size = value.get("size")
     if is_int(size):
         size = [size, size]

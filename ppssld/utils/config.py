@@ -113,6 +113,14 @@ def read_yaml_file(path: str, what: str) -> Any:
             raise ConfigError(_yaml_message(path, exc)) from exc
 
 
+def refuse_unknown_keys(node: Dict[str, Any], valid: Sequence[str], where: str) -> None:
+    """Refuse a key of mapping ``node`` outside ``valid``: ``unknown key <where>.<key>. Did you mean ...``."""
+    for key in node:
+        if key not in valid:
+            raise ConfigError(f"unknown key {where}.{key}.{did_you_mean(str(key), valid)} "
+                              f"Valid keys: {', '.join(valid)}")
+
+
 def check_keys(node: Any, valid: Sequence[str], where: str) -> None:
     """Refuse a non-mapping ``node`` or a key of it outside ``valid``, naming the closest valid key."""
     if not isinstance(node, dict):
