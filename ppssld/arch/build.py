@@ -268,7 +268,7 @@ def member_class_count(cfg: Dict[str, Any]) -> Tuple[Optional[int], str]:
     when that is unknown (an ``AttentionModel``, a backbone without a ``class_num`` default)."""
     value = cfg.get("class_num")
     if value is not None:
-        return (value if isinstance(value, int) and not isinstance(value, bool) else None), "its class_num"
+        return (value if is_int(value) else None), "its class_num"
     name = cfg.get("name")
     default = default_class_num(name) if isinstance(name, str) else None
     return default, f"no class_num: the {name} default"

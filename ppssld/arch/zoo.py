@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Set
 import paddle
 import paddle.nn as nn
 
+from ppssld.utils.checks import is_int
 from ppssld.arch.features import apply_return_patterns, pop_return_patterns
 from ppssld.arch.lr_mult import apply_lr_mult_list
 from ppssld.arch.zoo_index import load_factory
@@ -101,7 +102,7 @@ def default_class_num(name: str) -> Optional[int]:
         if param is not None and param.default is not param.empty:
             defaults.add(param.default)
     value = defaults.pop() if len(defaults) == 1 else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_int(value) else None
 
 
 def build_backbone(name: str, class_num: Optional[int] = None, lr_mult_list: Optional[List[float]] = None,

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import paddle
 
+from ppssld.utils.checks import is_int
 from ppssld.arch.roles import student_output_name
 from ppssld.utils import device_checks
 from ppssld.utils.errors import ConfigError, did_you_mean
@@ -29,10 +30,10 @@ Outputs = Union[paddle.Tensor, Dict[str, Any]]
 
 
 def _check_topk(topk: Any) -> List[int]:
-    if isinstance(topk, int) and not isinstance(topk, bool):
+    if is_int(topk):
         topk = [topk]
     if not isinstance(topk, (list, tuple)) or not topk or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in topk):
+            is_int(k) and k >= 1 for k in topk):
         raise ConfigError(f"topk must be a positive int or a non-empty list of them, e.g. [1, 5], got {topk!r}")
     unique = list(dict.fromkeys(topk))
     if len(unique) != len(topk):

@@ -17,7 +17,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from ppssld.optim.schedulers import WarmupSchedule, schedule_number
-from ppssld.utils.checks import is_int
+from ppssld.utils.checks import is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SCHEDULERS
 
@@ -43,7 +43,7 @@ class MultiStepDecay(WarmupSchedule):
                  by_epoch: bool = False, last_epoch: int = -1, verbose: bool = False, *,
                  epochs: int, steps_per_epoch: int) -> None:
         if not isinstance(milestones, (list, tuple)) or not milestones or not all(
-                isinstance(m, (int, float)) and not isinstance(m, bool) and m >= 0 for m in milestones):
+                is_number(m) and m >= 0 for m in milestones):
             raise ConfigError(f"milestones must be a non-empty list of epoch numbers, got {milestones!r}")
         if list(milestones) != sorted(milestones):
             raise ConfigError(f"milestones must be increasing, got {milestones!r}")

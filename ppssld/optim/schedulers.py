@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Sequence
 
 from paddle.optimizer.lr import LRScheduler
 
-from ppssld.utils.checks import is_finite_number, is_int
+from ppssld.utils.checks import is_finite_number, is_int, is_number
 from ppssld.utils.errors import ConfigError
 from ppssld.utils.registry import SCHEDULERS
 
@@ -154,7 +154,7 @@ class Piecewise(WarmupSchedule):
                            learning_rate, values[0])
         decay_epochs = [] if decay_epochs is None else decay_epochs
         if not isinstance(decay_epochs, (list, tuple)) or not all(
-                isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in decay_epochs):
+                is_number(e) and e > 0 for e in decay_epochs):
             raise ConfigError(f"decay_epochs must be a list of positive epoch numbers, got {decay_epochs!r}")
         if list(decay_epochs) != sorted(set(decay_epochs)):
             raise ConfigError(f"decay_epochs must be strictly increasing, got {decay_epochs!r}")
@@ -204,7 +204,7 @@ def build_lr_scheduler(lr_cfg: Any, epochs: int, steps_per_epoch: int, where: st
     Returns:
         The scheduler (a ``paddle.optimizer.lr.LRScheduler``).
     """
-    if isinstance(lr_cfg, (int, float)) and not isinstance(lr_cfg, bool):
+    if is_number(lr_cfg):
         lr_cfg = {"learning_rate": lr_cfg}
     if not isinstance(lr_cfg, dict):
         raise ConfigError(f"{where} must be a mapping like {{name: Cosine, learning_rate: 0.1}}, got {lr_cfg!r}")
