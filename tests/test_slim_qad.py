@@ -218,3 +218,34 @@ def test_cli_refusal_exits_2_without_a_traceback(tiny_data, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "Slim.prune" in proc.stderr and "not implemented" in proc.stderr
+
+
+def test_qad_from_an_exact_soft_label_cache_equals_online_qad(tiny_data, tmp_path):
+    """The cache stands where the teacher stood (V = epochs, K = classes, float32 logits): the quantized student
+    trains to the same weights and ranges, bit for bit where the teacher's logits do not depend on the batch
+    (as on the AMD EPYC; tests/test_soft_label_cache.py measures that noise)."""
+    from ppssld.cache.generate import generate
+    from tests.conftest import save_random_backbone
+
+    root, paths = tiny_data
+    teacher = save_random_backbone(str(tmp_path / "teacher.pdparams"), name="ResNet18", class_num=4, seed=1)
+    student = save_random_backbone(str(tmp_path / "student.pdparams"), name=STUDENT, class_num=4, seed=2)
+    cfg = distill_config(root, paths, teacher, str(tmp_path / "online"), epochs=2)
+    cfg["Arch"]["models"][1]["Student"]["pretrained"] = student
+    cfg["Global"]["eval_during_train"] = False
+    cfg["Slim"] = {"quant": {"name": "minmax"}}
+    generate(copy.deepcopy(cfg), str(tmp_path / "cache"), views=2, topk=4, chunk_size=16, prob_dtype="float32")
+    online = build_trainer(copy.deepcopy(cfg))
+    online.fit()
+    cached_cfg = copy.deepcopy(cfg)
+    cached_cfg["Global"].update({"output_dir": str(tmp_path / "cached"), "soft_label_cache": str(tmp_path / "cache")})
+    cached = build_trainer(cached_cfg)
+    assert len(quant_points(cached.model)) == 55
+    cached.fit()
+    a = {k: v for k, v in _state(online).items() if k.startswith("Student.")}
+    b = _state(cached)
+    assert a.keys() == b.keys() and any(k.endswith("output_quant.range") for k in a)
+    start = paddle.load(student)
+    moved = max(float(np.abs(a[k] - start[k[len("Student."):]].numpy()).max()) for k in a if k[8:] in start)
+    apart = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert moved > 1e-3 and apart <= 1e-6, (moved, apart)
